@@ -1,0 +1,2 @@
+//! stoker-collector: OTLP ingest, the embedded time-series store, the policy engine, actuators
+//! and the HTTP API.

@@ -1,0 +1,3 @@
+//! Workspace-level integration tests, one binary with a module per area.
+
+mod layout;

@@ -1,0 +1,1 @@
+//! stoker-tui: the terminal dashboard over the collector, and the one-machine demo.
