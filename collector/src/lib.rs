@@ -1,2 +1,5 @@
 //! stoker-collector: OTLP ingest, the embedded time-series store, the policy engine, actuators
 //! and the HTTP API.
+
+pub mod actuate;
+pub mod duration;
