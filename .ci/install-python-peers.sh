@@ -3,7 +3,7 @@
 # exporters (gRPC and HTTP), and moto's server mode for the AWS Auto Scaling API.
 # Idempotent and quiet; safe to run on every CI run.
 set -euo pipefail
-python3 -m pip install --quiet --disable-pip-version-check \
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   'opentelemetry-sdk>=1.27' 'opentelemetry-exporter-otlp>=1.27' 'moto[server]>=5' \
   >/dev/null
 python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, moto' 
