@@ -6,12 +6,16 @@
 //!
 //! Data flows one way: signals → [`engine::evaluate`] → decisions → executor → records.
 
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod drift;
 pub mod engine;
 pub mod replay;
+pub mod runtime;
 pub mod format;
+pub mod otel;
+pub mod persist;
 pub mod series;
 pub mod signal;
 pub mod template;
@@ -19,6 +23,8 @@ pub mod testing;
 
 pub use check::{check_paths, CheckReport, Diagnostic, Policy, Severity};
 pub use engine::{evaluate, Decision, Evaluation, PolicyState};
+pub use api::router;
+pub use runtime::{Executor, PolicyRuntime};
 pub use signal::{SignalQuery, SignalSource};
 
 #[cfg(test)]
