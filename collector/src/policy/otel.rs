@@ -24,7 +24,7 @@ use super::engine::{Action, Decision};
 pub const QUEUE: usize = 1024;
 
 fn kv(key: &str, v: any_value::Value) -> KeyValue {
-    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(v) }) }
+    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
 }
 
 fn s(key: &str, v: impl Into<String>) -> KeyValue {
