@@ -3,3 +3,4 @@
 
 pub mod actuate;
 pub mod duration;
+pub mod policy;

@@ -1,0 +1,209 @@
+//! HTTP API of the policy engine: `/api/v1/policies`, `/api/v1/decisions`, `/api/v1/actions`.
+//! The types are public so the dashboard deserialises the same shapes.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::check::Diagnostic;
+use super::engine::{Decision, RuleKind, DEFAULT_RETRAIN_COOLDOWN};
+use super::format::Mode;
+use super::persist::ActionRecord;
+use super::runtime::PolicyRuntime;
+use super::signal::nanos;
+
+/// A rule's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleState {
+    /// Nothing pending.
+    Ok,
+    /// The condition holds, waiting for its `for`.
+    Pending,
+    /// Firing (acting, or panic mode for scaling).
+    Firing,
+    /// Cooling down after an action.
+    CoolingDown,
+    /// Dry run: records only.
+    DryRun,
+}
+
+/// One rule in `/api/v1/policies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleStatus {
+    /// Rule name (`scale` for scaling).
+    pub rule: String,
+    /// Scaling or retraining.
+    pub kind: RuleKind,
+    /// Mode.
+    pub mode: Mode,
+    /// State.
+    pub state: RuleState,
+    /// Since when the condition holds, Unix nanos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_since: Option<u64>,
+    /// Cooling down until, Unix nanos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_down_until: Option<u64>,
+    /// The last recorded decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<Decision>,
+}
+
+/// One policy in `/api/v1/policies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// Name.
+    pub name: String,
+    /// Source file.
+    pub file: String,
+    /// Target name.
+    pub target: String,
+    /// Rules.
+    pub rules: Vec<RuleStatus>,
+}
+
+/// `GET /api/v1/policies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoliciesResponse {
+    /// Policies in force.
+    pub policies: Vec<PolicyStatus>,
+    /// Errors of the last refused reload (the set in force is the last good one).
+    pub errors: Vec<Diagnostic>,
+    /// Warnings of the set in force.
+    pub warnings: Vec<Diagnostic>,
+    /// Time of the last reload attempt, Unix nanos.
+    pub last_reload: u64,
+}
+
+/// `GET /api/v1/decisions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionsResponse {
+    /// Newest first.
+    pub decisions: Vec<Decision>,
+}
+
+/// `GET /api/v1/actions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionsResponse {
+    /// Newest first, with job lifecycle.
+    pub actions: Vec<ActionRecord>,
+}
+
+/// Query of `/api/v1/decisions` and `/api/v1/actions`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// Only this policy.
+    pub policy: Option<String>,
+    /// Only this rule.
+    pub rule: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The policy API routes, with the runtime as state.
+pub fn router(runtime: PolicyRuntime) -> Router {
+    Router::new()
+        .route("/api/v1/policies", get(policies))
+        .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/actions", get(actions))
+        .with_state(runtime)
+}
+
+/// The `/api/v1/policies` body at `now`.
+pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
+    let snap = rt.snapshot();
+    let mut out = Vec::new();
+    for p in &snap.policies {
+        let st = snap.states.get(p.name()).cloned().unwrap_or_default();
+        let mut rules = Vec::new();
+        if let Some(scale) = &p.doc.spec.scale {
+            let mode = scale.mode.unwrap_or(p.doc.spec.mode);
+            let pending_since = st.scale.steps.values().filter_map(|c| c.pending_since).min();
+            let firing = st.scale.steps.values().any(|c| c.firing) || st.scale.panic_until.is_some_and(|u| now < u);
+            let cd = scale.cooldown.clone().unwrap_or_default();
+            let longest = cd.scale_up.max(cd.scale_down).map(|d| d.get()).unwrap_or_default();
+            let until = st.scale.events.last().map(|e| e.time + nanos(longest)).filter(|u| *u > now && !longest.is_zero());
+            let state = if mode == Mode::DryRun {
+                RuleState::DryRun
+            } else if firing {
+                RuleState::Firing
+            } else if until.is_some() {
+                RuleState::CoolingDown
+            } else if pending_since.is_some() {
+                RuleState::Pending
+            } else {
+                RuleState::Ok
+            };
+            rules.push(RuleStatus {
+                rule: "scale".into(),
+                kind: RuleKind::Scale,
+                mode,
+                state,
+                pending_since,
+                cooling_down_until: until,
+                last_decision: snap.last.get(&(p.name().to_owned(), "scale".to_owned())).cloned(),
+            });
+        }
+        for r in &p.doc.spec.retrain {
+            let mode = r.mode.unwrap_or(p.doc.spec.mode);
+            let rs = st.retrain.get(&r.name).cloned().unwrap_or_default();
+            let cooldown = r.cooldown.map(|c| c.get()).unwrap_or(DEFAULT_RETRAIN_COOLDOWN);
+            let until = rs.runs.last().map(|t| t + nanos(cooldown)).filter(|u| *u > now);
+            let state = if mode == Mode::DryRun {
+                RuleState::DryRun
+            } else if until.is_some() {
+                RuleState::CoolingDown
+            } else if rs.condition.firing {
+                RuleState::Firing
+            } else if rs.condition.pending_since.is_some() {
+                RuleState::Pending
+            } else {
+                RuleState::Ok
+            };
+            rules.push(RuleStatus {
+                rule: r.name.clone(),
+                kind: RuleKind::Retrain,
+                mode,
+                state,
+                pending_since: rs.condition.pending_since,
+                cooling_down_until: until,
+                last_decision: snap.last.get(&(p.name().to_owned(), r.name.clone())).cloned(),
+            });
+        }
+        out.push(PolicyStatus {
+            name: p.name().to_owned(),
+            file: p.file.display().to_string(),
+            target: p.doc.spec.target.name.clone(),
+            rules,
+        });
+    }
+    PoliciesResponse { policies: out, errors: snap.errors, warnings: snap.warnings, last_reload: snap.last_reload }
+}
+
+async fn policies(State(rt): State<PolicyRuntime>) -> Json<PoliciesResponse> {
+    let now = rt.now();
+    Json(policies_status(&rt, now))
+}
+
+async fn decisions(State(rt): State<PolicyRuntime>, Query(q): Query<ListQuery>) -> Result<Json<DecisionsResponse>, (StatusCode, String)> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    rt.store()
+        .decisions(q.policy.as_deref(), q.rule.as_deref(), limit)
+        .map(|decisions| Json(DecisionsResponse { decisions }))
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn actions(State(rt): State<PolicyRuntime>, Query(q): Query<ListQuery>) -> Result<Json<ActionsResponse>, (StatusCode, String)> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    rt.store()
+        .actions()
+        .map(|mut actions| {
+            actions.retain(|a| q.policy.as_ref().is_none_or(|p| *p == a.policy) && q.rule.as_ref().is_none_or(|r| *r == a.rule));
+            actions.truncate(limit);
+            Json(ActionsResponse { actions })
+        })
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}

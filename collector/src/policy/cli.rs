@@ -1,0 +1,126 @@
+//! The `policy` subcommands' logic: `check`, `test`, `replay`. The binary only parses flags
+//! and calls these; each returns the process exit code and writes to the given streams, so
+//! tests run them in-process.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::check::{check_paths, Severity};
+use super::replay::{self, Baseline, Capacity, ReplayOptions};
+use super::testing;
+
+/// `policy check PATH...`: prints every diagnostic; exit 0 without errors, 1 with.
+pub fn check(paths: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let report = check_paths(paths);
+    for d in &report.diagnostics {
+        let _ = writeln!(err, "{d}");
+    }
+    let errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = report.diagnostics.len() - errors;
+    let _ = writeln!(out, "{} policies checked: {errors} errors, {warnings} warnings", report.policies.len() + count_failed_files(&report));
+    i32::from(errors > 0)
+}
+
+fn count_failed_files(report: &super::check::CheckReport) -> usize {
+    let ok: std::collections::BTreeSet<_> = report.policies.iter().map(|p| &p.file).collect();
+    let bad: std::collections::BTreeSet<_> =
+        report.diagnostics.iter().filter(|d| d.severity == Severity::Error && !ok.contains(&d.file)).map(|d| &d.file).collect();
+    bad.len()
+}
+
+/// `policy test PATH... [--junit FILE]`: exit 0 when all pass, 1 otherwise.
+pub fn test(paths: &[PathBuf], junit: Option<&PathBuf>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let outcomes = testing::run_paths(paths);
+    let (text, failed) = testing::render(&outcomes);
+    let _ = write!(out, "{text}");
+    if let Some(file) = junit {
+        if let Err(e) = std::fs::write(file, testing::junit(&outcomes)) {
+            let _ = writeln!(err, "{}: cannot write JUnit report: {e}", file.display());
+            return 1;
+        }
+    }
+    if outcomes.is_empty() {
+        let _ = writeln!(err, "no *.test.yaml files found");
+        return 1;
+    }
+    i32::from(failed > 0)
+}
+
+/// Flags of `policy replay`.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayArgs {
+    /// `--policies DIR`.
+    pub policies: PathBuf,
+    /// `--data FILE`.
+    pub data: PathBuf,
+    /// `--baseline hpa|kpa|DIR`.
+    pub baseline: Option<String>,
+    /// `--json`.
+    pub json: bool,
+    /// `--throughput`: per-replica requests/s when the policy declares no capacity.
+    pub throughput: Option<f64>,
+    /// `--service-time` seconds.
+    pub service_time: Option<f64>,
+    /// `--warmup` seconds.
+    pub warmup: Option<f64>,
+    /// `--start-size`.
+    pub start_size: Option<u32>,
+}
+
+/// `policy replay`: prints the side-by-side table or JSON; exit 0, or 1 on errors.
+pub fn replay(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let policies = match replay::usable(&check_paths(std::slice::from_ref(&args.policies))) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 1;
+        }
+    };
+    let trace = match replay::load_trace(&args.data) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 1;
+        }
+    };
+    let baseline = match args.baseline.as_deref() {
+        None => None,
+        Some("hpa") => Some(Baseline::Hpa),
+        Some("kpa") => Some(Baseline::Kpa),
+        Some(dir) => match replay::usable(&check_paths(&[PathBuf::from(dir)])) {
+            Ok(p) => Some(Baseline::Policies(dir.to_owned(), p)),
+            Err(e) => {
+                let _ = writeln!(err, "baseline {dir}: {e}");
+                return 1;
+            }
+        },
+    };
+    let capacity = args.throughput.map(|t| Capacity {
+        throughput: t,
+        service_time: args.service_time.unwrap_or(0.05),
+        warmup: args.warmup.unwrap_or(0.0),
+    });
+    let opts = ReplayOptions { capacity, start_size: args.start_size };
+    match replay::replay(&args.data.display().to_string(), &policies, &trace, baseline.as_ref(), &opts) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(j) => {
+                        let _ = writeln!(out, "{j}");
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "cannot encode the report: {e}");
+                        return 1;
+                    }
+                }
+            } else {
+                let _ = write!(out, "{}", replay::render_table(&report));
+            }
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Drift statistics between a reference window and the current window, computed from the
+//! store's bucketed data: PSI, Kolmogorov–Smirnov on bucketed data, Jensen–Shannon distance,
+//! chi-square on class counts, and accuracy from feedback.
+//!
+//! Defaults follow established tools: PSI > 0.2 is a significant shift (the credit-scoring
+//! rule of thumb Evidently and NannyML use), Jensen–Shannon distance > 0.1 (Evidently), KS and
+//! chi-square significant at p < 0.05. Sample size matters: with a few dozen observations PSI
+//! is noisy and a p-value meaningless, so callers refuse windows below `minSamples`
+//! (default 100) as "not enough data" rather than deciding on them.
+//!
+//! Accuracy estimated from mean top-1 confidence assumes a calibrated model: among
+//! predictions made with confidence c, a fraction c is right, so the mean confidence equals
+//! the expected accuracy. Over-confident models (common for un-tempered CNNs) overestimate it;
+//! prefer `inference.feedback` where labels arrive.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::signal::Histogram;
+
+/// Floor for empty bucket proportions in PSI, so an empty bucket gives a large but finite
+/// term (the usual practice).
+pub const PSI_EPSILON: f64 = 1e-4;
+
+/// Why two distributions cannot be compared.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DriftError {
+    /// Different bucket bounds.
+    #[error("histograms have different bucket bounds")]
+    BoundsDiffer,
+    /// No observations on one side.
+    #[error("a window has no observations")]
+    Empty,
+}
+
+/// A test statistic with its p-value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestResult {
+    /// The statistic (KS D, chi-square).
+    pub statistic: f64,
+    /// Probability of a statistic at least this large under "no drift".
+    pub p_value: f64,
+}
+
+fn proportions(a: &Histogram, b: &Histogram) -> Result<(Vec<f64>, Vec<f64>), DriftError> {
+    if a.bounds.len() != b.bounds.len()
+        || a.counts.len() != b.counts.len()
+        || a.bounds.iter().zip(&b.bounds).any(|(x, y)| (x - y).abs() > 1e-12)
+    {
+        return Err(DriftError::BoundsDiffer);
+    }
+    let (ta, tb) = (a.total(), b.total());
+    if ta <= 0.0 || tb <= 0.0 {
+        return Err(DriftError::Empty);
+    }
+    Ok((a.counts.iter().map(|c| c / ta).collect(), b.counts.iter().map(|c| c / tb).collect()))
+}
+
+/// Population stability index: Σ (c − r) · ln(c / r) over buckets.
+pub fn psi(reference: &Histogram, current: &Histogram) -> Result<f64, DriftError> {
+    let (r, c) = proportions(reference, current)?;
+    Ok(r.iter()
+        .zip(&c)
+        .map(|(r, c)| {
+            let (r, c) = (r.max(PSI_EPSILON), c.max(PSI_EPSILON));
+            (c - r) * (c / r).ln()
+        })
+        .sum())
+}
+
+/// Jensen–Shannon distance (square root of the divergence, base 2), in [0, 1].
+pub fn js_distance(reference: &Histogram, current: &Histogram) -> Result<f64, DriftError> {
+    let (p, q) = proportions(reference, current)?;
+    let kl = |a: &[f64], m: &[f64]| -> f64 {
+        a.iter().zip(m).filter(|(a, _)| **a > 0.0).map(|(a, m)| a * (a / m).log2()).sum()
+    };
+    let m: Vec<f64> = p.iter().zip(&q).map(|(a, b)| (a + b) / 2.0).collect();
+    let div = 0.5 * kl(&p, &m) + 0.5 * kl(&q, &m);
+    Ok(div.max(0.0).sqrt())
+}
+
+/// Two-sample Kolmogorov–Smirnov on bucketed data: D is the largest gap between the two
+/// empirical CDFs at bucket bounds (a lower bound of the unbucketed D); the p-value uses the
+/// asymptotic Kolmogorov distribution with effective size n·m/(n+m) and Stephens' correction.
+pub fn ks_bucketed(reference: &Histogram, current: &Histogram) -> Result<TestResult, DriftError> {
+    let (r, c) = proportions(reference, current)?;
+    let (mut cr, mut cc, mut d) = (0.0, 0.0, 0.0f64);
+    for (a, b) in r.iter().zip(&c) {
+        cr += a;
+        cc += b;
+        d = d.max((cr - cc).abs());
+    }
+    let (n, m) = (reference.total(), current.total());
+    let ne = n * m / (n + m);
+    let lambda = (ne.sqrt() + 0.12 + 0.11 / ne.sqrt()) * d;
+    Ok(TestResult { statistic: d, p_value: kolmogorov_q(lambda) })
+}
+
+/// Q_KS(λ) = 2 Σ_{j≥1} (−1)^{j−1} e^{−2 j² λ²}.
+pub fn kolmogorov_q(lambda: f64) -> f64 {
+    if lambda < 1e-3 {
+        return 1.0;
+    }
+    let mut sum = 0.0;
+    let mut sign = 1.0;
+    for j in 1..=100 {
+        let j = f64::from(j);
+        let term = sign * (-2.0 * j * j * lambda * lambda).exp();
+        sum += term;
+        if term.abs() < 1e-12 {
+            break;
+        }
+        sign = -sign;
+    }
+    (2.0 * sum).clamp(0.0, 1.0)
+}
+
+/// Chi-square goodness of fit of the current class counts against the reference class
+/// proportions (classes from both windows; reference counts get +0.5 so a class new in the
+/// current window has a finite expected count). Degrees of freedom: classes − 1.
+pub fn chi_square_counts(
+    reference: &BTreeMap<String, f64>,
+    current: &BTreeMap<String, f64>,
+) -> Result<TestResult, DriftError> {
+    let classes: BTreeSet<&String> = reference.keys().chain(current.keys()).collect();
+    let k = classes.len();
+    let ref_total: f64 = classes.iter().map(|c| reference.get(*c).copied().unwrap_or(0.0) + 0.5).sum();
+    let cur_total: f64 = current.values().sum();
+    if k < 2 || cur_total <= 0.0 {
+        return Err(DriftError::Empty);
+    }
+    let stat: f64 = classes
+        .iter()
+        .map(|c| {
+            let e = cur_total * (reference.get(*c).copied().unwrap_or(0.0) + 0.5) / ref_total;
+            let o = current.get(*c).copied().unwrap_or(0.0);
+            (o - e) * (o - e) / e
+        })
+        .sum();
+    let df = (k - 1) as f64;
+    Ok(TestResult { statistic: stat, p_value: chi_square_sf(stat, df) })
+}
+
+/// Upper tail of the chi-square distribution: Q(df/2, x/2).
+pub fn chi_square_sf(x: f64, df: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    gamma_q(df / 2.0, x / 2.0)
+}
+
+fn ln_gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, n = 9), good to ~15 digits for x > 0.
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Regularized upper incomplete gamma Q(a, x) (series below a+1, continued fraction above).
+fn gamma_q(a: f64, x: f64) -> f64 {
+    if x < a + 1.0 {
+        let mut sum = 1.0 / a;
+        let mut del = sum;
+        let mut ap = a;
+        for _ in 0..500 {
+            ap += 1.0;
+            del *= x / ap;
+            sum += del;
+            if del.abs() < sum.abs() * 1e-15 {
+                break;
+            }
+        }
+        let p = sum * (-x + a * x.ln() - ln_gamma(a)).exp();
+        (1.0 - p).clamp(0.0, 1.0)
+    } else {
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..500 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = b + an / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            let del = d * c;
+            h *= del;
+            if (del - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        ((-x + a * x.ln() - ln_gamma(a)).exp() * h).clamp(0.0, 1.0)
+    }
+}
+
+/// Accuracy measured from feedback counts, or `None` below `min_samples` labelled answers.
+pub fn accuracy_from_feedback(correct: f64, total: f64, min_samples: f64) -> Option<f64> {
+    (total >= min_samples && total > 0.0).then(|| correct / total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(counts: &[f64]) -> Histogram {
+        Histogram { bounds: (1..counts.len()).map(|i| i as f64).collect(), counts: counts.to_vec() }
+    }
+
+    fn close(a: f64, b: f64, tol: f64) {
+        assert!((a - b).abs() < tol, "{a} != {b}");
+    }
+
+    #[test]
+    fn psi_matches_hand_computation() {
+        // (0.25-0.5)·ln(0.5) + (0.75-0.5)·ln(1.5) = 0.173287 + 0.101366
+        close(psi(&h(&[50.0, 50.0]), &h(&[25.0, 75.0])).expect("psi"), 0.274653, 1e-5);
+        close(psi(&h(&[10.0, 10.0]), &h(&[30.0, 30.0])).expect("psi"), 0.0, 1e-12);
+    }
+
+    #[test]
+    fn js_distance_matches_hand_computation() {
+        // M = (0.375, 0.625); JSD = ½(0.046554 + 0.051035) = 0.048795; sqrt = 0.220896
+        close(js_distance(&h(&[1.0, 1.0]), &h(&[1.0, 3.0])).expect("js"), 0.220896, 1e-5);
+        close(js_distance(&h(&[1.0, 0.0]), &h(&[0.0, 1.0])).expect("js"), 1.0, 1e-12);
+    }
+
+    #[test]
+    fn ks_statistic_and_p_value() {
+        let r = ks_bucketed(&h(&[50.0, 50.0]), &h(&[25.0, 75.0])).expect("ks");
+        close(r.statistic, 0.25, 1e-12);
+        // ne = 50; λ = (7.0711 + 0.12 + 0.01556)·0.25 = 1.801665; Q(λ) ≈ 2e^{-6.4920} = 0.003031
+        close(r.p_value, 0.003031, 2e-6);
+        close(kolmogorov_q(1.358), 0.0500, 5e-4);
+    }
+
+    #[test]
+    fn chi_square_tail_matches_tables() {
+        close(chi_square_sf(3.841459, 1.0), 0.05, 1e-6);
+        close(chi_square_sf(5.991465, 2.0), 0.05, 1e-6);
+        close(chi_square_sf(18.307038, 10.0), 0.05, 1e-6);
+        close(chi_square_sf(0.5, 3.0), 0.918891, 1e-5);
+    }
+
+    #[test]
+    fn chi_square_on_class_counts() {
+        let r = BTreeMap::from([("cat".to_owned(), 499.5), ("dog".to_owned(), 499.5)]);
+        let c = BTreeMap::from([("cat".to_owned(), 60.0), ("dog".to_owned(), 40.0)]);
+        // expected 50/50 → (10² + 10²)/50 = 4.0, df 1 → p = 0.0455
+        let t = chi_square_counts(&r, &c).expect("chi2");
+        close(t.statistic, 4.0, 1e-9);
+        close(t.p_value, 0.045500, 1e-5);
+    }
+
+    #[test]
+    fn different_bounds_are_refused() {
+        let a = Histogram { bounds: vec![1.0], counts: vec![1.0, 1.0] };
+        let b = Histogram { bounds: vec![2.0], counts: vec![1.0, 1.0] };
+        assert_eq!(psi(&a, &b), Err(DriftError::BoundsDiffer));
+    }
+
+    #[test]
+    fn feedback_accuracy_needs_samples() {
+        assert_eq!(accuracy_from_feedback(90.0, 100.0, 100.0), Some(0.9));
+        assert_eq!(accuracy_from_feedback(9.0, 10.0, 100.0), None);
+    }
+
+    proptest! {
+        #[test]
+        fn statistics_are_bounded_and_zero_on_identity(counts in proptest::collection::vec(1.0f64..1000.0, 2..12), other in proptest::collection::vec(0.0f64..1000.0, 12)) {
+            let a = h(&counts);
+            let b = h(&other[..counts.len()]);
+            prop_assume!(b.total() > 0.0);
+            prop_assert!(psi(&a, &a).expect("psi").abs() < 1e-9);
+            prop_assert!(psi(&a, &b).expect("psi") >= -1e-12);
+            let js = js_distance(&a, &b).expect("js");
+            prop_assert!((0.0..=1.0 + 1e-12).contains(&js));
+            let ks = ks_bucketed(&a, &b).expect("ks");
+            prop_assert!((0.0..=1.0).contains(&ks.statistic));
+            prop_assert!((0.0..=1.0).contains(&ks.p_value));
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! The policy file format exactly as written in YAML (`apiVersion: stoker/v1`, `kind: Policy`).
+//!
+//! These are the raw, serde-facing types; every struct refuses unknown keys so a typo is an
+//! error with its position, not a silently ignored line. Meaning checks (min ≤ max, exactly one
+//! threshold, a known statistic…) live in [`super::check`], which reports all problems at once.
+//! `policies/README.md` is the user-facing reference for every key here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actuate::spec::{
+    AwsAsg, CommandSpec, GcpMig, JobSpec, KubernetesScale, LocalReplicas, ResizeActuator,
+    ResizeSpec, WebhookSpec,
+};
+use crate::duration::HumanDuration;
+
+/// One policy file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyDoc {
+    /// Must be `stoker/v1`.
+    pub api_version: String,
+    /// Must be `Policy`.
+    pub kind: String,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// What to resize and when.
+    pub spec: PolicySpec,
+}
+
+/// Name and labels of a policy.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Unique across the policy set; decisions and state are keyed by it.
+    pub name: String,
+    /// Free-form labels, shown in the API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Whether a rule acts or only records what it would do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Decisions are carried out.
+    #[default]
+    Enforce,
+    /// Decisions are recorded (and the actuator called with `dry_run`), nothing changes.
+    DryRun,
+}
+
+/// The body of a policy.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// What is resized and how.
+    pub target: TargetSpec,
+    /// Default mode of every rule in this policy; a rule may override it.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Evaluation interval; default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<HumanDuration>,
+    /// The service-level objective, used by replay for SLO-violation minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
+    /// Target tracking, step rules and their constraints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleSpec>,
+    /// Retraining rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retrain: Vec<RetrainRule>,
+}
+
+/// The resized target: name, bounds, where its size comes from, the actuator section, and the
+/// capacity model replay uses. The actuator keys are those of [`ResizeSpec`], written inline.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the target (a service, a node pool); two policies resizing one name conflict.
+    pub name: String,
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Where the current size is read from; default: the actuator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<CurrentSize>,
+    /// Which actuator resizes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actuator: Option<ResizeActuator>,
+    /// Section for `actuator: kubernetes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesScale>,
+    /// Section for `actuator: aws-asg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsAsg>,
+    /// Section for `actuator: gcp-mig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpMig>,
+    /// Section for `actuator: local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalReplicas>,
+    /// Section for `actuator: command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandSpec>,
+    /// Section for `actuator: webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+    /// Capacity model of one replica, for `policy replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacitySpec>,
+}
+
+impl TargetSpec {
+    /// The actuator section as the actuators take it.
+    pub fn resize_spec(&self) -> ResizeSpec {
+        ResizeSpec {
+            actuator: self.actuator,
+            kubernetes: self.kubernetes.clone(),
+            aws: self.aws.clone(),
+            gcp: self.gcp.clone(),
+            local: self.local.clone(),
+            command: self.command.clone(),
+            webhook: self.webhook.clone(),
+        }
+    }
+}
+
+/// Where the current size of a target comes from.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CurrentSize {
+    /// `actuator` (ask the actuator, the default) or `signal`.
+    pub from: CurrentFrom,
+    /// With `from: signal`, the signal whose value is the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalSpec>,
+}
+
+/// Source of the current size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CurrentFrom {
+    /// The actuator's own view (scale subresource, ASG desired capacity…).
+    Actuator,
+    /// A metric, such as a count of ready replicas reported by the service.
+    Signal,
+}
+
+/// Per-replica capacity, turning replica counts into latency and utilisation in replay.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CapacitySpec {
+    /// Requests per second one ready replica serves at full utilisation.
+    pub per_replica_throughput: f64,
+    /// Time to serve one request on an idle replica.
+    pub service_time: HumanDuration,
+    /// Delay between asking for a replica and it serving traffic.
+    #[serde(default)]
+    pub warmup: HumanDuration,
+}
+
+/// A service-level objective: the statistic of a signal must stay at or below `objective`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SloSpec {
+    /// The signal, for example p95 of `inference.request.duration` over 30s.
+    pub signal: SignalSpec,
+    /// Highest acceptable value.
+    pub objective: f64,
+}
+
+/// A signal: a metric, attribute matchers, a window and a statistic.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignalSpec {
+    /// Metric name from the vocabulary, like `inference.request.duration`.
+    pub metric: String,
+    /// `mean`, `min`, `max`, `sum`, `count`, `last`, `rate`, `increase` or `pNN` (quantile).
+    pub stat: String,
+    /// Window ending at evaluation time; default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// Attribute equality matchers.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matchers: BTreeMap<String, String>,
+}
+
+/// Scaling: target-tracking metrics, step rules and the constraints on their result.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScaleSpec {
+    /// Target-tracking metrics; the recommendation is the maximum over them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<TrackedMetric>,
+    /// Step rules: when a condition holds for a while, change the size by a step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRule>,
+    /// Ratio band around 1.0 inside which target tracking keeps the size; default 0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Panic mode: a short window that scales up fast and blocks scale-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic: Option<PanicSpec>,
+    /// Stabilization windows and rate policies per direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<Behavior>,
+    /// Minimum time between scale actions per direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Cooldown>,
+    /// At most this many scale actions per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// What to do when an input has no data; default `hold`.
+    #[serde(default)]
+    pub on_missing_data: MissingData,
+    /// Mode of scaling; default: the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// One target-tracking metric.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrackedMetric {
+    /// Name shown in decisions.
+    pub name: String,
+    /// What is measured.
+    pub signal: SignalSpec,
+    /// The value to hold it at.
+    pub target: TrackingTarget,
+}
+
+/// Target of a tracked metric: exactly one of `value` and `averageValue`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrackingTarget {
+    /// The signal is per replica (a mean utilisation, a latency):
+    /// desired = ceil(current × value / target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The signal is a total over the target (a request rate): desired = ceil(total / target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_value: Option<f64>,
+}
+
+/// A step rule: `when` holds `for` a while → change the size.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StepRule {
+    /// Name shown in decisions.
+    pub name: String,
+    /// The condition.
+    pub when: Condition,
+    /// How long it must hold before the step fires; default 0s.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<HumanDuration>,
+    /// The size change.
+    pub change: StepChange,
+}
+
+/// A size change of a step rule: exactly one of `pods`, `percent` and `to`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StepChange {
+    /// Add (or, negative, remove) this many replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<i64>,
+    /// Change by this percentage of the current size (rounded away from zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// Set this exact size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+}
+
+/// Panic mode, after Knative's KPA.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PanicSpec {
+    /// The short window each tracked metric is also read over; default 6s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// Enter panic when the short-window recommendation is at least this multiple of the
+    /// current size; default 2.0 (KPA's 200 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// How long panic lasts after the threshold was last crossed; default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HumanDuration>,
+}
+
+/// Per-direction behaviour, as in the Kubernetes HPA's `behavior`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Behavior {
+    /// Scale-up: default no stabilization, max(100 %, 4 pods) per 15s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<DirectionBehavior>,
+    /// Scale-down: default 300s stabilization, 100 % per 15s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<DirectionBehavior>,
+}
+
+/// Stabilization and rate limit for one direction.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DirectionBehavior {
+    /// Window of past recommendations considered (the most conservative wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window: Option<HumanDuration>,
+    /// Rate policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<RatePolicy>>,
+    /// How several policies combine; default `Max` (the most permissive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<SelectPolicy>,
+}
+
+/// One rate policy: at most `value` pods or percent per `period`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RatePolicy {
+    /// `Pods` or `Percent`.
+    #[serde(rename = "type")]
+    pub kind: RateKind,
+    /// Pods or percent.
+    pub value: f64,
+    /// The sliding period.
+    pub period: HumanDuration,
+}
+
+/// Unit of a rate policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RateKind {
+    /// Absolute replicas.
+    Pods,
+    /// Percent of the size at the start of the period.
+    Percent,
+}
+
+/// How several rate policies combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SelectPolicy {
+    /// The policy allowing the largest change.
+    Max,
+    /// The policy allowing the smallest change.
+    Min,
+    /// No change in this direction.
+    Disabled,
+}
+
+/// Cooldowns after a scale action.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cooldown {
+    /// No scale-up sooner than this after any scale action; default 0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<HumanDuration>,
+    /// No scale-down sooner than this after any scale action; default 0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<HumanDuration>,
+}
+
+/// At most `maxRuns` actions within any `per` period.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Budget {
+    /// Most actions in the period.
+    pub max_runs: u32,
+    /// The sliding period.
+    pub per: HumanDuration,
+}
+
+/// Handling of inputs without data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingData {
+    /// Never scale down while an input is missing; scaling up on the inputs present is allowed.
+    #[default]
+    Hold,
+    /// No action at all while an input is missing.
+    Freeze,
+    /// Decide on the inputs present, in either direction.
+    Ignore,
+}
+
+/// A retraining rule.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetrainRule {
+    /// Name shown in decisions and passed to the job as `{{ rule }}`.
+    pub name: String,
+    /// The condition.
+    pub when: Condition,
+    /// How long it must hold; default 0s.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<HumanDuration>,
+    /// No new run sooner than this after one started; default 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<HumanDuration>,
+    /// At most this many runs per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// The job to start.
+    pub job: JobSpec,
+    /// Overrides the policy's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// A condition: exactly one of `all`, `any`, `signal`, `drift`, `accuracy`,
+/// `latencyRegression`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Condition {
+    /// Holds when every sub-condition holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<Condition>>,
+    /// Holds when at least one sub-condition holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<Condition>>,
+    /// A signal compared with a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalCondition>,
+    /// A drift statistic between a reference and the current window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftCondition>,
+    /// Estimated or measured accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<AccuracyCondition>,
+    /// A latency statistic now relative to the first period of the current model version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_regression: Option<LatencyRegression>,
+}
+
+/// `signal: {metric, stat, window, where, gt|gte|lt|lte}`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignalCondition {
+    /// Metric name.
+    pub metric: String,
+    /// Statistic, as in [`SignalSpec::stat`].
+    pub stat: String,
+    /// Window; default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// Attribute matchers.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matchers: BTreeMap<String, String>,
+    /// Greater than.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    /// Greater than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gte: Option<f64>,
+    /// Less than.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<f64>,
+    /// Less than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lte: Option<f64>,
+}
+
+/// `drift: {metric, test, window, reference, where, minSamples, gt|…, pValue}`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DriftCondition {
+    /// A histogram metric (`inference.prediction.confidence`) for psi/ks/js, a counter with a
+    /// class attribute (`inference.prediction.class`) for chi2.
+    pub metric: String,
+    /// `psi`, `ks`, `js` or `chi2`.
+    pub test: String,
+    /// Current window; default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// `first-<duration>-of-version` (default `first-1h-of-version`), `previous-<duration>`,
+    /// or `pinned <rfc3339>..<rfc3339>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// For chi2: the attribute holding the class; default `class`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Attribute matchers.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matchers: BTreeMap<String, String>,
+    /// Fewer observations than this in either window: not enough data; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+    /// Statistic greater than (psi, js, ks D, chi2 statistic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    /// Statistic greater than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gte: Option<f64>,
+    /// For ks and chi2: also require p below this; default 0.05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+}
+
+/// `accuracy: {estimate, window, where, lt|lte}`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccuracyCondition {
+    /// `mean-confidence` (from `inference.prediction.confidence`) or `feedback`
+    /// (from `inference.feedback{correct}`).
+    pub estimate: String,
+    /// Window; default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// Attribute matchers.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matchers: BTreeMap<String, String>,
+    /// Fewer observations than this: not enough data; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+    /// Less than.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<f64>,
+    /// Less than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lte: Option<f64>,
+}
+
+/// `latencyRegression: {metric, stat, window, reference, where, gt|gte}`: current statistic
+/// divided by the statistic over the reference window.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LatencyRegression {
+    /// Latency metric; default `inference.request.duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// Statistic; default `p95`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<String>,
+    /// Current window; default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// Reference, as for drift; default `first-1h-of-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Attribute matchers.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matchers: BTreeMap<String, String>,
+    /// Ratio greater than.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    /// Ratio greater than or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gte: Option<f64>,
+}

@@ -1,0 +1,517 @@
+//! The live policy runtime: loads the policy directory, reloads it on change and on SIGHUP
+//! (an invalid edit keeps the last good set and reports the errors), evaluates each policy on
+//! its interval through [`engine::evaluate`], acts through an [`Executor`], and records
+//! decisions, state and actions in [`PolicyStore`] so a restart keeps cooldowns, budgets and
+//! pending actions.
+//!
+//! Crash safety: an action is written as `pending` with its idempotency key before the
+//! executor is called; on start, pending actions are sent again with the same key, and the
+//! executor must treat a repeated key as already done (`OutcomeStatus::Duplicate`).
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::check::{self, Diagnostic, Policy, Severity};
+use super::engine::{self, Action, Decision, Outcome, OutcomeStatus, PolicyState};
+use super::format::{CurrentFrom, Mode};
+use super::otel::DecisionExporter;
+use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
+use super::signal::{nanos, SignalSource};
+use crate::actuate::spec::{JobSpec, ResizeSpec};
+
+/// A resize target as the executor needs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetRef {
+    /// Policy name.
+    pub policy: String,
+    /// Target name.
+    pub name: String,
+    /// The actuator section.
+    pub spec: ResizeSpec,
+    /// Bounds (the executor must never go outside them).
+    pub min: u32,
+    /// Upper bound.
+    pub max: u32,
+}
+
+/// A job as the executor needs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRef {
+    /// Policy name.
+    pub policy: String,
+    /// Rule name.
+    pub rule: String,
+    /// The job section; string values may hold `{{ name }}` placeholders, filled from
+    /// `params` with [`super::template::render`].
+    pub spec: JobSpec,
+}
+
+/// State of a started job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum JobStatus {
+    /// Queued.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished well.
+    Succeeded,
+    /// Finished badly.
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// Unknown (the remote did not say).
+    Unknown,
+}
+
+/// Why the executor could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(pub String);
+
+/// How the runtime acts. Implemented by the actuators; a recording fake in tests.
+pub trait Executor: Send + Sync {
+    /// The target's current size.
+    fn current_size<'a>(&'a self, target: &'a TargetRef) -> BoxFuture<'a, Result<u32, ExecError>>;
+    /// Resizes to `desired` (within min/max). A key seen before must not act twice.
+    fn resize<'a>(&'a self, target: &'a TargetRef, desired: u32, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome>;
+    /// Starts a job with template parameters. A key seen before must not start it twice.
+    fn start_job<'a>(&'a self, job: &'a JobRef, params: &'a BTreeMap<String, String>, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome>;
+    /// Lifecycle of a started job by its remote id.
+    fn job_status<'a>(&'a self, job: &'a JobRef, remote_id: &'a str) -> BoxFuture<'a, JobStatus>;
+}
+
+/// A signal source the runtime can share across tasks.
+pub type SharedSource = Arc<dyn SignalSource + Send + Sync>;
+
+/// The clock: Unix nanos. Injected so tests drive time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(nanos)
+            .unwrap_or(0)
+    })
+}
+
+/// Errors starting the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The state file.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+}
+
+/// Runtime settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Policy directory (`--policies`, default `./policies`).
+    pub policies_dir: PathBuf,
+    /// Data directory; the state goes to `policy.redb` in it.
+    pub data_dir: PathBuf,
+    /// How often the directory is checked for changes.
+    pub reload_poll: Duration,
+    /// How often running jobs are polled.
+    pub job_poll: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for a policy and data directory.
+    pub fn new(policies_dir: PathBuf, data_dir: PathBuf) -> Self {
+        Self { policies_dir, data_dir, reload_poll: Duration::from_secs(2), job_poll: Duration::from_secs(30) }
+    }
+}
+
+/// Counters for `/metrics` and the API.
+#[derive(Debug, Default)]
+pub struct RuntimeCounters {
+    /// Successful loads.
+    pub reloads: AtomicU64,
+    /// Loads refused for errors.
+    pub reload_failures: AtomicU64,
+    /// Decisions recorded.
+    pub decisions: AtomicU64,
+    /// Actions attempted.
+    pub actions: AtomicU64,
+    /// Actions that failed.
+    pub action_failures: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    policies: Vec<Policy>,
+    states: BTreeMap<String, PolicyState>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    fingerprint: u64,
+    next_due: BTreeMap<String, u64>,
+    last: BTreeMap<(String, String), Decision>,
+    last_reload: u64,
+    last_job_poll: u64,
+}
+
+/// The running policy engine; cheap to clone.
+#[derive(Clone)]
+pub struct PolicyRuntime {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    cfg: RuntimeConfig,
+    store: PolicyStore,
+    executor: Arc<dyn Executor>,
+    source: SharedSource,
+    clock: Clock,
+    exporter: Option<DecisionExporter>,
+    counters: RuntimeCounters,
+    inner: Mutex<Inner>,
+}
+
+/// Snapshot of the loaded set for the API.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Loaded policies.
+    pub policies: Vec<Policy>,
+    /// Their state.
+    pub states: BTreeMap<String, PolicyState>,
+    /// Errors of the last refused load (empty when the last load was good).
+    pub errors: Vec<Diagnostic>,
+    /// Warnings of the loaded set.
+    pub warnings: Vec<Diagnostic>,
+    /// Last decision per (policy, rule).
+    pub last: BTreeMap<(String, String), Decision>,
+    /// Time of the last load attempt.
+    pub last_reload: u64,
+}
+
+fn fingerprint(dir: &PathBuf) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(files) = check::policy_files(std::slice::from_ref(dir)) {
+        for f in files {
+            f.hash(&mut h);
+            std::fs::read(&f).unwrap_or_default().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+impl PolicyRuntime {
+    /// Opens the state file, loads the policies and resumes pending actions' bookkeeping.
+    pub fn new(
+        cfg: RuntimeConfig,
+        executor: Arc<dyn Executor>,
+        source: SharedSource,
+        clock: Clock,
+        exporter: Option<DecisionExporter>,
+    ) -> Result<Self, RuntimeError> {
+        let store = PolicyStore::open(&cfg.data_dir)?;
+        let states = store.states()?;
+        let rt = Self {
+            shared: Arc::new(Shared {
+                cfg,
+                store,
+                executor,
+                source,
+                clock,
+                exporter,
+                counters: RuntimeCounters::default(),
+                inner: Mutex::new(Inner { states, ..Inner::default() }),
+            }),
+        };
+        rt.reload();
+        Ok(rt)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data; keep serving it.
+        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &RuntimeCounters {
+        &self.shared.counters
+    }
+
+    /// The state database.
+    pub fn store(&self) -> &PolicyStore {
+        &self.shared.store
+    }
+
+    /// Now, from the injected clock.
+    pub fn now(&self) -> u64 {
+        (self.shared.clock)()
+    }
+
+    /// Loads the policy directory. On errors the last good set stays and the errors are kept
+    /// for the API; returns whether the new set was taken.
+    pub fn reload(&self) -> bool {
+        let dir = self.shared.cfg.policies_dir.clone();
+        let report = check::check_paths(std::slice::from_ref(&dir));
+        let fp = fingerprint(&dir);
+        let now = self.now();
+        let mut inner = self.lock();
+        inner.fingerprint = fp;
+        inner.last_reload = now;
+        if report.has_errors() {
+            self.shared.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+            inner.errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).cloned().collect();
+            for d in &inner.errors {
+                error!(diagnostic = %d, "Policy reload refused; keeping the last good set.");
+            }
+            return false;
+        }
+        self.shared.counters.reloads.fetch_add(1, Ordering::Relaxed);
+        inner.errors.clear();
+        inner.warnings = report.diagnostics;
+        let names: Vec<String> = report.policies.iter().map(|p| p.name().to_owned()).collect();
+        inner.next_due.retain(|k, _| names.contains(k));
+        info!(policies = names.len(), dir = %dir.display(), "Policies loaded.");
+        inner.policies = report.policies;
+        true
+    }
+
+    /// Reloads when the files changed since the last load.
+    pub fn reload_if_changed(&self) -> bool {
+        let fp = fingerprint(&self.shared.cfg.policies_dir);
+        if fp == self.lock().fingerprint {
+            return false;
+        }
+        self.reload()
+    }
+
+    /// A snapshot for the API.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            policies: inner.policies.clone(),
+            states: inner.states.clone(),
+            errors: inner.errors.clone(),
+            warnings: inner.warnings.clone(),
+            last: inner.last.clone(),
+            last_reload: inner.last_reload,
+        }
+    }
+
+    /// Sends every `pending` action again with its key (after a crash); call once at start.
+    pub async fn resume_pending(&self) {
+        let Ok(actions) = self.shared.store.actions() else { return };
+        for a in actions.into_iter().filter(|a| a.status == ActionStatus::Pending) {
+            info!(key = %a.key, "Resuming a pending action.");
+            self.execute(a).await;
+        }
+    }
+
+    async fn execute(&self, mut rec: ActionRecord) -> Option<Outcome> {
+        let policy = self.lock().policies.iter().find(|p| p.name() == rec.policy).cloned();
+        let Some(policy) = policy else {
+            warn!(key = %rec.key, policy = %rec.policy, "Pending action of a policy no longer loaded; dropping it.");
+            rec.status = ActionStatus::Failed;
+            rec.outcome = Some(Outcome { status: OutcomeStatus::Failed, attempts: 0, remote_ids: vec![], message: "policy no longer loaded".into() });
+            let _ = self.shared.store.put_action(&rec);
+            return rec.outcome;
+        };
+        self.shared.counters.actions.fetch_add(1, Ordering::Relaxed);
+        let outcome = match &rec.action {
+            Action::Resize { to, .. } => {
+                let t = target_ref(&policy);
+                self.shared.executor.resize(&t, *to, &rec.key, rec.dry_run).await
+            }
+            Action::StartJob { params } => {
+                let Some(rule) = policy.doc.spec.retrain.iter().find(|r| r.name == rec.rule) else { return None };
+                let job = JobRef { policy: policy.name().to_owned(), rule: rule.name.clone(), spec: rule.job.clone() };
+                self.shared.executor.start_job(&job, params, &rec.key, rec.dry_run).await
+            }
+            Action::None => return None,
+        };
+        rec.status = match (outcome.status, &rec.action) {
+            (OutcomeStatus::Failed, _) => {
+                self.shared.counters.action_failures.fetch_add(1, Ordering::Relaxed);
+                ActionStatus::Failed
+            }
+            (OutcomeStatus::DryRun, _) => ActionStatus::DryRun,
+            (_, Action::StartJob { .. }) => ActionStatus::Running,
+            _ => ActionStatus::Applied,
+        };
+        rec.outcome = Some(outcome.clone());
+        rec.updated = self.now();
+        if let Err(e) = self.shared.store.put_action(&rec) {
+            error!(error = %e, key = %rec.key, "Cannot record an action outcome.");
+        }
+        Some(outcome)
+    }
+
+    /// One evaluation pass at `now`: every policy whose interval has come.
+    pub async fn tick(&self, now: u64) {
+        let due: Vec<Policy> = {
+            let inner = self.lock();
+            inner.policies.iter().filter(|p| inner.next_due.get(p.name()).is_none_or(|t| now >= *t)).cloned().collect()
+        };
+        for policy in due {
+            let current = match policy.doc.spec.scale {
+                None => None,
+                Some(_) => {
+                    let from_signal = policy.doc.spec.target.current.as_ref().is_some_and(|c| c.from == CurrentFrom::Signal);
+                    if from_signal {
+                        engine::current_from_signal(&policy, self.shared.source.as_ref(), now)
+                    } else {
+                        match self.shared.executor.current_size(&target_ref(&policy)).await {
+                            Ok(n) => Some(n),
+                            Err(e) => {
+                                warn!(policy = policy.name(), error = %e, "Cannot read the current size.");
+                                None
+                            }
+                        }
+                    }
+                }
+            };
+            let state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
+            let ev = engine::evaluate(&policy, self.shared.source.as_ref(), &state, current, now);
+            let mut recorded = Vec::new();
+            for mut d in ev.decisions {
+                if d.action.is_some() {
+                    if let Some(key) = d.key.clone() {
+                        let rec = ActionRecord {
+                            key,
+                            time: d.time,
+                            policy: d.policy.clone(),
+                            rule: d.rule.clone(),
+                            action: d.action.clone(),
+                            dry_run: d.mode == Mode::DryRun,
+                            status: ActionStatus::Pending,
+                            outcome: None,
+                            updated: now,
+                        };
+                        // Written before acting, so a crash in between retries with the key.
+                        if let Err(e) = self.shared.store.put_action(&rec) {
+                            error!(error = %e, "Cannot record a pending action; not acting.");
+                            continue;
+                        }
+                        d.outcome = self.execute(rec).await;
+                    }
+                }
+                if d.could_act() {
+                    recorded.push(d);
+                }
+            }
+            let name = policy.name().to_owned();
+            if let Err(e) = self.shared.store.commit(&[(name.as_str(), &ev.state)], &recorded) {
+                error!(error = %e, policy = %name, "Cannot persist policy state.");
+            }
+            self.shared.counters.decisions.fetch_add(recorded.len() as u64, Ordering::Relaxed);
+            let mut inner = self.lock();
+            inner.states.insert(name.clone(), ev.state);
+            inner.next_due.insert(name.clone(), now + nanos(engine::interval(&policy)));
+            for d in recorded {
+                if let Some(x) = &self.shared.exporter {
+                    x.offer(d.clone());
+                }
+                inner.last.insert((d.policy.clone(), d.rule.clone()), d);
+            }
+        }
+        self.poll_jobs(now).await;
+    }
+
+    async fn poll_jobs(&self, now: u64) {
+        {
+            let mut inner = self.lock();
+            if now < inner.last_job_poll + nanos(self.shared.cfg.job_poll) {
+                return;
+            }
+            inner.last_job_poll = now;
+        }
+        let Ok(actions) = self.shared.store.actions() else { return };
+        for mut a in actions.into_iter().filter(|a| a.status == ActionStatus::Running) {
+            let policy = self.lock().policies.iter().find(|p| p.name() == a.policy).cloned();
+            let Some(rule) = policy.as_ref().and_then(|p| p.doc.spec.retrain.iter().find(|r| r.name == a.rule)) else { continue };
+            let Some(id) = a.outcome.as_ref().and_then(|o| o.remote_ids.first().cloned()) else { continue };
+            let job = JobRef { policy: a.policy.clone(), rule: a.rule.clone(), spec: rule.job.clone() };
+            let status = self.shared.executor.job_status(&job, &id).await;
+            let timeout = rule.job.timeout.map(|t| t.get()).unwrap_or(Duration::from_secs(6 * 3600));
+            let new = match status {
+                JobStatus::Succeeded => ActionStatus::Succeeded,
+                JobStatus::Failed { .. } => ActionStatus::JobFailed,
+                _ if now > a.time + nanos(timeout) => ActionStatus::JobFailed,
+                _ => ActionStatus::Running,
+            };
+            if new != a.status {
+                a.status = new;
+                a.updated = now;
+                let _ = self.shared.store.put_action(&a);
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: evaluates every second, reloads on file change and SIGHUP.
+    pub async fn run(self, shutdown: CancellationToken) {
+        self.resume_pending().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut poll = tokio::time::interval(self.shared.cfg.reload_poll);
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hup_fut = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup_fut = std::future::pending::<()>();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => self.tick(self.now()).await,
+                _ = poll.tick() => { self.reload_if_changed(); }
+                _ = hup_fut => {
+                    info!("SIGHUP: reloading policies.");
+                    self.reload();
+                }
+            }
+        }
+    }
+
+    /// Prometheus text for the runtime's counters.
+    pub fn metrics_text(&self) -> String {
+        let c = &self.shared.counters;
+        let inner = self.lock();
+        let mut s = String::new();
+        for (name, help, v) in [
+            ("stoker_policy_reloads_total", "Policy sets loaded.", c.reloads.load(Ordering::Relaxed)),
+            ("stoker_policy_reload_failures_total", "Policy reloads refused for errors (the last good set stays).", c.reload_failures.load(Ordering::Relaxed)),
+            ("stoker_policy_decisions_total", "Decision records written.", c.decisions.load(Ordering::Relaxed)),
+            ("stoker_policy_actions_total", "Actions sent to actuators.", c.actions.load(Ordering::Relaxed)),
+            ("stoker_policy_action_failures_total", "Actions that failed.", c.action_failures.load(Ordering::Relaxed)),
+            ("stoker_policy_log_records_dropped_total", "Decision log records dropped (queue full).", self.shared.exporter.as_ref().map(|e| e.dropped()).unwrap_or(0)),
+        ] {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+        }
+        s.push_str(&format!(
+            "# HELP stoker_policy_config_errors Errors in the policy directory (0 = last load good).\n# TYPE stoker_policy_config_errors gauge\nstoker_policy_config_errors {}\n# HELP stoker_policies_loaded Policies in force.\n# TYPE stoker_policies_loaded gauge\nstoker_policies_loaded {}\n",
+            inner.errors.len(),
+            inner.policies.len()
+        ));
+        s
+    }
+}
+
+/// The target of a policy, as the executor takes it.
+pub fn target_ref(p: &Policy) -> TargetRef {
+    let t = &p.doc.spec.target;
+    TargetRef { policy: p.name().to_owned(), name: t.name.clone(), spec: t.resize_spec(), min: t.min, max: t.max }
+}

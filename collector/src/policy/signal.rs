@@ -1,0 +1,224 @@
+//! How the engine reads the world: the [`SignalSource`] trait and its query types.
+//!
+//! The engine never touches the store directly. The live runtime reads through an
+//! implementation over the collector's store; `policy test` through the series written in a
+//! test file ([`super::series`]); `policy replay` through its simulated service
+//! ([`super::replay`]). All timestamps are Unix nanoseconds; windows end at `now`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds per second.
+pub const NANOS: u64 = 1_000_000_000;
+
+/// A metric and attribute equality matchers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Selector {
+    /// Metric name.
+    pub metric: String,
+    /// Attribute equality matchers (all must match).
+    pub matchers: BTreeMap<String, String>,
+}
+
+impl Selector {
+    /// Whether a series with `attrs` matches.
+    pub fn matches(&self, attrs: &BTreeMap<String, String>) -> bool {
+        self.matchers.iter().all(|(k, v)| attrs.get(k) == Some(v))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.metric)?;
+        if !self.matchers.is_empty() {
+            f.write_str("{")?;
+            for (i, (k, v)) in self.matchers.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{k}={v:?}")?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A statistic over a window.
+///
+/// For gauges, over the samples in the window (across all matching series); for histograms,
+/// over the observations (mean = sum/count, quantiles from merged buckets); for counters,
+/// `rate` (per second) and `increase` summed across series.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Stat {
+    /// Arithmetic mean.
+    Mean,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Sum.
+    Sum,
+    /// Number of samples or observations.
+    Count,
+    /// Most recent value (summed across matching series).
+    Last,
+    /// Per-second increase of a counter.
+    Rate,
+    /// Increase of a counter over the window.
+    Increase,
+    /// Quantile in (0, 1), written `p95`, `p99.9`.
+    Quantile(f64),
+}
+
+impl Stat {
+    /// Parses `mean`, `p95`, … as written in a policy.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "mean" | "avg" => Self::Mean,
+            "min" => Self::Min,
+            "max" => Self::Max,
+            "sum" => Self::Sum,
+            "count" => Self::Count,
+            "last" => Self::Last,
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            other => {
+                let q = other
+                    .strip_prefix('p')
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .filter(|n| *n > 0.0 && *n < 100.0)
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown statistic {other:?}: use mean, min, max, sum, count, last, \
+                             rate, increase or a quantile like p95"
+                        )
+                    })?;
+                Self::Quantile(q / 100.0)
+            }
+        })
+    }
+}
+
+impl fmt::Display for Stat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mean => f.write_str("mean"),
+            Self::Min => f.write_str("min"),
+            Self::Max => f.write_str("max"),
+            Self::Sum => f.write_str("sum"),
+            Self::Count => f.write_str("count"),
+            Self::Last => f.write_str("last"),
+            Self::Rate => f.write_str("rate"),
+            Self::Increase => f.write_str("increase"),
+            Self::Quantile(q) => write!(f, "p{}", q * 100.0),
+        }
+    }
+}
+
+/// One signal read: a statistic of a selector over a window ending at `now`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalQuery {
+    /// What series.
+    pub selector: Selector,
+    /// Which statistic.
+    pub stat: Stat,
+    /// Window length.
+    pub window: Duration,
+}
+
+impl fmt::Display for SignalQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})[{}]", self.stat, self.selector, humantime::format_duration(self.window))
+    }
+}
+
+/// Merged histogram buckets over a time range: `counts[i]` observations fell at or below
+/// `bounds[i]` and above `bounds[i-1]`; the last count is the overflow bucket (`+Inf`), so
+/// `counts.len() == bounds.len() + 1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Upper bounds, increasing.
+    pub bounds: Vec<f64>,
+    /// Observation counts per bucket, including the overflow bucket.
+    pub counts: Vec<f64>,
+}
+
+impl Histogram {
+    /// Total observations.
+    pub fn total(&self) -> f64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// The newest model version seen for a selector and when it first appeared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSeen {
+    /// The `model.version` attribute value.
+    pub version: String,
+    /// First sample with that version, Unix nanos.
+    pub first_seen: u64,
+}
+
+/// Why a signal could not be read (as opposed to "no data", which is `Ok(None)`).
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The source failed.
+    #[error("reading {what}: {message}")]
+    Source {
+        /// The query, as text.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What the engine reads signals through. Keep implementations cheap: the engine may call
+/// `read` several times per rule per tick.
+pub trait SignalSource {
+    /// The statistic over `(now - window, now]`, or `None` when there is no data in it.
+    fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError>;
+
+    /// Merged histogram buckets of all matching series over `(from, to]`, or `None`.
+    fn histogram(
+        &self,
+        selector: &Selector,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Histogram>, SignalError>;
+
+    /// Counter increase over `(from, to]` per value of attribute `by`, across matching series.
+    fn counts_by(
+        &self,
+        selector: &Selector,
+        by: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError>;
+
+    /// The newest `model.version` among matching series (by first appearance), if any.
+    fn latest_version(&self, selector: &Selector, now: u64)
+    -> Result<Option<VersionSeen>, SignalError>;
+}
+
+/// Nanoseconds in a duration, saturating.
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_statistics() {
+        assert_eq!(Stat::parse("p95"), Ok(Stat::Quantile(0.95)));
+        assert_eq!(Stat::parse("mean"), Ok(Stat::Mean));
+        assert!(Stat::parse("p100").is_err());
+        assert!(Stat::parse("median").expect_err("unknown").contains("p95"));
+        assert_eq!(Stat::Quantile(0.99).to_string(), "p99");
+    }
+}

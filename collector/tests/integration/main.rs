@@ -1,0 +1,3 @@
+//! Integration tests of stoker-collector, one binary with a module per area.
+
+mod policy;

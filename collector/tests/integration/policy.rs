@@ -1,0 +1,290 @@
+//! Policies end to end: the shipped set checks and passes its tests, broken fixtures give the
+//! exact messages a user sees, hot reload keeps the last good set, a restart keeps cooldowns
+//! and budgets, decisions reach an OTLP receiver, the API serves them, replay runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use stoker_collector::policy::check::check_paths;
+use stoker_collector::policy::cli;
+use stoker_collector::policy::engine::{Outcome, OutcomeStatus};
+use stoker_collector::policy::runtime::{ExecError, Executor, JobRef, JobStatus, PolicyRuntime, RuntimeConfig, TargetRef};
+use stoker_collector::policy::series::{series_from_notation, SeriesSource};
+use stoker_collector::policy::signal::NANOS;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn shipped_policies_check_and_pass_their_tests() {
+    let dir = root().join("policies");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::check(&[dir.clone()], &mut out, &mut err);
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::test(&[dir], None, &mut out, &mut err);
+    assert_eq!(code, 0, "{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+}
+
+#[test]
+fn broken_policies_report_what_a_user_sees() {
+    let dir = root().join("collector/tests/invalid_policies");
+    let cases: &[(&str, &[&str])] = &[
+        ("bad_duration.yaml", &[EXPECT_BAD_DURATION]),
+        ("bad_yaml.yaml", &[EXPECT_BAD_YAML]),
+        ("several_errors.yaml", EXPECT_SEVERAL),
+        ("two_thresholds.yaml", &[EXPECT_TWO_THRESHOLDS]),
+        ("unknown_field.yaml", &[EXPECT_UNKNOWN_FIELD]),
+        ("unknown_placeholder.yaml", &[EXPECT_PLACEHOLDER]),
+        ("wrong_actuator_section.yaml", EXPECT_WRONG_SECTION),
+    ];
+    let mut all = String::new();
+    let mut failed = false;
+    for (file, expected) in cases {
+        let path = dir.join(file);
+        let report = check_paths(&[path]);
+        let got: Vec<String> = report
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string().replace(&format!("{}/", dir.display()), ""))
+            .collect();
+        all.push_str(&format!("{file}:\n  {}\n", got.join("\n  ")));
+        if got != *expected {
+            failed = true;
+        }
+        assert!(report.has_errors(), "{file} must not check");
+    }
+    assert!(!failed, "messages differ:\n{all}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::check(&[dir], &mut out, &mut err), 1);
+}
+
+const EXPECT_BAD_DURATION: &str = "bad_duration.yaml:9:66: spec.scale.metrics[0].signal.window: invalid duration \"30 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write it like 30s, 5m, 1h30m or 250ms)";
+const EXPECT_BAD_YAML: &str = "bad_yaml.yaml:10:12: invalid YAML: while parsing a block mapping, did not find expected key";
+const EXPECT_SEVERAL: &[&str] = &[
+    "several_errors.yaml:7:10: spec.target.min: min 10 is greater than max 2",
+    "several_errors.yaml:14:52: spec.scale.metrics[0].signal.stat: unknown statistic \"median\": use mean, min, max, sum, count, last, rate, increase or a quantile like p95",
+    "several_errors.yaml:18:69: spec.retrain[0].when.drift.test: unknown test \"wasserstein\": use psi, ks, js or chi2",
+];
+const EXPECT_TWO_THRESHOLDS: &str = "two_thresholds.yaml:9:25: spec.scale.steps[0].when.signal: give exactly one threshold of `gt`, `gte`, `lt`, `lte`";
+const EXPECT_UNKNOWN_FIELD: &str = "unknown_field.yaml:10:36: spec.target.kubernetes.deploymnet: unknown field `deploymnet`, expected one of `namespace`, `deployment`, `statefulset`, or `cluster`";
+const EXPECT_PLACEHOLDER: &str = "unknown_placeholder.yaml:11:87: spec.retrain[0].job.github.inputs.token: unknown placeholder `{{ secret }}`: use one of reason, policy, rule, target, model, version, value, time, key";
+const EXPECT_WRONG_SECTION: &[&str] = &[
+    "wrong_actuator_section.yaml:5:74: spec.target.kubernetes: section `kubernetes` does not belong to actuator `aws-asg`",
+    "wrong_actuator_section.yaml:5:12: spec.target.aws: actuator `aws-asg` needs a `aws` section",
+];
+
+/// An executor that records what it is asked and applies resizes, once per key.
+#[derive(Default)]
+struct Recording {
+    size: Mutex<u32>,
+    keys: Mutex<Vec<String>>,
+    jobs: Mutex<Vec<BTreeMap<String, String>>>,
+}
+
+impl Executor for Recording {
+    fn current_size<'a>(&'a self, _t: &'a TargetRef) -> BoxFuture<'a, Result<u32, ExecError>> {
+        Box::pin(async move { Ok(*self.size.lock().expect("lock")) })
+    }
+    fn resize<'a>(&'a self, _t: &'a TargetRef, desired: u32, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let mut keys = self.keys.lock().expect("lock");
+            let status = if keys.iter().any(|k| k == key) {
+                OutcomeStatus::Duplicate
+            } else if dry_run {
+                OutcomeStatus::DryRun
+            } else {
+                keys.push(key.to_owned());
+                *self.size.lock().expect("lock") = desired;
+                OutcomeStatus::Applied
+            };
+            Outcome { status, attempts: 1, remote_ids: vec![], message: String::new() }
+        })
+    }
+    fn start_job<'a>(&'a self, _j: &'a JobRef, params: &'a BTreeMap<String, String>, key: &'a str, _dry: bool) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let mut keys = self.keys.lock().expect("lock");
+            if keys.iter().any(|k| k == key) {
+                return Outcome { status: OutcomeStatus::Duplicate, attempts: 1, remote_ids: vec![], message: String::new() };
+            }
+            keys.push(key.to_owned());
+            self.jobs.lock().expect("lock").push(params.clone());
+            Outcome { status: OutcomeStatus::Applied, attempts: 1, remote_ids: vec![format!("run-{key}")], message: String::new() }
+        })
+    }
+    fn job_status<'a>(&'a self, _j: &'a JobRef, _id: &'a str) -> BoxFuture<'a, JobStatus> {
+        Box::pin(async { JobStatus::Running })
+    }
+}
+
+const T0: u64 = 1_735_689_600 * NANOS;
+
+const RETRAIN: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: r}\nspec:\n  target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  retrain:\n    - name: low\n      when: {accuracy: {estimate: mean-confidence, window: 10s, minSamples: 5, lt: 0.8}}\n      cooldown: 1h\n      budget: {maxRuns: 1, per: 30d}\n      job: {actuator: command, command: {argv: [retrain, '{{ reason }}']}}\n";
+
+fn runtime(dir: &Path, exec: Arc<Recording>, now: Arc<Mutex<u64>>) -> PolicyRuntime {
+    let series = vec![series_from_notation("inference.prediction.confidence", "0.5x100000", T0, Duration::from_secs(1)).expect("series")];
+    let clock_now = now.clone();
+    PolicyRuntime::new(
+        RuntimeConfig::new(dir.join("policies"), dir.join("data")),
+        exec,
+        Arc::new(SeriesSource::new(series)),
+        Arc::new(move || *clock_now.lock().expect("lock")),
+        None,
+    )
+    .expect("runtime")
+}
+
+#[tokio::test]
+async fn hot_reload_keeps_the_last_good_set_on_a_broken_edit() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    let file = tmp.path().join("policies/r.yaml");
+    std::fs::write(&file, RETRAIN).expect("write");
+    let rt = runtime(tmp.path(), Arc::new(Recording::default()), Arc::new(Mutex::new(T0)));
+    assert_eq!(rt.snapshot().policies.len(), 1);
+    std::fs::write(&file, RETRAIN.replace("max: 4", "max: 0")).expect("write");
+    assert!(!rt.reload_if_changed(), "a broken edit is refused");
+    let snap = rt.snapshot();
+    assert_eq!(snap.policies.len(), 1, "the last good set stays");
+    assert_eq!(snap.policies[0].doc.spec.target.max, 4);
+    assert!(snap.errors.iter().any(|e| e.to_string().ends_with("r.yaml:5:36: spec.target.max: must be at least 1")), "{:?}", snap.errors);
+    assert!(rt.metrics_text().contains("stoker_policy_reload_failures_total 1"));
+    std::fs::write(&file, RETRAIN.replace("max: 4", "max: 6")).expect("write");
+    assert!(rt.reload_if_changed());
+    let snap = rt.snapshot();
+    assert!(snap.errors.is_empty());
+    assert_eq!(snap.policies[0].doc.spec.target.max, 6);
+}
+
+#[tokio::test]
+async fn restart_keeps_cooldowns_budgets_and_decisions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
+    let exec = Arc::new(Recording::default());
+    let now = Arc::new(Mutex::new(T0 + 20 * NANOS));
+    {
+        let rt = runtime(tmp.path(), exec.clone(), now.clone());
+        rt.tick(T0 + 20 * NANOS).await;
+        assert_eq!(exec.jobs.lock().expect("lock").len(), 1, "the rule fires once");
+        rt.tick(T0 + 21 * NANOS).await;
+        assert_eq!(exec.jobs.lock().expect("lock").len(), 1);
+    }
+    // A new process: same data dir, two hours later (cooldown over, budget spent).
+    *now.lock().expect("lock") = T0 + 7200 * NANOS;
+    let rt = runtime(tmp.path(), exec.clone(), now.clone());
+    rt.tick(T0 + 7200 * NANOS).await;
+    assert_eq!(exec.jobs.lock().expect("lock").len(), 1, "the budget survived the restart");
+    let decisions = rt.store().decisions(Some("r"), None, 10).expect("decisions");
+    assert!(decisions[0].reason.contains("budget"), "{}", decisions[0].reason);
+    assert!(decisions.iter().any(|d| d.reason.contains("cooldown")), "cooldown recorded before the restart");
+    let actions = rt.store().actions().expect("actions");
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].outcome.as_ref().map(|o| o.remote_ids.clone()), Some(vec![format!("run-r/low/{}", T0 + 20 * NANOS)]));
+}
+
+mod otlp {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+    use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+    use stoker_collector::policy::engine::{Action, Decision, RuleKind};
+    use stoker_collector::policy::format::Mode;
+    use stoker_collector::policy::otel::DecisionExporter;
+    use tokio::sync::mpsc;
+
+    struct Receiver(mpsc::Sender<ExportLogsServiceRequest>);
+
+    #[tonic::async_trait]
+    impl LogsService for Receiver {
+        async fn export(&self, req: tonic::Request<ExportLogsServiceRequest>) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let _ = self.0.send(req.into_inner()).await;
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    #[tokio::test]
+    async fn decision_records_arrive_as_otlp_logs() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LogsServiceServer::new(Receiver(tx)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let exporter = DecisionExporter::spawn(format!("http://{addr}"), shutdown.clone());
+        exporter.offer(Decision {
+            time: T0,
+            policy: "resnet-serving".into(),
+            rule: "scale".into(),
+            kind: RuleKind::Scale,
+            mode: Mode::Enforce,
+            inputs: vec![],
+            current: Some(2),
+            recommendation: Some(6),
+            condition: None,
+            constraints: vec![],
+            action: Action::Resize { from: 2, to: 6 },
+            reason: "scale up from 2 to 6".into(),
+            key: Some("resnet-serving/scale/1".into()),
+            outcome: None,
+        });
+        let req = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("in time").expect("request");
+        let rec = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!(rec.time_unix_nano, T0);
+        let body = format!("{:?}", rec.body);
+        assert!(body.contains("scale up from 2 to 6"), "{body}");
+        assert!(rec.attributes.iter().any(|a| a.key == "stoker.decision.policy"));
+        assert!(rec.attributes.iter().any(|a| a.key == "stoker.decision.to"));
+        shutdown.cancel();
+    }
+}
+
+#[tokio::test]
+async fn api_serves_policies_decisions_and_actions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
+    let rt = runtime(tmp.path(), Arc::new(Recording::default()), Arc::new(Mutex::new(T0 + 30 * NANOS)));
+    rt.tick(T0 + 20 * NANOS).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, stoker_collector::policy::router(rt)).await });
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move { client.get(format!("http://{addr}{path}")).send().await.expect("get").json::<serde_json::Value>().await.expect("json") }
+    };
+    let p = get("/api/v1/policies").await;
+    assert_eq!(p["policies"][0]["rules"][0]["state"], "cooling-down", "{p}");
+    let d = get("/api/v1/decisions?policy=r").await;
+    assert_eq!(d["decisions"][0]["action"]["type"], "start-job", "{d}");
+    let a = get("/api/v1/actions").await;
+    assert_eq!(a["actions"][0]["status"], "running", "{a}");
+}
+
+#[test]
+fn replay_compares_the_default_set_with_hpa_and_kpa() {
+    for trace in ["spike.csv", "flash-crowd.csv"] {
+        for baseline in ["hpa", "kpa"] {
+            let args = cli::ReplayArgs {
+                policies: root().join("policies"),
+                data: root().join("tests/traces").join(trace),
+                baseline: Some(baseline.into()),
+                json: true,
+                ..Default::default()
+            };
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            assert_eq!(cli::replay(&args, &mut out, &mut err), 0, "{}", String::from_utf8_lossy(&err));
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+            assert_eq!(v["contenders"][1]["name"], baseline);
+            assert!(v["contenders"][0]["replica_hours"].as_f64().expect("hours") > 0.0);
+        }
+    }
+}
