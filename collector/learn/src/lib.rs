@@ -6,7 +6,7 @@
 //! - [`forecast`]: a load forecaster (lagged values + seasonal Fourier terms, linfa linear or
 //!   elastic-net regression) at a horizon set to the target's warm-up time, with its MAPE
 //!   against a naive last-value forecast;
-//! - `anomaly`: flags for nodes/GPUs/models whose feature vectors are unlike their own
+//! - [`anomaly`]: flags for nodes/GPUs/models whose feature vectors are unlike their own
 //!   history (k-means distance) or their peers (DBSCAN), each with a human "why";
 //! - [`drift`]: a domain classifier (linfa logistic regression) between a reference and a
 //!   current window, scored by cross-validated ROC-AUC against NannyML's 0.45–0.65 band.
@@ -15,6 +15,7 @@
 //! linfa lacks (MAPE, ROC-AUC, folds), and [`eval`] generated traces and a replay-style
 //! scaling simulation used by the tests and the `evaluate` example.
 
+pub mod anomaly;
 pub mod drift;
 pub mod eval;
 pub mod forecast;
