@@ -299,3 +299,250 @@ mod tests {
         assert!((r.replica_hours - 2.0).abs() < 1e-9, "{r:?}");
     }
 }
+
+/// Forecast error of one trace at the horizon: model against naive last value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForecastRow {
+    /// Trace name.
+    pub trace: &'static str,
+    /// The backtest's figures.
+    pub report: crate::forecast::BacktestReport,
+}
+
+/// The forecaster at a 5-minute horizon (10 s steps, hourly refits) on every generated
+/// trace: diurnal (3 days, scored on the last 2), step change, spike and slow ramp (scored
+/// after 2 hours).
+pub fn forecast_evaluation(seed: u64) -> Result<Vec<ForecastRow>, crate::LearnError> {
+    let cfg = ForecastConfig::new(Duration::from_secs(10), Duration::from_secs(300));
+    let hour = Duration::from_secs(3600);
+    let cases = [
+        (diurnal(3, 0.04, seed), Duration::from_secs(86_400)),
+        (step_change(8, 4, 100.0, 160.0, 0.04, seed + 1), 2 * hour),
+        (spike(8, 4, 5, 100.0, 3.0, 0.04, seed + 2), 2 * hour),
+        (slow_ramp(6, 10.0, 370.0, 0.04, seed + 3), hour),
+    ];
+    cases
+        .into_iter()
+        .map(|(trace, warmup)| {
+            let plan = crate::forecast::BacktestPlan {
+                warmup,
+                refit_every: hour,
+            };
+            Ok(ForecastRow {
+                trace: trace.name,
+                report: crate::forecast::backtest(&trace.samples, &cfg, &plan)?,
+            })
+        })
+        .collect()
+}
+
+/// Detection quality against injected ground truth.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Detection {
+    /// Flags that were injected anomalies.
+    pub true_positives: usize,
+    /// Flags on normal points.
+    pub false_positives: usize,
+    /// Injected anomalies not flagged.
+    pub false_negatives: usize,
+}
+
+impl Detection {
+    /// TP / (TP + FP); 1 when nothing was flagged.
+    pub fn precision(&self) -> f64 {
+        let flagged = self.true_positives + self.false_positives;
+        if flagged == 0 { 1.0 } else { self.true_positives as f64 / flagged as f64 }
+    }
+
+    /// TP / (TP + FN); 1 when nothing was injected.
+    pub fn recall(&self) -> f64 {
+        let injected = self.true_positives + self.false_negatives;
+        if injected == 0 { 1.0 } else { self.true_positives as f64 / injected as f64 }
+    }
+
+    fn count(&mut self, flagged: bool, injected: bool) {
+        match (flagged, injected) {
+            (true, true) => self.true_positives += 1,
+            (true, false) => self.false_positives += 1,
+            (false, true) => self.false_negatives += 1,
+            (false, false) => {}
+        }
+    }
+}
+
+/// Fleet comparison on `rounds` generated fleets of 40 nodes (features: p95 latency at 60 %
+/// GPU load ≈ 50 ± 3 ms, power at 60 % utilisation ≈ 250 ± 10 W). Each node is anomalous with
+/// probability 5 %: latency +40 % (20 ms, ~7σ) or power −25 % (~6σ).
+pub fn peer_evaluation(rounds: usize, seed: u64) -> Result<Detection, crate::LearnError> {
+    let mut g = Gauss::new(seed);
+    let det = crate::anomaly::PeerDetector::new(vec![
+        "p95_latency_at_60pct_gpu_s".into(),
+        "power_at_60pct_util_w".into(),
+    ]);
+    let mut d = Detection::default();
+    for _ in 0..rounds {
+        let mut injected = Vec::new();
+        let subjects: Vec<crate::anomaly::Subject> = (0..40)
+            .map(|i| {
+                let mut values = vec![0.050 + 0.003 * g.next(), 250.0 + 10.0 * g.next()];
+                let bad = g.uniform() < 0.05;
+                if bad {
+                    if g.uniform() < 0.5 {
+                        values[0] *= 1.4;
+                    } else {
+                        values[1] *= 0.75;
+                    }
+                }
+                injected.push(bad);
+                crate::anomaly::Subject { id: format!("node-{i}"), values }
+            })
+            .collect();
+        let flagged: std::collections::HashSet<String> =
+            det.detect(&subjects)?.into_iter().map(|a| a.subject).collect();
+        for (s, bad) in subjects.iter().zip(injected) {
+            d.count(flagged.contains(&s.id), bad);
+        }
+    }
+    Ok(d)
+}
+
+/// Own-history detection for one GPU: 2000 history samples of (utilisation, power = 80 W +
+/// 220 W × utilisation ± 6 W), then a stream of `n` samples of which 3 % have power shifted
+/// by ±40–80 W at the same utilisation.
+pub fn history_evaluation(n: usize, seed: u64) -> Result<Detection, crate::LearnError> {
+    let mut g = Gauss::new(seed);
+    let sample = |g: &mut Gauss| {
+        let u = g.uniform();
+        vec![u, 80.0 + 220.0 * u + 6.0 * g.next()]
+    };
+    let history: Vec<Vec<f64>> = (0..2000).map(|_| sample(&mut g)).collect();
+    let cfg = crate::anomaly::HistoryConfig::new(vec!["gpu_utilization".into(), "power_w".into()]);
+    let model = crate::anomaly::HistoryModel::fit(&history, &cfg)?;
+    let mut d = Detection::default();
+    for _ in 0..n {
+        let mut x = sample(&mut g);
+        let bad = g.uniform() < 0.03;
+        if bad {
+            let shift = 40.0 + 40.0 * g.uniform();
+            x[1] += if g.uniform() < 0.5 { shift } else { -shift };
+        }
+        d.count(model.check("gpu-0", &x).is_some(), bad);
+    }
+    Ok(d)
+}
+
+/// Classifier-drift figures on confidence streams.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DriftEvaluation {
+    /// Windows scored on streams without drift.
+    pub clean_windows: usize,
+    /// Of those, windows that alerted.
+    pub false_alarms: usize,
+    /// Drift streams evaluated.
+    pub drift_streams: usize,
+    /// Drift streams whose drift was detected at all.
+    pub detected: usize,
+    /// Mean detection delay, in windows after the onset, over detected streams.
+    pub mean_delay_windows: f64,
+    /// Largest detection delay, in windows.
+    pub max_delay_windows: usize,
+}
+
+impl DriftEvaluation {
+    /// False alarms per clean window.
+    pub fn false_alarm_rate(&self) -> f64 {
+        self.false_alarms as f64 / self.clean_windows.max(1) as f64
+    }
+}
+
+/// Requests per drift window in [`drift_evaluation`].
+pub const DRIFT_WINDOW: usize = 500;
+
+/// Streams of per-request top-1 confidences (N(0.86, 0.07), clipped), in windows of
+/// [`DRIFT_WINDOW`] requests; the first two windows are the reference. `streams` clean streams
+/// of 20 windows measure false alarms; `streams` drift streams get a gradual drift from window
+/// 8 (mean −0.01 and spread +0.005 per window, the look of a slowly shifting input
+/// population) and measure the delay until the first alert.
+pub fn drift_evaluation(streams: usize, seed: u64, cfg: &crate::drift::DriftConfig) -> Result<DriftEvaluation, crate::LearnError> {
+    use crate::drift::{classifier_drift, confidence_features};
+    const WINDOWS: usize = 20;
+    const ONSET: usize = 8;
+    let mut g = Gauss::new(seed);
+    let window = |g: &mut Gauss, mean: f64, sd: f64| -> Vec<[f64; 3]> {
+        (0..DRIFT_WINDOW)
+            .map(|_| confidence_features((mean + sd * g.next()).clamp(0.05, 0.999)))
+            .collect()
+    };
+    let mut out = DriftEvaluation {
+        clean_windows: 0,
+        false_alarms: 0,
+        drift_streams: streams,
+        detected: 0,
+        mean_delay_windows: 0.0,
+        max_delay_windows: 0,
+    };
+    let mut delays = Vec::new();
+    for s in 0..2 * streams {
+        let drifting = s % 2 == 1;
+        let mut reference = window(&mut g, 0.86, 0.07);
+        reference.extend(window(&mut g, 0.86, 0.07));
+        for w in 2..WINDOWS {
+            let k = if drifting && w >= ONSET { (w - ONSET + 1) as f64 } else { 0.0 };
+            let current = window(&mut g, 0.86 - 0.01 * k, 0.07 + 0.005 * k);
+            let alert = classifier_drift(&reference, &current, cfg)?.alert;
+            if !drifting || w < ONSET {
+                out.clean_windows += 1;
+                out.false_alarms += usize::from(alert);
+            } else if alert {
+                delays.push(w - ONSET);
+                break;
+            }
+        }
+    }
+    out.detected = delays.len();
+    out.mean_delay_windows = delays.iter().sum::<usize>() as f64 / delays.len().max(1) as f64;
+    out.max_delay_windows = delays.iter().copied().max().unwrap_or(0);
+    Ok(out)
+}
+
+/// One trace's replay: the reactive scaler and the same scaler with a forecast floor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalingRow {
+    /// Trace name.
+    pub trace: &'static str,
+    /// HPA-like reactive scaler.
+    pub reactive: SimReport,
+    /// Reactive with the forecast floor.
+    pub predictive: SimReport,
+}
+
+/// The capacity model of [`scaling_evaluation`]: 10 rps per replica, 5-minute warm-up,
+/// 2–80 replicas, target utilisation 75 %, SLO broken above 90 %.
+pub const EVAL_CAPACITY: Capacity = Capacity {
+    per_replica_rps: 10.0,
+    warmup: Duration::from_secs(300),
+    min: 2,
+    max: 80,
+    target_utilization: 0.75,
+    slo_utilization: 0.9,
+};
+
+/// Replays the diurnal (3 days, scored on the last 2) and slow-ramp (12 h, scored after 2 h)
+/// traces through [`EVAL_CAPACITY`] with both scalers; the forecaster's horizon is the warm-up.
+pub fn scaling_evaluation(seed: u64) -> Vec<ScalingRow> {
+    let predictive = Scaler::ForecastFloor {
+        config: ForecastConfig::new(Duration::from_secs(10), EVAL_CAPACITY.warmup),
+        refit_every: Duration::from_secs(3600),
+    };
+    [
+        (diurnal(3, 0.04, seed), Duration::from_secs(86_400)),
+        (slow_ramp(6, 10.0, 370.0, 0.04, seed + 3), Duration::from_secs(3600)),
+    ]
+    .into_iter()
+    .map(|(trace, from)| ScalingRow {
+        trace: trace.name,
+        reactive: simulate(&trace, &EVAL_CAPACITY, &Scaler::Reactive, from),
+        predictive: simulate(&trace, &EVAL_CAPACITY, &predictive, from),
+    })
+    .collect()
+}

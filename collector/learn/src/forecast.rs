@@ -1,9 +1,9 @@
 //! Load forecasts for predictive scaling.
 //!
 //! A direct forecast of the value `horizon` ahead (the target's warm-up time) from features
-//! known now: the last few values, trailing means over one and six horizons (noise averaging),
-//! and Fourier terms of the seasonal period (daily by default) at the target time. The model
-//! is linear, fitted by linfa (least squares, or elastic net when a penalty is configured) on
+//! known now: the last few values and the trailing mean over six horizons, all relative to the
+//! level (the mean of the last horizon), and Fourier terms of the seasonal period (daily by
+//! default) at the target time. The model predicts the change from the level; it is linear, fitted by linfa (least squares, or elastic net when a penalty is configured) on
 //! standardised features. Direct rather than recursive: errors of one-step models compound
 //! over a 5-minute horizon at 10-second steps, and the policy only needs the value at warm-up.
 //!
@@ -165,7 +165,7 @@ impl Layout {
     }
 
     fn width(&self) -> usize {
-        self.lags + self.windows.len() + 2 * self.fourier
+        self.lags + 1 + 2 * self.fourier
     }
 }
 
@@ -208,26 +208,28 @@ impl Features {
             .saturating_add(self.step_ns.saturating_mul(i as u64))
     }
 
-    /// Features at origin `i` for the value at `i + h`; `None` where the data is too gappy.
-    fn row(&self, layout: &Layout, i: usize, out: &mut Vec<f64>) -> bool {
+    fn mean(&self, i: usize, w: usize) -> Option<f64> {
+        let (lo, hi) = (i + 1 - w, i + 1);
+        let n = self.prefix_n[hi] - self.prefix_n[lo];
+        (n * 2 >= w).then(|| (self.prefix_sum[hi] - self.prefix_sum[lo]) / n as f64)
+    }
+
+    /// Features at origin `i` for the value at `i + h`, relative to the level (the mean of the
+    /// last horizon), which is returned; `None` where the data is too gappy.
+    ///
+    /// Everything is relative to the current level so the model learns changes, not levels: a
+    /// model fitted on a flat stretch would otherwise learn "revert to the training mean" and
+    /// keep forecasting the old level after a step change until the next refit.
+    fn row(&self, layout: &Layout, i: usize, out: &mut Vec<f64>) -> Option<f64> {
         out.clear();
         if i + 1 < layout.lookback() || i >= self.filled.len() {
-            return false;
+            return None;
         }
+        let level = self.mean(i, layout.windows[0])?;
         for k in 0..layout.lags {
-            match self.filled[i - k] {
-                Some(v) => out.push(v),
-                None => return false,
-            }
+            out.push(self.filled[i - k]? - level);
         }
-        for w in layout.windows {
-            let (lo, hi) = (i + 1 - w, i + 1);
-            let n = self.prefix_n[hi] - self.prefix_n[lo];
-            if n * 2 < w {
-                return false;
-            }
-            out.push((self.prefix_sum[hi] - self.prefix_sum[lo]) / n as f64);
-        }
+        out.push(self.mean(i, layout.windows[1])? - level);
         if layout.fourier > 0 {
             // Phase from wall-clock time, so a daily period lines up with the clock.
             let t = self.time_of(i + layout.h) as f64 / 1e9;
@@ -238,7 +240,7 @@ impl Features {
                 out.push(a.cos());
             }
         }
-        true
+        Some(level)
     }
 }
 
@@ -307,9 +309,9 @@ pub(crate) fn fit_window(
     let mut row = Vec::with_capacity(width);
     for i in start..end.saturating_sub(h) {
         if let Some(target) = series.values[i + h] {
-            if features.row(&layout, i, &mut row) {
+            if let Some(level) = features.row(&layout, i, &mut row) {
                 x.extend_from_slice(&row);
-                y.push(target);
+                y.push(target - level);
             }
         }
     }
@@ -446,10 +448,9 @@ impl ForecastModel {
 
     pub(crate) fn predict_at(&self, features: &Features, i: usize) -> Option<Forecast> {
         let mut row = Vec::with_capacity(self.layout.width());
-        if !features.row(&self.layout, i, &mut row) {
-            return None;
-        }
-        let value = row
+        let level = features.row(&self.layout, i, &mut row)?;
+        let value = level
+            + row
             .iter()
             .zip(&self.mean)
             .zip(&self.scale)
