@@ -78,18 +78,18 @@ fn main() -> Result<(), stoker_learn::LearnError> {
         100.0 * c.slo_utilization
     );
     println!(
-        "{:<10} {:<22} {:>14} {:>14} {:>10}",
+        "{:<10} {:<26} {:>14} {:>14} {:>10}",
         "trace", "scaler", "SLO-viol. min", "replica-hours", "scale-outs"
     );
     for row in eval::scaling_evaluation(seed) {
         for (name, r) in [("reactive", row.reactive), ("reactive + forecast floor", row.predictive)] {
             println!(
-                "{:<10} {:<22} {:>14.1} {:>14.1} {:>10}",
+                "{:<10} {:<26} {:>14.1} {:>14.1} {:>10}",
                 row.trace, name, r.slo_violation_minutes, r.replica_hours, r.scale_outs
             );
         }
         println!(
-            "{:<10} {:<22} {:>13.0}% {:>13.1}%",
+            "{:<10} {:<26} {:>13.0}% {:>13.1}%",
             "",
             "change",
             100.0 * (row.predictive.slo_violation_minutes / row.reactive.slo_violation_minutes.max(1e-9) - 1.0),

@@ -418,7 +418,7 @@ mod tests {
         (0..n)
             .map(|i| Subject {
                 id: format!("node-{i}"),
-                values: vec![0.050 + 0.003 * g.next(), 250.0 + 10.0 * g.next()],
+                values: vec![0.050 + 0.003 * g.normal(), 250.0 + 10.0 * g.normal()],
             })
             .collect()
     }
@@ -457,7 +457,7 @@ mod tests {
         let mut g = Gauss::new(6);
         let sample = |extra: f64, g: &mut Gauss| {
             let u = g.uniform();
-            vec![u, 80.0 + 220.0 * u + 6.0 * g.next() + extra]
+            vec![u, 80.0 + 220.0 * u + 6.0 * g.normal() + extra]
         };
         let history: Vec<Vec<f64>> = (0..2000).map(|_| sample(0.0, &mut g)).collect();
         let cfg = HistoryConfig::new(vec!["gpu_utilization".into(), "power_w".into()]);

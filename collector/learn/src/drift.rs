@@ -86,7 +86,7 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
             reason: format!("{} folds: at least 2 are needed", cfg.folds),
         });
     }
-    if !(cfg.band.0 <= cfg.band.1) {
+    if cfg.band.0.partial_cmp(&cfg.band.1).is_none_or(|o| o.is_gt()) {
         return Err(LearnError::InvalidConfig {
             key: "band",
             reason: format!("{:?} is empty", cfg.band),
@@ -204,7 +204,7 @@ mod tests {
 
     fn confidences(n: usize, mean: f64, sd: f64, rng: &mut Gauss) -> Vec<[f64; 3]> {
         (0..n)
-            .map(|_| confidence_features((mean + sd * rng.next()).clamp(0.01, 0.999)))
+            .map(|_| confidence_features((mean + sd * rng.normal()).clamp(0.01, 0.999)))
             .collect()
     }
 

@@ -28,7 +28,7 @@ impl Gauss {
     }
 
     /// The next N(0, 1) draw.
-    pub fn next(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }
@@ -78,7 +78,7 @@ fn build(name: &'static str, step_s: u64, n: usize, mut f: impl FnMut(f64) -> f6
 pub fn diurnal(days: u32, noise: f64, seed: u64) -> Trace {
     let mut g = Gauss::new(seed);
     build("diurnal", 10, days as usize * 8640, |t| {
-        diurnal_level(t) * (1.0 + noise * g.next())
+        diurnal_level(t) * (1.0 + noise * g.normal())
     })
 }
 
@@ -97,7 +97,7 @@ pub fn slow_ramp(hours: u32, from: f64, to: f64, noise: f64, seed: u64) -> Trace
     let n = hours as usize * 360;
     let span = f64::from(hours) * 3600.0;
     build("slow-ramp", 10, n, |t| {
-        (from + (to - from) * t / span) * (1.0 + noise * g.next())
+        (from + (to - from) * t / span) * (1.0 + noise * g.normal())
     })
 }
 
@@ -106,7 +106,7 @@ pub fn step_change(hours: u32, at_hour: u32, before: f64, after: f64, noise: f64
     let mut g = Gauss::new(seed);
     let at = f64::from(at_hour) * 3600.0;
     build("step", 10, hours as usize * 360, |t| {
-        (if t < at { before } else { after }) * (1.0 + noise * g.next())
+        (if t < at { before } else { after }) * (1.0 + noise * g.normal())
     })
 }
 
@@ -116,7 +116,7 @@ pub fn spike(hours: u32, at_hour: u32, minutes: u32, level: f64, factor: f64, no
     let (a, b) = (f64::from(at_hour) * 3600.0, f64::from(at_hour) * 3600.0 + f64::from(minutes) * 60.0);
     build("spike", 10, hours as usize * 360, |t| {
         let l = if (a..b).contains(&t) { level * factor } else { level };
-        l * (1.0 + noise * g.next())
+        l * (1.0 + noise * g.normal())
     })
 }
 
@@ -265,11 +265,11 @@ mod tests {
     #[test]
     fn gauss_is_seeded_and_standard() {
         let mut g = Gauss::new(9);
-        let xs: Vec<f64> = (0..20_000).map(|_| g.next()).collect();
+        let xs: Vec<f64> = (0..20_000).map(|_| g.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
         assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
-        assert_eq!(Gauss::new(9).next(), xs[0]);
+        assert_eq!(Gauss::new(9).normal(), xs[0]);
     }
 
     #[test]
@@ -384,7 +384,7 @@ pub fn peer_evaluation(rounds: usize, seed: u64) -> Result<Detection, crate::Lea
         let mut injected = Vec::new();
         let subjects: Vec<crate::anomaly::Subject> = (0..40)
             .map(|i| {
-                let mut values = vec![0.050 + 0.003 * g.next(), 250.0 + 10.0 * g.next()];
+                let mut values = vec![0.050 + 0.003 * g.normal(), 250.0 + 10.0 * g.normal()];
                 let bad = g.uniform() < 0.05;
                 if bad {
                     if g.uniform() < 0.5 {
@@ -413,7 +413,7 @@ pub fn history_evaluation(n: usize, seed: u64) -> Result<Detection, crate::Learn
     let mut g = Gauss::new(seed);
     let sample = |g: &mut Gauss| {
         let u = g.uniform();
-        vec![u, 80.0 + 220.0 * u + 6.0 * g.next()]
+        vec![u, 80.0 + 220.0 * u + 6.0 * g.normal()]
     };
     let history: Vec<Vec<f64>> = (0..2000).map(|_| sample(&mut g)).collect();
     let cfg = crate::anomaly::HistoryConfig::new(vec!["gpu_utilization".into(), "power_w".into()]);
@@ -470,7 +470,7 @@ pub fn drift_evaluation(streams: usize, seed: u64, cfg: &crate::drift::DriftConf
     let mut g = Gauss::new(seed);
     let window = |g: &mut Gauss, mean: f64, sd: f64| -> Vec<[f64; 3]> {
         (0..DRIFT_WINDOW)
-            .map(|_| confidence_features((mean + sd * g.next()).clamp(0.05, 0.999)))
+            .map(|_| confidence_features((mean + sd * g.normal()).clamp(0.05, 0.999)))
             .collect()
     };
     let mut out = DriftEvaluation {
