@@ -15,7 +15,10 @@ fn pct(v: Option<f64>) -> String {
 fn main() -> Result<(), stoker_learn::LearnError> {
     let seed = 42;
     println!("Forecast at a 5-minute horizon (10 s steps, hourly refits)");
-    println!("{:<10} {:>10} {:>10} {:>8} {:>7}", "trace", "model", "naive", "points", "refits");
+    println!(
+        "{:<10} {:>10} {:>10} {:>8} {:>7}",
+        "trace", "model", "naive", "points", "refits"
+    );
     for row in eval::forecast_evaluation(seed)? {
         let r = row.report;
         println!(
@@ -29,10 +32,16 @@ fn main() -> Result<(), stoker_learn::LearnError> {
     }
 
     println!("\nAnomalies on injected ground truth");
-    println!("{:<26} {:>9} {:>7} {:>4} {:>4} {:>4}", "detector", "precision", "recall", "TP", "FP", "FN");
+    println!(
+        "{:<26} {:>9} {:>7} {:>4} {:>4} {:>4}",
+        "detector", "precision", "recall", "TP", "FP", "FN"
+    );
     for (name, d) in [
         ("peers (DBSCAN, 100x40)", eval::peer_evaluation(100, seed)?),
-        ("history (k-means, 5000)", eval::history_evaluation(5000, seed)?),
+        (
+            "history (k-means, 5000)",
+            eval::history_evaluation(5000, seed)?,
+        ),
     ] {
         println!(
             "{:<26} {:>9.3} {:>7.3} {:>4} {:>4} {:>4}",
@@ -82,7 +91,10 @@ fn main() -> Result<(), stoker_learn::LearnError> {
         "trace", "scaler", "SLO-viol. min", "replica-hours", "scale-outs"
     );
     for row in eval::scaling_evaluation(seed) {
-        for (name, r) in [("reactive", row.reactive), ("reactive + forecast floor", row.predictive)] {
+        for (name, r) in [
+            ("reactive", row.reactive),
+            ("reactive + forecast floor", row.predictive),
+        ] {
             println!(
                 "{:<10} {:<26} {:>14.1} {:>14.1} {:>10}",
                 row.trace, name, r.slo_violation_minutes, r.replica_hours, r.scale_outs
@@ -92,7 +104,10 @@ fn main() -> Result<(), stoker_learn::LearnError> {
             "{:<10} {:<26} {:>13.0}% {:>13.1}%",
             "",
             "change",
-            100.0 * (row.predictive.slo_violation_minutes / row.reactive.slo_violation_minutes.max(1e-9) - 1.0),
+            100.0
+                * (row.predictive.slo_violation_minutes
+                    / row.reactive.slo_violation_minutes.max(1e-9)
+                    - 1.0),
             100.0 * (row.predictive.replica_hours / row.reactive.replica_hours - 1.0)
         );
     }

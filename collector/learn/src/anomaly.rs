@@ -432,7 +432,10 @@ mod tests {
         let found = det.detect(&subjects).expect("detect");
         assert_eq!(found.len(), 1, "{found:?}");
         let a = &found[0];
-        assert_eq!((a.subject.as_str(), a.feature.as_str()), ("node-7", "p95_latency_at_60pct_gpu"));
+        assert_eq!(
+            (a.subject.as_str(), a.feature.as_str()),
+            ("node-7", "p95_latency_at_60pct_gpu")
+        );
         assert!(a.why.contains("above the fleet median"), "{}", a.why);
         assert!(a.why.contains("29 peers"), "{}", a.why);
         // A fleet too small to have a majority: nothing.
@@ -473,6 +476,9 @@ mod tests {
         assert_eq!(a.feature, "power_w");
         assert!(a.why.starts_with("power_w 250 is"), "{}", a.why);
         assert!(a.why.contains("at gpu_utilization 0.50"), "{}", a.why);
-        assert!(model.check("gpu-0", &[0.5]).is_none(), "wrong width is not an anomaly");
+        assert!(
+            model.check("gpu-0", &[0.5]).is_none(),
+            "wrong width is not an anomaly"
+        );
     }
 }

@@ -86,7 +86,12 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
             reason: format!("{} folds: at least 2 are needed", cfg.folds),
         });
     }
-    if cfg.band.0.partial_cmp(&cfg.band.1).is_none_or(|o| o.is_gt()) {
+    if cfg
+        .band
+        .0
+        .partial_cmp(&cfg.band.1)
+        .is_none_or(|o| o.is_gt())
+    {
         return Err(LearnError::InvalidConfig {
             key: "band",
             reason: format!("{:?} is empty", cfg.band),
@@ -101,12 +106,12 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
         )));
     }
     let width = reference[0].as_ref().len();
-    let rows: Vec<&[f64]> = reference
-        .iter()
-        .chain(current)
-        .map(AsRef::as_ref)
-        .collect();
-    if width == 0 || rows.iter().any(|r| r.len() != width || r.iter().any(|v| !v.is_finite())) {
+    let rows: Vec<&[f64]> = reference.iter().chain(current).map(AsRef::as_ref).collect();
+    if width == 0
+        || rows
+            .iter()
+            .any(|r| r.len() != width || r.iter().any(|v| !v.is_finite()))
+    {
         return Err(LearnError::InvalidInput(format!(
             "drift rows must all have {width} finite features"
         )));
@@ -121,7 +126,13 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
         let matrix = |idx: &[usize]| {
             let mut x = Vec::with_capacity(idx.len() * width);
             for &i in idx {
-                x.extend(rows[i].iter().zip(&mean).zip(&scale).map(|((v, m), s)| (v - m) / s));
+                x.extend(
+                    rows[i]
+                        .iter()
+                        .zip(&mean)
+                        .zip(&scale)
+                        .map(|((v, m), s)| (v - m) / s),
+                );
             }
             Array2::from_shape_vec((idx.len(), width), x)
                 .map_err(|e| LearnError::InvalidInput(format!("feature matrix: {e}")))
@@ -145,7 +156,9 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
         }
     }
     if fold_aucs.is_empty() {
-        return Err(LearnError::InvalidInput("no fold could be scored".to_owned()));
+        return Err(LearnError::InvalidInput(
+            "no fold could be scored".to_owned(),
+        ));
     }
     let auc = fold_aucs.iter().sum::<f64>() / fold_aucs.len() as f64;
     let (lo, hi) = cfg.band;

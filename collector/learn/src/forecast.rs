@@ -280,8 +280,13 @@ pub(crate) fn fit_window(
     cfg: &ForecastConfig,
 ) -> Result<ForecastModel, LearnError> {
     let start = end.saturating_sub(steps(cfg.history, cfg.step));
-    let observed = series.values[start..end].iter().filter(|v| v.is_some()).count();
-    let have = cfg.step.saturating_mul(u32::try_from(observed).unwrap_or(u32::MAX));
+    let observed = series.values[start..end]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    let have = cfg
+        .step
+        .saturating_mul(u32::try_from(observed).unwrap_or(u32::MAX));
     if have < cfg.min_history {
         return Err(LearnError::InsufficientHistory {
             have,
@@ -451,12 +456,12 @@ impl ForecastModel {
         let level = features.row(&self.layout, i, &mut row)?;
         let value = level
             + row
-            .iter()
-            .zip(&self.mean)
-            .zip(&self.scale)
-            .zip(&self.coef)
-            .map(|(((v, m), s), c)| (v - m) / s * c)
-            .sum::<f64>()
+                .iter()
+                .zip(&self.mean)
+                .zip(&self.scale)
+                .zip(&self.coef)
+                .map(|(((v, m), s), c)| (v - m) / s * c)
+                .sum::<f64>()
             + self.intercept;
         Some(Forecast {
             at_ns: features.time_of(i + self.layout.h),
@@ -561,7 +566,10 @@ mod tests {
                 if have == Duration::from_secs(1800) && need == Duration::from_secs(3600)),
             "{err}"
         );
-        assert!(matches!(fit(&[], &cfg), Err(LearnError::InsufficientHistory { .. })));
+        assert!(matches!(
+            fit(&[], &cfg),
+            Err(LearnError::InsufficientHistory { .. })
+        ));
     }
 
     #[test]
@@ -569,7 +577,10 @@ mod tests {
         // y = 50 + 0.5 i: the value 30 steps ahead is last + 15, which the model must find.
         let cfg = ForecastConfig::new(Duration::from_secs(10), Duration::from_secs(300));
         let model = fit(&samples((0..720).map(|i| 50.0 + 0.5 * i as f64), 10), &cfg).expect("fit");
-        assert!(!model.seasonal(), "2 hours of history must not use a daily period");
+        assert!(
+            !model.seasonal(),
+            "2 hours of history must not use a daily period"
+        );
         let f = model.predict().expect("forecast");
         assert!((f.last_value - (50.0 + 0.5 * 719.0)).abs() < 1e-9);
         assert!((f.value - (50.0 + 0.5 * 749.0)).abs() < 1e-3, "{f:?}");

@@ -91,8 +91,14 @@ mod tests {
     #[test]
     fn auc_matches_hand_computation() {
         // Perfect separation and its reverse.
-        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]), Some(1.0));
-        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]), Some(0.0));
+        assert_eq!(
+            roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]),
+            Some(1.0)
+        );
+        assert_eq!(
+            roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]),
+            Some(0.0)
+        );
         // Pairs (pos, neg): pos 0.35 beats neg 0.1, loses to neg 0.4; pos 0.8 beats both -> 3/4.
         let auc = roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).expect("auc");
         assert!((auc - 0.75).abs() < 1e-12, "{auc}");

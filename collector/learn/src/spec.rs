@@ -146,8 +146,9 @@ mod tests {
 
     #[test]
     fn period_defaults_to_daily_and_mode_is_kebab_case() {
-        let spec = parse(r#"{"horizon":"5m","history":"2d","minHistory":"1h","mode":"forecast-only"}"#)
-            .expect("valid");
+        let spec =
+            parse(r#"{"horizon":"5m","history":"2d","minHistory":"1h","mode":"forecast-only"}"#)
+                .expect("valid");
         assert_eq!(spec.mode, ForecastMode::ForecastOnly);
         assert_eq!(spec.period, None);
         assert_eq!(spec.period_or_daily(), Duration::from_secs(86_400));
@@ -155,11 +156,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = parse(r#"{"horizon":"5m","history":"2d","minHistory":"1h","mode":"floor","lag":3}"#)
-            .expect_err("unknown key");
+        let err =
+            parse(r#"{"horizon":"5m","history":"2d","minHistory":"1h","mode":"floor","lag":3}"#)
+                .expect_err("unknown key");
         assert!(err.contains("unknown field `lag`"), "{err}");
-        let err = parse(r#"{"horizon":"5 parsecs","history":"2d","minHistory":"1h","mode":"floor"}"#)
-            .expect_err("bad duration");
+        let err =
+            parse(r#"{"horizon":"5 parsecs","history":"2d","minHistory":"1h","mode":"floor"}"#)
+                .expect_err("bad duration");
         assert!(err.starts_with("horizon"), "{err}");
         assert!(err.contains("write it like 30s"), "{err}");
         let spec = parse(r#"{"horizon":"0s","history":"30m","minHistory":"1h","mode":"floor"}"#)
