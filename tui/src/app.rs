@@ -642,3 +642,216 @@ fn compare_rows(a: &FleetRow, b: &FleetRow, sort: FleetSort) -> Ordering {
         FleetSort::Health => severity(b).cmp(&severity(a)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeFleet;
+    use crate::model::NANOS_PER_SEC;
+    use crossterm::event::KeyModifiers;
+
+    const NOW: UnixNanos = 1_700_000_000 * NANOS_PER_SEC;
+
+    fn key(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+    }
+
+    fn code(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    /// An app that has received what its screen needs from a 12×4 fake fleet.
+    fn fed() -> (App, FakeFleet) {
+        let fleet = FakeFleet::new(12, 4);
+        let mut app = App::new("http://127.0.0.1:7700");
+        feed(&mut app, &fleet);
+        (app, fleet)
+    }
+
+    fn feed(app: &mut App, fleet: &FakeFleet) {
+        let snapshot = fleet.answer(&app.need(), NOW).unwrap();
+        app.apply(Update::Data { at: NOW, snapshot });
+    }
+
+    fn shown(app: &App) -> Vec<String> {
+        let rows = &app.fleet.as_ref().unwrap().data;
+        app.fleet_order.iter().map(|&i| rows[i].node.clone()).collect()
+    }
+
+    #[test]
+    fn number_keys_switch_tabs_and_ask_for_that_screen() {
+        let (mut app, _) = fed();
+        assert_eq!(app.handle_key(key('3')), Effect::Need(Need::Models { window: ZOOM_STEPS[2], step: history_step(ZOOM_STEPS[2]) }));
+        assert_eq!(app.tab, Tab::Models);
+        assert_eq!(app.handle_key(key('4')), Effect::Need(Need::Policies));
+        assert_eq!(app.handle_key(key('5')), Effect::Need(Need::Decisions { limit: DECISIONS_PAGE }));
+        assert_eq!(app.handle_key(key('1')), Effect::Need(Need::Fleet));
+        // Same tab again: nothing new to fetch.
+        assert_eq!(app.handle_key(key('1')), Effect::None);
+        assert_eq!(app.handle_key(code(KeyCode::Tab)), Effect::Need(Need::Node { node: "gpu-node-001".into(), window: ZOOM_STEPS[2], step: history_step(ZOOM_STEPS[2]) }));
+        assert_eq!(app.tab, Tab::Node);
+    }
+
+    #[test]
+    fn enter_opens_the_selected_node_and_esc_returns() {
+        let (mut app, _) = fed();
+        app.handle_key(key('j'));
+        app.handle_key(code(KeyCode::Down));
+        app.handle_key(key('k'));
+        assert_eq!(app.selected_node_name(), Some("gpu-node-002"));
+        let effect = app.handle_key(code(KeyCode::Enter));
+        assert_eq!(app.tab, Tab::Node);
+        assert!(matches!(effect, Effect::Need(Need::Node { ref node, .. }) if node == "gpu-node-002"));
+        assert_eq!(app.handle_key(code(KeyCode::Esc)), Effect::Need(Need::Fleet));
+        assert_eq!(app.tab, Tab::Fleet);
+    }
+
+    #[test]
+    fn selection_stops_at_the_ends() {
+        let (mut app, _) = fed();
+        app.handle_key(key('k'));
+        assert_eq!(app.fleet_sel, 0);
+        app.handle_key(key('G'));
+        assert_eq!(app.fleet_sel, 11);
+        app.handle_key(code(KeyCode::PageDown));
+        assert_eq!(app.fleet_sel, 11);
+        app.handle_key(key('g'));
+        assert_eq!(app.fleet_sel, 0);
+    }
+
+    #[test]
+    fn filter_narrows_by_name_and_health_and_esc_clears() {
+        let (mut app, _) = fed();
+        assert_eq!(app.handle_key(key('/')), Effect::None);
+        assert!(app.filter_editing);
+        for c in "node-01".chars() {
+            app.handle_key(key(c));
+        }
+        // While typing, q is text, not quit.
+        assert_eq!(shown(&app), ["gpu-node-010", "gpu-node-011", "gpu-node-012"]);
+        app.handle_key(code(KeyCode::Enter));
+        assert!(!app.filter_editing);
+        assert_eq!(app.filter, "node-01");
+        app.handle_key(code(KeyCode::Esc));
+        assert_eq!(shown(&app).len(), 12);
+
+        app.handle_key(key('/'));
+        for c in "xid".chars() {
+            app.handle_key(key(c));
+        }
+        assert_eq!(shown(&app), ["gpu-node-005"]);
+        app.handle_key(code(KeyCode::Backspace));
+        app.handle_key(code(KeyCode::Backspace));
+        app.handle_key(code(KeyCode::Backspace));
+        app.handle_key(key('q'));
+        assert!(app.filter_editing, "q while filtering is a character");
+        assert_eq!(app.filter, "q");
+    }
+
+    #[test]
+    fn sort_cycles_and_keeps_the_cursor_on_the_same_node() {
+        let (mut app, _) = fed();
+        app.handle_key(key('j'));
+        app.handle_key(key('j'));
+        let before = app.selected_node_name().map(str::to_owned);
+        assert_eq!(app.handle_key(key('s')), Effect::None);
+        assert_eq!(app.sort, FleetSort::GpuBusy);
+        assert_eq!(app.selected_node_name().map(str::to_owned), before);
+        let rows = &app.fleet.as_ref().unwrap().data;
+        let busy: Vec<f64> = app.fleet_order.iter().map(|&i| rows[i].gpu_busy_mean.unwrap()).collect();
+        assert!(busy.windows(2).all(|w| w[0] >= w[1]), "busiest first: {busy:?}");
+        app.handle_key(key('r'));
+        let rows = &app.fleet.as_ref().unwrap().data;
+        let busy: Vec<f64> = app.fleet_order.iter().map(|&i| rows[i].gpu_busy_mean.unwrap()).collect();
+        assert!(busy.windows(2).all(|w| w[0] <= w[1]), "reversed: {busy:?}");
+        for _ in 0..8 {
+            app.handle_key(key('s'));
+        }
+        assert_eq!(app.sort, FleetSort::Name, "the cycle comes back round");
+    }
+
+    #[test]
+    fn health_sort_puts_the_worst_first() {
+        let (mut app, _) = fed();
+        while app.sort != FleetSort::Health {
+            app.handle_key(key('s'));
+        }
+        // gpu-node-008 lost a GPU, gpu-node-005 saw an XID, gpu-node-012 has a degraded GPU.
+        assert_eq!(&shown(&app)[..3], ["gpu-node-008", "gpu-node-005", "gpu-node-012"]);
+    }
+
+    #[test]
+    fn zoom_steps_between_5_and_60_minutes_and_refetches_histories() {
+        let (mut app, _) = fed();
+        assert_eq!(app.handle_key(key('-')), Effect::None, "the fleet shows no history");
+        assert_eq!(app.zoom, ZOOM_STEPS[3]);
+        app.handle_key(code(KeyCode::Enter));
+        let e = app.handle_key(key('-'));
+        assert_eq!(app.zoom, Duration::from_secs(3600));
+        assert!(matches!(e, Effect::Need(Need::Node { window, .. }) if window == Duration::from_secs(3600)));
+        assert_eq!(app.handle_key(key('-')), Effect::None, "60 minutes is the widest");
+        for _ in 0..6 {
+            app.handle_key(key('+'));
+        }
+        assert_eq!(app.zoom, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn help_overlay_swallows_keys_until_closed() {
+        let (mut app, _) = fed();
+        app.handle_key(key('?'));
+        assert!(app.help);
+        assert_eq!(app.handle_key(key('3')), Effect::None);
+        assert_eq!(app.tab, Tab::Fleet);
+        app.handle_key(code(KeyCode::Esc));
+        assert!(!app.help);
+        app.handle_key(key('?'));
+        assert_eq!(app.handle_key(key('q')), Effect::Quit);
+        assert_eq!(app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Effect::Quit);
+    }
+
+    #[test]
+    fn a_late_answer_for_another_node_is_dropped() {
+        let (mut app, fleet) = fed();
+        app.handle_key(code(KeyCode::Enter));
+        let other = fleet.node_detail("gpu-node-003", NOW, ZOOM_STEPS[2], history_step(ZOOM_STEPS[2])).unwrap();
+        app.apply(Update::Data { at: NOW, snapshot: Snapshot::Node(other) });
+        assert!(app.node.is_none());
+        feed(&mut app, &fleet);
+        assert_eq!(app.node.as_ref().unwrap().data.node, "gpu-node-001");
+    }
+
+    #[test]
+    fn outage_keeps_its_start_and_counts_attempts() {
+        let (mut app, _) = fed();
+        let s = NANOS_PER_SEC;
+        app.apply(Update::Disconnected { at: NOW + s, error: "refused".into(), retry_at: NOW + 2 * s });
+        app.apply(Update::Disconnected { at: NOW + 2 * s, error: "refused again".into(), retry_at: NOW + 4 * s });
+        assert_eq!(
+            app.connection,
+            Connection::Down { since: NOW + s, last_ok: Some(NOW), error: "refused again".into(), retry_at: NOW + 4 * s, attempts: 2 }
+        );
+        app.apply(Update::Connected { at: NOW + 5 * s });
+        assert_eq!(app.connection, Connection::Up { last_ok: NOW + 5 * s });
+        // The data kept through the outage is still there to show.
+        assert!(app.fleet.is_some());
+    }
+
+    #[test]
+    fn decision_selection_follows_the_record_as_new_ones_arrive() {
+        let (mut app, fleet) = fed();
+        app.handle_key(key('5'));
+        feed(&mut app, &fleet);
+        app.handle_key(key('j'));
+        let id = app.selected_decision().unwrap().id.clone();
+        // Thirty seconds later a new decision is on top; the cursor stays on the same record.
+        let later = fleet.decisions(NOW + 30 * NANOS_PER_SEC, DECISIONS_PAGE);
+        app.apply(Update::Data { at: NOW + 30 * NANOS_PER_SEC, snapshot: Snapshot::Decisions(later) });
+        assert_eq!(app.selected_decision().unwrap().id, id);
+        assert_eq!(app.decision_sel, 2);
+        app.handle_key(code(KeyCode::Enter));
+        assert!(app.decision_expanded);
+        app.handle_key(code(KeyCode::Esc));
+        assert!(!app.decision_expanded);
+    }
+}

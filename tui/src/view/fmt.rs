@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(bar(Some(0.0), 4), "    ");
         assert_eq!(bar(Some(1.0), 4), "████");
         assert_eq!(bar(Some(0.5), 4), "██  ");
-        assert_eq!(bar(Some(0.5625), 4), "██▍ ");
+        assert_eq!(bar(Some(0.5625), 4), "██▎ ");
         assert_eq!(bar(Some(7.0), 3), "███");
         assert_eq!(bar(None, 2), "  ");
     }
