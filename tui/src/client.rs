@@ -294,3 +294,119 @@ async fn send(updates: &mpsc::Sender<Update>, update: Update, cancel: &Cancellat
 pub fn secs_between(earlier: UnixNanos, later: UnixNanos) -> u64 {
     later.saturating_sub(earlier) / NANOS_PER_SEC
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{FakeFleet, FakeSource};
+
+    const START: UnixNanos = 1_700_000_000 * NANOS_PER_SEC;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(seq, [500, 1000, 2000, 3000, 3000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+
+    struct Harness {
+        need: watch::Sender<Need>,
+        updates: mpsc::Receiver<Update>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(source: FakeSource, clock: Clock) -> Harness {
+        let (need, need_rx) = watch::channel(Need::Fleet);
+        let (tx, updates) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(fetch_loop(source, need_rx, tx, clock, FetchConfig::default(), cancel.clone()));
+        Harness { need, updates, cancel, task }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnects_with_backoff_and_says_so() {
+        let clock = Clock::starting_at(START);
+        let source = FakeSource::new(FakeFleet::new(3, 2), clock);
+        let fail = source.failure_switch();
+        *fail.lock().unwrap() = Some("connection refused".into());
+        let mut h = start(source, clock);
+        let mut retry_gaps = Vec::new();
+        for _ in 0..4 {
+            match h.updates.recv().await.unwrap() {
+                Update::Disconnected { at, error, retry_at } => {
+                    assert_eq!(error, "collector unreachable: connection refused");
+                    retry_gaps.push((retry_at - at) / 1_000_000);
+                }
+                other => panic!("expected a disconnect, got {other:?}"),
+            }
+        }
+        assert_eq!(retry_gaps, [500, 1000, 2000, 4000]);
+        *fail.lock().unwrap() = None;
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Connected { .. }));
+        let Update::Data { at, snapshot: Snapshot::Fleet(rows) } = h.updates.recv().await.unwrap() else {
+            panic!("expected fleet data");
+        };
+        assert_eq!(rows.len(), 3);
+        // 0.5 + 1 + 2 + 4 s of backoff before the fifth attempt succeeded.
+        assert_eq!((at - START) / NANOS_PER_SEC, 7);
+        h.cancel.cancel();
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_collector_times_out_instead_of_waiting_forever() {
+        let clock = Clock::starting_at(START);
+        let source = FakeSource::new(FakeFleet::new(3, 2), clock).with_delay(Duration::from_secs(3600));
+        let mut h = start(source, clock);
+        let Update::Disconnected { at, error, .. } = h.updates.recv().await.unwrap() else {
+            panic!("expected a timeout");
+        };
+        assert_eq!(error, "no answer within 5s");
+        assert_eq!((at - START) / NANOS_PER_SEC, 5);
+        h.cancel.cancel();
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn asks_for_what_the_screen_shows_and_switches_at_once() {
+        let clock = Clock::starting_at(START);
+        let source = FakeSource::new(FakeFleet::new(20, 8), clock);
+        let log = source.log();
+        let mut h = start(source, clock);
+        for _ in 0..3 {
+            assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { snapshot: Snapshot::Fleet(_), .. }));
+        }
+        let t_switch = clock.now();
+        let node = Need::Node { node: "gpu-node-004".into(), window: Duration::from_secs(300), step: Duration::from_secs(5) };
+        h.need.send_replace(node.clone());
+        // Whatever was in flight may still arrive; the node answer follows without waiting a full interval.
+        let at = loop {
+            if let Update::Data { at, snapshot: Snapshot::Node(d) } = h.updates.recv().await.unwrap() {
+                assert_eq!(d.node, "gpu-node-004");
+                assert_eq!(d.gpus.len(), 8);
+                assert_eq!(d.gpus[0].util_history.points.len(), 61);
+                break at;
+            }
+        };
+        assert!(at - t_switch < NANOS_PER_SEC, "switched within a second");
+        h.cancel.cancel();
+        h.task.await.unwrap();
+        let log = log.lock().unwrap();
+        assert!(log.needs.iter().all(|n| *n == Need::Fleet || *n == node), "{:?}", log.needs);
+        assert_eq!(log.needs.iter().filter(|n| **n == Need::Fleet).count(), 3);
+        // Only the node's history was shipped: 8 GPUs × 3 series + CPU, 61 points each.
+        assert_eq!(log.points, 25 * 61 * log.needs.iter().filter(|n| **n == node).count() as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_when_the_app_goes_away() {
+        let clock = Clock::starting_at(START);
+        let h = start(FakeSource::new(FakeFleet::new(1, 1), clock), clock);
+        drop(h.updates);
+        drop(h.need);
+        tokio::time::timeout(Duration::from_secs(10), h.task).await.unwrap().unwrap();
+    }
+}
