@@ -39,13 +39,14 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
             if i == app.model_sel { row.style(selected_style()) } else { row }
         })
         .collect();
+    let name_w = rows.iter().map(|(m, _)| m.name.chars().count()).max().unwrap_or(5).clamp(5, 32) as u16;
     let header = Row::new(["MODEL", "VERSION", "   RATE", "  ERRS", "   P50", "   P95", "   P99", "DRIFT", " ACC"])
         .style(header_style());
     frame.render_widget(
         Table::new(
             body,
             [
-                Constraint::Fill(1),
+                Constraint::Length(name_w),
                 Constraint::Length(8),
                 Constraint::Length(7),
                 Constraint::Length(6),
