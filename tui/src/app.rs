@@ -204,6 +204,8 @@ pub struct App {
     pub detail_node: Option<String>,
     /// Its data, when it has arrived.
     pub node: Option<Fetched<NodeDetail>>,
+    /// The source said the chosen node does not exist.
+    pub node_missing: Option<String>,
     /// Selected GPU on the Node screen.
     pub gpu_sel: usize,
     /// Models.
@@ -242,6 +244,7 @@ impl App {
             fleet_sel: 0,
             detail_node: None,
             node: None,
+            node_missing: None,
             gpu_sel: 0,
             models: None,
             model_sel: 0,
@@ -286,6 +289,12 @@ impl App {
                 self.apply_snapshot(at, snapshot);
             }
             Update::Connected { at } => self.connection = Connection::Up { last_ok: at },
+            Update::NotFound { at, what } => {
+                self.connection = Connection::Up { last_ok: at };
+                if self.tab == Tab::Node {
+                    self.node_missing = Some(what);
+                }
+            }
             Update::Disconnected {
                 at,
                 error,
@@ -333,6 +342,7 @@ impl App {
             Snapshot::Node(detail) => {
                 // A late answer for a node we left is dropped, not shown under the wrong name.
                 if self.detail_node.as_deref() == Some(detail.node.as_str()) {
+                    self.node_missing = None;
                     self.gpu_sel = self.gpu_sel.min(detail.gpus.len().saturating_sub(1));
                     self.node = Some(Fetched { data: detail, at });
                 }
@@ -453,6 +463,7 @@ impl App {
                 if let Some(name) = self.selected_node_name().map(str::to_owned) {
                     if self.detail_node.as_deref() != Some(name.as_str()) {
                         self.node = None;
+                        self.node_missing = None;
                         self.gpu_sel = 0;
                     }
                     self.detail_node = Some(name);

@@ -72,6 +72,13 @@ pub enum Update {
         /// The data.
         snapshot: Snapshot,
     },
+    /// The source answered that what the screen asks for does not exist (a node that left).
+    NotFound {
+        /// When the source answered.
+        at: UnixNanos,
+        /// What was not found, e.g. `node gpu-node-042`.
+        what: String,
+    },
     /// The source answers again (sent before the first data after an outage).
     Connected {
         /// When.
@@ -242,6 +249,12 @@ pub async fn fetch_loop<S: Source>(
                 }
                 (Update::Data { at: now, snapshot }, cfg.interval)
             }
+            Ok(Err(SourceError::NotFound(what))) => {
+                // The collector answered: it is up, the thing is gone.
+                cfg.backoff.reset();
+                down = false;
+                (Update::NotFound { at: now, what }, cfg.interval)
+            }
             Ok(Err(e)) => {
                 down = true;
                 let d = cfg.backoff.next_delay();
@@ -399,6 +412,25 @@ mod tests {
         assert_eq!(log.needs.iter().filter(|n| **n == Need::Fleet).count(), 3);
         // Only the node's history was shipped: 8 GPUs × 3 series + CPU, 61 points each.
         assert_eq!(log.points, 25 * 61 * log.needs.iter().filter(|n| **n == node).count() as u64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_node_is_an_answer_not_an_outage() {
+        let clock = Clock::starting_at(START);
+        let mut h = start(FakeSource::new(FakeFleet::new(2, 1), clock), clock);
+        h.need.send_replace(Need::Node { node: "gpu-node-999".into(), window: Duration::from_secs(300), step: Duration::from_secs(5) });
+        loop {
+            match h.updates.recv().await.unwrap() {
+                Update::NotFound { what, .. } => {
+                    assert_eq!(what, "node gpu-node-999");
+                    break;
+                }
+                Update::Data { snapshot: Snapshot::Fleet(_), .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        h.cancel.cancel();
+        h.task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,7 +20,11 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         return;
     };
     let Some(detail) = app.node.as_ref().filter(|n| &n.data.node == name) else {
-        placeholder(frame, area, &format!("loading {name}…"));
+        let text = match &app.node_missing {
+            Some(what) => format!("{what} is not known to the collector (left the fleet?); Esc for the fleet"),
+            None => format!("loading {name}…"),
+        };
+        placeholder(frame, area, &text);
         return;
     };
     let d = &detail.data;
@@ -47,7 +51,8 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     let lines: Vec<Line> = d
         .gpus
         .iter()
-        .map(|g| gpu_line(g, gpus.width, g.index as usize == app.gpu_sel))
+        .enumerate()
+        .map(|(i, g)| gpu_line(g, gpus.width, i == app.gpu_sel))
         .collect();
     frame.render_widget(Paragraph::new(lines), gpus);
     if chart_h > 0 {

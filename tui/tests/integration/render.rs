@@ -171,3 +171,33 @@ fn selected_row_is_reversed_and_follows_the_cursor_off_screen() {
     assert!(lines[22].starts_with("gpu-node-500"), "{text}");
     assert!(lines[3].starts_with("gpu-node-481"), "{text}");
 }
+
+#[test]
+fn tiny_and_odd_terminal_sizes_never_panic() {
+    let (mut app, fleet) = fleet_app();
+    let mut states = Vec::new();
+    for tab in ['1', '2', '3', '4', '5'] {
+        keys(&mut app, &tab.to_string());
+        feed(&mut app, &fleet, NOW);
+        states.push(tab);
+        for (w, h) in [(1, 1), (10, 3), (20, 5), (40, 10), (79, 23), (300, 100)] {
+            render_buffer(&app, NOW, w, h);
+            keys(&mut app, "?");
+            render_buffer(&app, NOW, w, h);
+            keys(&mut app, "?");
+        }
+    }
+    assert_eq!(states.len(), 5);
+}
+
+#[test]
+fn a_node_that_left_the_fleet_says_so() {
+    let (mut app, _) = fleet_app();
+    press(&mut app, KeyCode::Enter);
+    let loading = buffer_text(&render_buffer(&app, NOW, 100, 24));
+    assert!(loading.contains("loading gpu-node-004…"), "{loading}");
+    app.apply(Update::NotFound { at: NOW, what: "node gpu-node-004".into() });
+    let text = buffer_text(&render_buffer(&app, NOW, 100, 24));
+    assert!(text.contains("node gpu-node-004 is not known to the collector"), "{text}");
+    assert!(!text.contains("DISCONNECTED"), "{text}");
+}
