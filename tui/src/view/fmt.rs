@@ -74,7 +74,11 @@ pub fn value(v: Option<f64>, unit: Unit) -> String {
     match unit {
         Unit::Ratio => pct(v),
         Unit::Seconds => latency(v),
-        Unit::Plain => v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+        Unit::Plain => match v {
+            Some(v) if v.fract() == 0.0 && v.abs() < 1e9 => format!("{v:.0}"),
+            Some(v) => format!("{v:.2}"),
+            None => "-".to_owned(),
+        },
     }
 }
 
@@ -214,5 +218,7 @@ mod tests {
         assert_eq!(span(72_000), "20h00m");
         assert_eq!(clock(3_723 * NANOS_PER_SEC), "01:02:03");
         assert_eq!(fit("gpu-node-001", 6), "gpu-n…");
+        assert_eq!(value(Some(6.0), Unit::Plain), "6");
+        assert_eq!(value(Some(0.26), Unit::Plain), "0.26");
     }
 }
