@@ -52,7 +52,13 @@ pub enum Tab {
 
 impl Tab {
     /// All tabs in number-key order.
-    pub const ALL: [Tab; 5] = [Tab::Fleet, Tab::Node, Tab::Models, Tab::Policies, Tab::Decisions];
+    pub const ALL: [Tab; 5] = [
+        Tab::Fleet,
+        Tab::Node,
+        Tab::Models,
+        Tab::Policies,
+        Tab::Decisions,
+    ];
 
     /// The title shown in the tab bar.
     pub fn title(self) -> &'static str {
@@ -349,16 +355,16 @@ impl App {
             }
             Snapshot::Models(models) => {
                 self.models = Some(Fetched { data: models, at });
-                self.model_sel = self.model_sel.min(self.model_rows().len().saturating_sub(1));
+                self.model_sel = self
+                    .model_sel
+                    .min(self.model_rows().len().saturating_sub(1));
             }
             Snapshot::Policies(rules) => {
                 self.policy_sel = self.policy_sel.min(rules.len().saturating_sub(1));
                 self.policies = Some(Fetched { data: rules, at });
             }
             Snapshot::Decisions(list) => {
-                let keep = self
-                    .selected_decision()
-                    .map(|d| d.id.clone());
+                let keep = self.selected_decision().map(|d| d.id.clone());
                 self.decision_sel = keep
                     .and_then(|id| list.iter().position(|d| d.id == id))
                     .unwrap_or(self.decision_sel)
@@ -521,9 +527,7 @@ impl App {
                 self.decisions.as_ref().map_or(0, |d| d.data.len()),
             ),
         };
-        *sel = sel
-            .saturating_add_signed(delta)
-            .min(len.saturating_sub(1));
+        *sel = sel.saturating_add_signed(delta).min(len.saturating_sub(1));
     }
 
     /// The node under the Fleet cursor.
@@ -686,20 +690,41 @@ mod tests {
 
     fn shown(app: &App) -> Vec<String> {
         let rows = &app.fleet.as_ref().unwrap().data;
-        app.fleet_order.iter().map(|&i| rows[i].node.clone()).collect()
+        app.fleet_order
+            .iter()
+            .map(|&i| rows[i].node.clone())
+            .collect()
     }
 
     #[test]
     fn number_keys_switch_tabs_and_ask_for_that_screen() {
         let (mut app, _) = fed();
-        assert_eq!(app.handle_key(key('3')), Effect::Need(Need::Models { window: ZOOM_STEPS[2], step: history_step(ZOOM_STEPS[2]) }));
+        assert_eq!(
+            app.handle_key(key('3')),
+            Effect::Need(Need::Models {
+                window: ZOOM_STEPS[2],
+                step: history_step(ZOOM_STEPS[2])
+            })
+        );
         assert_eq!(app.tab, Tab::Models);
         assert_eq!(app.handle_key(key('4')), Effect::Need(Need::Policies));
-        assert_eq!(app.handle_key(key('5')), Effect::Need(Need::Decisions { limit: DECISIONS_PAGE }));
+        assert_eq!(
+            app.handle_key(key('5')),
+            Effect::Need(Need::Decisions {
+                limit: DECISIONS_PAGE
+            })
+        );
         assert_eq!(app.handle_key(key('1')), Effect::Need(Need::Fleet));
         // Same tab again: nothing new to fetch.
         assert_eq!(app.handle_key(key('1')), Effect::None);
-        assert_eq!(app.handle_key(code(KeyCode::Tab)), Effect::Need(Need::Node { node: "gpu-node-001".into(), window: ZOOM_STEPS[2], step: history_step(ZOOM_STEPS[2]) }));
+        assert_eq!(
+            app.handle_key(code(KeyCode::Tab)),
+            Effect::Need(Need::Node {
+                node: "gpu-node-001".into(),
+                window: ZOOM_STEPS[2],
+                step: history_step(ZOOM_STEPS[2])
+            })
+        );
         assert_eq!(app.tab, Tab::Node);
     }
 
@@ -712,8 +737,13 @@ mod tests {
         assert_eq!(app.selected_node_name(), Some("gpu-node-002"));
         let effect = app.handle_key(code(KeyCode::Enter));
         assert_eq!(app.tab, Tab::Node);
-        assert!(matches!(effect, Effect::Need(Need::Node { ref node, .. }) if node == "gpu-node-002"));
-        assert_eq!(app.handle_key(code(KeyCode::Esc)), Effect::Need(Need::Fleet));
+        assert!(
+            matches!(effect, Effect::Need(Need::Node { ref node, .. }) if node == "gpu-node-002")
+        );
+        assert_eq!(
+            app.handle_key(code(KeyCode::Esc)),
+            Effect::Need(Need::Fleet)
+        );
         assert_eq!(app.tab, Tab::Fleet);
     }
 
@@ -739,7 +769,10 @@ mod tests {
             app.handle_key(key(c));
         }
         // While typing, q is text, not quit.
-        assert_eq!(shown(&app), ["gpu-node-010", "gpu-node-011", "gpu-node-012"]);
+        assert_eq!(
+            shown(&app),
+            ["gpu-node-010", "gpu-node-011", "gpu-node-012"]
+        );
         app.handle_key(code(KeyCode::Enter));
         assert!(!app.filter_editing);
         assert_eq!(app.filter, "node-01");
@@ -769,11 +802,22 @@ mod tests {
         assert_eq!(app.sort, FleetSort::GpuBusy);
         assert_eq!(app.selected_node_name().map(str::to_owned), before);
         let rows = &app.fleet.as_ref().unwrap().data;
-        let busy: Vec<f64> = app.fleet_order.iter().map(|&i| rows[i].gpu_busy_mean.unwrap()).collect();
-        assert!(busy.windows(2).all(|w| w[0] >= w[1]), "busiest first: {busy:?}");
+        let busy: Vec<f64> = app
+            .fleet_order
+            .iter()
+            .map(|&i| rows[i].gpu_busy_mean.unwrap())
+            .collect();
+        assert!(
+            busy.windows(2).all(|w| w[0] >= w[1]),
+            "busiest first: {busy:?}"
+        );
         app.handle_key(key('r'));
         let rows = &app.fleet.as_ref().unwrap().data;
-        let busy: Vec<f64> = app.fleet_order.iter().map(|&i| rows[i].gpu_busy_mean.unwrap()).collect();
+        let busy: Vec<f64> = app
+            .fleet_order
+            .iter()
+            .map(|&i| rows[i].gpu_busy_mean.unwrap())
+            .collect();
         assert!(busy.windows(2).all(|w| w[0] <= w[1]), "reversed: {busy:?}");
         for _ in 0..8 {
             app.handle_key(key('s'));
@@ -788,19 +832,32 @@ mod tests {
             app.handle_key(key('s'));
         }
         // gpu-node-008 lost a GPU, gpu-node-005 saw an XID, gpu-node-012 has a degraded GPU.
-        assert_eq!(&shown(&app)[..3], ["gpu-node-008", "gpu-node-005", "gpu-node-012"]);
+        assert_eq!(
+            &shown(&app)[..3],
+            ["gpu-node-008", "gpu-node-005", "gpu-node-012"]
+        );
     }
 
     #[test]
     fn zoom_steps_between_5_and_60_minutes_and_refetches_histories() {
         let (mut app, _) = fed();
-        assert_eq!(app.handle_key(key('-')), Effect::None, "the fleet shows no history");
+        assert_eq!(
+            app.handle_key(key('-')),
+            Effect::None,
+            "the fleet shows no history"
+        );
         assert_eq!(app.zoom, ZOOM_STEPS[3]);
         app.handle_key(code(KeyCode::Enter));
         let e = app.handle_key(key('-'));
         assert_eq!(app.zoom, Duration::from_secs(3600));
-        assert!(matches!(e, Effect::Need(Need::Node { window, .. }) if window == Duration::from_secs(3600)));
-        assert_eq!(app.handle_key(key('-')), Effect::None, "60 minutes is the widest");
+        assert!(
+            matches!(e, Effect::Need(Need::Node { window, .. }) if window == Duration::from_secs(3600))
+        );
+        assert_eq!(
+            app.handle_key(key('-')),
+            Effect::None,
+            "60 minutes is the widest"
+        );
         for _ in 0..6 {
             app.handle_key(key('+'));
         }
@@ -818,15 +875,28 @@ mod tests {
         assert!(!app.help);
         app.handle_key(key('?'));
         assert_eq!(app.handle_key(key('q')), Effect::Quit);
-        assert_eq!(app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Effect::Quit);
+        assert_eq!(
+            app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Effect::Quit
+        );
     }
 
     #[test]
     fn a_late_answer_for_another_node_is_dropped() {
         let (mut app, fleet) = fed();
         app.handle_key(code(KeyCode::Enter));
-        let other = fleet.node_detail("gpu-node-003", NOW, ZOOM_STEPS[2], history_step(ZOOM_STEPS[2])).unwrap();
-        app.apply(Update::Data { at: NOW, snapshot: Snapshot::Node(other) });
+        let other = fleet
+            .node_detail(
+                "gpu-node-003",
+                NOW,
+                ZOOM_STEPS[2],
+                history_step(ZOOM_STEPS[2]),
+            )
+            .unwrap();
+        app.apply(Update::Data {
+            at: NOW,
+            snapshot: Snapshot::Node(other),
+        });
         assert!(app.node.is_none());
         feed(&mut app, &fleet);
         assert_eq!(app.node.as_ref().unwrap().data.node, "gpu-node-001");
@@ -836,14 +906,33 @@ mod tests {
     fn outage_keeps_its_start_and_counts_attempts() {
         let (mut app, _) = fed();
         let s = NANOS_PER_SEC;
-        app.apply(Update::Disconnected { at: NOW + s, error: "refused".into(), retry_at: NOW + 2 * s });
-        app.apply(Update::Disconnected { at: NOW + 2 * s, error: "refused again".into(), retry_at: NOW + 4 * s });
+        app.apply(Update::Disconnected {
+            at: NOW + s,
+            error: "refused".into(),
+            retry_at: NOW + 2 * s,
+        });
+        app.apply(Update::Disconnected {
+            at: NOW + 2 * s,
+            error: "refused again".into(),
+            retry_at: NOW + 4 * s,
+        });
         assert_eq!(
             app.connection,
-            Connection::Down { since: NOW + s, last_ok: Some(NOW), error: "refused again".into(), retry_at: NOW + 4 * s, attempts: 2 }
+            Connection::Down {
+                since: NOW + s,
+                last_ok: Some(NOW),
+                error: "refused again".into(),
+                retry_at: NOW + 4 * s,
+                attempts: 2
+            }
         );
         app.apply(Update::Connected { at: NOW + 5 * s });
-        assert_eq!(app.connection, Connection::Up { last_ok: NOW + 5 * s });
+        assert_eq!(
+            app.connection,
+            Connection::Up {
+                last_ok: NOW + 5 * s
+            }
+        );
         // The data kept through the outage is still there to show.
         assert!(app.fleet.is_some());
     }
@@ -857,7 +946,10 @@ mod tests {
         let id = app.selected_decision().unwrap().id.clone();
         // Thirty seconds later a new decision is on top; the cursor stays on the same record.
         let later = fleet.decisions(NOW + 30 * NANOS_PER_SEC, DECISIONS_PAGE);
-        app.apply(Update::Data { at: NOW + 30 * NANOS_PER_SEC, snapshot: Snapshot::Decisions(later) });
+        app.apply(Update::Data {
+            at: NOW + 30 * NANOS_PER_SEC,
+            snapshot: Snapshot::Decisions(later),
+        });
         assert_eq!(app.selected_decision().unwrap().id, id);
         assert_eq!(app.decision_sel, 2);
         app.handle_key(code(KeyCode::Enter));

@@ -335,8 +335,20 @@ mod tests {
         let (need, need_rx) = watch::channel(Need::Fleet);
         let (tx, updates) = mpsc::channel(4);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(fetch_loop(source, need_rx, tx, clock, FetchConfig::default(), cancel.clone()));
-        Harness { need, updates, cancel, task }
+        let task = tokio::spawn(fetch_loop(
+            source,
+            need_rx,
+            tx,
+            clock,
+            FetchConfig::default(),
+            cancel.clone(),
+        ));
+        Harness {
+            need,
+            updates,
+            cancel,
+            task,
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -349,7 +361,11 @@ mod tests {
         let mut retry_gaps = Vec::new();
         for _ in 0..4 {
             match h.updates.recv().await.unwrap() {
-                Update::Disconnected { at, error, retry_at } => {
+                Update::Disconnected {
+                    at,
+                    error,
+                    retry_at,
+                } => {
                     assert_eq!(error, "collector unreachable: connection refused");
                     retry_gaps.push((retry_at - at) / 1_000_000);
                 }
@@ -358,8 +374,15 @@ mod tests {
         }
         assert_eq!(retry_gaps, [500, 1000, 2000, 4000]);
         *fail.lock().unwrap() = None;
-        assert!(matches!(h.updates.recv().await.unwrap(), Update::Connected { .. }));
-        let Update::Data { at, snapshot: Snapshot::Fleet(rows) } = h.updates.recv().await.unwrap() else {
+        assert!(matches!(
+            h.updates.recv().await.unwrap(),
+            Update::Connected { .. }
+        ));
+        let Update::Data {
+            at,
+            snapshot: Snapshot::Fleet(rows),
+        } = h.updates.recv().await.unwrap()
+        else {
             panic!("expected fleet data");
         };
         assert_eq!(rows.len(), 3);
@@ -372,7 +395,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hung_collector_times_out_instead_of_waiting_forever() {
         let clock = Clock::starting_at(START);
-        let source = FakeSource::new(FakeFleet::new(3, 2), clock).with_delay(Duration::from_secs(3600));
+        let source =
+            FakeSource::new(FakeFleet::new(3, 2), clock).with_delay(Duration::from_secs(3600));
         let mut h = start(source, clock);
         let Update::Disconnected { at, error, .. } = h.updates.recv().await.unwrap() else {
             panic!("expected a timeout");
@@ -390,14 +414,28 @@ mod tests {
         let log = source.log();
         let mut h = start(source, clock);
         for _ in 0..3 {
-            assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { snapshot: Snapshot::Fleet(_), .. }));
+            assert!(matches!(
+                h.updates.recv().await.unwrap(),
+                Update::Data {
+                    snapshot: Snapshot::Fleet(_),
+                    ..
+                }
+            ));
         }
         let t_switch = clock.now();
-        let node = Need::Node { node: "gpu-node-004".into(), window: Duration::from_secs(300), step: Duration::from_secs(5) };
+        let node = Need::Node {
+            node: "gpu-node-004".into(),
+            window: Duration::from_secs(300),
+            step: Duration::from_secs(5),
+        };
         h.need.send_replace(node.clone());
         // Whatever was in flight may still arrive; the node answer follows without waiting a full interval.
         let at = loop {
-            if let Update::Data { at, snapshot: Snapshot::Node(d) } = h.updates.recv().await.unwrap() {
+            if let Update::Data {
+                at,
+                snapshot: Snapshot::Node(d),
+            } = h.updates.recv().await.unwrap()
+            {
                 assert_eq!(d.node, "gpu-node-004");
                 assert_eq!(d.gpus.len(), 8);
                 assert_eq!(d.gpus[0].util_history.points.len(), 61);
@@ -408,24 +446,38 @@ mod tests {
         h.cancel.cancel();
         h.task.await.unwrap();
         let log = log.lock().unwrap();
-        assert!(log.needs.iter().all(|n| *n == Need::Fleet || *n == node), "{:?}", log.needs);
+        assert!(
+            log.needs.iter().all(|n| *n == Need::Fleet || *n == node),
+            "{:?}",
+            log.needs
+        );
         assert_eq!(log.needs.iter().filter(|n| **n == Need::Fleet).count(), 3);
         // Only the node's history was shipped: 8 GPUs × 3 series + CPU, 61 points each.
-        assert_eq!(log.points, 25 * 61 * log.needs.iter().filter(|n| **n == node).count() as u64);
+        assert_eq!(
+            log.points,
+            25 * 61 * log.needs.iter().filter(|n| **n == node).count() as u64
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_missing_node_is_an_answer_not_an_outage() {
         let clock = Clock::starting_at(START);
         let mut h = start(FakeSource::new(FakeFleet::new(2, 1), clock), clock);
-        h.need.send_replace(Need::Node { node: "gpu-node-999".into(), window: Duration::from_secs(300), step: Duration::from_secs(5) });
+        h.need.send_replace(Need::Node {
+            node: "gpu-node-999".into(),
+            window: Duration::from_secs(300),
+            step: Duration::from_secs(5),
+        });
         loop {
             match h.updates.recv().await.unwrap() {
                 Update::NotFound { what, .. } => {
                     assert_eq!(what, "node gpu-node-999");
                     break;
                 }
-                Update::Data { snapshot: Snapshot::Fleet(_), .. } => {}
+                Update::Data {
+                    snapshot: Snapshot::Fleet(_),
+                    ..
+                } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -439,6 +491,9 @@ mod tests {
         let h = start(FakeSource::new(FakeFleet::new(1, 1), clock), clock);
         drop(h.updates);
         drop(h.need);
-        tokio::time::timeout(Duration::from_secs(10), h.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), h.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

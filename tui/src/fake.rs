@@ -14,8 +14,8 @@ use crate::model::{
     ActuatorOutcome, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
     DecisionView, DriftStats, FleetRow, GpuStatus, GpuView, JobStatus, LatencyHistory,
     ModelVersionView, ModelView, NANOS_PER_SEC, NextAction, NodeDetail, NodeHealth, Percentiles,
-    ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView, Series, ServiceView,
-    UnixNanos, Unit, XidEvent,
+    ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView, Series, ServiceView, Unit,
+    UnixNanos, XidEvent,
 };
 
 const GIB: u64 = 1 << 30;
@@ -53,13 +53,23 @@ fn wave(key: u64, t: UnixNanos) -> f64 {
     (level + slow + fast).clamp(0.0, 1.0)
 }
 
-fn history(window: Duration, step: Duration, now: UnixNanos, f: impl Fn(UnixNanos) -> f64) -> Series {
-    let step_ns = u64::try_from(step.as_nanos()).unwrap_or(NANOS_PER_SEC).max(1);
+fn history(
+    window: Duration,
+    step: Duration,
+    now: UnixNanos,
+    f: impl Fn(UnixNanos) -> f64,
+) -> Series {
+    let step_ns = u64::try_from(step.as_nanos())
+        .unwrap_or(NANOS_PER_SEC)
+        .max(1);
     let window_ns = u64::try_from(window.as_nanos()).unwrap_or(0);
     let n = window_ns / step_ns;
     let start = now.saturating_sub(n * step_ns);
     Series {
-        points: (0..=n).map(|i| start + i * step_ns).map(|t| (t, f(t))).collect(),
+        points: (0..=n)
+            .map(|i| start + i * step_ns)
+            .map(|t| (t, f(t)))
+            .collect(),
     }
 }
 
@@ -106,7 +116,14 @@ impl FakeFleet {
         }
     }
 
-    fn gpu(&self, node: u32, gpu: u32, now: UnixNanos, window: Duration, step: Duration) -> GpuView {
+    fn gpu(
+        &self,
+        node: u32,
+        gpu: u32,
+        now: UnixNanos,
+        window: Duration,
+        step: Duration,
+    ) -> GpuView {
         let key = Self::gpu_key(node, gpu);
         let lost = self.lost(node, gpu);
         let total = 80 * GIB;
@@ -171,9 +188,8 @@ impl FakeFleet {
                     health: NodeHealth {
                         last_seen: Self::last_seen(n, now),
                         gpus_lost: gpu_lost,
-                        gpus_degraded: (0..self.gpus)
-                            .filter(|&g| Self::degraded(n, g))
-                            .count() as u32,
+                        gpus_degraded: (0..self.gpus).filter(|&g| Self::degraded(n, g)).count()
+                            as u32,
                         last_xid: self.xid(n, now),
                     },
                 }
@@ -275,7 +291,8 @@ impl FakeFleet {
                         let psi = 0.05 + 0.25 * unit(key, 11) + 0.02 * load(now);
                         ModelVersionView {
                             version: (*v).to_owned(),
-                            first_seen: now.saturating_sub((3 + 20 * vi as u64) * 86_400 * NANOS_PER_SEC),
+                            first_seen: now
+                                .saturating_sub((3 + 20 * vi as u64) * 86_400 * NANOS_PER_SEC),
                             rate_rps: Some(share * (400.0 + 1600.0 * load(now))),
                             errors_rps: Some(if mi == 2 && vi == 0 { 1.2 } else { 0.0 }),
                             latency: latency_at(key, load(now)),
@@ -284,7 +301,9 @@ impl FakeFleet {
                                 p95: history(window, step, now, |t| lat(t, 2.1)),
                                 p99: history(window, step, now, |t| lat(t, 3.4)),
                             },
-                            rate_history: history(window, step, now, |t| share * (400.0 + 1600.0 * load(t))),
+                            rate_history: history(window, step, now, |t| {
+                                share * (400.0 + 1600.0 * load(t))
+                            }),
                             confidence: confidence(key, psi),
                             drift: Some(DriftStats {
                                 test: "psi".to_owned(),
@@ -319,42 +338,82 @@ impl FakeFleet {
                     target: 0.050,
                     unit: Unit::Seconds,
                 }],
-                replicas: Some(Replicas { current: 6, desired: 9, min: 2, max: 40 }),
+                replicas: Some(Replicas {
+                    current: 6,
+                    desired: 9,
+                    min: 2,
+                    max: 40,
+                }),
                 next_action: NextAction::Now,
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
                 rule: "gpu-busy".to_owned(),
                 kind: RuleKind::Scale,
-                state: RuleState::Pending { since: now - 42 * s },
+                state: RuleState::Pending {
+                    since: now - 42 * s,
+                },
                 inputs: vec![RuleInput {
                     name: "mean hw.gpu.utilization".to_owned(),
                     current: Some(0.78),
                     target: 0.70,
                     unit: Unit::Ratio,
                 }],
-                replicas: Some(Replicas { current: 6, desired: 7, min: 2, max: 40 }),
-                next_action: NextAction::At { at: now + 18 * s, reason: "rate limit 4 pods/15s".to_owned() },
+                replicas: Some(Replicas {
+                    current: 6,
+                    desired: 7,
+                    min: 2,
+                    max: 40,
+                }),
+                next_action: NextAction::At {
+                    at: now + 18 * s,
+                    reason: "rate limit 4 pods/15s".to_owned(),
+                },
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
                 rule: "confidence-drift".to_owned(),
                 kind: RuleKind::Retrain,
-                state: RuleState::Cooling { until: now + 20 * 3600 * s },
+                state: RuleState::Cooling {
+                    until: now + 20 * 3600 * s,
+                },
                 inputs: vec![
-                    RuleInput { name: "psi confidence".to_owned(), current: Some(0.26), target: 0.2, unit: Unit::Plain },
-                    RuleInput { name: "mean confidence".to_owned(), current: Some(0.88), target: 0.85, unit: Unit::Ratio },
+                    RuleInput {
+                        name: "psi confidence".to_owned(),
+                        current: Some(0.26),
+                        target: 0.2,
+                        unit: Unit::Plain,
+                    },
+                    RuleInput {
+                        name: "mean confidence".to_owned(),
+                        current: Some(0.88),
+                        target: 0.85,
+                        unit: Unit::Ratio,
+                    },
                 ],
                 replicas: None,
-                next_action: NextAction::At { at: now + 20 * 3600 * s, reason: "cooldown 24h".to_owned() },
+                next_action: NextAction::At {
+                    at: now + 20 * 3600 * s,
+                    reason: "cooldown 24h".to_owned(),
+                },
             },
             RuleView {
                 policy: "efficientnet-serving".to_owned(),
                 rule: "p95-latency".to_owned(),
                 kind: RuleKind::Scale,
                 state: RuleState::DryRun,
-                inputs: vec![RuleInput { name: "p95 inference.request.duration".to_owned(), current: Some(0.032), target: 0.040, unit: Unit::Seconds }],
-                replicas: Some(Replicas { current: 4, desired: 3, min: 2, max: 12 }),
+                inputs: vec![RuleInput {
+                    name: "p95 inference.request.duration".to_owned(),
+                    current: Some(0.032),
+                    target: 0.040,
+                    unit: Unit::Seconds,
+                }],
+                replicas: Some(Replicas {
+                    current: 4,
+                    desired: 3,
+                    min: 2,
+                    max: 12,
+                }),
                 next_action: NextAction::Blocked("dry-run: decides, never acts".to_owned()),
             },
             RuleView {
@@ -362,8 +421,18 @@ impl FakeFleet {
                 rule: "gpu-busy".to_owned(),
                 kind: RuleKind::Scale,
                 state: RuleState::Ok,
-                inputs: vec![RuleInput { name: "mean hw.gpu.utilization".to_owned(), current: None, target: 0.65, unit: Unit::Ratio }],
-                replicas: Some(Replicas { current: 3, desired: 3, min: 3, max: 10 }),
+                inputs: vec![RuleInput {
+                    name: "mean hw.gpu.utilization".to_owned(),
+                    current: None,
+                    target: 0.65,
+                    unit: Unit::Ratio,
+                }],
+                replicas: Some(Replicas {
+                    current: 3,
+                    desired: 3,
+                    min: 3,
+                    max: 10,
+                }),
                 next_action: NextAction::Blocked("missing data: hold".to_owned()),
             },
             RuleView {
@@ -371,7 +440,12 @@ impl FakeFleet {
                 rule: "accuracy".to_owned(),
                 kind: RuleKind::Retrain,
                 state: RuleState::Ok,
-                inputs: vec![RuleInput { name: "accuracy (feedback)".to_owned(), current: Some(0.91), target: 0.85, unit: Unit::Ratio }],
+                inputs: vec![RuleInput {
+                    name: "accuracy (feedback)".to_owned(),
+                    current: Some(0.91),
+                    target: 0.85,
+                    unit: Unit::Ratio,
+                }],
                 replicas: None,
                 next_action: NextAction::Blocked("budget 3/3 runs per 30d spent".to_owned()),
             },
@@ -525,7 +599,11 @@ fn confidence(key: u64, psi: f64) -> ConfidenceHistogram {
             .sum::<f64>()
             / total as f64
     });
-    ConfidenceHistogram { bounds, counts, mean }
+    ConfidenceHistogram {
+        bounds,
+        counts,
+        mean,
+    }
 }
 
 /// What a [`FakeSource`] was asked, for tests and the benchmark.

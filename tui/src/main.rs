@@ -33,7 +33,13 @@ fn run_cli(cli: Cli) -> Result<(), TuiError> {
         Some(fleet) => runtime.block_on(async {
             let clock = Clock::system();
             let label = format!("fake {}x{}", fleet.nodes, fleet.gpus);
-            run::dashboard(FakeSource::new(fleet, clock), label, clock, FetchConfig::default()).await
+            run::dashboard(
+                FakeSource::new(fleet, clock),
+                label,
+                clock,
+                FetchConfig::default(),
+            )
+            .await
         }),
         None => Err(TuiError::NotBuilt(
             "the HTTP client for the collector API is not built into this binary yet; \

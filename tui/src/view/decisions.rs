@@ -43,14 +43,23 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .take(visible)
         .map(|(i, d)| {
             let row = log_row(d, now);
-            if i == app.decision_sel { row.style(selected_style()) } else { row }
+            if i == app.decision_sel {
+                row.style(selected_style())
+            } else {
+                row
+            }
         })
         .collect();
     let header = Row::new(["TIME", "   AGO", "POLICY / RULE", "OUTCOME"]).style(header_style());
     frame.render_widget(
         Table::new(
             rows,
-            [Constraint::Length(8), Constraint::Length(6), Constraint::Fill(2), Constraint::Fill(3)],
+            [
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Fill(2),
+                Constraint::Fill(3),
+            ],
         )
         .header(header)
         .column_spacing(1),
@@ -62,8 +71,14 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
 fn outcome(d: &DecisionView) -> Span<'static> {
     let prefix = if d.dry_run { "[dry-run] " } else { "" };
     match &d.outcome {
-        DecisionOutcome::Action(a) => Span::styled(format!("{prefix}{a}"), Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)),
-        DecisionOutcome::NoAction(why) => Span::styled(format!("{prefix}no action: {why}"), Style::new().fg(Color::DarkGray)),
+        DecisionOutcome::Action(a) => Span::styled(
+            format!("{prefix}{a}"),
+            Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
+        ),
+        DecisionOutcome::NoAction(why) => Span::styled(
+            format!("{prefix}no action: {why}"),
+            Style::new().fg(Color::DarkGray),
+        ),
     }
 }
 
@@ -79,14 +94,35 @@ fn log_row(d: &DecisionView, now: UnixNanos) -> Row<'static> {
 fn explain(frame: &mut Frame, d: &DecisionView, now: UnixNanos, area: Rect) {
     let label = Style::new().fg(Color::Cyan);
     let mut lines = vec![section(
-        &format!("{} {}Z ({} ago)  {} / {}", d.id, fmt::clock(d.time), fmt::ago(now, d.time), d.policy, d.rule),
+        &format!(
+            "{} {}Z ({} ago)  {} / {}",
+            d.id,
+            fmt::clock(d.time),
+            fmt::ago(now, d.time),
+            d.policy,
+            d.rule
+        ),
         area.width,
     )];
-    let inputs: Vec<String> = d.inputs.iter().map(|i| format!("{} = {}", i.name, fmt::value(i.value, i.unit))).collect();
-    lines.push(Line::from(vec![Span::styled("inputs   ", label), Span::raw(inputs.join(", "))]));
-    lines.push(Line::from(vec![Span::styled("wanted   ", label), Span::raw(d.recommendation.clone())]));
+    let inputs: Vec<String> = d
+        .inputs
+        .iter()
+        .map(|i| format!("{} = {}", i.name, fmt::value(i.value, i.unit)))
+        .collect();
+    lines.push(Line::from(vec![
+        Span::styled("inputs   ", label),
+        Span::raw(inputs.join(", ")),
+    ]));
+    lines.push(Line::from(vec![
+        Span::styled("wanted   ", label),
+        Span::raw(d.recommendation.clone()),
+    ]));
     for (n, c) in d.constraints.iter().enumerate() {
-        let style = if c.changed { Style::new().fg(Color::Yellow) } else { Style::new() };
+        let style = if c.changed {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
         lines.push(Line::from(vec![
             Span::styled(if n == 0 { "applied  " } else { "         " }, label),
             Span::raw(format!("{}. {:<14}", n + 1, c.name)),
@@ -96,20 +132,37 @@ fn explain(frame: &mut Frame, d: &DecisionView, now: UnixNanos, area: Rect) {
     }
     lines.push(Line::from(vec![
         Span::styled("result   ", label),
-        Span::styled(if d.dry_run { "mode dry-run; " } else { "" }, Style::new().fg(Color::Magenta)),
+        Span::styled(
+            if d.dry_run { "mode dry-run; " } else { "" },
+            Style::new().fg(Color::Magenta),
+        ),
         outcome(d),
     ]));
     if let Some(a) = &d.actuator {
-        let ids = if a.remote_ids.is_empty() { String::new() } else { format!("; {}", a.remote_ids.join(", ")) };
-        let attempts = if a.attempts == 1 { "1 attempt".to_owned() } else { format!("{} attempts", a.attempts) };
+        let ids = if a.remote_ids.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", a.remote_ids.join(", "))
+        };
+        let attempts = if a.attempts == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{} attempts", a.attempts)
+        };
         lines.push(Line::from(vec![
             Span::styled("actuator ", label),
             Span::raw(format!("{}: {}, {attempts}{ids}", a.actuator, a.status)),
         ]));
     }
     if let Some(j) = &d.job {
-        let url = j.url.as_ref().map_or_else(String::new, |u| format!("  {u}"));
-        lines.push(Line::from(vec![Span::styled("job      ", label), Span::raw(format!("{} {}{url}", j.id, j.state))]));
+        let url = j
+            .url
+            .as_ref()
+            .map_or_else(String::new, |u| format!("  {u}"));
+        lines.push(Line::from(vec![
+            Span::styled("job      ", label),
+            Span::raw(format!("{} {}{url}", j.id, j.state)),
+        ]));
     }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }

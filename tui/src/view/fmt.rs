@@ -3,7 +3,7 @@
 
 use ratatui::style::{Color, Style};
 
-use crate::model::{NANOS_PER_SEC, Series, UnixNanos, Unit};
+use crate::model::{NANOS_PER_SEC, Series, Unit, UnixNanos};
 
 /// `62%`, or `-`.
 pub fn pct(v: Option<f64>) -> String {
@@ -200,12 +200,16 @@ mod tests {
     #[test]
     fn spark_keeps_spikes_and_right_aligns() {
         let s = Series {
-            points: (0..100).map(|i| (i, if i == 37 { 1.0 } else { 0.0 })).collect(),
+            points: (0..100)
+                .map(|i| (i, if i == 37 { 1.0 } else { 0.0 }))
+                .collect(),
         };
         let line = spark(&s, 10, 1.0);
         assert_eq!(line.chars().count(), 10);
         assert_eq!(line.chars().filter(|c| *c == '█').count(), 1);
-        let short = Series { points: vec![(0, 0.5), (1, 1.0)] };
+        let short = Series {
+            points: vec![(0, 0.5), (1, 1.0)],
+        };
         assert_eq!(spark(&short, 5, 1.0), "   ▅█");
     }
 

@@ -7,7 +7,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 const KEYS: [(&str, &str); 15] = [
-    ("1-5 Tab", "switch screen: Fleet Node Models Policies Decisions"),
+    (
+        "1-5 Tab",
+        "switch screen: Fleet Node Models Policies Decisions",
+    ),
     ("↑↓ j k", "move the selection"),
     ("PgUp PgDn", "move by ten"),
     ("g G", "first, last"),
@@ -38,7 +41,10 @@ pub fn render(frame: &mut Frame, area: Rect) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!(" {k:<11}"), Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    format!(" {k:<11}"),
+                    Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+                ),
                 Span::raw(*what),
             ])
         })

@@ -57,10 +57,16 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos) {
 }
 
 fn tab_bar(app: &App, now: UnixNanos, width: u16) -> Paragraph<'static> {
-    let mut spans = vec![Span::styled(" stoker ", Style::new().add_modifier(Modifier::BOLD))];
+    let mut spans = vec![Span::styled(
+        " stoker ",
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
     for (i, tab) in Tab::ALL.iter().enumerate() {
         let style = if *tab == app.tab {
-            Style::new().fg(Color::Black).bg(Color::Cyan).add_modifier(Modifier::BOLD)
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Cyan)
+                .add_modifier(Modifier::BOLD)
         } else {
             Style::new().fg(Color::Cyan)
         };
@@ -115,9 +121,14 @@ fn banner(app: &App, now: UnixNanos) -> Option<Paragraph<'static>> {
                 fmt::ago(now, *since),
                 fmt::until(now, *retry_at),
             );
-            Some(Paragraph::new(text).style(
-                Style::new().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD),
-            ))
+            Some(
+                Paragraph::new(text).style(
+                    Style::new()
+                        .fg(Color::White)
+                        .bg(Color::Red)
+                        .add_modifier(Modifier::BOLD),
+                ),
+            )
         }
         Connection::Up { .. } | Connection::Connecting => match age {
             Some(a) if a > STALE_AFTER_SECS => Some(
@@ -135,12 +146,24 @@ fn status_line(app: &App) -> Paragraph<'static> {
     if app.filter_editing {
         spans.push(Span::styled("/", key));
         spans.push(Span::raw(app.filter.clone()));
-        spans.push(Span::styled("█", Style::new().add_modifier(Modifier::SLOW_BLINK)));
-        spans.push(Span::styled("  Enter keep  Esc clear", Style::new().fg(Color::DarkGray)));
+        spans.push(Span::styled(
+            "█",
+            Style::new().add_modifier(Modifier::SLOW_BLINK),
+        ));
+        spans.push(Span::styled(
+            "  Enter keep  Esc clear",
+            Style::new().fg(Color::DarkGray),
+        ));
         return Paragraph::new(Line::from(spans));
     }
     let hints: &[(&str, &str)] = match app.tab {
-        Tab::Fleet => &[("↑↓", "move"), ("⏎", "detail"), ("/", "filter"), ("s", "sort"), ("r", "rev")],
+        Tab::Fleet => &[
+            ("↑↓", "move"),
+            ("⏎", "detail"),
+            ("/", "filter"),
+            ("s", "sort"),
+            ("r", "rev"),
+        ],
         Tab::Node => &[("↑↓", "gpu"), ("+-", "zoom"), ("Esc", "fleet")],
         Tab::Models => &[("↑↓", "version"), ("+-", "zoom")],
         Tab::Policies => &[("↑↓", "rule")],
@@ -226,8 +249,14 @@ fn section(title: &str, width: u16) -> Line<'static> {
 }
 
 /// Render `app` at `now` into an off-screen `width`×`height` buffer (tests, benchmarks).
-pub fn render_buffer(app: &App, now: UnixNanos, width: u16, height: u16) -> ratatui::buffer::Buffer {
-    let Ok(mut terminal) = ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height));
+pub fn render_buffer(
+    app: &App,
+    now: UnixNanos,
+    width: u16,
+    height: u16,
+) -> ratatui::buffer::Buffer {
+    let Ok(mut terminal) =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height));
     let Ok(_) = terminal.draw(|f| render(f, app, now));
     terminal.backend().buffer().clone()
 }

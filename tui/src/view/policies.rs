@@ -38,10 +38,21 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .take(visible)
         .map(|(i, r)| {
             let row = rule_row(r, now);
-            if i == app.policy_sel { row.style(selected_style()) } else { row }
+            if i == app.policy_sel {
+                row.style(selected_style())
+            } else {
+                row
+            }
         })
         .collect();
-    let header = Row::new(["POLICY / RULE", "STATE", "NOW / TARGET", "REPL", "NEXT ACTION"]).style(header_style());
+    let header = Row::new([
+        "POLICY / RULE",
+        "STATE",
+        "NOW / TARGET",
+        "REPL",
+        "NEXT ACTION",
+    ])
+    .style(header_style());
     frame.render_widget(
         Table::new(
             rows,
@@ -70,7 +81,10 @@ pub fn state(s: &RuleState, now: UnixNanos) -> Span<'static> {
             format!("pending {}", fmt::ago(now, *since)),
             Style::new().fg(Color::Yellow),
         ),
-        RuleState::Firing => Span::styled("FIRING", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
+        RuleState::Firing => Span::styled(
+            "FIRING",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
         RuleState::Cooling { until } => Span::styled(
             format!("cooling {}", fmt::until(now, *until)),
             Style::new().fg(Color::Blue),
@@ -80,7 +94,11 @@ pub fn state(s: &RuleState, now: UnixNanos) -> Span<'static> {
 }
 
 fn vs(i: &RuleInput) -> String {
-    format!("{} / {}", fmt::value(i.current, i.unit), fmt::value(Some(i.target), i.unit))
+    format!(
+        "{} / {}",
+        fmt::value(i.current, i.unit),
+        fmt::value(Some(i.target), i.unit)
+    )
 }
 
 fn next(n: &NextAction, now: UnixNanos) -> String {
@@ -97,7 +115,11 @@ fn rule_row(r: &RuleView, now: UnixNanos) -> Row<'static> {
         RuleKind::Retrain => " (retrain)",
     };
     let replicas = r.replicas.map_or_else(String::new, |p| {
-        if p.desired == p.current { format!("{}", p.current) } else { format!("{}→{}", p.current, p.desired) }
+        if p.desired == p.current {
+            format!("{}", p.current)
+        } else {
+            format!("{}→{}", p.current, p.desired)
+        }
     });
     Row::new(vec![
         Cell::from(format!("{}/{}{kind}", r.policy, r.rule)),
@@ -124,12 +146,22 @@ fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
             Span::raw(format!(" {:<32} ", fmt::fit(&i.name, 32))),
             Span::styled(format!("{:>8}", fmt::value(i.current, i.unit)), style),
             Span::raw(format!("  target {}", fmt::value(Some(i.target), i.unit))),
-            Span::styled(if i.current.is_none() { "  (missing data)" } else { "" }, Style::new().fg(Color::Yellow)),
+            Span::styled(
+                if i.current.is_none() {
+                    "  (missing data)"
+                } else {
+                    ""
+                },
+                Style::new().fg(Color::Yellow),
+            ),
         ]));
     }
     let mut tail = vec![Span::raw(" state "), state(&r.state, now)];
     if let Some(p) = r.replicas {
-        tail.push(Span::raw(format!("  replicas {} → {} (min {}, max {})", p.current, p.desired, p.min, p.max)));
+        tail.push(Span::raw(format!(
+            "  replicas {} → {} (min {}, max {})",
+            p.current, p.desired, p.min, p.max
+        )));
     }
     tail.push(Span::raw(format!("  next: {}", next(&r.next_action, now))));
     lines.push(Line::from(tail));

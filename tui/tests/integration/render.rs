@@ -26,12 +26,19 @@ fn check(name: &str, text: &str) {
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!("no snapshot {}; run with STOKER_UPDATE_SNAPSHOTS=1 and review it", path.display())
+        panic!(
+            "no snapshot {}; run with STOKER_UPDATE_SNAPSHOTS=1 and review it",
+            path.display()
+        )
     });
     if want != text {
         let new = path.with_extension("txt.new");
         std::fs::write(&new, text).unwrap();
-        let line = want.lines().zip(text.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let line = want
+            .lines()
+            .zip(text.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         panic!(
             "{name} differs from its snapshot at line {}:\n  want: {}\n  got:  {}\nfull output in {}",
             line + 1,
@@ -63,7 +70,10 @@ fn fleet_app() -> (App, FakeFleet) {
 
 fn snap_all_sizes(name: &str, app: &App) {
     for (w, h) in SIZES {
-        check(&format!("{name}_{w}x{h}"), &buffer_text(&render_buffer(app, NOW, w, h)));
+        check(
+            &format!("{name}_{w}x{h}"),
+            &buffer_text(&render_buffer(app, NOW, w, h)),
+        );
     }
 }
 
@@ -77,7 +87,10 @@ fn fleet() {
 fn fleet_sorted_and_filtered() {
     let (mut app, _) = fleet_app();
     keys(&mut app, "ss/node-0");
-    check("fleet_filter_80x24", &buffer_text(&render_buffer(&app, NOW, 80, 24)));
+    check(
+        "fleet_filter_80x24",
+        &buffer_text(&render_buffer(&app, NOW, 80, 24)),
+    );
 }
 
 #[test]
@@ -122,25 +135,40 @@ fn decisions_and_one_explained() {
     keys(&mut app, "jj");
     snap_all_sizes("decisions", &app);
     press(&mut app, KeyCode::Enter);
-    check("decision_expanded_80x24", &buffer_text(&render_buffer(&app, NOW, 80, 24)));
+    check(
+        "decision_expanded_80x24",
+        &buffer_text(&render_buffer(&app, NOW, 80, 24)),
+    );
 }
 
 #[test]
 fn help_overlay() {
     let (mut app, _) = fleet_app();
     keys(&mut app, "?");
-    check("help_80x24", &buffer_text(&render_buffer(&app, NOW, 80, 24)));
+    check(
+        "help_80x24",
+        &buffer_text(&render_buffer(&app, NOW, 80, 24)),
+    );
 }
 
 #[test]
 fn disconnected_banner_is_red_and_says_what_is_shown() {
     let (mut app, _) = fleet_app();
     let s = NANOS_PER_SEC;
-    app.apply(Update::Disconnected { at: NOW + 2 * s, error: "collector unreachable: connection refused".into(), retry_at: NOW + 6 * s });
+    app.apply(Update::Disconnected {
+        at: NOW + 2 * s,
+        error: "collector unreachable: connection refused".into(),
+        retry_at: NOW + 6 * s,
+    });
     let buf = render_buffer(&app, NOW + 4 * s, 80, 24);
     check("disconnected_80x24", &buffer_text(&buf));
     let line: String = (0..80).map(|x| buf[(x, 1)].symbol().to_owned()).collect();
-    assert!(line.starts_with(" DISCONNECTED 2s — collector unreachable: connection refused; retry in 2s"), "{line}");
+    assert!(
+        line.starts_with(
+            " DISCONNECTED 2s — collector unreachable: connection refused; retry in 2s"
+        ),
+        "{line}"
+    );
     assert_eq!(buf[(1, 1)].bg, Color::Red);
 }
 
@@ -151,7 +179,13 @@ fn stale_data_is_marked_even_when_connected() {
     assert!(!fresh.contains("STALE"), "{fresh}");
     let buf = render_buffer(&app, NOW + 10 * NANOS_PER_SEC, 80, 24);
     let text = buffer_text(&buf);
-    assert!(text.lines().nth(1).unwrap().starts_with(" STALE: showing data from 10s ago"), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(" STALE: showing data from 10s ago"),
+        "{text}"
+    );
     assert_eq!(buf[(1, 1)].bg, Color::Yellow);
 }
 
@@ -196,8 +230,14 @@ fn a_node_that_left_the_fleet_says_so() {
     press(&mut app, KeyCode::Enter);
     let loading = buffer_text(&render_buffer(&app, NOW, 100, 24));
     assert!(loading.contains("loading gpu-node-004…"), "{loading}");
-    app.apply(Update::NotFound { at: NOW, what: "node gpu-node-004".into() });
+    app.apply(Update::NotFound {
+        at: NOW,
+        what: "node gpu-node-004".into(),
+    });
     let text = buffer_text(&render_buffer(&app, NOW, 100, 24));
-    assert!(text.contains("node gpu-node-004 is not known to the collector"), "{text}");
+    assert!(
+        text.contains("node gpu-node-004 is not known to the collector"),
+        "{text}"
+    );
     assert!(!text.contains("DISCONNECTED"), "{text}");
 }
