@@ -1,0 +1,169 @@
+//! The Policies screen: every rule with its state (ok, pending for N s, firing, cooling down
+//! until T, dry-run), its first input against target, replicas, and when it may act next;
+//! the selected rule's inputs in full below.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+
+use super::{fmt, header_style, placeholder, scroll_to, section, selected_style};
+use crate::app::App;
+use crate::model::{NextAction, RuleInput, RuleKind, RuleState, RuleView, UnixNanos};
+
+/// Draw the Policies screen into `area`.
+pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
+    let Some(rules) = &app.policies else {
+        placeholder(frame, area, "waiting for the collector…");
+        return;
+    };
+    let rules = &rules.data;
+    if rules.is_empty() {
+        placeholder(frame, area, "no policies loaded");
+        return;
+    }
+    let detail_h = rules
+        .get(app.policy_sel)
+        .map_or(0, |r| r.inputs.len() as u16 + 3)
+        .min(area.height / 2);
+    let [table_area, detail_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(detail_h)]).areas(area);
+    let visible = usize::from(table_area.height.saturating_sub(1));
+    let offset = scroll_to(app, app.policy_sel, rules.len(), visible);
+    let rows: Vec<Row> = rules
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(visible)
+        .map(|(i, r)| {
+            let row = rule_row(r, now);
+            if i == app.policy_sel {
+                row.style(selected_style())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new([
+        "POLICY / RULE",
+        "STATE",
+        "NOW / TARGET",
+        "REPL",
+        "NEXT ACTION",
+    ])
+    .style(header_style());
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(3),
+                Constraint::Length(14),
+                Constraint::Length(13),
+                Constraint::Length(5),
+                Constraint::Fill(2),
+            ],
+        )
+        .header(header)
+        .column_spacing(1),
+        table_area,
+    );
+    if let Some(r) = rules.get(app.policy_sel) {
+        detail(frame, r, now, detail_area);
+    }
+}
+
+/// The state cell: word and colour.
+pub fn state(s: &RuleState, now: UnixNanos) -> Span<'static> {
+    match s {
+        RuleState::Ok => Span::styled("ok", Style::new().fg(Color::Green)),
+        RuleState::Pending { since } => Span::styled(
+            format!("pending {}", fmt::ago(now, *since)),
+            Style::new().fg(Color::Yellow),
+        ),
+        RuleState::Firing => Span::styled(
+            "FIRING",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+        RuleState::Cooling { until } => Span::styled(
+            format!("cooling {}", fmt::until(now, *until)),
+            Style::new().fg(Color::Blue),
+        ),
+        RuleState::DryRun => Span::styled("dry-run", Style::new().fg(Color::Magenta)),
+    }
+}
+
+fn vs(i: &RuleInput) -> String {
+    format!(
+        "{} / {}",
+        fmt::value(i.current, i.unit),
+        fmt::value(Some(i.target), i.unit)
+    )
+}
+
+fn next(n: &NextAction, now: UnixNanos) -> String {
+    match n {
+        NextAction::Now => "now".to_owned(),
+        NextAction::At { at, reason } => format!("in {} ({reason})", fmt::until(now, *at)),
+        NextAction::Blocked(reason) => format!("never: {reason}"),
+    }
+}
+
+fn rule_row(r: &RuleView, now: UnixNanos) -> Row<'static> {
+    let kind = match r.kind {
+        RuleKind::Scale => "",
+        RuleKind::Retrain => " (retrain)",
+    };
+    let replicas = r.replicas.map_or_else(String::new, |p| {
+        if p.desired == p.current {
+            format!("{}", p.current)
+        } else {
+            format!("{}→{}", p.current, p.desired)
+        }
+    });
+    Row::new(vec![
+        Cell::from(format!("{}/{}{kind}", r.policy, r.rule)),
+        Cell::from(Line::from(state(&r.state, now))),
+        Cell::from(r.inputs.first().map(vs).unwrap_or_default()),
+        Cell::from(replicas),
+        Cell::from(next(&r.next_action, now)),
+    ])
+}
+
+fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
+    if area.height < 2 {
+        return;
+    }
+    let mut lines = vec![section(&format!("{} / {}", r.policy, r.rule), area.width)];
+    for i in &r.inputs {
+        let over = i.current.is_some_and(|c| c > i.target);
+        let style = match i.current {
+            None => Style::new().fg(Color::Yellow),
+            Some(_) if over => Style::new().fg(Color::Red),
+            Some(_) => Style::new().fg(Color::Green),
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!(" {:<32} ", fmt::fit(&i.name, 32))),
+            Span::styled(format!("{:>8}", fmt::value(i.current, i.unit)), style),
+            Span::raw(format!("  target {}", fmt::value(Some(i.target), i.unit))),
+            Span::styled(
+                if i.current.is_none() {
+                    "  (missing data)"
+                } else {
+                    ""
+                },
+                Style::new().fg(Color::Yellow),
+            ),
+        ]));
+    }
+    let mut tail = vec![Span::raw(" state "), state(&r.state, now)];
+    if let Some(p) = r.replicas {
+        tail.push(Span::raw(format!(
+            "  replicas {} → {} (min {}, max {})",
+            p.current, p.desired, p.min, p.max
+        )));
+    }
+    tail.push(Span::raw(format!("  next: {}", next(&r.next_action, now))));
+    lines.push(Line::from(tail));
+    frame.render_widget(Paragraph::new(lines), area);
+}
