@@ -91,7 +91,8 @@ pub fn prometheus_name(name: &str, unit: &str, counter: bool) -> String {
         "Cel" => "_celsius",
         "MHz" => "_megahertz",
         "s" => "_seconds",
-        "1" if !counter => "_ratio",
+        // Only fractions get `_ratio`; states and flags with unit 1 keep their name.
+        "1" if !counter && name.ends_with("utilization") => "_ratio",
         _ => "",
     };
     if !out.ends_with(suffix) {

@@ -295,7 +295,7 @@ fn sample_device(
             b.f64("gpu.clock.sm", "MHz", Kind::Gauge, with(&[]), f64::from(mhz));
         }
         if let Some(r) = p.read("throttle_reasons", || device.current_throttle_reasons()) {
-            b.i64("gpu.throttle.reasons", "1", Kind::Gauge, with(&[]), clamp(r.bits()));
+            b.i64("gpu.throttle.reasons", "", Kind::Gauge, with(&[]), clamp(r.bits()));
         }
         for (direction, counter) in [("transmit", PcieUtilCounter::Send), ("receive", PcieUtilCounter::Receive)] {
             if let Some(kbs) = p.read("pcie_throughput", || device.pcie_throughput(counter)) {
