@@ -246,22 +246,40 @@ mod tests {
     #[test]
     fn prometheus_names_follow_the_otel_translation() {
         assert_eq!(prometheus_name("hw.power", "W", false), "hw_power_watts");
-        assert_eq!(prometheus_name("hw.energy", "J", true), "hw_energy_joules_total");
+        assert_eq!(
+            prometheus_name("hw.energy", "J", true),
+            "hw_energy_joules_total"
+        );
         assert_eq!(
             prometheus_name("hw.gpu.utilization", "1", false),
             "hw_gpu_utilization_ratio"
         );
-        assert_eq!(prometheus_name("hw.errors", "{error}", true), "hw_errors_total");
+        assert_eq!(
+            prometheus_name("hw.errors", "{error}", true),
+            "hw_errors_total"
+        );
     }
 
     #[test]
     fn render_shows_latest_batch_per_scope_with_labels() {
         let latest = Latest::default();
         let mut b = BatchBuilder::new(1, 0);
-        b.f64("hw.power", "W", Kind::Gauge, vec![kv_str("hw.id", "GPU-\"1\"")], 1.0);
+        b.f64(
+            "hw.power",
+            "W",
+            Kind::Gauge,
+            vec![kv_str("hw.id", "GPU-\"1\"")],
+            1.0,
+        );
         latest.store(&b.finish(&[], "s"));
         let mut b = BatchBuilder::new(2, 0);
-        b.f64("hw.power", "W", Kind::Gauge, vec![kv_str("hw.id", "GPU-\"1\"")], 2.5);
+        b.f64(
+            "hw.power",
+            "W",
+            Kind::Gauge,
+            vec![kv_str("hw.id", "GPU-\"1\"")],
+            2.5,
+        );
         latest.store(&b.finish(&[], "s"));
         let text = latest.render();
         assert_eq!(

@@ -208,7 +208,9 @@ impl Connection {
                     counters.connected.store(false, Ordering::Relaxed);
                     self.client = None;
                 } else {
-                    counters.rejected_points.fetch_add(points, Ordering::Relaxed);
+                    counters
+                        .rejected_points
+                        .fetch_add(points, Ordering::Relaxed);
                 }
                 Err(e)
             }

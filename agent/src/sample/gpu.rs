@@ -192,7 +192,11 @@ struct Probe<'d> {
 
 impl Probe<'_> {
     /// Read one field. `None` if it failed; a lost GPU stops every later read.
-    fn read<T>(&mut self, field: &'static str, f: impl FnOnce() -> Result<T, NvmlError>) -> Option<T> {
+    fn read<T>(
+        &mut self,
+        field: &'static str,
+        f: impl FnOnce() -> Result<T, NvmlError>,
+    ) -> Option<T> {
         if self.lost {
             return None;
         }
@@ -258,7 +262,13 @@ fn sample_device(
         };
         if let Some(u) = p.read("utilization", || device.utilization_rates()) {
             let task = [kv_str("hw.gpu.task", "general")];
-            b.f64("hw.gpu.utilization", "1", Kind::Gauge, with(&task), f64::from(u.gpu) / 100.0);
+            b.f64(
+                "hw.gpu.utilization",
+                "1",
+                Kind::Gauge,
+                with(&task),
+                f64::from(u.gpu) / 100.0,
+            );
             b.f64(
                 "gpu.memory_controller.utilization",
                 "1",
@@ -269,50 +279,136 @@ fn sample_device(
         }
         if let Some(u) = p.read("encoder_utilization", || device.encoder_utilization()) {
             let task = [kv_str("hw.gpu.task", "encoder")];
-            b.f64("hw.gpu.utilization", "1", Kind::Gauge, with(&task), f64::from(u.utilization) / 100.0);
+            b.f64(
+                "hw.gpu.utilization",
+                "1",
+                Kind::Gauge,
+                with(&task),
+                f64::from(u.utilization) / 100.0,
+            );
         }
         if let Some(u) = p.read("decoder_utilization", || device.decoder_utilization()) {
             let task = [kv_str("hw.gpu.task", "decoder")];
-            b.f64("hw.gpu.utilization", "1", Kind::Gauge, with(&task), f64::from(u.utilization) / 100.0);
+            b.f64(
+                "hw.gpu.utilization",
+                "1",
+                Kind::Gauge,
+                with(&task),
+                f64::from(u.utilization) / 100.0,
+            );
         }
         if let Some(m) = p.read("memory", || device.memory_info()) {
-            b.i64("hw.gpu.memory.usage", "By", Kind::UpDown, with(&[]), clamp(m.used));
-            b.i64("hw.gpu.memory.limit", "By", Kind::UpDown, with(&[]), clamp(m.total));
+            b.i64(
+                "hw.gpu.memory.usage",
+                "By",
+                Kind::UpDown,
+                with(&[]),
+                clamp(m.used),
+            );
+            b.i64(
+                "hw.gpu.memory.limit",
+                "By",
+                Kind::UpDown,
+                with(&[]),
+                clamp(m.total),
+            );
         }
         if let Some(mw) = p.read("power", || device.power_usage()) {
-            b.f64("hw.power", "W", Kind::Gauge, with(&[]), f64::from(mw) / 1000.0);
+            b.f64(
+                "hw.power",
+                "W",
+                Kind::Gauge,
+                with(&[]),
+                f64::from(mw) / 1000.0,
+            );
         }
         if let Some(mw) = p.read("power_limit", || device.enforced_power_limit()) {
-            b.f64("gpu.power.limit", "W", Kind::Gauge, with(&[]), f64::from(mw) / 1000.0);
+            b.f64(
+                "gpu.power.limit",
+                "W",
+                Kind::Gauge,
+                with(&[]),
+                f64::from(mw) / 1000.0,
+            );
         }
         if let Some(mj) = p.read("energy", || device.total_energy_consumption()) {
-            b.f64("hw.energy", "J", Kind::Counter, with(&[]), mj as f64 / 1000.0);
+            b.f64(
+                "hw.energy",
+                "J",
+                Kind::Counter,
+                with(&[]),
+                mj as f64 / 1000.0,
+            );
         }
         if let Some(c) = p.read("temperature", || device.temperature(TemperatureSensor::Gpu)) {
-            b.f64("hw.temperature", "Cel", Kind::Gauge, with(&[]), f64::from(c));
+            b.f64(
+                "hw.temperature",
+                "Cel",
+                Kind::Gauge,
+                with(&[]),
+                f64::from(c),
+            );
         }
         if let Some(mhz) = p.read("sm_clock", || device.clock_info(Clock::SM)) {
-            b.f64("gpu.clock.sm", "MHz", Kind::Gauge, with(&[]), f64::from(mhz));
+            b.f64(
+                "gpu.clock.sm",
+                "MHz",
+                Kind::Gauge,
+                with(&[]),
+                f64::from(mhz),
+            );
         }
         if let Some(r) = p.read("throttle_reasons", || device.current_throttle_reasons()) {
-            b.i64("gpu.throttle.reasons", "", Kind::Gauge, with(&[]), clamp(r.bits()));
+            b.i64(
+                "gpu.throttle.reasons",
+                "",
+                Kind::Gauge,
+                with(&[]),
+                clamp(r.bits()),
+            );
         }
-        for (direction, counter) in [("transmit", PcieUtilCounter::Send), ("receive", PcieUtilCounter::Receive)] {
+        for (direction, counter) in [
+            ("transmit", PcieUtilCounter::Send),
+            ("receive", PcieUtilCounter::Receive),
+        ] {
             if let Some(kbs) = p.read("pcie_throughput", || device.pcie_throughput(counter)) {
                 let dir = [kv_str("network.io.direction", direction)];
-                b.f64("gpu.pcie.throughput", "By/s", Kind::Gauge, with(&dir), f64::from(kbs) * 1024.0);
+                b.f64(
+                    "gpu.pcie.throughput",
+                    "By/s",
+                    Kind::Gauge,
+                    with(&dir),
+                    f64::from(kbs) * 1024.0,
+                );
             }
         }
-        for (kind, error) in [("ecc_corrected", MemoryError::Corrected), ("ecc_uncorrected", MemoryError::Uncorrected)] {
-            if let Some(n) = p.read("ecc", || device.total_ecc_errors(error, EccCounter::Aggregate)) {
-                b.i64("hw.errors", "{error}", Kind::Counter, with(&[kv_str("error.type", kind)]), clamp(n));
+        for (kind, error) in [
+            ("ecc_corrected", MemoryError::Corrected),
+            ("ecc_uncorrected", MemoryError::Uncorrected),
+        ] {
+            if let Some(n) = p.read("ecc", || {
+                device.total_ecc_errors(error, EccCounter::Aggregate)
+            }) {
+                b.i64(
+                    "hw.errors",
+                    "{error}",
+                    Kind::Counter,
+                    with(&[kv_str("error.type", kind)]),
+                    clamp(n),
+                );
             }
         }
         if let Some(procs) = p.read("processes", || device.running_compute_processes()) {
             for proc_ in procs {
                 if let UsedGpuMemory::Used(bytes) = proc_.used_gpu_memory {
                     let pid = [kv_int("process.pid", i64::from(proc_.pid))];
-                    b.i64("process.gpu.memory.usage", "By", Kind::Gauge, with(&pid), clamp(bytes));
+                    b.i64(
+                        "process.gpu.memory.usage",
+                        "By",
+                        Kind::Gauge,
+                        with(&pid),
+                        clamp(bytes),
+                    );
                 }
             }
         }
@@ -335,7 +431,13 @@ fn sample_device(
             }
             for (pid, (_, sm)) in newest {
                 let pid = [kv_int("process.pid", i64::from(pid))];
-                b.f64("process.gpu.utilization", "1", Kind::Gauge, with(&pid), f64::from(sm) / 100.0);
+                b.f64(
+                    "process.gpu.utilization",
+                    "1",
+                    Kind::Gauge,
+                    with(&pid),
+                    f64::from(sm) / 100.0,
+                );
             }
         }
         state = if p.lost {
@@ -354,10 +456,24 @@ fn sample_device(
         dev.lost = p.lost;
     }
     for (code, n) in xids.of(index) {
-        let kind = if code == XID_UNKNOWN { "xid_unknown".to_owned() } else { format!("xid_{code}") };
-        b.i64("hw.errors", "{error}", Kind::Counter, with(&[kv_str("error.type", &kind)]), clamp(n));
+        let kind = if code == XID_UNKNOWN {
+            "xid_unknown".to_owned()
+        } else {
+            format!("xid_{code}")
+        };
+        b.i64(
+            "hw.errors",
+            "{error}",
+            Kind::Counter,
+            with(&[kv_str("error.type", &kind)]),
+            clamp(n),
+        );
     }
-    for (name, s) in [("ok", HwState::Ok), ("degraded", HwState::Degraded), ("failed", HwState::Failed)] {
+    for (name, s) in [
+        ("ok", HwState::Ok),
+        ("degraded", HwState::Degraded),
+        ("failed", HwState::Failed),
+    ] {
         b.i64(
             "hw.status",
             "1",
@@ -376,7 +492,12 @@ fn clamp(v: u64) -> i64 {
 ///
 /// Devices that cannot deliver events are logged once and left out; if no device can, the
 /// watcher returns and XIDs are simply not counted.
-pub fn watch_xids(nvml: Arc<Nvml>, counts: Arc<XidCounts>, devices: u32, shutdown: CancellationToken) {
+pub fn watch_xids(
+    nvml: Arc<Nvml>,
+    counts: Arc<XidCounts>,
+    devices: u32,
+    shutdown: CancellationToken,
+) {
     let mut registered: Vec<u32> = Vec::new();
     let mut set = match nvml.create_event_set() {
         Ok(set) => set,
@@ -387,7 +508,10 @@ pub fn watch_xids(nvml: Arc<Nvml>, counts: Arc<XidCounts>, devices: u32, shutdow
     };
     for index in 0..devices {
         let Ok(device) = nvml.device_by_index(index) else {
-            warn!(gpu = index, "GPU does not answer; its XID errors will not be counted.");
+            warn!(
+                gpu = index,
+                "GPU does not answer; its XID errors will not be counted."
+            );
             continue;
         };
         match device.register_events(EventTypes::CRITICAL_XID_ERROR, set) {
@@ -422,7 +546,9 @@ pub fn watch_xids(nvml: Arc<Nvml>, counts: Arc<XidCounts>, devices: u32, shutdow
                             warn!(gpu = index, xid = code, "GPU reported an XID error.");
                             counts.add(index, code);
                         }
-                        Err(e) => warn!(xid = code, error = %e, "XID error from an unidentifiable GPU."),
+                        Err(e) => {
+                            warn!(xid = code, error = %e, "XID error from an unidentifiable GPU.")
+                        }
                     }
                 }
             }

@@ -97,7 +97,13 @@ impl HostSampler {
             vec![kv_str("system.memory.state", "used")],
             clamp_i64(used),
         );
-        b.i64("system.memory.limit", "By", Kind::UpDown, Vec::new(), clamp_i64(total));
+        b.i64(
+            "system.memory.limit",
+            "By",
+            Kind::UpDown,
+            Vec::new(),
+            clamp_i64(total),
+        );
         b.i64(
             "system.linux.memory.available",
             "By",
@@ -159,10 +165,7 @@ impl HostSampler {
                     vec![
                         kv_str("stoker.process.group", &p.name),
                         kv_int("process.pid", i64::from(pid.as_u32())),
-                        kv_str(
-                            "process.executable.name",
-                            &proc_.name().to_string_lossy(),
-                        ),
+                        kv_str("process.executable.name", &proc_.name().to_string_lossy()),
                     ]
                 };
                 b.f64(

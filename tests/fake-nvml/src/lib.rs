@@ -34,9 +34,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nvml_wrapper_sys::bindings::{
-    nvmlDevice_st, nvmlDevice_t, nvmlEventData_t, nvmlEventSet_st, nvmlEventSet_t,
-    nvmlMemory_v2_t, nvmlProcessInfo_t, nvmlProcessUtilizationSample_t, nvmlReturn_t,
-    nvmlUtilization_t,
+    nvmlDevice_st, nvmlDevice_t, nvmlEventData_t, nvmlEventSet_st, nvmlEventSet_t, nvmlMemory_v2_t,
+    nvmlProcessInfo_t, nvmlProcessUtilizationSample_t, nvmlReturn_t, nvmlUtilization_t,
 };
 use serde::Deserialize;
 
@@ -163,7 +162,9 @@ fn handle_of(index: u32) -> nvmlDevice_t {
 }
 
 fn index_of(handle: nvmlDevice_t) -> Option<u32> {
-    (handle as usize).checked_sub(1).and_then(|i| u32::try_from(i).ok())
+    (handle as usize)
+        .checked_sub(1)
+        .and_then(|i| u32::try_from(i).ok())
 }
 
 impl Fake {
@@ -236,7 +237,10 @@ pub extern "C" fn nvmlInit_v2() -> nvmlReturn_t {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("fake-nvml: cannot use script {}: {e}", path.to_string_lossy());
+            eprintln!(
+                "fake-nvml: cannot use script {}: {e}",
+                path.to_string_lossy()
+            );
             return UNKNOWN;
         }
     };
@@ -282,7 +286,9 @@ pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
 /// The scripted driver version.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlSystemGetDriverVersion(buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
-    code(with_fake(|f| unsafe { put_str(buf, len, &f.script.driver_version) }))
+    code(with_fake(|f| unsafe {
+        put_str(buf, len, &f.script.driver_version)
+    }))
 }
 
 /// The number of scripted devices.
@@ -309,7 +315,11 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
 
 /// The scripted UUID.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetUUID(dev: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetUUID(
+    dev: nvmlDevice_t,
+    buf: *mut c_char,
+    len: c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let (_, d) = f.device(dev, "uuid")?;
         unsafe { put_str(buf, len, &d.uuid) }
@@ -318,7 +328,11 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(dev: nvmlDevice_t, buf: *mut c_char, 
 
 /// The scripted model name.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetName(dev: nvmlDevice_t, buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetName(
+    dev: nvmlDevice_t,
+    buf: *mut c_char,
+    len: c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let (_, d) = f.device(dev, "name")?;
         unsafe { put_str(buf, len, &d.name) }
@@ -336,16 +350,31 @@ pub unsafe extern "C" fn nvmlDeviceGetIndex(dev: nvmlDevice_t, index: *mut c_uin
 
 /// GPU and memory-controller utilisation, percent.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(dev: nvmlDevice_t, out: *mut nvmlUtilization_t) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
+    dev: nvmlDevice_t,
+    out: *mut nvmlUtilization_t,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "utilization")?;
-        unsafe { put(out, nvmlUtilization_t { gpu: r.gpu_util, memory: r.mem_util }) }
+        unsafe {
+            put(
+                out,
+                nvmlUtilization_t {
+                    gpu: r.gpu_util,
+                    memory: r.mem_util,
+                },
+            )
+        }
     }))
 }
 
 /// Encoder utilisation, percent, over a 1 s period.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetEncoderUtilization(dev: nvmlDevice_t, util: *mut c_uint, period: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetEncoderUtilization(
+    dev: nvmlDevice_t,
+    util: *mut c_uint,
+    period: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "encoder_utilization")?;
         unsafe {
@@ -357,7 +386,11 @@ pub unsafe extern "C" fn nvmlDeviceGetEncoderUtilization(dev: nvmlDevice_t, util
 
 /// Decoder utilisation, percent, over a 1 s period.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetDecoderUtilization(dev: nvmlDevice_t, util: *mut c_uint, period: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetDecoderUtilization(
+    dev: nvmlDevice_t,
+    util: *mut c_uint,
+    period: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "decoder_utilization")?;
         unsafe {
@@ -369,7 +402,10 @@ pub unsafe extern "C" fn nvmlDeviceGetDecoderUtilization(dev: nvmlDevice_t, util
 
 /// Memory used and total, bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(dev: nvmlDevice_t, out: *mut nvmlMemory_v2_t) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
+    dev: nvmlDevice_t,
+    out: *mut nvmlMemory_v2_t,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "memory")?;
         if out.is_null() {
@@ -393,7 +429,10 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(dev: nvmlDevice_t, out: *mut
 
 /// Power draw, milliwatts.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(dev: nvmlDevice_t, mw: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(
+    dev: nvmlDevice_t,
+    mw: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "power")?;
         unsafe { put(mw, r.power_mw) }
@@ -402,7 +441,10 @@ pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(dev: nvmlDevice_t, mw: *mut c_u
 
 /// Enforced power limit, milliwatts.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetEnforcedPowerLimit(dev: nvmlDevice_t, mw: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetEnforcedPowerLimit(
+    dev: nvmlDevice_t,
+    mw: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "power_limit")?;
         unsafe { put(mw, r.power_limit_mw) }
@@ -411,7 +453,10 @@ pub unsafe extern "C" fn nvmlDeviceGetEnforcedPowerLimit(dev: nvmlDevice_t, mw: 
 
 /// Energy since the driver loaded, millijoules.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetTotalEnergyConsumption(dev: nvmlDevice_t, mj: *mut c_ulonglong) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetTotalEnergyConsumption(
+    dev: nvmlDevice_t,
+    mj: *mut c_ulonglong,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "energy")?;
         unsafe { put(mj, r.energy_mj) }
@@ -420,7 +465,11 @@ pub unsafe extern "C" fn nvmlDeviceGetTotalEnergyConsumption(dev: nvmlDevice_t, 
 
 /// GPU temperature, °C (sensor 0 only).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetTemperature(dev: nvmlDevice_t, sensor: c_uint, c: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetTemperature(
+    dev: nvmlDevice_t,
+    sensor: c_uint,
+    c: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "temperature")?;
         if sensor != 0 {
@@ -432,7 +481,11 @@ pub unsafe extern "C" fn nvmlDeviceGetTemperature(dev: nvmlDevice_t, sensor: c_u
 
 /// SM clock, MHz (clock type 1 only).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetClockInfo(dev: nvmlDevice_t, clock: c_uint, mhz: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetClockInfo(
+    dev: nvmlDevice_t,
+    clock: c_uint,
+    mhz: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "sm_clock")?;
         if clock != 1 {
@@ -444,7 +497,10 @@ pub unsafe extern "C" fn nvmlDeviceGetClockInfo(dev: nvmlDevice_t, clock: c_uint
 
 /// Throttle reasons bitmask.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksThrottleReasons(dev: nvmlDevice_t, bits: *mut c_ulonglong) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksThrottleReasons(
+    dev: nvmlDevice_t,
+    bits: *mut c_ulonglong,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "throttle_reasons")?;
         unsafe { put(bits, r.throttle_reasons) }
@@ -453,7 +509,11 @@ pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksThrottleReasons(dev: nvmlDevi
 
 /// PCIe throughput, KB/s; counter 0 = transmit, 1 = receive.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(dev: nvmlDevice_t, counter: c_uint, kbs: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(
+    dev: nvmlDevice_t,
+    counter: c_uint,
+    kbs: *mut c_uint,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "pcie_throughput")?;
         let v = match counter {
@@ -500,7 +560,11 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses_v3(
         let room = unsafe { *count } as usize;
         unsafe { count.write(u32::try_from(n).unwrap_or(0)) };
         if infos.is_null() || room < n {
-            return if n == 0 { Ok(()) } else { Err(INSUFFICIENT_SIZE) };
+            return if n == 0 {
+                Ok(())
+            } else {
+                Err(INSUFFICIENT_SIZE)
+            };
         }
         for (i, p) in r.processes.iter().enumerate() {
             unsafe {
@@ -562,7 +626,9 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlEventSetCreate(set: *mut nvmlEventSet_t) -> nvmlReturn_t {
     code(with_fake(|f| {
-        f.sets.push(Some(EventSet { devices: Vec::new() }));
+        f.sets.push(Some(EventSet {
+            devices: Vec::new(),
+        }));
         unsafe { put(set, f.sets.len() as *mut nvmlEventSet_st) }
     }))
 }
@@ -573,7 +639,11 @@ fn set_index(set: nvmlEventSet_t) -> Option<usize> {
 
 /// Register a device for XID events.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceRegisterEvents(dev: nvmlDevice_t, types: c_ulonglong, set: nvmlEventSet_t) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceRegisterEvents(
+    dev: nvmlDevice_t,
+    types: c_ulonglong,
+    set: nvmlEventSet_t,
+) -> nvmlReturn_t {
     code(with_fake(|f| {
         let (index, _) = f.device(dev, "events")?;
         if types & EVENT_CRITICAL_XID == 0 {
@@ -592,7 +662,9 @@ pub unsafe extern "C" fn nvmlDeviceRegisterEvents(dev: nvmlDevice_t, types: c_ul
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlEventSetFree(set: nvmlEventSet_t) -> nvmlReturn_t {
     code(with_fake(|f| {
-        let slot = set_index(set).and_then(|i| f.sets.get_mut(i)).ok_or(INVALID_ARGUMENT)?;
+        let slot = set_index(set)
+            .and_then(|i| f.sets.get_mut(i))
+            .ok_or(INVALID_ARGUMENT)?;
         *slot = None;
         Ok(())
     }))
@@ -600,7 +672,11 @@ pub unsafe extern "C" fn nvmlEventSetFree(set: nvmlEventSet_t) -> nvmlReturn_t {
 
 /// Deliver the next due XID event of a registered device, waiting up to `timeout_ms`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlEventSetWait_v2(set: nvmlEventSet_t, data: *mut nvmlEventData_t, timeout_ms: c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlEventSetWait_v2(
+    set: nvmlEventSet_t,
+    data: *mut nvmlEventData_t,
+    timeout_ms: c_uint,
+) -> nvmlReturn_t {
     if data.is_null() {
         return INVALID_ARGUMENT;
     }
