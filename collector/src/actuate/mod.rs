@@ -16,12 +16,12 @@
 //! - [`http`] renders each request once, for sending and for the dry-run log, with secrets
 //!   redacted.
 
-// pub mod aws;
+pub mod aws;
 pub mod command;
 pub mod config;
-// pub mod gcp;
-// pub mod github;
-// pub mod gitlab;
+pub mod gcp;
+pub mod github;
+pub mod gitlab;
 pub mod http;
 pub mod journal;
 pub mod journaled;
@@ -107,8 +107,16 @@ pub fn build_resizer(
             let backend = kubernetes::KubernetesScaler::new(k, env)?;
             Arc::new(journaled::JournaledResizer::new(backend, target_name, env))
         }
-        Some(ResizeActuator::AwsAsg) => return Err(ActuateError::Unsupported("this actuator is not available in this build yet".into())),
-        Some(ResizeActuator::GcpMig) => return Err(ActuateError::Unsupported("this actuator is not available in this build yet".into())),
+        Some(ResizeActuator::AwsAsg) => {
+            let a = spec.aws.as_ref().ok_or_else(|| missing("aws"))?;
+            let backend = aws::AsgScaler::new(a, env)?;
+            Arc::new(journaled::JournaledResizer::new(backend, target_name, env))
+        }
+        Some(ResizeActuator::GcpMig) => {
+            let g = spec.gcp.as_ref().ok_or_else(|| missing("gcp"))?;
+            let backend = gcp::MigScaler::new(g, env)?;
+            Arc::new(journaled::JournaledResizer::new(backend, target_name, env))
+        }
         Some(ResizeActuator::Local) => {
             let l = spec.local.as_ref().ok_or_else(|| missing("local"))?;
             let backend = local::LocalReplicaSet::new(l.clone(), target_name);
@@ -141,8 +149,22 @@ pub fn build_job_runner(spec: &JobSpec, env: &ActuateEnv) -> Result<Arc<dyn JobR
         .map(|d| d.get())
         .unwrap_or(std::time::Duration::from_secs(6 * 3600));
     let runner: Arc<dyn JobRunner> = match spec.actuator {
-        Some(JobActuator::GithubWorkflow) => return Err(ActuateError::Unsupported("this actuator is not available in this build yet".into())),
-        Some(JobActuator::GitlabPipeline) => return Err(ActuateError::Unsupported("this actuator is not available in this build yet".into())),
+        Some(JobActuator::GithubWorkflow) => {
+            let g = spec.github.as_ref().ok_or_else(|| missing("github"))?;
+            Arc::new(journaled::JournaledJobRunner::new(
+                github::GithubDispatcher::new(g.clone(), env)?,
+                timeout,
+                env,
+            ))
+        }
+        Some(JobActuator::GitlabPipeline) => {
+            let g = spec.gitlab.as_ref().ok_or_else(|| missing("gitlab"))?;
+            Arc::new(journaled::JournaledJobRunner::new(
+                gitlab::GitlabTrigger::new(g.clone(), env)?,
+                timeout,
+                env,
+            ))
+        }
         Some(JobActuator::KubernetesJob) => {
             let k = spec.kubernetes.as_ref().ok_or_else(|| missing("kubernetes"))?;
             Arc::new(journaled::JournaledJobRunner::new(
