@@ -130,9 +130,17 @@ pub struct AsgScaler {
     region: String,
     endpoint: String,
     env: ActuateEnv,
+    credentials: Option<AwsCredentials>,
 }
 
 impl AsgScaler {
+    /// Use these credentials instead of the environment or profile (tests, callers that
+    /// obtain credentials themselves).
+    pub fn with_credentials(mut self, credentials: AwsCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
     /// From a policy's `aws:` section. Credentials are read per request (they rotate).
     pub fn new(spec: &AwsAsg, env: &ActuateEnv) -> Result<Self, ActuateError> {
         let region = spec
@@ -143,7 +151,7 @@ impl AsgScaler {
             .ok_or_else(|| ActuateError::Config("aws: no `region` and no AWS_REGION".into()))?;
         let endpoint = spec.endpoint.clone().unwrap_or_else(|| format!("https://autoscaling.{region}.amazonaws.com"));
         let endpoint = format!("{}/", endpoint.trim_end_matches('/'));
-        Ok(Self { spec: spec.clone(), region, endpoint, env: env.clone() })
+        Ok(Self { spec: spec.clone(), region, endpoint, env: env.clone(), credentials: None })
     }
 
     fn form(&self, action: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
@@ -194,7 +202,10 @@ impl AsgScaler {
     }
 
     async fn query(&self, form: Vec<(String, String)>, attempts: &mut Vec<AttemptRecord>) -> Result<Vec<(String, String)>, ActuateError> {
-        let creds = AwsCredentials::load(self.spec.profile.as_deref())?;
+        let creds = match &self.credentials {
+            Some(c) => c.clone(),
+            None => AwsCredentials::load(self.spec.profile.as_deref())?,
+        };
         let action = form.first().map(|(_, a)| a.clone()).unwrap_or_default();
         let label = format!("POST {} {action}", self.endpoint);
         let answer = self

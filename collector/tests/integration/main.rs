@@ -1,0 +1,3 @@
+//! Integration tests of stoker-collector, one module per area.
+
+mod actuate;
