@@ -112,6 +112,10 @@ pub struct ActionRecord {
     /// Last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// An interrupted start whose effect cannot be established: never started again under
+    /// this key, since it may already have run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub indeterminate: bool,
 }
 
 fn jerr(e: impl std::fmt::Display) -> ActuateError {
@@ -272,6 +276,7 @@ mod tests {
             job: None,
             attempts: vec![],
             error: None,
+            indeterminate: false,
         }
     }
 

@@ -96,6 +96,7 @@ impl<B: ResizeBackend> JournaledResizer<B> {
             job: None,
             attempts: Vec::new(),
             error: None,
+            indeterminate: false,
         }
     }
 
@@ -371,6 +372,7 @@ impl<B: JobBackend> JournaledJobRunner<B> {
             job: None,
             attempts: Vec::new(),
             error: None,
+            indeterminate: false,
         }
     }
 
@@ -410,6 +412,7 @@ impl<B: JobBackend> JournaledJobRunner<B> {
     fn failed(&self, mut rec: ActionRecord, attempts: Vec<AttemptRecord>, e: ActuateError) -> ActuateError {
         tracing::warn!(key = %rec.key, actuator = self.backend.actuator(), error = %e, "Job did not start.");
         rec.state = ActionState::Failed;
+        rec.indeterminate = matches!(e, ActuateError::Indeterminate { .. });
         rec.updated_ns = self.env.now_ns();
         rec.error = Some(e.to_string());
         rec.attempts = attempts.clone();
@@ -423,6 +426,12 @@ impl<B: JobBackend> JournaledJobRunner<B> {
         let now = self.env.now_ns();
         let mut attempts = Vec::new();
         if let Some(prev) = self.journal.get(key.as_str())? {
+            if prev.indeterminate {
+                return Err(ActuateError::Indeterminate {
+                    key: key.as_str().to_owned(),
+                    reason: prev.error.unwrap_or_else(|| "an interrupted start may have run".into()),
+                });
+            }
             match (prev.state, prev.handle.clone()) {
                 (ActionState::Pending, _) => {
                     tracing::warn!(key = %key, "A job start under this key was interrupted; looking for what it started.");

@@ -322,3 +322,45 @@ async fn job_past_its_timeout_is_marked_timed_out() {
     assert_eq!(runner.poll(&h).await.expect("poll").state, JobState::TimedOut);
     assert_eq!(mock.count("DELETE", &format!("{JOBS}/{}", h.remote_id.as_deref().expect("name"))), 1);
 }
+
+/// Regression guard: a command whose start was interrupted by a crash may have run; the
+/// restarted collector refuses to run it again under the same key, every time.
+#[tokio::test]
+async fn interrupted_command_start_is_never_repeated() {
+    let t = test_env(None);
+    let marker = t.dir.path().join("ran");
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "actuator": "command", "command": {"argv": ["touch", marker.display().to_string()]}
+    }))
+    .expect("spec");
+    let key = IdempotencyKey::new("resnet-serving", "confidence-drift", 13);
+    t.env
+        .journal
+        .put(&stoker_collector::actuate::ActionRecord {
+            key: key.as_str().into(),
+            kind: stoker_collector::actuate::ActionKind::Job,
+            actuator: "command".into(),
+            target: "touch".into(),
+            policy: Some("resnet-serving".into()),
+            rule: Some("confidence-drift".into()),
+            state: ActionState::Pending,
+            desired: None,
+            created_ns: 1,
+            updated_ns: 1,
+            resize: None,
+            handle: None,
+            job: None,
+            attempts: vec![],
+            error: None,
+            indeterminate: false,
+        })
+        .expect("pending record");
+    let runner = build_job_runner(&spec, &t.env).expect("runner");
+    for _ in 0..2 {
+        let err = runner.start(&ctx(), &key, false).await.expect_err("indeterminate");
+        assert!(err.to_string().contains("unknown after a restart"), "{err}");
+    }
+    assert!(!marker.exists(), "the command ran again");
+    // It does not block the rule forever: a new decision may start a job.
+    runner.start(&ctx(), &IdempotencyKey::new("resnet-serving", "confidence-drift", 14), false).await.expect("new key");
+}
