@@ -117,6 +117,15 @@ impl ActuateError {
         }
     }
 
+    /// The tries made, when the action failed for good ([`ActuateError::Failed`]); empty
+    /// otherwise. For the decision record.
+    pub fn attempts(&self) -> &[AttemptRecord] {
+        match self {
+            ActuateError::Failed { attempts, .. } => attempts,
+            _ => &[],
+        }
+    }
+
     /// The HTTP status, when the remote answered with an error.
     pub fn status(&self) -> Option<u16> {
         match self {

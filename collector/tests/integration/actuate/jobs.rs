@@ -364,3 +364,49 @@ async fn interrupted_command_start_is_never_repeated() {
     // It does not block the rule forever: a new decision may start a job.
     runner.start(&ctx(), &IdempotencyKey::new("resnet-serving", "confidence-drift", 14), false).await.expect("new key");
 }
+
+/// Regression guard: a crash after GitHub accepted the dispatch but before the run id was
+/// recorded; the restarted collector finds the run by the key in its title, and does not
+/// dispatch again.
+#[tokio::test]
+async fn github_crash_after_dispatch_adopts_the_run() {
+    let dispatched = Arc::new(Mutex::new(None::<String>));
+    let d = dispatched.clone();
+    let mock = Mock::start(move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+        ("POST", "/repos/acme/models/actions/workflows/retrain.yml/dispatches") => {
+            let key = seen.json()["inputs"]["key"].as_str().expect("key input").to_owned();
+            *d.lock().expect("lock") = Some(key);
+            Reply::json(200, serde_json::json!({"workflow_run_id": 555})).after(Duration::from_secs(30))
+        }
+        ("GET", "/repos/acme/models/actions/workflows/retrain.yml/runs") => {
+            assert!(seen.query.contains("event=workflow_dispatch") && seen.query.contains("created=%3E%3D"), "{}", seen.query);
+            let title = format!("retrain {}", d.lock().expect("lock").clone().unwrap_or_default());
+            Reply::json(200, serde_json::json!({"total_count": 2, "workflow_runs": [
+                {"id": 554, "display_title": "retrain someone-else", "html_url": "https://github.com/x/554"},
+                {"id": 555, "display_title": title, "html_url": "https://github.com/x/555"}
+            ]}))
+        }
+        _ => Reply::text(404, "{}"),
+    })
+    .await;
+    let t = test_env(None);
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "actuator": "github-workflow",
+        "github": {"repo": "acme/models", "workflow": "retrain.yml", "ref": "main", "api_url": mock.url(),
+                   "inputs": {"key": "{{ idempotency_key }}"}}
+    }))
+    .expect("spec");
+    let key = IdempotencyKey::new("resnet-serving", "confidence-drift", 21);
+    {
+        let runner = build_job_runner(&spec, &t.env).expect("runner");
+        let k = key.clone();
+        let task = tokio::spawn(async move { runner.start(&ctx(), &k, false).await });
+        eventually("the dispatch arrives", || dispatched.lock().expect("lock").is_some()).await;
+        task.abort();
+        let _ = task.await;
+    }
+    let runner = build_job_runner(&spec, &t.env).expect("runner");
+    let h = runner.start(&ctx(), &key, false).await.expect("adopted");
+    assert_eq!(h.remote_id.as_deref(), Some("555"));
+    assert_eq!(mock.count("POST", "/repos/acme/models/actions/workflows/retrain.yml/dispatches"), 1, "dispatched twice");
+}
