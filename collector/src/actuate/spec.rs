@@ -253,6 +253,11 @@ pub struct GitlabPipeline {
     /// Name of the trigger-token secret; default `gitlab`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Name of a secret holding an API token (`read_api`) used to follow the pipeline and to
+    /// find it again after a restart; without it the job's state after the trigger is unknown
+    /// and the job ends at its timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_secret: Option<String>,
     /// API base URL; default `https://gitlab.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
