@@ -20,7 +20,10 @@ done
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,uuid,name,driver_version,utilization.gpu,memory.used,power.draw,temperature.gpu --format=csv || true
 
-cargo build --release --quiet -p stoker-agent --bin stoker-agent --example otlp_sink
+# On a machine without a Rust toolchain, carry prebuilt target/release binaries instead.
+if command -v cargo >/dev/null; then
+  cargo build --release --quiet -p stoker-agent --bin stoker-agent --example otlp_sink
+fi
 TARGET=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
