@@ -20,13 +20,13 @@ struct Cli {
     /// Versioned weights directory; the new version is written to `<DIR>/v<N>/`.
     #[arg(long, env = "CNN_MODEL_DIR")]
     model_dir: PathBuf,
-    /// Brightness offset of the training images (drifted inputs: e.g. 0.45).
+    /// Brightness offset of the training images (drifted inputs: e.g. -0.6).
     #[arg(long, env = "CNN_TRAIN_BRIGHTNESS", default_value_t = DataParams::default().brightness, allow_negative_numbers = true)]
     brightness: f32,
-    /// Mean rotation of the training images in degrees (drifted inputs: e.g. 35).
+    /// Mean rotation of the training images in degrees (drifted inputs: e.g. 40).
     #[arg(long, env = "CNN_TRAIN_ROTATION", default_value_t = DataParams::default().rotation, allow_negative_numbers = true)]
     rotation: f32,
-    /// Standard deviation of the pixel noise (drifted inputs: e.g. 0.3).
+    /// Standard deviation of the pixel noise (drifted inputs: e.g. 0.2).
     #[arg(long, env = "CNN_TRAIN_NOISE", default_value_t = DataParams::default().noise)]
     noise: f32,
     /// Training images.

@@ -35,3 +35,4 @@ fn drift_lowers_confidence_and_a_retrain_on_it_recovers() {
     );
     assert!(new_on_drift.accuracy >= 0.85, "retrained accuracy on drifted data {:.3}", new_on_drift.accuracy);
 }
+
