@@ -116,6 +116,7 @@ pub fn phases(kind: ScenarioKind, p: &ScenarioParams) -> Vec<Phase> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 mod tests {
     use super::*;
 

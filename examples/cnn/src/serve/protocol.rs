@@ -181,6 +181,7 @@ pub fn outputs(probabilities: &[Vec<f32>]) -> Vec<InferOutput> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 mod tests {
     use super::*;
     use serde_json::json;
