@@ -3,3 +3,6 @@
 
 pub mod actuate;
 pub mod duration;
+pub mod clock;
+pub mod query;
+pub mod store;
