@@ -6,3 +6,4 @@ pub mod duration;
 pub mod clock;
 pub mod query;
 pub mod store;
+pub mod ingest;
