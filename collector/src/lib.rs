@@ -7,3 +7,7 @@ pub mod clock;
 pub mod query;
 pub mod store;
 pub mod ingest;
+pub mod api;
+pub mod config;
+pub mod telemetry;
+pub mod server;

@@ -175,7 +175,10 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
     match wire {
         Wire::Protobuf => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], resp.encode_to_vec()).into_response(),
         Wire::Json => {
-            let body = serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec());
+            let body = match &resp.partial_success {
+                Some(_) => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
+                None => b"{}".to_vec(),
+            };
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     }
