@@ -6,5 +6,5 @@ set -euo pipefail
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   'opentelemetry-sdk>=1.27' 'opentelemetry-exporter-otlp>=1.27' 'moto[server]>=5' \
   >/dev/null
-python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, moto' 
+python3 -c 'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, moto'
 echo "python peers: ok"

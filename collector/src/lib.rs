@@ -4,3 +4,13 @@
 pub mod actuate;
 pub mod duration;
 pub mod policy;
+
+pub mod clock;
+pub mod query;
+pub mod store;
+pub mod ingest;
+pub mod api;
+pub mod config;
+pub mod telemetry;
+pub mod serve;
+pub mod server;

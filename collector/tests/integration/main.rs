@@ -1,4 +1,10 @@
 //! Integration tests of stoker-collector, one binary with a module per area.
 
 mod actuate;
+mod api_auth;
+mod common;
+mod crash_recovery;
+mod ingest_bad_input;
+mod ingest_python;
+mod ingest_rust_sdk;
 mod policy;

@@ -1,0 +1,271 @@
+//! Server assembly: binds the three listeners (API, OTLP gRPC, OTLP/HTTP), merges the API
+//! routers of every room, applies bearer-token auth and optional TLS, and serves until the
+//! cancellation token fires. Other rooms add their routes by passing routers to
+//! [`ServeOptions::extra_api`]; nothing else here needs to change.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::config::{ServerConfig, Tokens};
+use crate::ingest::{self, IngestState, IngestStats};
+use crate::store::Store;
+use crate::telemetry::{self, QueryStats};
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind.
+    #[error("bind {what} on {addr}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Everything the server needs.
+pub struct ServeOptions {
+    /// Listeners, limits, TLS.
+    pub server: ServerConfig,
+    /// Bearer tokens.
+    pub tokens: Tokens,
+    /// The store.
+    pub store: Arc<Store>,
+    /// Routers of other rooms (`/api/v1/policies`, ...), merged into the API listener and
+    /// covered by the read token.
+    pub extra_api: Vec<Router>,
+}
+
+/// Addresses actually bound (ports resolved when 0 was asked for).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// API listener.
+    pub api: SocketAddr,
+    /// OTLP gRPC listener.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP listener.
+    pub otlp_http: SocketAddr,
+}
+
+/// Shared handles of a running server.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// Query counters.
+    pub queries: Arc<QueryStats>,
+    /// Set once every listener is serving.
+    pub ready: Arc<AtomicBool>,
+}
+
+#[derive(Clone)]
+struct AuthState {
+    token: Option<Arc<str>>,
+    ingest: Arc<IngestStats>,
+    grpc: bool,
+}
+
+/// Compares without an early exit, so timing says nothing about how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(st): State<AuthState>, req: Request, next: Next) -> Response {
+    let Some(token) = &st.token else { return next.run(req).await };
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()));
+    if ok {
+        return next.run(req).await;
+    }
+    st.ingest.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let is_grpc = st.grpc || req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
+    if is_grpc {
+        let mut r = Response::new(axum::body::Body::empty());
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        r.headers_mut().insert("grpc-status", HeaderValue::from_static("16"));
+        r.headers_mut().insert("grpc-message", HeaderValue::from_static("missing or wrong bearer token"));
+        return r;
+    }
+    let mut r = (StatusCode::UNAUTHORIZED, axum::Json(api::types::ApiError { error: "missing or wrong bearer token".into() })).into_response();
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// With no token for a listener, only loopback may reach it.
+fn guard_addr(addr: SocketAddr, token: &Option<String>, what: &str) -> SocketAddr {
+    if token.is_some() || addr.ip().is_loopback() {
+        return addr;
+    }
+    let local = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), addr.port());
+    tracing::warn!(listener = what, requested = %addr, bound = %local, "No token configured; binding to localhost only.");
+    local
+}
+
+fn tls_config(server: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    let Some(tls) = &server.tls else { return Ok(None) };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs_pem = std::fs::read(&tls.cert_file).map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
+    let key_pem = std::fs::read(&tls.key_file).map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut certs_pem.as_slice()).collect();
+    let certs = certs.map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{}: no private key", tls.key_file.display())))?;
+    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| ServerError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(cfg)))
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2, TLS when configured) until cancelled.
+async fn serve_router(listener: TcpListener, router: Router, tls: Option<Arc<rustls::ServerConfig>>, cancel: CancellationToken, tracker: TaskTracker) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accept failed; continuing.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let acceptor = acceptor.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acc) => match acc.accept(stream).await {
+                    Ok(s) => {
+                        let conn = builder.serve_connection(TokioIo::new(s), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = cancel.cancelled() => { conn.as_mut().graceful_shutdown(); conn.await }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed.");
+                        return;
+                    }
+                },
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = cancel.cancelled() => { conn.as_mut().graceful_shutdown(); conn.await }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Connection ended with an error.");
+            }
+        });
+    }
+}
+
+/// Binds all listeners and starts serving. Returns the bound addresses and handles; the
+/// servers stop when `cancel` fires, and `tracker` can be waited on for their connections.
+pub async fn start(opts: ServeOptions, cancel: CancellationToken, tracker: TaskTracker) -> Result<(Bound, Handles), ServerError> {
+    let tls = tls_config(&opts.server)?;
+    let ingest_stats = Arc::new(IngestStats::default());
+    let queries = Arc::new(QueryStats::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let read_token: Option<Arc<str>> = opts.tokens.read.as_deref().map(Arc::from);
+    let write_token: Option<Arc<str>> = opts.tokens.write.as_deref().map(Arc::from);
+
+    let ingest_state = IngestState { store: opts.store.clone(), stats: ingest_stats.clone(), max_body_bytes: opts.server.max_body_bytes };
+    let api_state = ApiState {
+        store: opts.store.clone(),
+        queries: queries.clone(),
+        node_stale_after: opts.server.node_stale_after.get(),
+        node_lost_after: opts.server.node_lost_after.get(),
+    };
+
+    // API listener: every room's routes, own telemetry, health.
+    let mut api_router = api::router(api_state);
+    for r in opts.extra_api {
+        api_router = api_router.merge(r);
+    }
+    let metrics_store = opts.store.clone();
+    let (mi, mq) = (ingest_stats.clone(), queries.clone());
+    let ready_flag = ready.clone();
+    api_router = api_router
+        .route(
+            "/metrics",
+            get(move || {
+                let (s, i, q) = (metrics_store.clone(), mi.clone(), mq.clone());
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::render(&s, &i, &q)) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let r = ready_flag.load(Ordering::Relaxed);
+                async move { if r { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") } }
+            }),
+        )
+        .layer(middleware::from_fn_with_state(AuthState { token: read_token, ingest: ingest_stats.clone(), grpc: false }, require_token));
+
+    let grpc_router = tonic::service::Routes::new(ingest::grpc_service(ingest_state.clone()))
+        .into_axum_router()
+        .layer(middleware::from_fn_with_state(AuthState { token: write_token.clone(), ingest: ingest_stats.clone(), grpc: true }, require_token));
+    let http_router = ingest::http_router(ingest_state)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn_with_state(AuthState { token: write_token, ingest: ingest_stats.clone(), grpc: false }, require_token));
+
+    let api_l = bind("api", guard_addr(opts.server.api_listen, &opts.tokens.read, "api")).await?;
+    let grpc_l = bind("otlp-grpc", guard_addr(opts.server.otlp_grpc_listen, &opts.tokens.write, "otlp-grpc")).await?;
+    let http_l = bind("otlp-http", guard_addr(opts.server.otlp_http_listen, &opts.tokens.write, "otlp-http")).await?;
+    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| l.local_addr().map_err(|source| ServerError::Bind { what, addr, source });
+    let bound = Bound {
+        api: local(&api_l, "api", opts.server.api_listen)?,
+        otlp_grpc: local(&grpc_l, "otlp-grpc", opts.server.otlp_grpc_listen)?,
+        otlp_http: local(&http_l, "otlp-http", opts.server.otlp_http_listen)?,
+    };
+    tracker.spawn(serve_router(api_l, api_router, tls.clone(), cancel.clone(), tracker.clone()));
+    tracker.spawn(serve_router(grpc_l, grpc_router, tls.clone(), cancel.clone(), tracker.clone()));
+    tracker.spawn(serve_router(http_l, http_router, tls, cancel.clone(), tracker.clone()));
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(api = %bound.api, otlp_grpc = %bound.otlp_grpc, otlp_http = %bound.otlp_http, "Collector listening.");
+    Ok((bound, Handles { ingest: ingest_stats, queries, ready }))
+}

@@ -1,0 +1,439 @@
+//! Histogram values as the store keeps and merges them: explicit-bucket and base-2 exponential
+//! layouts (the two OTLP kinds), with merging across time and series and quantiles that are
+//! exact to bucket resolution (the answer always lies inside the bucket holding the true rank).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Buckets of one exponential-histogram side: `counts[i]` counts values in bucket `offset + i`,
+/// where bucket `k` covers `(base^k, base^(k+1)]` and `base = 2^(2^-scale)`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpSide {
+    /// Index of the first bucket.
+    pub offset: i32,
+    /// Counts, one per bucket from `offset`.
+    pub counts: Vec<u64>,
+}
+
+impl ExpSide {
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The same counts at a coarser scale (`by` halvings of resolution).
+    fn downscaled(&self, by: u32) -> ExpSide {
+        if by == 0 || self.counts.is_empty() {
+            return self.clone();
+        }
+        let by = by.min(31);
+        let first = self.offset >> by;
+        let last = (self.offset + self.counts.len() as i32 - 1) >> by;
+        let mut counts = vec![0u64; (last - first + 1) as usize];
+        for (i, c) in self.counts.iter().enumerate() {
+            let idx = (self.offset + i as i32) >> by;
+            counts[(idx - first) as usize] += c;
+        }
+        ExpSide { offset: first, counts }
+    }
+
+    /// Adds (`sign` = 1) or subtracts (saturating, `sign` = -1) another side of the same scale.
+    fn combine(&mut self, other: &ExpSide, add: bool) {
+        if other.counts.is_empty() {
+            return;
+        }
+        if self.counts.is_empty() {
+            if add {
+                *self = other.clone();
+            }
+            return;
+        }
+        let first = self.offset.min(other.offset);
+        let last = (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
+        if first != self.offset || last != self.offset + self.counts.len() as i32 {
+            let mut counts = vec![0u64; (last - first) as usize];
+            for (i, c) in self.counts.iter().enumerate() {
+                counts[(self.offset - first) as usize + i] = *c;
+            }
+            self.offset = first;
+            self.counts = counts;
+        }
+        for (i, c) in other.counts.iter().enumerate() {
+            let slot = &mut self.counts[(other.offset - self.offset) as usize + i];
+            *slot = if add { *slot + c } else { slot.saturating_sub(*c) };
+        }
+    }
+}
+
+/// The bucket layout and counts of one histogram value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "layout", rename_all = "snake_case")]
+pub enum Buckets {
+    /// OTLP explicit buckets: `counts.len() == bounds.len() + 1`; bucket `i` covers
+    /// `(bounds[i-1], bounds[i]]`, the last one `(bounds[last], +Inf)`.
+    Explicit {
+        /// Upper bounds, strictly increasing.
+        #[serde(with = "arc_slice")]
+        bounds: Arc<[f64]>,
+        /// Counts per bucket.
+        counts: Vec<u64>,
+    },
+    /// OTLP base-2 exponential buckets.
+    Exponential {
+        /// Resolution: `base = 2^(2^-scale)`.
+        scale: i32,
+        /// Values whose magnitude is at most the zero threshold.
+        zero_count: u64,
+        /// Buckets of positive values.
+        positive: ExpSide,
+        /// Buckets of negative values (by magnitude).
+        negative: ExpSide,
+    },
+}
+
+/// One histogram value: the observations of one interval (the store keeps deltas) or a merge
+/// of many intervals and series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Smallest observation, where the sender reported it.
+    pub min: Option<f64>,
+    /// Largest observation, where the sender reported it.
+    pub max: Option<f64>,
+    /// Bucket counts.
+    pub buckets: Buckets,
+}
+
+fn opt_min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+fn opt_max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) | (None, x) => x,
+    }
+}
+
+impl Histogram {
+    /// An explicit-bucket histogram.
+    pub fn explicit(bounds: impl Into<Arc<[f64]>>, counts: Vec<u64>, sum: f64) -> Self {
+        let count = counts.iter().sum();
+        Histogram { count, sum, min: None, max: None, buckets: Buckets::Explicit { bounds: bounds.into(), counts } }
+    }
+
+    /// Mean observation (`sum / count`), `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    /// Whether `other` can be subtracted bucket by bucket (same layout kind and bounds).
+    pub fn same_layout(&self, other: &Histogram) -> bool {
+        match (&self.buckets, &other.buckets) {
+            (Buckets::Explicit { bounds: a, .. }, Buckets::Explicit { bounds: b, .. }) => a == b,
+            (Buckets::Exponential { .. }, Buckets::Exponential { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// `self - earlier` for cumulative histograms of the same layout (the increments between
+    /// two cumulative points). `None` when a bucket went down: the counter was reset.
+    pub fn delta_since(&self, earlier: &Histogram) -> Option<Histogram> {
+        if self.count < earlier.count {
+            return None;
+        }
+        let buckets = match (&self.buckets, &earlier.buckets) {
+            (Buckets::Explicit { bounds, counts }, Buckets::Explicit { bounds: eb, counts: ec }) => {
+                if bounds != eb || counts.len() != ec.len() {
+                    return None;
+                }
+                let mut out = Vec::with_capacity(counts.len());
+                for (a, b) in counts.iter().zip(ec) {
+                    out.push(a.checked_sub(*b)?);
+                }
+                Buckets::Explicit { bounds: bounds.clone(), counts: out }
+            }
+            (
+                Buckets::Exponential { scale, zero_count, positive, negative },
+                Buckets::Exponential { scale: es, zero_count: ez, positive: ep, negative: en },
+            ) => {
+                let s = (*scale).min(*es);
+                let (mut p, mut n) = (positive.downscaled((scale - s) as u32), negative.downscaled((scale - s) as u32));
+                let (ep, en) = (ep.downscaled((es - s) as u32), en.downscaled((es - s) as u32));
+                if p.total() < ep.total() || n.total() < en.total() {
+                    return None;
+                }
+                p.combine(&ep, false);
+                n.combine(&en, false);
+                Buckets::Exponential { scale: s, zero_count: zero_count.checked_sub(*ez)?, positive: p, negative: n }
+            }
+            _ => return None,
+        };
+        Some(Histogram { count: self.count - earlier.count, sum: self.sum - earlier.sum, min: None, max: None, buckets })
+    }
+
+    /// Adds `other` into `self` (merging across time or series). Explicit layouts with different
+    /// bounds merge onto the union of bounds (each count lands in the union bucket with its own
+    /// upper bound, so no count moves across one of its own bounds); exponential layouts merge at
+    /// the coarser scale; an exponential merged into an explicit one is first laid onto explicit
+    /// bounds of its own buckets.
+    pub fn merge(&mut self, other: &Histogram) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = opt_min(self.min, other.min);
+        self.max = opt_max(self.max, other.max);
+        match (&mut self.buckets, &other.buckets) {
+            (Buckets::Explicit { bounds, counts }, Buckets::Explicit { bounds: ob, counts: oc }) => {
+                if bounds == ob && counts.len() == oc.len() {
+                    for (a, b) in counts.iter_mut().zip(oc) {
+                        *a += b;
+                    }
+                } else {
+                    let (nb, nc) = union_merge(bounds, counts, ob, oc);
+                    *bounds = nb;
+                    *counts = nc;
+                }
+            }
+            (
+                Buckets::Exponential { scale, zero_count, positive, negative },
+                Buckets::Exponential { scale: os, zero_count: oz, positive: op, negative: on },
+            ) => {
+                let s = (*scale).min(*os);
+                if s < *scale {
+                    *positive = positive.downscaled((*scale - s) as u32);
+                    *negative = negative.downscaled((*scale - s) as u32);
+                    *scale = s;
+                }
+                positive.combine(&op.downscaled((os - s) as u32), true);
+                negative.combine(&on.downscaled((os - s) as u32), true);
+                *zero_count += oz;
+            }
+            (Buckets::Explicit { bounds, counts }, Buckets::Exponential { .. }) => {
+                let (ob, oc) = other.as_explicit();
+                let (nb, nc) = union_merge(bounds, counts, &ob, &oc);
+                *bounds = nb;
+                *counts = nc;
+            }
+            (Buckets::Exponential { .. }, Buckets::Explicit { bounds: ob, counts: oc }) => {
+                let (b, c) = self.as_explicit();
+                let (nb, nc) = union_merge(&b, &c, ob, oc);
+                self.buckets = Buckets::Explicit { bounds: nb, counts: nc };
+            }
+        }
+    }
+
+    /// The buckets as explicit bounds and counts (exponential buckets become their upper bounds).
+    pub fn as_explicit(&self) -> (Arc<[f64]>, Vec<u64>) {
+        match &self.buckets {
+            Buckets::Explicit { bounds, counts } => (bounds.clone(), counts.clone()),
+            Buckets::Exponential { .. } => {
+                let mut bounds = Vec::new();
+                let mut counts = Vec::new();
+                for (lo, hi, c) in self.ranges() {
+                    let _ = lo;
+                    if hi.is_finite() {
+                        bounds.push(hi);
+                        counts.push(c);
+                    } else if let Some(last) = counts.last_mut() {
+                        *last += c;
+                    }
+                }
+                counts.push(0);
+                (bounds.into(), counts)
+            }
+        }
+    }
+
+    /// Buckets in ascending value order as `(lower, upper, count)`.
+    pub fn ranges(&self) -> Vec<(f64, f64, u64)> {
+        match &self.buckets {
+            Buckets::Explicit { bounds, counts } => {
+                let mut out = Vec::with_capacity(counts.len());
+                for (i, c) in counts.iter().enumerate() {
+                    let lo = if i == 0 { f64::NEG_INFINITY } else { bounds[i - 1] };
+                    let hi = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+                    out.push((lo, hi, *c));
+                }
+                out
+            }
+            Buckets::Exponential { scale, zero_count, positive, negative } => {
+                let base = 2f64.powf(2f64.powi(-*scale));
+                let mut out = Vec::new();
+                for (i, c) in negative.counts.iter().enumerate().rev() {
+                    let k = negative.offset + i as i32;
+                    out.push((-base.powi(k + 1), -base.powi(k), *c));
+                }
+                if *zero_count > 0 {
+                    out.push((0.0, 0.0, *zero_count));
+                }
+                for (i, c) in positive.counts.iter().enumerate() {
+                    let k = positive.offset + i as i32;
+                    out.push((base.powi(k), base.powi(k + 1), *c));
+                }
+                out
+            }
+        }
+    }
+
+    /// The `q`-quantile (0 ≤ q ≤ 1), linearly interpolated inside the bucket that holds rank
+    /// `q * count`; open-ended buckets are closed by the reported min/max, or by their finite
+    /// bound. `None` when the histogram is empty or `q` is out of range.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if !(0.0..=1.0).contains(&q) || self.count == 0 {
+            return None;
+        }
+        let ranges = self.ranges();
+        let total: u64 = ranges.iter().map(|r| r.2).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut seen = 0u64;
+        for (lo, hi, c) in ranges.iter().copied() {
+            if c == 0 {
+                continue;
+            }
+            if (seen + c) as f64 >= rank {
+                let lo = if lo.is_finite() { lo } else { self.min.unwrap_or(if hi > 0.0 { 0.0f64.min(hi) } else { hi }) };
+                let hi = if hi.is_finite() { hi } else { self.max.unwrap_or(lo) };
+                let lo = match self.min {
+                    Some(m) if m > lo && m <= hi => m,
+                    _ => lo,
+                };
+                let hi = match self.max {
+                    Some(m) if m < hi && m >= lo => m,
+                    _ => hi,
+                };
+                let frac = ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
+                return Some(lo + (hi - lo) * frac);
+            }
+            seen += c;
+        }
+        ranges.iter().rev().find(|r| r.2 > 0).map(|r| if r.1.is_finite() { r.1 } else { r.0 })
+    }
+
+    /// The bucket `(lower, upper]` that holds the `q`-quantile's rank: the resolution a quantile
+    /// answer is exact to.
+    pub fn quantile_bucket(&self, q: f64) -> Option<(f64, f64)> {
+        let ranges = self.ranges();
+        let total: u64 = ranges.iter().map(|r| r.2).sum();
+        if total == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut seen = 0u64;
+        for (lo, hi, c) in ranges {
+            if c > 0 && (seen + c) as f64 >= rank {
+                return Some((lo, hi));
+            }
+            seen += c;
+        }
+        None
+    }
+}
+
+mod arc_slice {
+    //! serde for `Arc<[f64]>` (serde's `rc` feature is not enabled in the workspace).
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Arc<[f64]>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[f64]>, D::Error> {
+        Vec::<f64>::deserialize(d).map(Into::into)
+    }
+}
+
+fn union_merge(ab: &[f64], ac: &[u64], bb: &[f64], bc: &[u64]) -> (Arc<[f64]>, Vec<u64>) {
+    let mut bounds: Vec<f64> = ab.iter().chain(bb.iter()).copied().filter(|b| b.is_finite()).collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    let mut counts = vec![0u64; bounds.len() + 1];
+    for (src_b, src_c) in [(ab, ac), (bb, bc)] {
+        for (i, c) in src_c.iter().enumerate() {
+            let slot = match src_b.get(i) {
+                Some(upper) => bounds.partition_point(|b| b < upper),
+                None => bounds.len(),
+            };
+            counts[slot] += c;
+        }
+    }
+    (bounds.into(), counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_quantile_lies_in_the_right_bucket() {
+        // 10 observations in (0,1], 80 in (1,2], 10 in (2,5]
+        let h = Histogram::explicit(vec![1.0, 2.0, 5.0], vec![10, 80, 10, 0], 150.0);
+        let p50 = h.quantile(0.5).expect("p50");
+        assert!((1.0..=2.0).contains(&p50), "{p50}");
+        let p95 = h.quantile(0.95).expect("p95");
+        assert!((2.0..=5.0).contains(&p95), "{p95}");
+        assert_eq!(h.quantile_bucket(0.95), Some((2.0, 5.0)));
+        assert_eq!(h.mean(), Some(1.5));
+    }
+
+    #[test]
+    fn merge_with_different_bounds_uses_the_union() {
+        let mut a = Histogram::explicit(vec![1.0, 4.0], vec![1, 2, 0], 5.0);
+        let b = Histogram::explicit(vec![2.0, 4.0], vec![3, 4, 1], 20.0);
+        a.merge(&b);
+        let (bounds, counts) = a.as_explicit();
+        assert_eq!(&*bounds, &[1.0, 2.0, 4.0]);
+        assert_eq!(counts, vec![1, 3, 6, 1]);
+        assert_eq!(a.count, 11);
+    }
+
+    #[test]
+    fn exponential_merge_and_delta() {
+        let a = Histogram {
+            count: 6,
+            sum: 12.0,
+            min: None,
+            max: None,
+            buckets: Buckets::Exponential {
+                scale: 1,
+                zero_count: 1,
+                positive: ExpSide { offset: 0, counts: vec![1, 2, 2] },
+                negative: ExpSide::default(),
+            },
+        };
+        let later = Histogram {
+            count: 9,
+            sum: 20.0,
+            min: None,
+            max: None,
+            buckets: Buckets::Exponential {
+                scale: 0,
+                zero_count: 1,
+                positive: ExpSide { offset: 0, counts: vec![5, 3] },
+                negative: ExpSide::default(),
+            },
+        };
+        let d = later.delta_since(&a).expect("monotonic");
+        assert_eq!(d.count, 3);
+        match &d.buckets {
+            Buckets::Exponential { scale, positive, zero_count, .. } => {
+                assert_eq!(*scale, 0);
+                assert_eq!(*zero_count, 0);
+                assert_eq!(positive.counts, vec![2, 1]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let q = later.quantile(0.5).expect("q");
+        assert!((1.0..=2.0).contains(&q), "{q}");
+    }
+}

@@ -1,0 +1,101 @@
+//! The collector's own telemetry in Prometheus text format (`/metrics`): ingest rate, refused
+//! points by reason, store size, query latency.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ingest::IngestStats;
+use crate::store::Store;
+
+const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// Query latency and counts.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl QueryStats {
+    /// Records one query that took `d`.
+    pub fn observe(&self, d: std::time::Duration, ok: bool) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// Renders everything as Prometheus text exposition.
+pub fn render(store: &Store, ingest: &IngestStats, queries: &QueryStats) -> String {
+    let mut out = String::with_capacity(4096);
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    counter(&mut out, "stoker_collector_ingest_requests_total", "OTLP export requests received.", &[
+        ("transport=\"grpc\"", l(&ingest.grpc_requests)),
+        ("transport=\"http\"", l(&ingest.http_requests)),
+    ]);
+    counter(&mut out, "stoker_collector_ingest_request_errors_total", "OTLP export requests answered with an error, by cause.", &[
+        ("cause=\"decode\"", l(&ingest.decode_errors)),
+        ("cause=\"content_type\"", l(&ingest.bad_content_type)),
+        ("cause=\"too_large\"", l(&ingest.too_large)),
+        ("cause=\"backlogged\"", l(&ingest.backlogged)),
+        ("cause=\"unauthorized\"", l(&ingest.unauthorized)),
+    ]);
+    counter(&mut out, "stoker_collector_points_accepted_total", "Data points stored.", &[("", l(&store.refusals.accepted))]);
+    let refused = store.refusals.snapshot();
+    let labels: Vec<String> = refused.iter().map(|(r, _)| format!("reason=\"{r}\"")).collect();
+    let samples: Vec<(&str, u64)> = labels.iter().zip(&refused).map(|(lbl, (_, v))| (lbl.as_str(), *v)).collect();
+    counter(&mut out, "stoker_collector_points_refused_total", "Data points refused, by reason.", &samples);
+    gauge(&mut out, "stoker_collector_series", "Series in the store.", &[("", store.series_count() as u64)]);
+    gauge(&mut out, "stoker_collector_series_limit", "Configured series limit.", &[("", store.config().max_series as u64)]);
+    gauge(&mut out, "stoker_collector_nodes", "Nodes seen.", &[("", store.nodes().len() as u64)]);
+    gauge(&mut out, "stoker_collector_memory_points", "Points held in memory.", &[("", store.memory_points() as u64)]);
+    let ds = store.disk_stats();
+    gauge(&mut out, "stoker_collector_store_bytes", "Bytes stored on disk, by part.", &[
+        ("part=\"blocks\"", l(&ds.block_bytes)),
+        ("part=\"log\"", l(&ds.wal_bytes)),
+        ("part=\"file\"", store.file_bytes()),
+    ]);
+    counter(&mut out, "stoker_collector_store_commits_total", "Write-ahead log commits (fsync).", &[("", l(&ds.commits))]);
+    counter(&mut out, "stoker_collector_store_checkpoints_total", "Checkpoints into blocks.", &[("", l(&ds.checkpoints))]);
+    counter(&mut out, "stoker_collector_store_errors_total", "Failed commits or checkpoints.", &[("", l(&ds.errors))]);
+    counter(&mut out, "stoker_collector_store_retention_deleted_bytes_total", "Block bytes deleted by retention.", &[("", l(&ds.retention_deleted_bytes))]);
+    let _ = writeln!(out, "# HELP stoker_collector_query_duration_seconds API query latency.\n# TYPE stoker_collector_query_duration_seconds histogram");
+    let mut cum = 0;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        cum += l(&queries.counts[i]);
+        let _ = writeln!(out, "stoker_collector_query_duration_seconds_bucket{{le=\"{b}\"}} {cum}");
+    }
+    cum += l(&queries.counts[BUCKETS.len()]);
+    let _ = writeln!(out, "stoker_collector_query_duration_seconds_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(out, "stoker_collector_query_duration_seconds_sum {}", l(&queries.sum_nanos) as f64 / 1e9);
+    let _ = writeln!(out, "stoker_collector_query_duration_seconds_count {cum}");
+    counter(&mut out, "stoker_collector_query_errors_total", "API queries that failed.", &[("", l(&queries.errors))]);
+    out
+}
