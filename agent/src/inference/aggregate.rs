@@ -495,7 +495,10 @@ impl Aggregator {
                     }
                     let key = series_key(&resource.key, &meta.name, 1, &p.attributes, &acc.bounds);
                     let delta = if h.aggregation_temporality == cumulative {
-                        match self.to_delta(&key, p.start_time_unix_nano, Cumulative::Histogram(acc)) {
+                        // Baselines follow the *source* series: two source metrics renamed
+                        // onto one output series must not be subtracted from each other.
+                        let source = series_key(&resource.key, &metric.name, 1, &p.attributes, &acc.bounds);
+                        match self.to_delta(&source, p.start_time_unix_nano, Cumulative::Histogram(acc)) {
                             Delta::Increment(Cumulative::Histogram(d)) => d,
                             Delta::Increment(Cumulative::Counter(_)) => continue,
                             Delta::Baseline => {
@@ -531,7 +534,8 @@ impl Aggregator {
                     }
                     let key = series_key(&resource.key, &meta.name, 2, &p.attributes, &[]);
                     let delta = if s.aggregation_temporality == cumulative {
-                        match self.to_delta(&key, p.start_time_unix_nano, Cumulative::Counter(value)) {
+                        let source = series_key(&resource.key, &metric.name, 2, &p.attributes, &[]);
+                        match self.to_delta(&source, p.start_time_unix_nano, Cumulative::Counter(value)) {
                             Delta::Increment(Cumulative::Counter(d)) => d,
                             Delta::Increment(Cumulative::Histogram(_)) => continue,
                             Delta::Baseline => {
@@ -995,6 +999,25 @@ mod tests {
         assert_eq!(agg.series_len(), 2);
         agg.flush(1);
         assert_eq!(obs(&mut agg, "c").shed, 0, "the cap is per interval");
+    }
+
+    /// Regression: two cumulative source metrics renamed onto one output series shared a
+    /// baseline, so each export looked like a reset of the other and was counted whole again.
+    #[test]
+    fn renamed_cumulative_sources_keep_separate_baselines() {
+        let mut agg = Aggregator::new(vec![], 100, 1_000);
+        let rename = |m: &Metric| (m.name == "b").then(|| (MetricMeta::new("a", "1"), 1.0));
+        let push = |agg: &mut Aggregator, name: &str, counts: Vec<u64>| {
+            let mut m = histogram(AggregationTemporality::Cumulative, vec![hist_point(1_500, counts, 1.0, vec![])]);
+            m.name = name.into();
+            agg.ingest(&batch("svc", m), &rename);
+        };
+        for _ in 0..2 {
+            push(&mut agg, "a", vec![3, 0, 0]);
+            push(&mut agg, "b", vec![0, 1, 0]);
+        }
+        let out = agg.flush(2_000);
+        assert_eq!(only_histogram(&out).bucket_counts, vec![3, 1, 0]);
     }
 
     #[test]

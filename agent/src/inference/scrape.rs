@@ -374,9 +374,10 @@ fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
             prom_text::FamilyType::Histogram => {
                 metrics.push(histogram_family(exposition, family, &otel_name, unit_of(family), now));
             }
-            prom_text::FamilyType::Counter if family == "vllm:request_success_total" => {
+            prom_text::FamilyType::Counter if family.trim_end_matches("_total") == "vllm:request_success" => {
+                let total = format!("{}_total", family.trim_end_matches("_total"));
                 let points = exposition
-                    .samples_named(family)
+                    .samples_named(&total)
                     .map(|s| (with(&normalise_labels(&s.labels, &[]), "outcome", "success"), s.value))
                     .collect();
                 metrics.push(counter("inference.requests", "{request}", points, now));
