@@ -43,7 +43,11 @@ pub struct MetricMeta {
 impl MetricMeta {
     /// A metric identity without description.
     pub fn new(name: &str, unit: &str) -> Self {
-        Self { name: name.to_owned(), unit: unit.to_owned(), description: String::new() }
+        Self {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            description: String::new(),
+        }
     }
 }
 
@@ -315,7 +319,11 @@ impl Aggregator {
         rm: &ResourceMetrics,
         rename: &dyn Fn(&Metric) -> Option<(MetricMeta, f64)>,
     ) -> Ingested {
-        let service_attrs = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+        let service_attrs = rm
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
         let resource = self.resource(service_attrs);
         let mut result = Ingested::default();
         for sm in &rm.scope_metrics {
@@ -353,13 +361,19 @@ impl Aggregator {
             Observation::Gauge(_) => (3, &[][..]),
         };
         let key = series_key(&resource.key, &meta.name, kind, &attributes, bounds);
-        let Some(series) = self.series_entry(key, &resource, &meta, &attributes, || match &observation
-        {
-            Observation::Histogram { bounds, .. } => SeriesData::Histogram(HistogramAcc::empty(bounds)),
-            Observation::Count(_) => SeriesData::Counter(Num::Int(0)),
-            Observation::Gauge(_) => SeriesData::Gauge(NumberDataPoint::default()),
-        }) else {
-            return Ingested { accepted: 0, shed: 1 };
+        let Some(series) =
+            self.series_entry(key, &resource, &meta, &attributes, || match &observation {
+                Observation::Histogram { bounds, .. } => {
+                    SeriesData::Histogram(HistogramAcc::empty(bounds))
+                }
+                Observation::Count(_) => SeriesData::Counter(Num::Int(0)),
+                Observation::Gauge(_) => SeriesData::Gauge(NumberDataPoint::default()),
+            })
+        else {
+            return Ingested {
+                accepted: 0,
+                shed: 1,
+            };
         };
         match (&mut series.data, observation) {
             (SeriesData::Histogram(h), Observation::Histogram { value, .. }) => h.observe(value),
@@ -372,7 +386,10 @@ impl Aggregator {
             // The key includes the kind, so a series never changes kind.
             _ => {}
         }
-        Ingested { accepted: 1, shed: 0 }
+        Ingested {
+            accepted: 1,
+            shed: 0,
+        }
     }
 
     /// Close the interval at `now`: one `ResourceMetrics` per resource, and a fresh interval.
@@ -381,7 +398,8 @@ impl Aggregator {
         self.interval_start = now;
         self.flushes += 1;
         let flushes = self.flushes;
-        self.baselines.retain(|_, b| flushes.saturating_sub(b.seen_flush) <= BASELINE_TTL_FLUSHES);
+        self.baselines
+            .retain(|_, b| flushes.saturating_sub(b.seen_flush) <= BASELINE_TTL_FLUSHES);
 
         // resource key -> (resource, metric meta + kind -> points)
         type PerResource = (Arc<ResourceEntry>, BTreeMap<(Arc<MetricMeta>, u8), Metric>);
@@ -391,12 +409,15 @@ impl Aggregator {
                 .entry(series.resource.key.clone())
                 .or_insert_with(|| (Arc::clone(&series.resource), BTreeMap::new()));
             let kind = series.data.kind();
-            let metric = entry.1.entry((Arc::clone(&series.meta), kind)).or_insert_with(|| Metric {
-                name: series.meta.name.clone(),
-                description: series.meta.description.clone(),
-                unit: series.meta.unit.clone(),
-                ..Default::default()
-            });
+            let metric = entry
+                .1
+                .entry((Arc::clone(&series.meta), kind))
+                .or_insert_with(|| Metric {
+                    name: series.meta.name.clone(),
+                    description: series.meta.description.clone(),
+                    unit: series.meta.unit.clone(),
+                    ..Default::default()
+                });
             push_point(metric, series, start, now);
         }
         // Resources and metas not used this interval are dropped; they are rebuilt on demand.
@@ -433,11 +454,12 @@ impl Aggregator {
         attrs.sort_by(|a, b| a.key.cmp(&b.key));
         let mut key = Vec::new();
         encode_attrs(&attrs, &mut key);
-        Arc::clone(
-            self.resources
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(ResourceEntry { key, attributes: attrs })),
-        )
+        Arc::clone(self.resources.entry(key.clone()).or_insert_with(|| {
+            Arc::new(ResourceEntry {
+                key,
+                attributes: attrs,
+            })
+        }))
     }
 
     fn meta(&mut self, meta: MetricMeta) -> Arc<MetricMeta> {
@@ -497,8 +519,13 @@ impl Aggregator {
                     let delta = if h.aggregation_temporality == cumulative {
                         // Baselines follow the *source* series: two source metrics renamed
                         // onto one output series must not be subtracted from each other.
-                        let source = series_key(&resource.key, &metric.name, 1, &p.attributes, &acc.bounds);
-                        match self.to_delta(&source, p.start_time_unix_nano, Cumulative::Histogram(acc)) {
+                        let source =
+                            series_key(&resource.key, &metric.name, 1, &p.attributes, &acc.bounds);
+                        match self.delta_of(
+                            &source,
+                            p.start_time_unix_nano,
+                            Cumulative::Histogram(acc),
+                        ) {
                             Delta::Increment(Cumulative::Histogram(d)) => d,
                             Delta::Increment(Cumulative::Counter(_)) => continue,
                             Delta::Baseline => {
@@ -517,7 +544,10 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Histogram(HistogramAcc::empty(&bounds))
                     }) {
-                        Some(Series { data: SeriesData::Histogram(h), .. }) => {
+                        Some(Series {
+                            data: SeriesData::Histogram(h),
+                            ..
+                        }) => {
                             h.merge(&delta);
                             result.accepted += 1;
                         }
@@ -535,7 +565,11 @@ impl Aggregator {
                     let key = series_key(&resource.key, &meta.name, 2, &p.attributes, &[]);
                     let delta = if s.aggregation_temporality == cumulative {
                         let source = series_key(&resource.key, &metric.name, 2, &p.attributes, &[]);
-                        match self.to_delta(&source, p.start_time_unix_nano, Cumulative::Counter(value)) {
+                        match self.delta_of(
+                            &source,
+                            p.start_time_unix_nano,
+                            Cumulative::Counter(value),
+                        ) {
                             Delta::Increment(Cumulative::Counter(d)) => d,
                             Delta::Increment(Cumulative::Histogram(_)) => continue,
                             Delta::Baseline => {
@@ -553,7 +587,10 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Counter(Num::Int(0))
                     }) {
-                        Some(Series { data: SeriesData::Counter(c), .. }) => {
+                        Some(Series {
+                            data: SeriesData::Counter(c),
+                            ..
+                        }) => {
                             *c = c.add(delta);
                             result.accepted += 1;
                         }
@@ -570,10 +607,14 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Level(NumberDataPoint::default())
                     }) {
-                        Some(Series { data: SeriesData::Level(last), .. }) => {
+                        Some(Series {
+                            data: SeriesData::Level(last),
+                            ..
+                        }) => {
                             if delta_input && last.value.is_some() {
                                 // An up-down delta adds to what the interval holds.
-                                let sum = Num::from_point(last.value).add(Num::from_point(point.value));
+                                let sum =
+                                    Num::from_point(last.value).add(Num::from_point(point.value));
                                 last.value = Some(sum.into_value());
                                 last.time_unix_nano = point.time_unix_nano;
                             } else {
@@ -593,7 +634,10 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Gauge(NumberDataPoint::default())
                     }) {
-                        Some(Series { data: SeriesData::Gauge(last), .. }) => {
+                        Some(Series {
+                            data: SeriesData::Gauge(last),
+                            ..
+                        }) => {
                             if point.time_unix_nano >= last.time_unix_nano {
                                 *last = point;
                             }
@@ -610,12 +654,18 @@ impl Aggregator {
                     let mut point = p.clone();
                     if scale != 1.0 {
                         point.sum *= scale;
-                        point.quantile_values.iter_mut().for_each(|q| q.value *= scale);
+                        point
+                            .quantile_values
+                            .iter_mut()
+                            .for_each(|q| q.value *= scale);
                     }
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Summary(SummaryDataPoint::default())
                     }) {
-                        Some(Series { data: SeriesData::Summary(last), .. }) => {
+                        Some(Series {
+                            data: SeriesData::Summary(last),
+                            ..
+                        }) => {
                             *last = point;
                             result.accepted += 1;
                         }
@@ -631,7 +681,10 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Exponential(Vec::new(), temporality)
                     }) {
-                        Some(Series { data: SeriesData::Exponential(points, _), .. }) => {
+                        Some(Series {
+                            data: SeriesData::Exponential(points, _),
+                            ..
+                        }) => {
                             if temporality == cumulative {
                                 // A later cumulative point supersedes the earlier ones.
                                 points.clear();
@@ -649,7 +702,7 @@ impl Aggregator {
     }
 
     /// Increment of a cumulative value since the last one seen for `key`.
-    fn to_delta(&mut self, key: &[u8], start: u64, value: Cumulative) -> Delta {
+    fn delta_of(&mut self, key: &[u8], start: u64, value: Cumulative) -> Delta {
         let flushes = self.flushes;
         if let Some(base) = self.baselines.get_mut(key) {
             let same_run = start == base.start;
@@ -677,7 +730,11 @@ impl Aggregator {
                 }
                 other => other.clone(),
             });
-            *base = Baseline { start, value, seen_flush: flushes };
+            *base = Baseline {
+                start,
+                value,
+                seen_flush: flushes,
+            };
             return Delta::Increment(delta);
         }
         if self.baselines.len() >= self.max_series.saturating_mul(2) {
@@ -685,15 +742,28 @@ impl Aggregator {
         }
         // The series began after the agent did: every increment since its start is ours to count.
         let whole = start != 0 && start >= self.started_at;
-        self.baselines.insert(key.to_vec(), Baseline { start, value: value.clone(), seen_flush: flushes });
-        if whole { Delta::Increment(value) } else { Delta::Baseline }
+        self.baselines.insert(
+            key.to_vec(),
+            Baseline {
+                start,
+                value: value.clone(),
+                seen_flush: flushes,
+            },
+        );
+        if whole {
+            Delta::Increment(value)
+        } else {
+            Delta::Baseline
+        }
     }
 }
 
 fn scaled_point(p: &NumberDataPoint, scale: f64) -> NumberDataPoint {
     let mut point = p.clone();
     if scale != 1.0 {
-        point.value = Some(number_data_point::Value::AsDouble(Num::from_point(p.value).as_f64() * scale));
+        point.value = Some(number_data_point::Value::AsDouble(
+            Num::from_point(p.value).as_f64() * scale,
+        ));
     }
     point.exemplars.clear();
     point
@@ -752,7 +822,11 @@ fn push_point(metric: &mut Metric, series: Series, start: u64, now: u64) {
             }
             match &mut metric.data {
                 Some(Data::Gauge(g)) => g.data_points.push(point),
-                _ => metric.data = Some(Data::Gauge(Gauge { data_points: vec![point] })),
+                _ => {
+                    metric.data = Some(Data::Gauge(Gauge {
+                        data_points: vec![point],
+                    }))
+                }
             }
         }
         SeriesData::Level(mut point) => {
@@ -770,7 +844,11 @@ fn push_point(metric: &mut Metric, series: Series, start: u64, now: u64) {
         }
         SeriesData::Summary(point) => match &mut metric.data {
             Some(Data::Summary(s)) => s.data_points.push(point),
-            _ => metric.data = Some(Data::Summary(Summary { data_points: vec![point] })),
+            _ => {
+                metric.data = Some(Data::Summary(Summary {
+                    data_points: vec![point],
+                }))
+            }
         },
         SeriesData::Exponential(points, temporality) => match &mut metric.data {
             Some(Data::ExponentialHistogram(e)) => e.data_points.extend(points),
@@ -784,7 +862,13 @@ fn push_point(metric: &mut Metric, series: Series, start: u64, now: u64) {
     }
 }
 
-fn series_key(resource: &[u8], name: &str, kind: u8, attrs: &[KeyValue], bounds: &[f64]) -> Vec<u8> {
+fn series_key(
+    resource: &[u8],
+    name: &str,
+    kind: u8,
+    attrs: &[KeyValue],
+    bounds: &[f64],
+) -> Vec<u8> {
     let mut key = Vec::with_capacity(resource.len() + name.len() + 64);
     key.extend_from_slice(&(resource.len() as u64).to_le_bytes());
     key.extend_from_slice(resource);
@@ -841,14 +925,22 @@ pub fn count_points(batch: &ResourceMetrics) -> u64 {
 pub fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
 
 /// The string form of an attribute value (for matching service and model names).
 pub fn attr_string<'a>(attrs: &'a [KeyValue], key: &str) -> Option<std::borrow::Cow<'a, str>> {
-    let value = attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()?;
+    let value = attrs
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?;
     Some(match value {
         any_value::Value::StringValue(s) => std::borrow::Cow::Borrowed(s.as_str()),
         any_value::Value::IntValue(i) => std::borrow::Cow::Owned(i.to_string()),
@@ -862,7 +954,12 @@ pub fn attr_string<'a>(attrs: &'a [KeyValue], key: &str) -> Option<std::borrow::
 mod tests {
     use super::*;
 
-    fn hist_point(start: u64, counts: Vec<u64>, sum: f64, attrs: Vec<KeyValue>) -> HistogramDataPoint {
+    fn hist_point(
+        start: u64,
+        counts: Vec<u64>,
+        sum: f64,
+        attrs: Vec<KeyValue>,
+    ) -> HistogramDataPoint {
         HistogramDataPoint {
             attributes: attrs,
             start_time_unix_nano: start,
@@ -877,8 +974,14 @@ mod tests {
 
     fn batch(service: &str, metric: Metric) -> ResourceMetrics {
         ResourceMetrics {
-            resource: Some(Resource { attributes: vec![kv_str("service.name", service)], ..Default::default() }),
-            scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", service)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![metric],
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -887,7 +990,10 @@ mod tests {
         Metric {
             name: "inference.prediction.confidence".into(),
             unit: "1".into(),
-            data: Some(Data::Histogram(Histogram { data_points: points, aggregation_temporality: temporality as i32 })),
+            data: Some(Data::Histogram(Histogram {
+                data_points: points,
+                aggregation_temporality: temporality as i32,
+            })),
             ..Default::default()
         }
     }
@@ -906,8 +1012,24 @@ mod tests {
     #[test]
     fn delta_histograms_merge_bucket_by_bucket_and_resource_is_enriched() {
         let mut agg = Aggregator::new(vec![kv_str("host.name", "node-1")], 100, 1_000);
-        let m = |c| histogram(AggregationTemporality::Delta, vec![hist_point(1_000, c, 0.5, vec![kv_str("model.name", "resnet")])]);
-        assert_eq!(agg.ingest(&batch("svc", m(vec![1, 2, 3])), &no_rename), Ingested { accepted: 1, shed: 0 });
+        let m = |c| {
+            histogram(
+                AggregationTemporality::Delta,
+                vec![hist_point(
+                    1_000,
+                    c,
+                    0.5,
+                    vec![kv_str("model.name", "resnet")],
+                )],
+            )
+        };
+        assert_eq!(
+            agg.ingest(&batch("svc", m(vec![1, 2, 3])), &no_rename),
+            Ingested {
+                accepted: 1,
+                shed: 0
+            }
+        );
         agg.ingest(&batch("svc", m(vec![0, 1, 4])), &no_rename);
         let out = agg.flush(2_000);
         assert_eq!(out.len(), 1);
@@ -917,19 +1039,34 @@ mod tests {
         assert_eq!(p.count, 11);
         assert_eq!(p.sum, Some(1.0));
         assert_eq!((p.start_time_unix_nano, p.time_unix_nano), (1_000, 2_000));
-        let attrs = &out[0].resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+        let attrs = &out[0]
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.clone())
+            .unwrap_or_default();
         assert_eq!(attr_string(attrs, "host.name").as_deref(), Some("node-1"));
         assert_eq!(attr_string(attrs, "service.name").as_deref(), Some("svc"));
-        assert!(agg.flush(3_000).is_empty(), "a flushed interval starts empty");
+        assert!(
+            agg.flush(3_000).is_empty(),
+            "a flushed interval starts empty"
+        );
     }
 
     #[test]
     fn cumulative_histograms_become_increments_with_resets() {
         let mut agg = Aggregator::new(vec![], 100, 1_000);
-        let m = |start, c: Vec<u64>, sum| histogram(AggregationTemporality::Cumulative, vec![hist_point(start, c, sum, vec![])]);
+        let m = |start, c: Vec<u64>, sum| {
+            histogram(
+                AggregationTemporality::Cumulative,
+                vec![hist_point(start, c, sum, vec![])],
+            )
+        };
         // Started after the agent: the first point counts whole.
         agg.ingest(&batch("svc", m(1_500, vec![1, 1, 0], 0.1)), &no_rename);
-        assert_eq!(only_histogram(&agg.flush(2_000)).bucket_counts, vec![1, 1, 0]);
+        assert_eq!(
+            only_histogram(&agg.flush(2_000)).bucket_counts,
+            vec![1, 1, 0]
+        );
         agg.ingest(&batch("svc", m(1_500, vec![3, 1, 2], 0.5)), &no_rename);
         let out = agg.flush(3_000);
         let p = only_histogram(&out);
@@ -937,7 +1074,10 @@ mod tests {
         assert!((p.sum.unwrap_or_default() - 0.4).abs() < 1e-12);
         // Restart of the service: new start time, counts from zero again.
         agg.ingest(&batch("svc", m(2_500, vec![0, 1, 0], 0.05)), &no_rename);
-        assert_eq!(only_histogram(&agg.flush(4_000)).bucket_counts, vec![0, 1, 0]);
+        assert_eq!(
+            only_histogram(&agg.flush(4_000)).bucket_counts,
+            vec![0, 1, 0]
+        );
     }
 
     #[test]
@@ -946,7 +1086,11 @@ mod tests {
         let counter = |v: i64| Metric {
             name: "inference.feedback".into(),
             data: Some(Data::Sum(Sum {
-                data_points: vec![NumberDataPoint { start_time_unix_nano: 0, value: Some(number_data_point::Value::AsInt(v)), ..Default::default() }],
+                data_points: vec![NumberDataPoint {
+                    start_time_unix_nano: 0,
+                    value: Some(number_data_point::Value::AsInt(v)),
+                    ..Default::default()
+                }],
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
                 is_monotonic: true,
             })),
@@ -959,15 +1103,24 @@ mod tests {
         let out = agg.flush(3_000);
         match &out[0].scope_metrics[0].metrics[0].data {
             Some(Data::Sum(s)) => {
-                assert_eq!(s.aggregation_temporality, AggregationTemporality::Delta as i32);
-                assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(35)));
+                assert_eq!(
+                    s.aggregation_temporality,
+                    AggregationTemporality::Delta as i32
+                );
+                assert_eq!(
+                    s.data_points[0].value,
+                    Some(number_data_point::Value::AsInt(35))
+                );
             }
             other => panic!("{other:?}"),
         }
         // A counter going down is a reset: the new value is all increment.
         agg.ingest(&batch("svc", counter(7)), &no_rename);
         match &agg.flush(4_000)[0].scope_metrics[0].metrics[0].data {
-            Some(Data::Sum(s)) => assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(7))),
+            Some(Data::Sum(s)) => assert_eq!(
+                s.data_points[0].value,
+                Some(number_data_point::Value::AsInt(7))
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -977,7 +1130,15 @@ mod tests {
         let mut agg = Aggregator::new(vec![], 100, 0);
         let meta = MetricMeta::new("inference.request.duration", "s");
         for v in [0.005, 0.01, 0.05, 0.2] {
-            agg.observe(&[], &meta, vec![], Observation::Histogram { bounds: &[0.01, 0.1], value: v });
+            agg.observe(
+                &[],
+                &meta,
+                vec![],
+                Observation::Histogram {
+                    bounds: &[0.01, 0.1],
+                    value: v,
+                },
+            );
         }
         let out = agg.flush(10);
         let p = only_histogram(&out);
@@ -990,7 +1151,12 @@ mod tests {
         let mut agg = Aggregator::new(vec![], 2, 0);
         let meta = MetricMeta::new("inference.requests", "{request}");
         let obs = |agg: &mut Aggregator, model: &str| {
-            agg.observe(&[], &meta, vec![kv_str("model.name", model)], Observation::Count(1))
+            agg.observe(
+                &[],
+                &meta,
+                vec![kv_str("model.name", model)],
+                Observation::Count(1),
+            )
         };
         assert_eq!(obs(&mut agg, "a").shed, 0);
         assert_eq!(obs(&mut agg, "b").shed, 0);
@@ -1008,7 +1174,10 @@ mod tests {
         let mut agg = Aggregator::new(vec![], 100, 1_000);
         let rename = |m: &Metric| (m.name == "b").then(|| (MetricMeta::new("a", "1"), 1.0));
         let push = |agg: &mut Aggregator, name: &str, counts: Vec<u64>| {
-            let mut m = histogram(AggregationTemporality::Cumulative, vec![hist_point(1_500, counts, 1.0, vec![])]);
+            let mut m = histogram(
+                AggregationTemporality::Cumulative,
+                vec![hist_point(1_500, counts, 1.0, vec![])],
+            );
             m.name = name.into();
             agg.ingest(&batch("svc", m), &rename);
         };
@@ -1023,13 +1192,22 @@ mod tests {
     #[test]
     fn rename_scales_bounds_and_sum() {
         let mut agg = Aggregator::new(vec![], 100, 0);
-        let mut metric = histogram(AggregationTemporality::Delta, vec![hist_point(0, vec![1, 0, 0], 5.0, vec![])]);
+        let mut metric = histogram(
+            AggregationTemporality::Delta,
+            vec![hist_point(0, vec![1, 0, 0], 5.0, vec![])],
+        );
         metric.name = "http.server.duration".into();
         metric.unit = "ms".into();
-        let rename = |m: &Metric| (m.name == "http.server.duration").then(|| (MetricMeta::new("inference.request.duration", "s"), 0.001));
+        let rename = |m: &Metric| {
+            (m.name == "http.server.duration")
+                .then(|| (MetricMeta::new("inference.request.duration", "s"), 0.001))
+        };
         agg.ingest(&batch("svc", metric), &rename);
         let out = agg.flush(1);
-        assert_eq!(out[0].scope_metrics[0].metrics[0].name, "inference.request.duration");
+        assert_eq!(
+            out[0].scope_metrics[0].metrics[0].name,
+            "inference.request.duration"
+        );
         let p = only_histogram(&out);
         assert_eq!(p.explicit_bounds, vec![0.01 * 0.001, 0.1 * 0.001]);
         assert_eq!(p.sum, Some(0.005));

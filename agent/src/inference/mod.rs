@@ -126,14 +126,20 @@ pub fn spawn(cfg: &InferenceConfig, ctx: InferenceContext) -> Result<(), Inferen
 
 /// The counters of the room started by the last [`spawn`], for the core's `/metrics`.
 pub fn stats() -> Option<Arc<InferenceStats>> {
-    LATEST_STATS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    LATEST_STATS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 /// Messages to the aggregator task.
 #[derive(Debug)]
 pub(crate) enum Work {
     /// Batches to fold in; the reply, when asked, says how many points were shed.
-    Batches { batches: Vec<ResourceMetrics>, reply: Option<oneshot::Sender<Ingested>> },
+    Batches {
+        batches: Vec<ResourceMetrics>,
+        reply: Option<oneshot::Sender<Ingested>>,
+    },
 }
 
 /// The sending side of the work queue, shared by receivers, scrapers and probes.
@@ -146,7 +152,11 @@ pub(crate) struct WorkQueue {
 impl WorkQueue {
     /// Queue batches without waiting; `false` when the queue is full (the caller counts what
     /// it sheds, in its own unit: points or spans).
-    pub(crate) fn offer(&self, batches: Vec<ResourceMetrics>, reply: Option<oneshot::Sender<Ingested>>) -> bool {
+    pub(crate) fn offer(
+        &self,
+        batches: Vec<ResourceMetrics>,
+        reply: Option<oneshot::Sender<Ingested>>,
+    ) -> bool {
         self.tx.try_send(Work::Batches { batches, reply }).is_ok()
     }
 
@@ -165,7 +175,10 @@ fn queue_capacity(cfg: &ReceiverConfig) -> usize {
 }
 
 /// Like [`spawn`], returning the bound addresses and counters (tests, benchmarks).
-pub fn start(cfg: &InferenceConfig, ctx: InferenceContext) -> Result<InferenceHandle, InferenceError> {
+pub fn start(
+    cfg: &InferenceConfig,
+    ctx: InferenceContext,
+) -> Result<InferenceHandle, InferenceError> {
     let problems = cfg.validate();
     if !problems.is_empty() {
         return Err(InferenceError::Config(problems));
@@ -175,7 +188,10 @@ pub fn start(cfg: &InferenceConfig, ctx: InferenceContext) -> Result<InferenceHa
     }
     let stats = Arc::new(InferenceStats::default());
     let (tx, rx) = mpsc::channel(queue_capacity(&cfg.receiver));
-    let queue = WorkQueue { tx, stats: Arc::clone(&stats) };
+    let queue = WorkQueue {
+        tx,
+        stats: Arc::clone(&stats),
+    };
 
     let mut receiver_cfg = cfg.receiver.clone();
     if let Some(addr) = ctx.otlp_grpc_listen {
@@ -204,17 +220,30 @@ pub fn start(cfg: &InferenceConfig, ctx: InferenceContext) -> Result<InferenceHa
     receivers.spawn(&ctx.tasks, ctx.shutdown.clone());
     for scraper in scrapers {
         let span = info_span!("scrape", target = %scraper.name());
-        ctx.tasks.spawn(scraper.run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone()).instrument(span));
+        ctx.tasks.spawn(
+            scraper
+                .run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone())
+                .instrument(span),
+        );
     }
     for prober in probes {
         let span = info_span!("probe", probe = %prober.name());
-        ctx.tasks.spawn(prober.run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone()).instrument(span));
+        ctx.tasks.spawn(
+            prober
+                .run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone())
+                .instrument(span),
+        );
     }
     let map_http = receiver_cfg.map_http_server_duration;
-    let aggregator = Aggregator::new(ctx.node_resource.clone(), receiver_cfg.max_series, now_unix_nanos());
+    let aggregator = Aggregator::new(
+        ctx.node_resource.clone(),
+        receiver_cfg.max_series,
+        now_unix_nanos(),
+    );
     let tasks = ctx.tasks.clone();
     tasks.spawn(
-        run_aggregator(aggregator, rx, map_http, ctx, Arc::clone(&stats)).instrument(info_span!("inference")),
+        run_aggregator(aggregator, rx, map_http, ctx, Arc::clone(&stats))
+            .instrument(info_span!("inference")),
     );
     info!(grpc = %handle.grpc_addr, http = %handle.http_addr, "Inference receivers listening.");
     Ok(handle)
@@ -236,7 +265,8 @@ async fn run_aggregator(
     stats: Arc<InferenceStats>,
 ) {
     let rename = move |m: &Metric| spans::rename_metric(m, map_http);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + ctx.interval, ctx.interval);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + ctx.interval, ctx.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut exported = InferenceStatsSnapshot::default();
     let started = now_unix_nanos();
@@ -276,7 +306,14 @@ async fn run_aggregator(
         }
         drop(reply);
     }
-    flush(&mut aggregator, &ctx, &stats, &mut exported, last_flush, now_unix_nanos());
+    flush(
+        &mut aggregator,
+        &ctx,
+        &stats,
+        &mut exported,
+        last_flush,
+        now_unix_nanos(),
+    );
     info!("Inference aggregator stopped.");
 }
 
@@ -293,7 +330,13 @@ fn flush(
         ctx.outbox.push(batch);
     }
     let current = stats.snapshot();
-    ctx.outbox.push(stats_batch(&ctx.node_resource, exported, &current, start, now));
+    ctx.outbox.push(stats_batch(
+        &ctx.node_resource,
+        exported,
+        &current,
+        start,
+        now,
+    ));
     *exported = current;
 }
 
@@ -329,13 +372,18 @@ fn stats_batch(
         })
         .collect();
     ResourceMetrics {
-        resource: Some(Resource { attributes: node_resource.to_vec(), ..Default::default() }),
+        resource: Some(Resource {
+            attributes: node_resource.to_vec(),
+            ..Default::default()
+        }),
         scope_metrics: vec![ScopeMetrics {
-            scope: Some(opentelemetry_proto::tonic::common::v1::InstrumentationScope {
-                name: aggregate::SCOPE_NAME.to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                ..Default::default()
-            }),
+            scope: Some(
+                opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                    name: aggregate::SCOPE_NAME.to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    ..Default::default()
+                },
+            ),
             metrics,
             ..Default::default()
         }],
@@ -356,7 +404,10 @@ pub(crate) fn log_transition(name: &str, was_up: &mut Option<bool>, up: bool, de
 }
 
 /// Sleep `period`, or return `false` when shutdown fires first.
-pub(crate) async fn sleep_or_shutdown(period: Duration, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+pub(crate) async fn sleep_or_shutdown(
+    period: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => false,
         () = tokio::time::sleep(period) => true,

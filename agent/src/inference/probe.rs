@@ -55,20 +55,31 @@ pub(crate) struct Prober {
 
 impl Prober {
     /// Build the client and read the body file now, so a missing file fails at start.
-    pub(crate) fn new(cfg: &ProbeConfig, default_interval: Duration) -> Result<Self, InferenceError> {
+    pub(crate) fn new(
+        cfg: &ProbeConfig,
+        default_interval: Duration,
+    ) -> Result<Self, InferenceError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .build()
-            .map_err(|source| InferenceError::HttpClient { what: format!("probe {}", cfg.name), source })?;
+            .map_err(|source| InferenceError::HttpClient {
+                what: format!("probe {}", cfg.name),
+                source,
+            })?;
         let body = match &cfg.body_file {
-            Some(path) => Some(bytes::Bytes::from(std::fs::read(path).map_err(|source| {
-                InferenceError::ProbeBody { probe: cfg.name.clone(), path: path.clone(), source }
-            })?)),
+            Some(path) => Some(bytes::Bytes::from(std::fs::read(path).map_err(
+                |source| InferenceError::ProbeBody {
+                    probe: cfg.name.clone(),
+                    path: path.clone(),
+                    source,
+                },
+            )?)),
             None => None,
         };
         // Validation has checked method and headers; anything still invalid is skipped.
-        let method = reqwest::Method::from_bytes(cfg.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let method =
+            reqwest::Method::from_bytes(cfg.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &cfg.headers {
             if let (Ok(n), Ok(v)) = (
@@ -78,7 +89,14 @@ impl Prober {
                 headers.insert(n, v);
             }
         }
-        Ok(Self { cfg: cfg.clone(), interval: cfg.interval.unwrap_or(default_interval), client, method, headers, body })
+        Ok(Self {
+            cfg: cfg.clone(),
+            interval: cfg.interval.unwrap_or(default_interval),
+            client,
+            method,
+            headers,
+            body,
+        })
     }
 
     /// The probe's name.
@@ -87,7 +105,12 @@ impl Prober {
     }
 
     /// Probe every interval until shutdown.
-    pub(crate) async fn run(self, queue: WorkQueue, stats: Arc<InferenceStats>, shutdown: CancellationToken) {
+    pub(crate) async fn run(
+        self,
+        queue: WorkQueue,
+        stats: Arc<InferenceStats>,
+        shutdown: CancellationToken,
+    ) {
         let mut was_up = None;
         loop {
             let outcome = tokio::select! {
@@ -110,7 +133,10 @@ impl Prober {
 
     /// Send the request once. Latency is measured on tokio's clock.
     pub(crate) async fn probe_once(&self) -> ProbeOutcome {
-        let mut request = self.client.request(self.method.clone(), &self.cfg.url).headers(self.headers.clone());
+        let mut request = self
+            .client
+            .request(self.method.clone(), &self.cfg.url)
+            .headers(self.headers.clone());
         if let Some(body) = &self.body {
             request = request.body(body.clone());
         }
@@ -133,7 +159,10 @@ impl Prober {
         if let Err(e) = response.bytes().await {
             return classify(e);
         }
-        ProbeOutcome::Response { status, latency: started.elapsed() }
+        ProbeOutcome::Response {
+            status,
+            latency: started.elapsed(),
+        }
     }
 }
 
@@ -163,15 +192,30 @@ pub fn outcome_batch(cfg: &ProbeConfig, outcome: &ProbeOutcome, now: u64) -> Res
             &resource,
             &MetricMeta::new(PROBE_DURATION, "s"),
             a,
-            Observation::Histogram { bounds: &DEFAULT_LATENCY_BUCKETS, value: latency.as_secs_f64() },
+            Observation::Histogram {
+                bounds: &DEFAULT_LATENCY_BUCKETS,
+                value: latency.as_secs_f64(),
+            },
         );
     }
     let mut a = attrs;
-    a.push(kv_str("outcome", if error_type.is_none() { "success" } else { "failure" }));
+    a.push(kv_str(
+        "outcome",
+        if error_type.is_none() {
+            "success"
+        } else {
+            "failure"
+        },
+    ));
     if let Some(e) = error_type {
         a.push(kv_str("error.type", e));
     }
     a.sort_by(|x, y| x.key.cmp(&y.key));
-    local.observe(&resource, &MetricMeta::new(PROBE_REQUESTS, "{request}"), a, Observation::Count(1));
+    local.observe(
+        &resource,
+        &MetricMeta::new(PROBE_REQUESTS, "{request}"),
+        a,
+        Observation::Count(1),
+    );
     local.flush(now).into_iter().next().unwrap_or_default()
 }

@@ -40,7 +40,10 @@ pub struct Sample {
 impl Sample {
     /// The value of label `key`.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -94,14 +97,19 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
     let mut exposition = Exposition::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
-        let err = |message: &str| ParseError { line: i + 1, message: message.to_owned() };
+        let err = |message: &str| ParseError {
+            line: i + 1,
+            message: message.to_owned(),
+        };
         if line.is_empty() {
             continue;
         }
         if let Some(comment) = line.strip_prefix('#') {
             let mut words = comment.split_whitespace();
             if words.next() == Some("TYPE") {
-                let name = words.next().ok_or_else(|| err("TYPE without a metric name"))?;
+                let name = words
+                    .next()
+                    .ok_or_else(|| err("TYPE without a metric name"))?;
                 let kind = match words.next() {
                     Some("counter") => FamilyType::Counter,
                     Some("gauge") => FamilyType::Gauge,
@@ -114,7 +122,9 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
             }
             continue;
         }
-        exposition.samples.push(parse_sample(line).map_err(|m| err(&m))?);
+        exposition
+            .samples
+            .push(parse_sample(line).map_err(|m| err(&m))?);
     }
     Ok(exposition)
 }
@@ -142,12 +152,17 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     let value = fields.next().ok_or("expected a value")?;
     let value = parse_float(value).ok_or_else(|| format!("invalid value {value:?}"))?;
     if let Some(ts) = fields.next() {
-        ts.parse::<i64>().map_err(|_| format!("invalid timestamp {ts:?}"))?;
+        ts.parse::<i64>()
+            .map_err(|_| format!("invalid timestamp {ts:?}"))?;
     }
     if fields.next().is_some() {
         return Err("unexpected text after the timestamp".to_owned());
     }
-    Ok(Sample { name: name.to_owned(), labels, value })
+    Ok(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
 }
 
 /// Parse `a="x",b="y"}` and return what follows the closing brace.
@@ -157,13 +172,18 @@ fn parse_labels<'a>(mut s: &'a str, labels: &mut Vec<(String, String)>) -> Resul
         if let Some(after) = s.strip_prefix('}') {
             return Ok(after);
         }
-        let name_end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
+        let name_end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
         let name = &s[..name_end];
         if name.is_empty() {
             return Err("expected a label name".to_owned());
         }
         s = s[name_end..].trim_start();
-        s = s.strip_prefix('=').ok_or("expected '=' after a label name")?.trim_start();
+        s = s
+            .strip_prefix('=')
+            .ok_or("expected '=' after a label name")?
+            .trim_start();
         s = s.strip_prefix('"').ok_or("expected a quoted label value")?;
         let mut value = String::new();
         let mut chars = s.char_indices();
@@ -199,7 +219,8 @@ fn parse_float(s: &str) -> Option<f64> {
 }
 
 fn sorted_without(labels: &[(String, String)], skip: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = labels.iter().filter(|(k, _)| k != skip).cloned().collect();
+    let mut out: Vec<(String, String)> =
+        labels.iter().filter(|(k, _)| k != skip).cloned().collect();
     out.sort();
     out
 }
@@ -218,10 +239,21 @@ impl Exposition {
         let mut by_labels: HashMap<Vec<(String, String)>, PromHistogram> = HashMap::new();
         for s in &self.samples {
             let labels = sorted_without(&s.labels, "le");
-            let entry = || PromHistogram { labels: labels.clone(), buckets: Vec::new(), sum: 0.0, count: 0.0 };
+            let entry = || PromHistogram {
+                labels: labels.clone(),
+                buckets: Vec::new(),
+                sum: 0.0,
+                count: 0.0,
+            };
             if s.name == bucket {
-                let Some(le) = s.label("le").and_then(parse_float) else { continue };
-                by_labels.entry(labels.clone()).or_insert_with(entry).buckets.push((le, s.value));
+                let Some(le) = s.label("le").and_then(parse_float) else {
+                    continue;
+                };
+                by_labels
+                    .entry(labels.clone())
+                    .or_insert_with(entry)
+                    .buckets
+                    .push((le, s.value));
             } else if s.name == sum {
                 by_labels.entry(labels.clone()).or_insert_with(entry).sum = s.value;
             } else if s.name == count {
@@ -247,10 +279,21 @@ impl Exposition {
         let mut by_labels: HashMap<Vec<(String, String)>, PromSummary> = HashMap::new();
         for s in &self.samples {
             let labels = sorted_without(&s.labels, "quantile");
-            let entry = || PromSummary { labels: labels.clone(), quantiles: Vec::new(), sum: 0.0, count: 0.0 };
+            let entry = || PromSummary {
+                labels: labels.clone(),
+                quantiles: Vec::new(),
+                sum: 0.0,
+                count: 0.0,
+            };
             if s.name == family {
-                let Some(q) = s.label("quantile").and_then(parse_float) else { continue };
-                by_labels.entry(labels.clone()).or_insert_with(entry).quantiles.push((q, s.value));
+                let Some(q) = s.label("quantile").and_then(parse_float) else {
+                    continue;
+                };
+                by_labels
+                    .entry(labels.clone())
+                    .or_insert_with(entry)
+                    .quantiles
+                    .push((q, s.value));
             } else if s.name == sum {
                 by_labels.entry(labels.clone()).or_insert_with(entry).sum = s.value;
             } else if s.name == count {
@@ -290,9 +333,18 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_their_line() {
-        assert_eq!(parse("ok 1\nbad{a=\"x} 1\n").unwrap_err().line, 2);
-        assert_eq!(parse("x{a=b} 1").unwrap_err().message, "expected a quoted label value");
-        assert_eq!(parse("x 1 2 3").unwrap_err().message, "unexpected text after the timestamp");
+        assert_eq!(
+            parse("ok 1\nbad{a=\"x} 1\n").expect_err("must fail").line,
+            2
+        );
+        assert_eq!(
+            parse("x{a=b} 1").expect_err("must fail").message,
+            "expected a quoted label value"
+        );
+        assert_eq!(
+            parse("x 1 2 3").expect_err("must fail").message,
+            "unexpected text after the timestamp"
+        );
         assert!(parse("x one").is_err());
     }
 
@@ -305,7 +357,10 @@ mod tests {
         let h = exp.histograms("h");
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].labels, vec![("m".to_owned(), "a".to_owned())]);
-        assert_eq!(h[0].buckets, vec![(0.01, 0.0), (0.1, 1.0), (f64::INFINITY, 3.0)]);
+        assert_eq!(
+            h[0].buckets,
+            vec![(0.01, 0.0), (0.1, 1.0), (f64::INFINITY, 3.0)]
+        );
         assert_eq!((h[0].sum, h[0].count), (0.7, 3.0));
         let s = exp.summaries("s");
         assert_eq!(s[0].quantiles, vec![(0.5, 10.0), (0.9, 12.0)]);

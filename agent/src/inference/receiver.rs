@@ -51,8 +51,15 @@ struct Ingress {
 }
 
 impl Ingress {
-    async fn metrics(&self, req: ExportMetricsServiceRequest) -> Result<ExportMetricsServiceResponse, Refusal> {
-        let points: u64 = req.resource_metrics.iter().map(super::aggregate::count_points).sum();
+    async fn metrics(
+        &self,
+        req: ExportMetricsServiceRequest,
+    ) -> Result<ExportMetricsServiceResponse, Refusal> {
+        let points: u64 = req
+            .resource_metrics
+            .iter()
+            .map(super::aggregate::count_points)
+            .sum();
         InferenceStats::add(&self.stats.points_received, points);
         if points == 0 {
             return Ok(ExportMetricsServiceResponse::default());
@@ -74,7 +81,10 @@ impl Ingress {
         Ok(ExportMetricsServiceResponse { partial_success })
     }
 
-    fn traces(&self, req: &ExportTraceServiceRequest) -> Result<ExportTraceServiceResponse, Refusal> {
+    fn traces(
+        &self,
+        req: &ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, Refusal> {
         let derived = spans::derive(req, &self.cfg, now_unix_nanos());
         InferenceStats::add(&self.stats.spans_received, derived.spans);
         if derived.batches.is_empty() {
@@ -91,7 +101,9 @@ impl Ingress {
 
 fn grpc_status(refusal: Refusal) -> tonic::Status {
     match refusal {
-        Refusal::Busy => tonic::Status::resource_exhausted("agent busy: inference work queue full, retry later"),
+        Refusal::Busy => {
+            tonic::Status::resource_exhausted("agent busy: inference work queue full, retry later")
+        }
         Refusal::Stopped => tonic::Status::unavailable("agent shutting down"),
     }
 }
@@ -102,7 +114,10 @@ impl MetricsService for Ingress {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics(request.into_inner()).await.map(tonic::Response::new).map_err(grpc_status)
+        self.metrics(request.into_inner())
+            .await
+            .map(tonic::Response::new)
+            .map_err(grpc_status)
     }
 }
 
@@ -112,7 +127,9 @@ impl TraceService for Ingress {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces(request.get_ref()).map(tonic::Response::new).map_err(grpc_status)
+        self.traces(request.get_ref())
+            .map(tonic::Response::new)
+            .map_err(grpc_status)
     }
 }
 
@@ -129,9 +146,17 @@ pub(crate) struct Receivers {
 
 impl Receivers {
     /// Bind both addresses now, so a port in use is an error at start, not a log line later.
-    pub(crate) fn bind(cfg: &ReceiverConfig, queue: WorkQueue, stats: Arc<InferenceStats>) -> Result<Self, InferenceError> {
+    pub(crate) fn bind(
+        cfg: &ReceiverConfig,
+        queue: WorkQueue,
+        stats: Arc<InferenceStats>,
+    ) -> Result<Self, InferenceError> {
         let bind = |protocol: &'static str, addr: SocketAddr| {
-            let err = |source| InferenceError::Bind { protocol, addr, source };
+            let err = |source| InferenceError::Bind {
+                protocol,
+                addr,
+                source,
+            };
             let std_listener = std::net::TcpListener::bind(addr).map_err(err)?;
             std_listener.set_nonblocking(true).map_err(err)?;
             let listener = tokio::net::TcpListener::from_std(std_listener).map_err(err)?;
@@ -140,20 +165,38 @@ impl Receivers {
         };
         let (grpc, grpc_addr) = bind("gRPC", cfg.grpc_listen)?;
         let (http, http_addr) = bind("HTTP", cfg.http_listen)?;
-        Ok(Self { grpc, http, ingress: Ingress { queue, stats, cfg: Arc::new(cfg.clone()) }, grpc_addr, http_addr })
+        Ok(Self {
+            grpc,
+            http,
+            ingress: Ingress {
+                queue,
+                stats,
+                cfg: Arc::new(cfg.clone()),
+            },
+            grpc_addr,
+            http_addr,
+        })
     }
 
     /// Serve until `shutdown`.
     pub(crate) fn spawn(self, tasks: &TaskTracker, shutdown: CancellationToken) {
         let max_body = self.ingress.cfg.max_body_bytes;
         let grpc_router = tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(self.ingress.clone()).max_decoding_message_size(max_body))
-            .add_service(TraceServiceServer::new(self.ingress.clone()).max_decoding_message_size(max_body));
-        let incoming = tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+            .add_service(
+                MetricsServiceServer::new(self.ingress.clone()).max_decoding_message_size(max_body),
+            )
+            .add_service(
+                TraceServiceServer::new(self.ingress.clone()).max_decoding_message_size(max_body),
+            );
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let stop = shutdown.clone();
         tasks.spawn(
             async move {
-                if let Err(error) = grpc_router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
+                if let Err(error) = grpc_router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
                     warn!(%error, "OTLP gRPC receiver stopped with an error.");
                 }
             }
@@ -168,7 +211,10 @@ impl Receivers {
         let listener = self.http;
         tasks.spawn(
             async move {
-                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+                if let Err(error) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+                {
                     warn!(%error, "OTLP HTTP receiver stopped with an error.");
                 }
             }
@@ -194,26 +240,42 @@ impl Encoding {
 }
 
 /// Check headers and pick the encoding, or the error response to send.
+// The error is the response itself, returned once per refused request: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 fn http_encoding(headers: &HeaderMap, stats: &InferenceStats) -> Result<Encoding, Response> {
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
         if encoding.as_bytes() != b"identity" {
             InferenceStats::add(&stats.requests_malformed, 1);
-            return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Encoding: send uncompressed OTLP").into_response());
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported Content-Encoding: send uncompressed OTLP",
+            )
+                .into_response());
         }
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     match essence {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
         _ => {
             InferenceStats::add(&stats.requests_malformed, 1);
-            Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/x-protobuf or application/json").into_response())
+            Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/x-protobuf or application/json",
+            )
+                .into_response())
         }
     }
 }
 
-fn decode<T: Message + Default + serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, String> {
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, String> {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| e.to_string()),
         Encoding::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
@@ -231,12 +293,23 @@ fn encode<T: Message + serde::Serialize>(encoding: Encoding, message: &T) -> Res
 fn http_refusal(refusal: Refusal) -> Response {
     match refusal {
         // OTLP/HTTP: 429 and 503 are retryable; Retry-After paces the exporter.
-        Refusal::Busy => (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "agent busy: retry later").into_response(),
-        Refusal::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "agent shutting down").into_response(),
+        Refusal::Busy => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "agent busy: retry later",
+        )
+            .into_response(),
+        Refusal::Stopped => {
+            (StatusCode::SERVICE_UNAVAILABLE, "agent shutting down").into_response()
+        }
     }
 }
 
-fn body_or_reject(body: Result<Bytes, axum::extract::rejection::BytesRejection>, stats: &InferenceStats) -> Result<Bytes, Response> {
+#[allow(clippy::result_large_err)]
+fn body_or_reject(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    stats: &InferenceStats,
+) -> Result<Bytes, Response> {
     body.map_err(|rejection| {
         InferenceStats::add(&stats.requests_malformed, 1);
         rejection.into_response()
@@ -260,7 +333,11 @@ async fn http_metrics(
         Ok(r) => r,
         Err(error) => {
             InferenceStats::add(&ingress.stats.requests_malformed, 1);
-            return (StatusCode::BAD_REQUEST, format!("malformed OTLP metrics request: {error}")).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed OTLP metrics request: {error}"),
+            )
+                .into_response();
         }
     };
     match ingress.metrics(request).await {
@@ -286,7 +363,11 @@ async fn http_traces(
         Ok(r) => r,
         Err(error) => {
             InferenceStats::add(&ingress.stats.requests_malformed, 1);
-            return (StatusCode::BAD_REQUEST, format!("malformed OTLP traces request: {error}")).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("malformed OTLP traces request: {error}"),
+            )
+                .into_response();
         }
     };
     match ingress.traces(&request) {

@@ -16,8 +16,8 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, metric::Data,
-    number_data_point, summary_data_point::ValueAtQuantile,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio_util::sync::CancellationToken;
@@ -42,13 +42,23 @@ pub(crate) struct Scraper {
 
 impl Scraper {
     /// Build the client; the interval falls back to the agent's.
-    pub(crate) fn new(cfg: &ScrapeConfig, default_interval: Duration) -> Result<Self, InferenceError> {
+    pub(crate) fn new(
+        cfg: &ScrapeConfig,
+        default_interval: Duration,
+    ) -> Result<Self, InferenceError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .build()
-            .map_err(|source| InferenceError::HttpClient { what: format!("scrape {}", cfg.name), source })?;
-        Ok(Self { cfg: cfg.clone(), interval: cfg.interval.unwrap_or(default_interval), client })
+            .map_err(|source| InferenceError::HttpClient {
+                what: format!("scrape {}", cfg.name),
+                source,
+            })?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            interval: cfg.interval.unwrap_or(default_interval),
+            client,
+        })
     }
 
     /// The target's name.
@@ -57,7 +67,12 @@ impl Scraper {
     }
 
     /// Scrape every interval until shutdown.
-    pub(crate) async fn run(self, queue: WorkQueue, stats: Arc<InferenceStats>, shutdown: CancellationToken) {
+    pub(crate) async fn run(
+        self,
+        queue: WorkQueue,
+        stats: Arc<InferenceStats>,
+        shutdown: CancellationToken,
+    ) {
         let mut was_up = None;
         loop {
             let now = now_unix_nanos();
@@ -123,10 +138,16 @@ fn target_batch(cfg: &ScrapeConfig, metrics: Vec<Metric>) -> ResourceMetrics {
     };
     ResourceMetrics {
         resource: Some(Resource {
-            attributes: vec![kv_str("service.name", cfg.name.clone()), kv_str("stoker.scrape.kind", kind)],
+            attributes: vec![
+                kv_str("service.name", cfg.name.clone()),
+                kv_str("stoker.scrape.kind", kind),
+            ],
             ..Default::default()
         }),
-        scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+        scope_metrics: vec![ScopeMetrics {
+            metrics,
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }
@@ -141,7 +162,13 @@ pub fn map_exposition(cfg: &ScrapeConfig, exposition: &Exposition, now: u64) -> 
         ScrapeKind::Prometheus => Vec::new(),
     };
     for family in &cfg.histograms {
-        metrics.push(histogram_family(exposition, family, family, unit_of(family), now));
+        metrics.push(histogram_family(
+            exposition,
+            family,
+            family,
+            unit_of(family),
+            now,
+        ));
     }
     for family in &cfg.summaries {
         metrics.push(summary_family(exposition, family, now));
@@ -195,16 +222,31 @@ fn normalise_labels(labels: &[(String, String)], drop: &[&str]) -> Vec<KeyValue>
 type ModelCounters = BTreeMap<Vec<(String, String)>, BTreeMap<&'static str, f64>>;
 
 /// Sum samples named `name` into `counters[model labels][field]`, over the labels not kept.
-fn collect(exposition: &Exposition, counters: &mut ModelCounters, name: &str, field: &'static str, keep: &[&str]) {
+fn collect(
+    exposition: &Exposition,
+    counters: &mut ModelCounters,
+    name: &str,
+    field: &'static str,
+    keep: &[&str],
+) {
     for s in exposition.samples_named(name) {
-        let mut key: Vec<(String, String)> =
-            s.labels.iter().filter(|(k, _)| keep.contains(&k.as_str())).cloned().collect();
+        let mut key: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .filter(|(k, _)| keep.contains(&k.as_str()))
+            .cloned()
+            .collect();
         key.sort();
         *counters.entry(key).or_default().entry(field).or_insert(0.0) += s.value;
     }
 }
 
-fn counts_histogram(name: &str, unit: &str, points: Vec<(Vec<KeyValue>, f64, f64)>, now: u64) -> Metric {
+fn counts_histogram(
+    name: &str,
+    unit: &str,
+    points: Vec<(Vec<KeyValue>, f64, f64)>,
+    now: u64,
+) -> Metric {
     let data_points = points
         .into_iter()
         .map(|(attributes, count, sum)| {
@@ -292,7 +334,8 @@ fn map_triton(exposition: &Exposition, now: u64) -> Vec<Metric> {
         collect(exposition, &mut c, name, field, &KEEP);
     }
     let mut requests = Vec::new();
-    let (mut request, mut queue, mut compute, mut batch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut request, mut queue, mut compute, mut batch) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (labels, f) in &c {
         let attrs = normalise_labels(labels, &[]);
         let get = |k: &str| f.get(k).copied();
@@ -341,7 +384,9 @@ fn map_torchserve(exposition: &Exposition, now: u64) -> Vec<Metric> {
     let (mut requests, mut request, mut queue) = (Vec::new(), Vec::new(), Vec::new());
     for (labels, f) in &c {
         let attrs = normalise_labels(labels, &[]);
-        let Some(n) = f.get("requests").copied() else { continue };
+        let Some(n) = f.get("requests").copied() else {
+            continue;
+        };
         // TorchServe's counter does not split by outcome, so no `outcome` attribute.
         requests.push((attrs.clone(), n));
         if let Some(us) = f.get("latency_us") {
@@ -360,8 +405,11 @@ fn map_torchserve(exposition: &Exposition, now: u64) -> Vec<Metric> {
 
 fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
     let mut metrics = Vec::new();
-    let mut families: Vec<(&String, &prom_text::FamilyType)> =
-        exposition.types.iter().filter(|(name, _)| name.starts_with("vllm:")).collect();
+    let mut families: Vec<(&String, &prom_text::FamilyType)> = exposition
+        .types
+        .iter()
+        .filter(|(name, _)| name.starts_with("vllm:"))
+        .collect();
     families.sort();
     for (family, kind) in families {
         let otel_name = match family.as_str() {
@@ -372,13 +420,26 @@ fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
         };
         match kind {
             prom_text::FamilyType::Histogram => {
-                metrics.push(histogram_family(exposition, family, &otel_name, unit_of(family), now));
+                metrics.push(histogram_family(
+                    exposition,
+                    family,
+                    &otel_name,
+                    unit_of(family),
+                    now,
+                ));
             }
-            prom_text::FamilyType::Counter if family.trim_end_matches("_total") == "vllm:request_success" => {
+            prom_text::FamilyType::Counter
+                if family.trim_end_matches("_total") == "vllm:request_success" =>
+            {
                 let total = format!("{}_total", family.trim_end_matches("_total"));
                 let points = exposition
                     .samples_named(&total)
-                    .map(|s| (with(&normalise_labels(&s.labels, &[]), "outcome", "success"), s.value))
+                    .map(|s| {
+                        (
+                            with(&normalise_labels(&s.labels, &[]), "outcome", "success"),
+                            s.value,
+                        )
+                    })
                     .collect();
                 metrics.push(counter("inference.requests", "{request}", points, now));
             }
@@ -390,11 +451,22 @@ fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
                     .filter(|s| s.name == *family || s.name == format!("{family}_total"))
                     .map(|s| (normalise_labels(&s.labels, &[]), s.value))
                     .collect();
-                metrics.push(counter(otel_name.trim_end_matches("_total"), "", points, now));
+                metrics.push(counter(
+                    otel_name.trim_end_matches("_total"),
+                    "",
+                    points,
+                    now,
+                ));
             }
             prom_text::FamilyType::Gauge => {
                 for s in exposition.samples_named(family) {
-                    metrics.push(gauge(&otel_name, "", normalise_labels(&s.labels, &[]), s.value, now));
+                    metrics.push(gauge(
+                        &otel_name,
+                        "",
+                        normalise_labels(&s.labels, &[]),
+                        s.value,
+                        now,
+                    ));
                 }
             }
             prom_text::FamilyType::Summary => metrics.push(summary_family(exposition, family, now)),
@@ -405,7 +477,13 @@ fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
 }
 
 /// A Prometheus histogram family as an OTLP cumulative histogram, buckets preserved.
-fn histogram_family(exposition: &Exposition, family: &str, otel_name: &str, unit: &str, now: u64) -> Metric {
+fn histogram_family(
+    exposition: &Exposition,
+    family: &str,
+    otel_name: &str,
+    unit: &str,
+    now: u64,
+) -> Metric {
     let data_points = exposition
         .histograms(family)
         .into_iter()
@@ -456,7 +534,14 @@ fn summary_family(exposition: &Exposition, family: &str, now: u64) -> Metric {
             time_unix_nano: now,
             count: s.count.max(0.0).round() as u64,
             sum: s.sum,
-            quantile_values: s.quantiles.iter().map(|(q, v)| ValueAtQuantile { quantile: *q, value: *v }).collect(),
+            quantile_values: s
+                .quantiles
+                .iter()
+                .map(|(q, v)| ValueAtQuantile {
+                    quantile: *q,
+                    value: *v,
+                })
+                .collect(),
             ..Default::default()
         })
         .collect();

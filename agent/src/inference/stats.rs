@@ -81,7 +81,10 @@ impl InferenceStats {
         use std::fmt::Write;
         for (name, help, value) in self.snapshot().named() {
             let prom = name.replace('.', "_") + "_total";
-            let _ = writeln!(out, "# HELP {prom} {help}\n# TYPE {prom} counter\n{prom} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {prom} {help}\n# TYPE {prom} counter\n{prom} {value}"
+            );
         }
     }
 }
@@ -90,16 +93,56 @@ impl InferenceStatsSnapshot {
     /// `(OTLP name, description, value)` for every counter.
     pub fn named(&self) -> [(&'static str, &'static str, u64); 10] {
         [
-            ("stoker.agent.inference.spans.received", "Spans received by the local OTLP receivers.", self.spans_received),
-            ("stoker.agent.inference.points.received", "Metric data points received by the local OTLP receivers.", self.points_received),
-            ("stoker.agent.inference.spans.shed", "Spans refused because the receiver was over capacity.", self.spans_shed),
-            ("stoker.agent.inference.points.shed", "Data points refused because the receiver was over capacity.", self.points_shed),
-            ("stoker.agent.inference.requests.refused", "OTLP requests refused as retryable (too many in flight).", self.requests_refused),
-            ("stoker.agent.inference.requests.malformed", "OTLP requests rejected as malformed.", self.requests_malformed),
-            ("stoker.agent.inference.scrapes", "Successful scrapes of model servers.", self.scrapes),
-            ("stoker.agent.inference.scrape.failures", "Failed scrapes of model servers.", self.scrape_failures),
-            ("stoker.agent.inference.probes", "Probe requests sent.", self.probes),
-            ("stoker.agent.inference.probe.failures", "Probe requests that failed.", self.probe_failures),
+            (
+                "stoker.agent.inference.spans.received",
+                "Spans received by the local OTLP receivers.",
+                self.spans_received,
+            ),
+            (
+                "stoker.agent.inference.points.received",
+                "Metric data points received by the local OTLP receivers.",
+                self.points_received,
+            ),
+            (
+                "stoker.agent.inference.spans.shed",
+                "Spans refused because the receiver was over capacity.",
+                self.spans_shed,
+            ),
+            (
+                "stoker.agent.inference.points.shed",
+                "Data points refused because the receiver was over capacity.",
+                self.points_shed,
+            ),
+            (
+                "stoker.agent.inference.requests.refused",
+                "OTLP requests refused as retryable (too many in flight).",
+                self.requests_refused,
+            ),
+            (
+                "stoker.agent.inference.requests.malformed",
+                "OTLP requests rejected as malformed.",
+                self.requests_malformed,
+            ),
+            (
+                "stoker.agent.inference.scrapes",
+                "Successful scrapes of model servers.",
+                self.scrapes,
+            ),
+            (
+                "stoker.agent.inference.scrape.failures",
+                "Failed scrapes of model servers.",
+                self.scrape_failures,
+            ),
+            (
+                "stoker.agent.inference.probes",
+                "Probe requests sent.",
+                self.probes,
+            ),
+            (
+                "stoker.agent.inference.probe.failures",
+                "Probe requests that failed.",
+                self.probe_failures,
+            ),
         ]
     }
 }
@@ -114,7 +157,10 @@ mod tests {
         InferenceStats::add(&stats.points_shed, 3);
         let mut out = String::new();
         stats.render_prometheus(&mut out);
-        assert!(out.contains("\nstoker_agent_inference_points_shed_total 3\n"), "{out}");
+        assert!(
+            out.contains("\nstoker_agent_inference_points_shed_total 3\n"),
+            "{out}"
+        );
         assert_eq!(out.matches("# TYPE").count(), 10);
     }
 }

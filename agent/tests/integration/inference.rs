@@ -12,14 +12,15 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
-    ScopeMetrics, Sum, metric::Data, number_data_point,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use stoker_agent::export::Outbox;
 use stoker_agent::inference::{
-    InferenceConfig, InferenceContext, InferenceHandle, ProbeConfig, ScrapeConfig, ScrapeKind, start,
+    InferenceConfig, InferenceContext, InferenceHandle, ProbeConfig, ScrapeConfig, ScrapeKind,
+    start,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,7 +38,9 @@ struct Agent {
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
@@ -67,7 +70,12 @@ fn start_agent(cfg: &InferenceConfig, interval: Duration) -> Agent {
         },
     )
     .expect("inference room starts");
-    Agent { handle, outbox, shutdown, tasks }
+    Agent {
+        handle,
+        outbox,
+        shutdown,
+        tasks,
+    }
 }
 
 impl Agent {
@@ -75,13 +83,22 @@ impl Agent {
     async fn stop(self) -> Vec<ResourceMetrics> {
         self.shutdown.cancel();
         self.tasks.close();
-        tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await.expect("room stops within 10 s");
+        tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
+            .await
+            .expect("room stops within 10 s");
         self.outbox.drain(usize::MAX)
     }
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()? {
+    match attrs
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
         any_value::Value::StringValue(s) => Some(s),
         _ => None,
     }
@@ -95,7 +112,11 @@ fn matches(attrs: &[KeyValue], want: &[(&str, &str)]) -> bool {
 fn metrics<'a>(batches: &'a [ResourceMetrics], service: &str, name: &str) -> Vec<&'a Metric> {
     batches
         .iter()
-        .filter(|b| b.resource.as_ref().is_some_and(|r| attr(&r.attributes, "service.name") == Some(service)))
+        .filter(|b| {
+            b.resource
+                .as_ref()
+                .is_some_and(|r| attr(&r.attributes, "service.name") == Some(service))
+        })
         .flat_map(|b| b.scope_metrics.iter().flat_map(|s| s.metrics.iter()))
         .filter(|m| m.name == name)
         .collect()
@@ -110,17 +131,35 @@ struct HistTotal {
 }
 
 /// Sum of the (delta) histogram points matching `want`, across all intervals.
-fn hist_total(batches: &[ResourceMetrics], service: &str, name: &str, want: &[(&str, &str)]) -> HistTotal {
+fn hist_total(
+    batches: &[ResourceMetrics],
+    service: &str,
+    name: &str,
+    want: &[(&str, &str)],
+) -> HistTotal {
     let mut total = HistTotal::default();
     for m in metrics(batches, service, name) {
-        let Some(Data::Histogram(h)) = &m.data else { panic!("{name} is not a histogram: {m:?}") };
-        assert_eq!(h.aggregation_temporality, AggregationTemporality::Delta as i32, "{name} is delta");
-        for p in h.data_points.iter().filter(|p| matches(&p.attributes, want)) {
+        let Some(Data::Histogram(h)) = &m.data else {
+            panic!("{name} is not a histogram: {m:?}")
+        };
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Delta as i32,
+            "{name} is delta"
+        );
+        for p in h
+            .data_points
+            .iter()
+            .filter(|p| matches(&p.attributes, want))
+        {
             if total.counts.is_empty() {
                 total.bounds = p.explicit_bounds.clone();
                 total.counts = vec![0; p.bucket_counts.len()];
             }
-            assert_eq!(total.bounds, p.explicit_bounds, "{name}: bounds stable across intervals");
+            assert_eq!(
+                total.bounds, p.explicit_bounds,
+                "{name}: bounds stable across intervals"
+            );
             for (t, c) in total.counts.iter_mut().zip(&p.bucket_counts) {
                 *t += c;
             }
@@ -132,12 +171,27 @@ fn hist_total(batches: &[ResourceMetrics], service: &str, name: &str, want: &[(&
 }
 
 /// Sum of the (delta) monotonic counter points matching `want`.
-fn counter_total(batches: &[ResourceMetrics], service: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+fn counter_total(
+    batches: &[ResourceMetrics],
+    service: &str,
+    name: &str,
+    want: &[(&str, &str)],
+) -> f64 {
     let mut total = 0.0;
     for m in metrics(batches, service, name) {
-        let Some(Data::Sum(s)) = &m.data else { panic!("{name} is not a sum: {m:?}") };
-        assert_eq!(s.aggregation_temporality, AggregationTemporality::Delta as i32, "{name} is delta");
-        for p in s.data_points.iter().filter(|p| matches(&p.attributes, want)) {
+        let Some(Data::Sum(s)) = &m.data else {
+            panic!("{name} is not a sum: {m:?}")
+        };
+        assert_eq!(
+            s.aggregation_temporality,
+            AggregationTemporality::Delta as i32,
+            "{name} is delta"
+        );
+        for p in s
+            .data_points
+            .iter()
+            .filter(|p| matches(&p.attributes, want))
+        {
             total += match p.value {
                 Some(number_data_point::Value::AsInt(i)) => i as f64,
                 Some(number_data_point::Value::AsDouble(d)) => d,
@@ -149,10 +203,20 @@ fn counter_total(batches: &[ResourceMetrics], service: &str, name: &str, want: &
 }
 
 fn assert_close(actual: f64, expected: f64, what: &str) {
-    assert!((actual - expected).abs() < 1e-9, "{what}: {actual} != {expected}");
+    assert!(
+        (actual - expected).abs() < 1e-9,
+        "{what}: {actual} != {expected}"
+    );
 }
 
-fn histogram_metric(name: &str, temporality: AggregationTemporality, start: u64, counts: Vec<u64>, sum: f64, attrs: Vec<KeyValue>) -> Metric {
+fn histogram_metric(
+    name: &str,
+    temporality: AggregationTemporality,
+    start: u64,
+    counts: Vec<u64>,
+    sum: f64,
+    attrs: Vec<KeyValue>,
+) -> Metric {
     Metric {
         name: name.into(),
         unit: "1".into(),
@@ -176,20 +240,31 @@ fn histogram_metric(name: &str, temporality: AggregationTemporality, start: u64,
 fn request(service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
-            scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// A local HTTP server; returns its address.
 async fn serve(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind test server");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -209,14 +284,26 @@ fn closed_port() -> SocketAddr {
 #[tokio::test]
 async fn grpc_metrics_are_aggregated_per_interval_enriched_and_buckets_kept() {
     let agent = start_agent(&local_config(), Duration::from_secs(3600));
-    let mut client = MetricsServiceClient::connect(format!("http://{}", agent.handle.grpc_addr)).await.expect("connect");
+    let mut client = MetricsServiceClient::connect(format!("http://{}", agent.handle.grpc_addr))
+        .await
+        .expect("connect");
     let model = || vec![kv("model.name", "resnet"), kv("model.version", "3")];
     let start = now_nanos();
     // Two delta pushes merge bucket by bucket; a cumulative series that started after the
     // agent counts whole, then by increments.
     for counts in [vec![1, 2, 3, 4], vec![0, 1, 0, 5]] {
         let resp = client
-            .export(request("resnet-svc", vec![histogram_metric("inference.prediction.confidence", AggregationTemporality::Delta, start, counts, 1.5, model())]))
+            .export(request(
+                "resnet-svc",
+                vec![histogram_metric(
+                    "inference.prediction.confidence",
+                    AggregationTemporality::Delta,
+                    start,
+                    counts,
+                    1.5,
+                    model(),
+                )],
+            ))
             .await
             .expect("export")
             .into_inner();
@@ -224,43 +311,82 @@ async fn grpc_metrics_are_aggregated_per_interval_enriched_and_buckets_kept() {
     }
     for counts in [vec![1, 0, 0, 1], vec![2, 1, 0, 1]] {
         client
-            .export(request("resnet-svc", vec![histogram_metric("inference.request.duration", AggregationTemporality::Cumulative, start, counts, 0.25, model())]))
+            .export(request(
+                "resnet-svc",
+                vec![histogram_metric(
+                    "inference.request.duration",
+                    AggregationTemporality::Cumulative,
+                    start,
+                    counts,
+                    0.25,
+                    model(),
+                )],
+            ))
             .await
             .expect("export");
     }
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
 
-    let confidence = hist_total(&batches, "resnet-svc", "inference.prediction.confidence", &[("model.name", "resnet")]);
+    let confidence = hist_total(
+        &batches,
+        "resnet-svc",
+        "inference.prediction.confidence",
+        &[("model.name", "resnet")],
+    );
     assert_eq!(confidence.bounds, vec![0.5, 0.9, 0.99]);
     assert_eq!(confidence.counts, vec![1, 3, 3, 9]);
     assert_eq!(confidence.count, 16);
     assert_close(confidence.sum, 3.0, "confidence sum");
-    let duration = hist_total(&batches, "resnet-svc", "inference.request.duration", &[("model.name", "resnet")]);
-    assert_eq!(duration.counts, vec![2, 1, 0, 1], "cumulative input ends as its last value, in increments");
+    let duration = hist_total(
+        &batches,
+        "resnet-svc",
+        "inference.request.duration",
+        &[("model.name", "resnet")],
+    );
+    assert_eq!(
+        duration.counts,
+        vec![2, 1, 0, 1],
+        "cumulative input ends as its last value, in increments"
+    );
     // One point per series per interval, however many pushes.
     let m = metrics(&batches, "resnet-svc", "inference.prediction.confidence");
     assert_eq!(m.len(), 1);
     // The node's resource attributes are added; the service's own are kept.
     let resource = batches
         .iter()
-        .find(|b| b.resource.as_ref().is_some_and(|r| attr(&r.attributes, "service.name") == Some("resnet-svc")))
+        .find(|b| {
+            b.resource
+                .as_ref()
+                .is_some_and(|r| attr(&r.attributes, "service.name") == Some("resnet-svc"))
+        })
         .and_then(|b| b.resource.clone())
         .expect("service resource");
     assert_eq!(attr(&resource.attributes, "host.name"), Some("node-7"));
-    assert_eq!(attr(&resource.attributes, "cloud.region"), Some("eu-west-1"));
+    assert_eq!(
+        attr(&resource.attributes, "cloud.region"),
+        Some("eu-west-1")
+    );
     assert_eq!(stats.snapshot().points_received, 4);
     // The room's own counters travel under the node's resource.
     let own: f64 = batches
         .iter()
-        .filter(|b| b.resource.as_ref().is_some_and(|r| attr(&r.attributes, "service.name").is_none()))
+        .filter(|b| {
+            b.resource
+                .as_ref()
+                .is_some_and(|r| attr(&r.attributes, "service.name").is_none())
+        })
         .flat_map(|b| b.scope_metrics.iter().flat_map(|s| s.metrics.iter()))
         .filter(|m| m.name == "stoker.agent.inference.points.received")
         .map(|m| match &m.data {
-            Some(Data::Sum(s)) => s.data_points.iter().map(|p| match p.value {
-                Some(number_data_point::Value::AsInt(i)) => i as f64,
-                _ => 0.0,
-            }).sum(),
+            Some(Data::Sum(s)) => s
+                .data_points
+                .iter()
+                .map(|p| match p.value {
+                    Some(number_data_point::Value::AsInt(i)) => i as f64,
+                    _ => 0.0,
+                })
+                .sum(),
             _ => 0.0,
         })
         .sum();
@@ -272,28 +398,49 @@ async fn series_cap_answers_partial_success_and_counts_shed_points() {
     let mut cfg = local_config();
     cfg.receiver.max_series = 2;
     let agent = start_agent(&cfg, Duration::from_secs(3600));
-    let mut client = MetricsServiceClient::connect(format!("http://{}", agent.handle.grpc_addr)).await.expect("connect");
+    let mut client = MetricsServiceClient::connect(format!("http://{}", agent.handle.grpc_addr))
+        .await
+        .expect("connect");
     let counter = |class: &str| Metric {
         name: "inference.prediction.class".into(),
         data: Some(Data::Sum(Sum {
-            data_points: vec![NumberDataPoint { attributes: vec![kv("class", class)], value: Some(number_data_point::Value::AsInt(1)), ..Default::default() }],
+            data_points: vec![NumberDataPoint {
+                attributes: vec![kv("class", class)],
+                value: Some(number_data_point::Value::AsInt(1)),
+                ..Default::default()
+            }],
             aggregation_temporality: AggregationTemporality::Delta as i32,
             is_monotonic: true,
         })),
         ..Default::default()
     };
     let resp = client
-        .export(request("svc", vec![counter("cat"), counter("dog"), counter("fox"), counter("owl")]))
+        .export(request(
+            "svc",
+            vec![
+                counter("cat"),
+                counter("dog"),
+                counter("fox"),
+                counter("owl"),
+            ],
+        ))
         .await
         .expect("export is answered, not refused")
         .into_inner();
     let partial = resp.partial_success.expect("partial success");
     assert_eq!(partial.rejected_data_points, 2);
-    assert!(partial.error_message.contains("max_series = 2"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("max_series = 2"),
+        "{}",
+        partial.error_message
+    );
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
     assert_eq!(stats.snapshot().points_shed, 2);
-    assert_eq!(counter_total(&batches, "svc", "inference.prediction.class", &[]), 2.0);
+    assert_eq!(
+        counter_total(&batches, "svc", "inference.prediction.class", &[]),
+        2.0
+    );
 }
 
 const TRACES_JSON: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-svc"}}]},
@@ -320,40 +467,134 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
     let base = format!("http://{}", agent.handle.http_addr);
 
     let post = |path: &str, ct: &str, body: Vec<u8>| {
-        client.post(format!("{base}{path}")).header("content-type", ct).body(body).send()
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
-    let r = post("/v1/traces", "application/json", TRACES_JSON.into()).await.expect("post");
+    let r = post("/v1/traces", "application/json", TRACES_JSON.into())
+        .await
+        .expect("post");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
-    let r = post("/v1/metrics", "application/json", METRICS_JSON.into()).await.expect("post");
+    let r = post("/v1/metrics", "application/json", METRICS_JSON.into())
+        .await
+        .expect("post");
     assert_eq!(r.status(), 200);
-    let body = request("proto-svc", vec![histogram_metric("inference.prediction.confidence", AggregationTemporality::Delta, 1, vec![1, 1, 1, 1], 2.0, vec![])]).encode_to_vec();
-    let r = post("/v1/metrics", "application/x-protobuf", body).await.expect("post");
+    let body = request(
+        "proto-svc",
+        vec![histogram_metric(
+            "inference.prediction.confidence",
+            AggregationTemporality::Delta,
+            1,
+            vec![1, 1, 1, 1],
+            2.0,
+            vec![],
+        )],
+    )
+    .encode_to_vec();
+    let r = post("/v1/metrics", "application/x-protobuf", body)
+        .await
+        .expect("post");
     assert_eq!(r.status(), 200);
-    let decoded = opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(r.bytes().await.expect("body")).expect("protobuf answer");
+    let decoded =
+        opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
+            r.bytes().await.expect("body"),
+        )
+        .expect("protobuf answer");
     assert_eq!(decoded.partial_success, None);
 
-    assert_eq!(post("/v1/metrics", "application/x-protobuf", vec![0xff, 0xff, 0xff]).await.expect("post").status(), 400);
-    assert_eq!(post("/v1/metrics", "application/json", b"{not json".to_vec()).await.expect("post").status(), 400);
-    assert_eq!(post("/v1/metrics", "text/plain", b"x".to_vec()).await.expect("post").status(), 415);
+    assert_eq!(
+        post(
+            "/v1/metrics",
+            "application/x-protobuf",
+            vec![0xff, 0xff, 0xff]
+        )
+        .await
+        .expect("post")
+        .status(),
+        400
+    );
+    assert_eq!(
+        post("/v1/metrics", "application/json", b"{not json".to_vec())
+            .await
+            .expect("post")
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("/v1/metrics", "text/plain", b"x".to_vec())
+            .await
+            .expect("post")
+            .status(),
+        415
+    );
     let big = vec![0u8; cfg.receiver.max_body_bytes + 1];
-    assert_eq!(post("/v1/metrics", "application/x-protobuf", big).await.expect("post").status(), 413);
+    assert_eq!(
+        post("/v1/metrics", "application/x-protobuf", big)
+            .await
+            .expect("post")
+            .status(),
+        413
+    );
 
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
     let s = stats.snapshot();
     assert_eq!(s.requests_malformed, 4);
     assert_eq!(s.spans_received, 2);
-    let d = hist_total(&batches, "json-svc", "inference.request.duration", &[("model.name", "resnet")]);
+    let d = hist_total(
+        &batches,
+        "json-svc",
+        "inference.request.duration",
+        &[("model.name", "resnet")],
+    );
     assert_eq!(d.bounds, vec![0.01, 0.1]);
     assert_eq!(d.counts, vec![0, 1, 1]);
     assert_close(d.sum, 0.212, "span durations");
-    assert_eq!(counter_total(&batches, "json-svc", "inference.requests", &[("outcome", "success")]), 1.0);
-    assert_eq!(counter_total(&batches, "json-svc", "inference.requests", &[("outcome", "failure")]), 1.0);
+    assert_eq!(
+        counter_total(
+            &batches,
+            "json-svc",
+            "inference.requests",
+            &[("outcome", "success")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "json-svc",
+            "inference.requests",
+            &[("outcome", "failure")]
+        ),
+        1.0
+    );
     // aggregationTemporality 1 is DELTA in OTLP: counted as sent, buckets kept.
-    assert_eq!(counter_total(&batches, "json-svc", "inference.feedback", &[("correct", "true")]), 5.0);
-    assert_eq!(hist_total(&batches, "json-svc", "inference.prediction.confidence", &[]).counts, vec![0, 1, 2]);
-    assert_eq!(hist_total(&batches, "proto-svc", "inference.prediction.confidence", &[]).counts, vec![1, 1, 1, 1]);
+    assert_eq!(
+        counter_total(
+            &batches,
+            "json-svc",
+            "inference.feedback",
+            &[("correct", "true")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        hist_total(&batches, "json-svc", "inference.prediction.confidence", &[]).counts,
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        hist_total(
+            &batches,
+            "proto-svc",
+            "inference.prediction.confidence",
+            &[]
+        )
+        .counts,
+        vec![1, 1, 1, 1]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,9 +609,13 @@ fn python_sdk_available() -> bool {
         .unwrap_or(false);
     if !ok {
         if std::env::var("STOKER_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("the OpenTelemetry Python SDK is required (STOKER_REQUIRE_PEERS=1): run .ci/install-python-peers.sh");
+            panic!(
+                "the OpenTelemetry Python SDK is required (STOKER_REQUIRE_PEERS=1): run .ci/install-python-peers.sh"
+            );
         }
-        eprintln!("skipping: OpenTelemetry Python SDK not installed (run .ci/install-python-peers.sh)");
+        eprintln!(
+            "skipping: OpenTelemetry Python SDK not installed (run .ci/install-python-peers.sh)"
+        );
     }
     ok
 }
@@ -389,12 +634,22 @@ async fn python_sdk_push(protocol: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/otel_push.py");
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new("python3").arg(script).arg(protocol).arg(&endpoint).kill_on_drop(true).output(),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(protocol)
+            .arg(&endpoint)
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .expect("python finishes within 60 s")
     .expect("python runs");
-    assert!(out.status.success(), "python SDK push failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python SDK push failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let batches = agent.stop().await;
 
     let model = [("model.name", "resnet"), ("model.version", "3")];
@@ -405,17 +660,73 @@ async fn python_sdk_push(protocol: &str) {
     assert_eq!(d.counts, vec![2, 3, 2, 1, 0, 1]);
     assert_eq!(d.count, 9);
     assert_close(d.sum, 0.301, "request duration sum");
-    assert!(metrics(&batches, "resnet-svc", "http.server.request.duration").is_empty(), "renamed");
-    let c = hist_total(&batches, "resnet-svc", "inference.prediction.confidence", &model);
+    assert!(
+        metrics(&batches, "resnet-svc", "http.server.request.duration").is_empty(),
+        "renamed"
+    );
+    let c = hist_total(
+        &batches,
+        "resnet-svc",
+        "inference.prediction.confidence",
+        &model,
+    );
     assert_eq!(c.bounds, vec![0.5, 0.7, 0.9, 0.95, 0.99]);
     assert_eq!(c.counts, vec![0, 1, 0, 1, 2, 1]);
     assert_close(c.sum, 0.96 + 0.98 + 0.6 + 0.999 + 0.92, "confidence sum");
-    assert_eq!(counter_total(&batches, "resnet-svc", "inference.prediction.class", &[("class", "cat")]), 3.0);
-    assert_eq!(counter_total(&batches, "resnet-svc", "inference.prediction.class", &[("class", "dog")]), 2.0);
-    assert_eq!(counter_total(&batches, "resnet-svc", "inference.feedback", &[("correct", "true")]), 4.0);
-    assert_eq!(counter_total(&batches, "resnet-svc", "inference.feedback", &[("correct", "false")]), 1.0);
-    assert_eq!(counter_total(&batches, "resnet-svc", "inference.requests", &[("outcome", "success")]), 2.0);
-    assert_eq!(counter_total(&batches, "resnet-svc", "inference.requests", &[("outcome", "failure")]), 1.0);
+    assert_eq!(
+        counter_total(
+            &batches,
+            "resnet-svc",
+            "inference.prediction.class",
+            &[("class", "cat")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "resnet-svc",
+            "inference.prediction.class",
+            &[("class", "dog")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "resnet-svc",
+            "inference.feedback",
+            &[("correct", "true")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "resnet-svc",
+            "inference.feedback",
+            &[("correct", "false")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "resnet-svc",
+            "inference.requests",
+            &[("outcome", "success")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "resnet-svc",
+            "inference.requests",
+            &[("outcome", "failure")]
+        ),
+        1.0
+    );
     // The node's host.name wins over the container's.
     let r = batches
         .iter()
@@ -423,7 +734,10 @@ async fn python_sdk_push(protocol: &str) {
         .find(|r| attr(&r.attributes, "service.name") == Some("resnet-svc"))
         .expect("resource");
     assert_eq!(attr(&r.attributes, "host.name"), Some("node-7"));
-    assert_eq!(attr(&r.attributes, "telemetry.sdk.language"), Some("python"));
+    assert_eq!(
+        attr(&r.attributes, "telemetry.sdk.language"),
+        Some("python")
+    );
 }
 
 #[tokio::test]
@@ -470,7 +784,14 @@ fn scale_exposition(text: &str, factor: f64) -> String {
         .join("\n")
 }
 
-async fn scrape_fixture(fixture: &'static str, kind: ScrapeKind, name: &str) -> (Vec<ResourceMetrics>, stoker_agent::inference::InferenceStatsSnapshot) {
+async fn scrape_fixture(
+    fixture: &'static str,
+    kind: ScrapeKind,
+    name: &str,
+) -> (
+    Vec<ResourceMetrics>,
+    stoker_agent::inference::InferenceStatsSnapshot,
+) {
     let served = Arc::new(AtomicUsize::new(0));
     let addr = serve_fixture(fixture, Arc::clone(&served)).await;
     let mut cfg = local_config();
@@ -492,35 +813,79 @@ async fn scrape_fixture(fixture: &'static str, kind: ScrapeKind, name: &str) -> 
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
-    assert!(served.load(Ordering::SeqCst) >= 5, "scraped at least 5 times");
+    assert!(
+        served.load(Ordering::SeqCst) >= 5,
+        "scraped at least 5 times"
+    );
     (batches, stats.snapshot())
 }
 
 #[tokio::test]
 async fn triton_counters_become_interval_means_across_a_restart() {
-    let (batches, stats) = scrape_fixture(include_str!("../fixtures/triton.prom"), ScrapeKind::Triton, "triton").await;
+    let (batches, stats) = scrape_fixture(
+        include_str!("../fixtures/triton.prom"),
+        ScrapeKind::Triton,
+        "triton",
+    )
+    .await;
     assert_eq!(stats.scrape_failures, 0);
     let densenet = [("model.name", "densenet_onnx"), ("model.version", "1")];
     // Increments: (3-1)x + 2x after the reset = 4x the fixture.
-    assert_eq!(counter_total(&batches, "triton", "inference.requests", &[densenet[0], ("outcome", "success")]), 800.0);
-    assert_eq!(counter_total(&batches, "triton", "inference.requests", &[densenet[0], ("outcome", "failure")]), 24.0);
+    assert_eq!(
+        counter_total(
+            &batches,
+            "triton",
+            "inference.requests",
+            &[densenet[0], ("outcome", "success")]
+        ),
+        800.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "triton",
+            "inference.requests",
+            &[densenet[0], ("outcome", "failure")]
+        ),
+        24.0
+    );
     let request = hist_total(&batches, "triton", "inference.request.duration", &densenet);
     assert_eq!((request.count, request.bounds.len()), (800, 0));
     assert_close(request.sum, 12.0, "request seconds");
-    assert_close(request.sum / request.count as f64, 0.015, "mean request latency");
+    assert_close(
+        request.sum / request.count as f64,
+        0.015,
+        "mean request latency",
+    );
     let queue = hist_total(&batches, "triton", "inference.queue.duration", &densenet);
     assert_close(queue.sum / queue.count as f64, 0.002, "mean queue latency");
     let compute = hist_total(&batches, "triton", "inference.compute.duration", &densenet);
-    assert_close(compute.sum / compute.count as f64, 0.012, "mean compute latency");
+    assert_close(
+        compute.sum / compute.count as f64,
+        0.012,
+        "mean compute latency",
+    );
     let batch = hist_total(&batches, "triton", "inference.batch.size", &densenet);
     assert_close(batch.sum / batch.count as f64, 8.0, "mean batch size");
-    let resnet = hist_total(&batches, "triton", "inference.request.duration", &[("model.name", "resnet50"), ("model.version", "2")]);
-    assert_close(resnet.sum / resnet.count as f64, 0.01, "resnet mean latency");
+    let resnet = hist_total(
+        &batches,
+        "triton",
+        "inference.request.duration",
+        &[("model.name", "resnet50"), ("model.version", "2")],
+    );
+    assert_close(
+        resnet.sum / resnet.count as f64,
+        0.01,
+        "resnet mean latency",
+    );
     // Every delta point is an increment: none negative, even across the reset.
     for m in metrics(&batches, "triton", "inference.requests") {
         if let Some(Data::Sum(s)) = &m.data {
             for p in &s.data_points {
-                assert!(matches!(p.value, Some(number_data_point::Value::AsDouble(v)) if v >= 0.0), "{p:?}");
+                assert!(
+                    matches!(p.value, Some(number_data_point::Value::AsDouble(v)) if v >= 0.0),
+                    "{p:?}"
+                );
             }
         }
     }
@@ -528,25 +893,51 @@ async fn triton_counters_become_interval_means_across_a_restart() {
 
 #[tokio::test]
 async fn torchserve_latency_counters_become_interval_means() {
-    let (batches, _) = scrape_fixture(include_str!("../fixtures/torchserve.prom"), ScrapeKind::Torchserve, "torchserve").await;
+    let (batches, _) = scrape_fixture(
+        include_str!("../fixtures/torchserve.prom"),
+        ScrapeKind::Torchserve,
+        "torchserve",
+    )
+    .await;
     let resnet = [("model.name", "resnet-18"), ("model.version", "default")];
-    assert_eq!(counter_total(&batches, "torchserve", "inference.requests", &resnet), 200.0);
-    let request = hist_total(&batches, "torchserve", "inference.request.duration", &resnet);
+    assert_eq!(
+        counter_total(&batches, "torchserve", "inference.requests", &resnet),
+        200.0
+    );
+    let request = hist_total(
+        &batches,
+        "torchserve",
+        "inference.request.duration",
+        &resnet,
+    );
     assert_eq!(request.count, 200);
-    assert_close(request.sum / request.count as f64, 0.04, "mean inference latency");
+    assert_close(
+        request.sum / request.count as f64,
+        0.04,
+        "mean inference latency",
+    );
     let queue = hist_total(&batches, "torchserve", "inference.queue.duration", &resnet);
     assert_close(queue.sum / queue.count as f64, 0.002, "mean queue latency");
     // The uuid label is not a series of its own.
     for m in metrics(&batches, "torchserve", "inference.request.duration") {
         if let Some(Data::Histogram(h)) = &m.data {
-            assert!(h.data_points.iter().all(|p| attr(&p.attributes, "uuid").is_none()));
+            assert!(
+                h.data_points
+                    .iter()
+                    .all(|p| attr(&p.attributes, "uuid").is_none())
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn vllm_histograms_keep_their_buckets_across_a_restart() {
-    let (batches, _) = scrape_fixture(include_str!("../fixtures/vllm.prom"), ScrapeKind::Vllm, "vllm").await;
+    let (batches, _) = scrape_fixture(
+        include_str!("../fixtures/vllm.prom"),
+        ScrapeKind::Vllm,
+        "vllm",
+    )
+    .await;
     let model = [("model.name", "facebook/opt-125m")];
     let e2e = hist_total(&batches, "vllm", "inference.request.duration", &model);
     assert_eq!(e2e.bounds, vec![0.3, 0.5, 1.0, 2.5]);
@@ -557,7 +948,15 @@ async fn vllm_histograms_keep_their_buckets_across_a_restart() {
     assert_eq!(queue.counts, vec![40, 16, 0]);
     let ttft = hist_total(&batches, "vllm", "vllm.time_to_first_token_seconds", &model);
     assert_eq!(ttft.counts, vec![32, 24, 0]);
-    assert_eq!(counter_total(&batches, "vllm", "inference.requests", &[("finished_reason", "stop")]), 48.0);
+    assert_eq!(
+        counter_total(
+            &batches,
+            "vllm",
+            "inference.requests",
+            &[("finished_reason", "stop")]
+        ),
+        48.0
+    );
 }
 
 #[tokio::test]
@@ -604,7 +1003,10 @@ fn probe(name: &str, url: String, timeout: Duration) -> ProbeConfig {
         body_file: None,
         interval: Some(Duration::from_millis(50)),
         timeout,
-        model: stoker_agent::inference::config::ProbeModel { name: Some("resnet".into()), version: Some("1".into()) },
+        model: stoker_agent::inference::config::ProbeModel {
+            name: Some("resnet".into()),
+            version: Some("1".into()),
+        },
     }
 }
 
@@ -626,7 +1028,12 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
                 }
             }),
         )
-        .route("/fail", axum::routing::post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
+        .route(
+            "/fail",
+            axum::routing::post(|| async {
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
+            }),
+        )
         .route(
             "/hang",
             axum::routing::post(|| async {
@@ -640,37 +1047,112 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
     std::fs::write(&body_path, br#"{"inputs":[]}"#).expect("write body");
 
     let mut cfg = local_config();
-    let mut ok = probe("ok", format!("http://{addr}/v2/models/resnet/infer"), Duration::from_secs(2));
+    let mut ok = probe(
+        "ok",
+        format!("http://{addr}/v2/models/resnet/infer"),
+        Duration::from_secs(2),
+    );
     ok.body_file = Some(body_path);
     cfg.probe = vec![
         ok,
-        probe("fail", format!("http://{addr}/fail"), Duration::from_secs(2)),
-        probe("hang", format!("http://{addr}/hang"), Duration::from_millis(150)),
-        probe("refused", format!("http://{}/", closed_port()), Duration::from_secs(2)),
+        probe(
+            "fail",
+            format!("http://{addr}/fail"),
+            Duration::from_secs(2),
+        ),
+        probe(
+            "hang",
+            format!("http://{addr}/hang"),
+            Duration::from_millis(150),
+        ),
+        probe(
+            "refused",
+            format!("http://{}/", closed_port()),
+            Duration::from_secs(2),
+        ),
     ];
     let agent = start_agent(&cfg, Duration::from_millis(200));
     tokio::time::sleep(Duration::from_millis(700)).await;
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
 
-    let ok_count = counter_total(&batches, "ok", "inference.probe.requests", &[("outcome", "success"), ("model.name", "resnet")]);
+    let ok_count = counter_total(
+        &batches,
+        "ok",
+        "inference.probe.requests",
+        &[("outcome", "success"), ("model.name", "resnet")],
+    );
     assert!(ok_count >= 3.0, "ok probes: {ok_count}");
-    assert!(body_seen.load(Ordering::SeqCst) >= 3, "the body file was sent");
-    let latency = hist_total(&batches, "ok", "inference.probe.duration", &[("http.response.status_code", "200")]);
+    assert!(
+        body_seen.load(Ordering::SeqCst) >= 3,
+        "the body file was sent"
+    );
+    let latency = hist_total(
+        &batches,
+        "ok",
+        "inference.probe.duration",
+        &[("http.response.status_code", "200")],
+    );
     assert_eq!(latency.count as f64, ok_count);
     // 30 ms of injected delay: nothing below the 0.03 bound's bucket.
-    let below_30ms: u64 = latency.bounds.iter().zip(&latency.counts).filter(|(b, _)| **b < 0.03).map(|(_, c)| c).sum();
+    let below_30ms: u64 = latency
+        .bounds
+        .iter()
+        .zip(&latency.counts)
+        .filter(|(b, _)| **b < 0.03)
+        .map(|(_, c)| c)
+        .sum();
     assert_eq!(below_30ms, 0, "{latency:?}");
     assert!(latency.sum / latency.count as f64 >= 0.03);
 
-    assert!(counter_total(&batches, "fail", "inference.probe.requests", &[("outcome", "failure"), ("error.type", "500")]) >= 3.0);
-    assert_eq!(hist_total(&batches, "fail", "inference.probe.duration", &[("http.response.status_code", "500")]).count as f64,
-        counter_total(&batches, "fail", "inference.probe.requests", &[]));
-    assert!(counter_total(&batches, "hang", "inference.probe.requests", &[("error.type", "timeout")]) >= 2.0);
-    assert_eq!(counter_total(&batches, "hang", "inference.probe.requests", &[("outcome", "success")]), 0.0);
-    assert!(counter_total(&batches, "refused", "inference.probe.requests", &[("error.type", "connection")]) >= 3.0);
+    assert!(
+        counter_total(
+            &batches,
+            "fail",
+            "inference.probe.requests",
+            &[("outcome", "failure"), ("error.type", "500")]
+        ) >= 3.0
+    );
+    assert_eq!(
+        hist_total(
+            &batches,
+            "fail",
+            "inference.probe.duration",
+            &[("http.response.status_code", "500")]
+        )
+        .count as f64,
+        counter_total(&batches, "fail", "inference.probe.requests", &[])
+    );
+    assert!(
+        counter_total(
+            &batches,
+            "hang",
+            "inference.probe.requests",
+            &[("error.type", "timeout")]
+        ) >= 2.0
+    );
+    assert_eq!(
+        counter_total(
+            &batches,
+            "hang",
+            "inference.probe.requests",
+            &[("outcome", "success")]
+        ),
+        0.0
+    );
+    assert!(
+        counter_total(
+            &batches,
+            "refused",
+            "inference.probe.requests",
+            &[("error.type", "connection")]
+        ) >= 3.0
+    );
     let s = stats.snapshot();
-    assert!(s.probe_failures >= 8 && s.probes > s.probe_failures, "{s:?}");
+    assert!(
+        s.probe_failures >= 8 && s.probes > s.probe_failures,
+        "{s:?}"
+    );
 }
 
 #[tokio::test]
@@ -689,12 +1171,18 @@ async fn a_missing_probe_body_file_fails_at_start_and_a_bad_config_names_its_key
         otlp_http_listen: None,
     };
     let err = start(&cfg, ctx()).expect_err("missing body file");
-    assert!(err.to_string().contains("/nonexistent/stoker/body.json"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/stoker/body.json"),
+        "{err}"
+    );
 
     let mut cfg = local_config();
     cfg.receiver.max_series = 0;
     let err = start(&cfg, ctx()).expect_err("invalid");
-    assert!(err.to_string().contains("inference.receiver.max_series"), "{err}");
+    assert!(
+        err.to_string().contains("inference.receiver.max_series"),
+        "{err}"
+    );
 
     // A port in use is an error at start, naming the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
