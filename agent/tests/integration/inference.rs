@@ -972,7 +972,12 @@ async fn a_target_that_is_down_is_reported_not_fatal() {
         summaries: vec![],
     });
     let agent = start_agent(&cfg, Duration::from_millis(50));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while agent.handle.stats.snapshot().scrape_failures < 2
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
     let s = stats.snapshot();
@@ -1014,6 +1019,8 @@ fn probe(name: &str, url: String, timeout: Duration) -> ProbeConfig {
 async fn probes_record_latency_errors_timeouts_and_refusals() {
     let body_seen = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&body_seen);
+    let (fail_hits, hang_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (fails, hangs) = (Arc::clone(&fail_hits), Arc::clone(&hang_hits));
     let app = axum::Router::new()
         .route(
             "/v2/models/resnet/infer",
@@ -1030,15 +1037,19 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
         )
         .route(
             "/fail",
-            axum::routing::post(|| async {
-                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
+            axum::routing::post(move || {
+                fails.fetch_add(1, Ordering::SeqCst);
+                async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }
             }),
         )
         .route(
             "/hang",
-            axum::routing::post(|| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                "late"
+            axum::routing::post(move || {
+                hangs.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }
             }),
         );
     let addr = serve(app).await;
@@ -1072,7 +1083,17 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
         ),
     ];
     let agent = start_agent(&cfg, Duration::from_millis(200));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Bounded wait until every probe has run at least 3 times (the refused one is the fastest).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline
+        && [&body_seen, &fail_hits, &hang_hits]
+            .iter()
+            .any(|c| c.load(Ordering::SeqCst) < 3)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The third hanging request times out 150 ms after it arrived.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
 
