@@ -9,7 +9,7 @@
 //!    every 100 ms and its cumulative metrics (latency and confidence histograms, class and
 //!    feedback counters) every second, as SDK batch exporters do; prints the agent's CPU % of
 //!    one core and RSS growth;
-//! 2. a ramp of span rates (batches of 100 spans, as SDKs batch), 3 s per step, printing the
+//! 2. a ramp of span rates (batches of 512 spans, the SDKs' default batch), 3 s per step, printing the
 //!    rate achieved and the requests refused with RESOURCE_EXHAUSTED, and the first rate at
 //!    which the agent sheds.
 
@@ -318,13 +318,15 @@ async fn load(pid: u32, grpc: &str) -> anyhow::Result<()> {
     );
 
     // Phase 2: ramp the span rate until the agent sheds.
-    let batch = 100usize;
+    // 512 spans a request: the SDKs' default max_export_batch_size.
+    let batch = 512usize;
     let mut shed_at = None;
-    for rate in [10_000u64, 25_000, 50_000, 100_000, 200_000, 400_000] {
+    for rate in [25_000u64, 50_000, 100_000, 200_000, 400_000, 800_000] {
         let refused = Arc::new(AtomicU64::new(0));
         let accepted = Arc::new(AtomicU64::new(0));
         let step = Duration::from_secs(3);
-        let n_workers = 16u64;
+        // Enough requests in flight that the agent, not the generator's round trips, limits.
+        let n_workers = 64u64;
         let per_worker_interval =
             Duration::from_secs_f64(n_workers as f64 * batch as f64 / rate as f64);
         let (c0, _) = proc_usage(pid)?;
