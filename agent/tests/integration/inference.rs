@@ -1212,3 +1212,88 @@ async fn a_missing_probe_body_file_fails_at_start_and_a_bad_config_names_its_key
     let err = start(&cfg, ctx()).expect_err("port in use");
     assert!(err.to_string().contains("gRPC"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_work_queue_refuses_with_resource_exhausted_and_counts_what_it_shed() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
+
+    let mut cfg = local_config();
+    cfg.receiver.max_in_flight = 1;
+    let agent = start_agent(&cfg, Duration::from_secs(3600));
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", agent.handle.grpc_addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+    let spans: Vec<Span> = (0..50u64)
+        .map(|i| Span {
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 1_000 + i * 1_000_000,
+            attributes: vec![kv("model.name", &format!("m{}", i % 5))],
+            ..Default::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "burst")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    // Bursts of concurrent exports against a queue of one: refusals come fast, never a wait.
+    let (mut ok, mut refused, mut rounds) = (0u64, 0u64, 0);
+    while refused == 0 && rounds < 20 {
+        rounds += 1;
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let mut client = TraceServiceClient::new(channel.clone());
+            let request = request.clone();
+            calls.spawn(async move {
+                client
+                    .export(request)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.code())
+            });
+        }
+        while let Some(result) = calls.join_next().await {
+            match result.expect("task") {
+                Ok(()) => ok += 1,
+                Err(tonic::Code::ResourceExhausted) => refused += 1,
+                Err(other) => panic!("unexpected status {other:?}"),
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "no refusal in {rounds} bursts of 200 against a queue of 1"
+    );
+    let stats = agent.handle.stats.clone();
+    let batches = agent.stop().await;
+    let s = stats.snapshot();
+    assert_eq!(s.requests_refused, refused);
+    assert_eq!(s.spans_shed, refused * 50);
+    assert_eq!(s.spans_received, (ok + refused) * 50);
+    // What was accepted is all there: 10 spans per model per accepted request.
+    let accepted: f64 = (0..5)
+        .map(|m| {
+            counter_total(
+                &batches,
+                "burst",
+                "inference.requests",
+                &[("model.name", &format!("m{m}"))],
+            )
+        })
+        .sum();
+    assert_eq!(accepted, (ok * 50) as f64);
+}
