@@ -27,6 +27,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::codec::CompressionEncoding;
 use tracing::{Instrument, info_span, warn};
 
 use super::config::ReceiverConfig;
@@ -183,10 +184,14 @@ impl Receivers {
         let max_body = self.ingress.cfg.max_body_bytes;
         let grpc_router = tonic::transport::Server::builder()
             .add_service(
-                MetricsServiceServer::new(self.ingress.clone()).max_decoding_message_size(max_body),
+                MetricsServiceServer::new(self.ingress.clone())
+                    .max_decoding_message_size(max_body)
+                    .accept_compressed(CompressionEncoding::Gzip),
             )
             .add_service(
-                TraceServiceServer::new(self.ingress.clone()).max_decoding_message_size(max_body),
+                TraceServiceServer::new(self.ingress.clone())
+                    .max_decoding_message_size(max_body)
+                    .accept_compressed(CompressionEncoding::Gzip),
             );
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
@@ -239,28 +244,40 @@ impl Encoding {
     }
 }
 
-/// Check headers and pick the encoding, or the error response to send.
+/// How the body is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+}
+
+/// Check headers and pick the encoding and compression, or the error response to send.
 // The error is the response itself, returned once per refused request: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
-fn http_encoding(headers: &HeaderMap, stats: &InferenceStats) -> Result<Encoding, Response> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        if encoding.as_bytes() != b"identity" {
+fn http_encoding(
+    headers: &HeaderMap,
+    stats: &InferenceStats,
+) -> Result<(Encoding, Compression), Response> {
+    let compression = match headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+        None | Some(b"identity") => Compression::None,
+        Some(b"gzip") => Compression::Gzip,
+        Some(_) => {
             InferenceStats::add(&stats.requests_malformed, 1);
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported Content-Encoding: send uncompressed OTLP",
+                "unsupported Content-Encoding: send gzip or uncompressed OTLP",
             )
                 .into_response());
         }
-    }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     match essence {
-        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
-        "application/json" => Ok(Encoding::Json),
+        "application/x-protobuf" | "application/protobuf" => Ok((Encoding::Protobuf, compression)),
+        "application/json" => Ok((Encoding::Json, compression)),
         _ => {
             InferenceStats::add(&stats.requests_malformed, 1);
             Err((
@@ -269,6 +286,41 @@ fn http_encoding(headers: &HeaderMap, stats: &InferenceStats) -> Result<Encoding
             )
                 .into_response())
         }
+    }
+}
+
+/// Inflate a gzip body, refusing more than `limit` bytes after decompression (a small
+/// compressed body must not become an unbounded allocation).
+fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>, (StatusCode, String)> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes once inflated"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Body bytes ready to decode, inflated when gzip, or the error response.
+#[allow(clippy::result_large_err)]
+fn plain_body(
+    body: Bytes,
+    compression: Compression,
+    limit: usize,
+    stats: &InferenceStats,
+) -> Result<Bytes, Response> {
+    match compression {
+        Compression::None => Ok(body),
+        Compression::Gzip => inflate(&body, limit).map(Bytes::from).map_err(|e| {
+            InferenceStats::add(&stats.requests_malformed, 1);
+            e.into_response()
+        }),
     }
 }
 
@@ -316,30 +368,46 @@ fn body_or_reject(
     })
 }
 
+/// Headers, body limit, inflation and decoding shared by both OTLP/HTTP paths: the decoded
+/// request and its encoding (the answer uses the same), or the error response to send.
+#[allow(clippy::result_large_err)]
+fn read_request<T: Message + Default + serde::de::DeserializeOwned>(
+    ingress: &Ingress,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    signal: &str,
+) -> Result<(Encoding, T), Response> {
+    let (encoding, compression) = http_encoding(headers, &ingress.stats)?;
+    let body = body_or_reject(body, &ingress.stats)?;
+    let body = plain_body(
+        body,
+        compression,
+        ingress.cfg.max_body_bytes,
+        &ingress.stats,
+    )?;
+    match decode(encoding, &body) {
+        Ok(request) => Ok((encoding, request)),
+        Err(error) => {
+            InferenceStats::add(&ingress.stats.requests_malformed, 1);
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!("malformed OTLP {signal} request: {error}"),
+            )
+                .into_response())
+        }
+    }
+}
+
 async fn http_metrics(
     State(ingress): State<Ingress>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let encoding = match http_encoding(&headers, &ingress.stats) {
-        Ok(e) => e,
-        Err(response) => return response,
-    };
-    let body = match body_or_reject(body, &ingress.stats) {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
-    let request: ExportMetricsServiceRequest = match decode(encoding, &body) {
-        Ok(r) => r,
-        Err(error) => {
-            InferenceStats::add(&ingress.stats.requests_malformed, 1);
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("malformed OTLP metrics request: {error}"),
-            )
-                .into_response();
-        }
-    };
+    let (encoding, request) =
+        match read_request::<ExportMetricsServiceRequest>(&ingress, &headers, body, "metrics") {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
     match ingress.metrics(request).await {
         Ok(response) => encode(encoding, &response),
         Err(refusal) => http_refusal(refusal),
@@ -351,25 +419,11 @@ async fn http_traces(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let encoding = match http_encoding(&headers, &ingress.stats) {
-        Ok(e) => e,
-        Err(response) => return response,
-    };
-    let body = match body_or_reject(body, &ingress.stats) {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
-    let request: ExportTraceServiceRequest = match decode(encoding, &body) {
-        Ok(r) => r,
-        Err(error) => {
-            InferenceStats::add(&ingress.stats.requests_malformed, 1);
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("malformed OTLP traces request: {error}"),
-            )
-                .into_response();
-        }
-    };
+    let (encoding, request) =
+        match read_request::<ExportTraceServiceRequest>(&ingress, &headers, body, "traces") {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
     match ingress.traces(&request) {
         Ok(response) => encode(encoding, &response),
         Err(refusal) => http_refusal(refusal),

@@ -539,10 +539,48 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
         413
     );
 
+    // gzip, as exporters send with OTEL_EXPORTER_OTLP_COMPRESSION=gzip; a small body that
+    // inflates past the limit is refused, not allocated; other encodings are refused.
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).expect("gzip");
+        enc.finish().expect("gzip")
+    };
+    let body = request(
+        "gzip-svc",
+        vec![histogram_metric(
+            "inference.prediction.confidence",
+            AggregationTemporality::Delta,
+            1,
+            vec![0, 2, 0, 1],
+            2.0,
+            vec![],
+        )],
+    )
+    .encode_to_vec();
+    let send = |ce: &str, body: Vec<u8>| {
+        client
+            .post(format!("{base}/v1/metrics"))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", ce)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send("gzip", gzip(&body)).await.expect("post").status(), 200);
+    let bomb = gzip(&vec![0u8; cfg.receiver.max_body_bytes + 1]);
+    assert!(bomb.len() < 64 * 1024);
+    assert_eq!(send("gzip", bomb).await.expect("post").status(), 413);
+    assert_eq!(send("br", body).await.expect("post").status(), 415);
+
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
     let s = stats.snapshot();
-    assert_eq!(s.requests_malformed, 4);
+    assert_eq!(s.requests_malformed, 6);
+    assert_eq!(
+        hist_total(&batches, "gzip-svc", "inference.prediction.confidence", &[]).counts,
+        vec![0, 2, 0, 1]
+    );
     assert_eq!(s.spans_received, 2);
     let d = hist_total(
         &batches,
@@ -620,7 +658,7 @@ fn python_sdk_available() -> bool {
     ok
 }
 
-async fn python_sdk_push(protocol: &str) {
+async fn python_sdk_push(protocol: &str, compression: &str) {
     if !python_sdk_available() {
         return;
     }
@@ -638,6 +676,7 @@ async fn python_sdk_push(protocol: &str) {
             .arg(script)
             .arg(protocol)
             .arg(&endpoint)
+            .arg(compression)
             .kill_on_drop(true)
             .output(),
     )
@@ -742,12 +781,17 @@ async fn python_sdk_push(protocol: &str) {
 
 #[tokio::test]
 async fn python_sdk_pushes_over_grpc() {
-    python_sdk_push("grpc").await;
+    python_sdk_push("grpc", "none").await;
 }
 
 #[tokio::test]
-async fn python_sdk_pushes_over_http_protobuf() {
-    python_sdk_push("http").await;
+async fn python_sdk_pushes_over_grpc_gzipped() {
+    python_sdk_push("grpc", "gzip").await;
+}
+
+#[tokio::test]
+async fn python_sdk_pushes_over_http_protobuf_gzipped() {
+    python_sdk_push("http", "gzip").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Push known metrics and spans to a Stoker agent with the OpenTelemetry Python SDK.
 
-Usage: otel_push.py grpc|http ENDPOINT   (ENDPOINT like http://127.0.0.1:4317)
+Usage: otel_push.py grpc|http ENDPOINT [gzip]   (ENDPOINT like http://127.0.0.1:4317)
 
 Records exactly what agent/tests/integration/inference.rs asserts: request-duration and
 confidence histograms with explicit millisecond buckets, class and feedback counters,
@@ -19,18 +19,23 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 protocol, endpoint = sys.argv[1], sys.argv[2]
+gzip = len(sys.argv) > 3 and sys.argv[3] == "gzip"
 if protocol == "grpc":
+    from grpc import Compression
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    metric_exporter = OTLPMetricExporter(endpoint=endpoint, insecure=True, timeout=10)
-    span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=10)
+    compression = Compression.Gzip if gzip else Compression.NoCompression
+    metric_exporter = OTLPMetricExporter(endpoint=endpoint, insecure=True, timeout=10, compression=compression)
+    span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, timeout=10, compression=compression)
 else:
+    from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    metric_exporter = OTLPMetricExporter(endpoint=endpoint + "/v1/metrics", timeout=10)
-    span_exporter = OTLPSpanExporter(endpoint=endpoint + "/v1/traces", timeout=10)
+    compression = Compression.Gzip if gzip else Compression.NoCompression
+    metric_exporter = OTLPMetricExporter(endpoint=endpoint + "/v1/metrics", timeout=10, compression=compression)
+    span_exporter = OTLPSpanExporter(endpoint=endpoint + "/v1/traces", timeout=10, compression=compression)
 
 resource = Resource.create({"service.name": "resnet-svc", "host.name": "container-1"})
 reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
