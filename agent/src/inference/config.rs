@@ -26,8 +26,8 @@ grpc_listen = "127.0.0.1:4317"
 http_listen = "127.0.0.1:4318"
 # Largest request body accepted (bytes, after decompression); larger requests are refused.
 max_body_bytes = 4194304
-# Requests handled at once; past that a request is refused with RESOURCE_EXHAUSTED / HTTP 429
-# (retryable) and counted, so a slow agent never blocks a service.
+# Decoded requests waiting for the aggregator; past that a request is refused at once with
+# RESOURCE_EXHAUSTED / HTTP 429 (retryable) and counted, so a slow agent never blocks a service.
 max_in_flight = 64
 # Distinct series (resource, metric, attributes) kept per interval; points of further series
 # are shed, counted and reported to the sender as OTLP partial success.
@@ -87,7 +87,7 @@ pub struct ReceiverConfig {
     pub http_listen: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Requests handled concurrently before new ones are refused as retryable.
+    /// Decoded requests waiting for the aggregator before new ones are refused as retryable.
     pub max_in_flight: usize,
     /// Distinct series kept per interval.
     pub max_series: usize,
