@@ -26,6 +26,10 @@ use prost::Message;
 /// Instrumentation scope of every batch this room emits.
 pub const SCOPE_NAME: &str = "stoker-agent/inference";
 
+/// Exponential histograms are passed on point by point (not merged); this bounds the points
+/// one series may hold in an interval.
+const MAX_EXPONENTIAL_POINTS: usize = 64;
+
 /// Baselines unseen for this many flushes are forgotten (the series went away).
 const BASELINE_TTL_FLUSHES: u64 = 10;
 
@@ -689,8 +693,12 @@ impl Aggregator {
                                 // A later cumulative point supersedes the earlier ones.
                                 points.clear();
                             }
-                            points.push(p.clone());
-                            result.accepted += 1;
+                            if points.len() >= MAX_EXPONENTIAL_POINTS {
+                                result.shed += 1;
+                            } else {
+                                points.push(p.clone());
+                                result.accepted += 1;
+                            }
                         }
                         Some(_) => result.accepted += 1,
                         None => result.shed += 1,
@@ -1187,6 +1195,43 @@ mod tests {
         }
         let out = agg.flush(2_000);
         assert_eq!(only_histogram(&out).bucket_counts, vec![3, 1, 0]);
+    }
+
+    #[test]
+    fn delta_exponential_points_are_passed_on_within_a_bound() {
+        use opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram;
+        let mut agg = Aggregator::new(vec![], 100, 0);
+        let metric = Metric {
+            name: "x".into(),
+            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    count: 1,
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+            })),
+            ..Default::default()
+        };
+        let mut total = Ingested::default();
+        for _ in 0..MAX_EXPONENTIAL_POINTS + 1 {
+            let got = agg.ingest(&batch("svc", metric.clone()), &no_rename);
+            total.accepted += got.accepted;
+            total.shed += got.shed;
+        }
+        assert_eq!(
+            total,
+            Ingested {
+                accepted: MAX_EXPONENTIAL_POINTS as u64,
+                shed: 1
+            }
+        );
+        let out = agg.flush(1);
+        match &out[0].scope_metrics[0].metrics[0].data {
+            Some(Data::ExponentialHistogram(e)) => {
+                assert_eq!(e.data_points.len(), MAX_EXPONENTIAL_POINTS)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
