@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 fn shipped_policies_check_and_pass_their_tests() {
     let dir = root().join("policies");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::check(&[dir.clone()], &mut out, &mut err);
+    let code = cli::check(std::slice::from_ref(&dir), &mut out, &mut err);
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = cli::test(&[dir], None, &mut out, &mut err);
