@@ -512,6 +512,24 @@ impl Checker<'_> {
         if let Some(b) = &scale.budget {
             self.budget("spec.scale.budget", b);
         }
+        if let Some(f) = &scale.forecast {
+            for problem in f.spec().problems() {
+                // stoker-learn names the key first: `horizon: must be …`.
+                let (key, msg) = problem.split_once(": ").unwrap_or(("", problem.as_str()));
+                let path = if key.is_empty() { "spec.scale.forecast".to_owned() } else { format!("spec.scale.forecast.{key}") };
+                self.err(&path, msg.to_owned());
+            }
+            if f.per_replica.is_nan() || f.per_replica <= 0.0 {
+                self.err("spec.scale.forecast.perReplica", format!("{} must be greater than 0", f.per_replica));
+            }
+            if f.step.is_some_and(|s| s.get().is_zero()) {
+                self.err("spec.scale.forecast.step", "must be greater than 0");
+            }
+            if f.step.is_some_and(|s| s.get() > f.horizon.get()) {
+                self.err("spec.scale.forecast.step", "must not be longer than the horizon");
+            }
+            self.signal("spec.scale.forecast.signal", &f.signal);
+        }
         self.step_conflicts(scale);
     }
 
