@@ -238,3 +238,63 @@ pub fn step_forecast(
     );
     Forecasted { input, replicas: Some(replicas) }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::check::check_text;
+    use super::super::engine::{evaluate, Action, Constraint, PolicyState};
+    use super::super::series::{series_from_notation, SeriesSource};
+    use super::super::signal::NANOS;
+
+    fn policy(mode: &str) -> super::super::check::Policy {
+        let yaml = format!(
+            "apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n  target: {{name: t, min: 1, max: 100, actuator: kubernetes, kubernetes: {{namespace: n, deployment: d}}}}\n  scale:\n    metrics:\n      - name: load\n        signal: {{metric: inference.requests, stat: mean, window: 10s}}\n        target: {{averageValue: 1000}}\n    forecast: {{horizon: 5m, history: 1d, minHistory: 1h, mode: {mode}, perReplica: 10, signal: {{metric: inference.requests, stat: mean, window: 10s}}}}\n"
+        );
+        let (p, _, diags) = check_text(Path::new("p.yaml"), &yaml);
+        p.unwrap_or_else(|| panic!("{diags:?}"))
+    }
+
+    /// A steady ramp of 1 req/s per 10 s: after an hour the forecast five minutes ahead is
+    /// about 30 req/s above the current load, which at 10 req/s per replica sets a floor
+    /// far above what target tracking (1000 per replica) asks for.
+    #[test]
+    fn floor_raises_the_size_and_forecast_only_records_it() {
+        let s = series_from_notation("inference.requests", "100+1x720", 0, std::time::Duration::from_secs(10)).expect("series");
+        let src = SeriesSource::new(vec![s]);
+        let now = 7200 * NANOS;
+        for (mode, acts) in [("floor", true), ("forecast-only", false)] {
+            let p = policy(mode);
+            let ev = evaluate(&p, &src, &PolicyState::default(), Some(1), now);
+            let d = &ev.decisions[0];
+            let input = d.inputs.iter().find(|i| i.name == "forecast").expect("forecast input");
+            let f = input.value.expect("a forecast");
+            assert!((f - 850.0).abs() < 10.0, "ramp at 820 now, +30 in 5 minutes: {f}");
+            let c = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast).expect("forecast constraint");
+            assert_eq!(c.changed, acts, "{c:?}");
+            if acts {
+                assert_eq!(c.after, Some(85), "{c:?}");
+                assert!(matches!(d.action, Action::Resize { from: 1, .. }), "{:?}", d.action);
+            } else {
+                assert!(c.detail.starts_with("forecast-only"), "{c:?}");
+                assert_eq!(d.action, Action::None);
+            }
+            assert!(ev.state.scale.forecast.model.is_some());
+            assert_eq!(ev.state.scale.forecast.pending.len(), 1);
+        }
+    }
+
+    /// Too little history: no forecast, the policy stays reactive and says why.
+    #[test]
+    fn too_little_history_stays_reactive() {
+        let s = series_from_notation("inference.requests", "100x100", 0, std::time::Duration::from_secs(10)).expect("series");
+        let src = SeriesSource::new(vec![s]);
+        let ev = evaluate(&policy("floor"), &src, &PolicyState::default(), Some(1), 1000 * NANOS);
+        let d = &ev.decisions[0];
+        let c = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast).expect("forecast constraint");
+        assert!(!c.changed);
+        assert!(c.detail.contains("not enough history"), "{c:?}");
+        assert!(ev.state.scale.forecast.problem.is_some());
+    }
+}
