@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Diagnostic;
 use super::engine::{Decision, RuleKind, DEFAULT_RETRAIN_COOLDOWN};
-use super::format::Mode;
+use super::forecast::ForecastPoint;
+use super::format::{ForecastMode, Mode};
 use super::persist::ActionRecord;
 use super::runtime::PolicyRuntime;
 use super::signal::nanos;
@@ -63,6 +64,34 @@ pub struct PolicyStatus {
     pub target: String,
     /// Rules.
     pub rules: Vec<RuleStatus>,
+    /// The load forecast of `scale.forecast`, with its error so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastStatus>,
+}
+
+/// The forecast of one target in `/api/v1/policies`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastStatus {
+    /// `floor` or `forecast-only`.
+    pub mode: ForecastMode,
+    /// The latest forecast (load, time forecast for, size asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<ForecastPoint>,
+    /// Mean absolute percentage error of scored forecasts (fraction), recent-weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mape: Option<f64>,
+    /// The same for the naive last-value forecast, for comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naive_mape: Option<f64>,
+    /// (Decayed) number of scored forecasts.
+    pub scored: f64,
+    /// End of the history the model was fitted on, Unix nanos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitted_until: Option<u64>,
+    /// Why there is no forecast, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// `GET /api/v1/policies`.
@@ -178,6 +207,18 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
             file: p.file.display().to_string(),
             target: p.doc.spec.target.name.clone(),
             rules,
+            forecast: p.doc.spec.scale.as_ref().and_then(|s| s.forecast.as_ref()).map(|fc| {
+                let f = &st.scale.forecast;
+                ForecastStatus {
+                    mode: fc.mode,
+                    last: f.last,
+                    mape: f.score.mape(),
+                    naive_mape: f.score.naive_mape(),
+                    scored: f.score.scored,
+                    fitted_until: f.fitted_until,
+                    problem: f.problem.clone(),
+                }
+            }),
         });
     }
     PoliciesResponse { policies: out, errors: snap.errors, warnings: snap.warnings, last_reload: snap.last_reload }

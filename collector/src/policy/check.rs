@@ -409,7 +409,7 @@ impl Checker<'_> {
             }
         }
         if let Some(c) = &t.capacity {
-            if !(c.per_replica_throughput > 0.0) {
+            if c.per_replica_throughput.is_nan() || c.per_replica_throughput <= 0.0 {
                 self.err("spec.target.capacity.perReplicaThroughput", "must be greater than 0");
             }
             if c.service_time.get().is_zero() {
@@ -423,7 +423,7 @@ impl Checker<'_> {
         }
         if let Some(slo) = &spec.slo {
             self.signal("spec.slo.signal", &slo.signal);
-            if !(slo.objective > 0.0) {
+            if slo.objective.is_nan() || slo.objective <= 0.0 {
                 self.err("spec.slo.objective", "must be greater than 0");
             }
         }
@@ -478,7 +478,7 @@ impl Checker<'_> {
         }
         if let Some(p) = &scale.panic {
             if let Some(th) = p.threshold {
-                if !(th > 1.0) {
+                if th.is_nan() || th <= 1.0 {
                     self.err("spec.scale.panic.threshold", format!("{th} must be greater than 1"));
                 }
             }
@@ -494,7 +494,7 @@ impl Checker<'_> {
                 let Some(d) = d else { continue };
                 for (j, p) in d.policies.iter().flatten().enumerate() {
                     let path = format!("spec.scale.behavior.{dir}.policies[{j}]");
-                    if !(p.value > 0.0) {
+                    if p.value.is_nan() || p.value <= 0.0 {
                         self.err(&format!("{path}.value"), "must be greater than 0");
                     }
                     if p.period.get().is_zero() {
@@ -512,6 +512,24 @@ impl Checker<'_> {
         if let Some(b) = &scale.budget {
             self.budget("spec.scale.budget", b);
         }
+        if let Some(f) = &scale.forecast {
+            for problem in f.spec().problems() {
+                // stoker-learn names the key first: `horizon: must be …`.
+                let (key, msg) = problem.split_once(": ").unwrap_or(("", problem.as_str()));
+                let path = if key.is_empty() { "spec.scale.forecast".to_owned() } else { format!("spec.scale.forecast.{key}") };
+                self.err(&path, msg.to_owned());
+            }
+            if f.per_replica.is_nan() || f.per_replica <= 0.0 {
+                self.err("spec.scale.forecast.perReplica", format!("{} must be greater than 0", f.per_replica));
+            }
+            if f.step.is_some_and(|s| s.get().is_zero()) {
+                self.err("spec.scale.forecast.step", "must be greater than 0");
+            }
+            if f.step.is_some_and(|s| s.get() > f.horizon.get()) {
+                self.err("spec.scale.forecast.step", "must not be longer than the horizon");
+            }
+            self.signal("spec.scale.forecast.signal", &f.signal);
+        }
         self.step_conflicts(scale);
     }
 
@@ -528,10 +546,10 @@ impl Checker<'_> {
         match (t.value, t.average_value) {
             (Some(_), Some(_)) => self.err(path, "give either `value` or `averageValue`, not both"),
             (None, None) => self.err(path, "needs `value` or `averageValue`"),
-            (Some(v), None) if !(v > 0.0) => {
+            (Some(v), None) if v.is_nan() || v <= 0.0 => {
                 self.err(&format!("{path}.value"), "must be greater than 0")
             }
-            (None, Some(v)) if !(v > 0.0) => {
+            (None, Some(v)) if v.is_nan() || v <= 0.0 => {
                 self.err(&format!("{path}.averageValue"), "must be greater than 0")
             }
             _ => {}

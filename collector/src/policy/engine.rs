@@ -6,7 +6,8 @@
 //! windows, rate policies) with Knative's panic mode, then our own cooldowns, budgets and
 //! missing-data rule. Constraints apply in one fixed order, and every one is recorded in the
 //! decision with its effect:
-//! tolerance → panic → stabilization → rate limit → min/max → cooldown → budget → missing data.
+//! tolerance → panic → stabilization → forecast → rate limit → min/max → cooldown → budget →
+//! missing data. A `scale.forecast` ([`super::forecast`]) adds a floor after stabilization.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Policy;
 use super::drift;
+use super::forecast::{step_forecast, ForecastState};
+use super::format::ForecastMode;
 use super::format::{
     Condition, DirectionBehavior, MissingData, Mode, RateKind, RatePolicy, RetrainRule,
     ScaleSpec, SelectPolicy, SignalSpec, StepChange, TrackedMetric,
@@ -63,6 +66,8 @@ pub enum Constraint {
     Panic,
     /// Stabilization windows.
     Stabilization,
+    /// The load forecast's floor (or, forecast-only, what it would have done).
+    Forecast,
     /// Rate policies.
     RateLimit,
     /// Target bounds.
@@ -83,6 +88,7 @@ impl fmt::Display for Constraint {
             Self::Tolerance => "tolerance",
             Self::Panic => "panic",
             Self::Stabilization => "stabilization",
+            Self::Forecast => "forecast",
             Self::RateLimit => "rate limit",
             Self::MinMax => "min/max",
             Self::Cooldown => "cooldown",
@@ -266,6 +272,9 @@ pub struct ScaleState {
     pub panic_until: Option<u64>,
     /// Step rules' condition state, by name.
     pub steps: BTreeMap<String, ConditionState>,
+    /// The forecaster's state (`scale.forecast`).
+    #[serde(default)]
+    pub forecast: ForecastState,
 }
 
 /// State of a retraining rule.
@@ -597,6 +606,13 @@ fn evaluate_scale(
         return d;
     };
 
+    // The forecast is made (and earlier ones scored) whatever the reactive inputs say.
+    let forecast = scale.forecast.as_ref().map(|fc| {
+        let f = step_forecast(fc, source, &mut st.forecast, now);
+        d.inputs.push(f.input.clone());
+        (fc.mode, f)
+    });
+
     for m in &scale.metrics {
         let q = match query(&m.signal) {
             Ok(q) => q,
@@ -758,6 +774,29 @@ fn evaluate_scale(
         ));
     }
 
+    // 3b. Forecast floor: raises the desired size to what the forecast load needs, never
+    // lowers it; forecast-only records what it would have done.
+    if let Some((mode, f)) = &forecast {
+        let before = desired;
+        let detail = match (f.replicas, mode) {
+            (None, _) => f.input.against.clone(),
+            (Some(r), ForecastMode::Floor) => {
+                desired = desired.max(r);
+                format!(
+                    "forecast load {:.1} needs {r}: floor {}",
+                    f.input.value.unwrap_or_default(),
+                    if r > before { format!("raises {before} to {r}") } else { "below the desired size".to_owned() }
+                )
+            }
+            (Some(r), ForecastMode::ForecastOnly) => format!(
+                "forecast-only: load {:.1} needs {r}, would {}",
+                f.input.value.unwrap_or_default(),
+                if r > before { format!("raise {before} to {r}") } else { "change nothing".to_owned() }
+            ),
+        };
+        d.constraints.push(effect(Constraint::Forecast, before, desired, detail));
+    }
+
     // 4. Rate limit.
     {
         let before = desired;
@@ -870,6 +909,9 @@ fn evaluate_scale(
             if desired > cur { "up" } else { "down" },
             inputs.join(", ")
         );
+        if let Some(c) = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast && c.changed) {
+            d.reason.push_str(&format!("; {}", c.detail));
+        }
         st.events.push(ScaleEvent { time: now, from: cur, to: desired });
         let keep = [
             up_policies.iter().map(|p| p.period.get()).max().unwrap_or_default(),

@@ -14,6 +14,7 @@ use crate::actuate::spec::{
     ResizeSpec, WebhookSpec,
 };
 use crate::duration::HumanDuration;
+pub use stoker_learn::spec::{ForecastMode, ForecastSpec};
 
 /// One policy file.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -220,6 +221,54 @@ pub struct ScaleSpec {
     /// Mode of scaling; default: the policy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Predictive scaling: a load forecast at the warm-up horizon sets a floor under the
+    /// size (or, `forecast-only`, is only recorded and scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastScale>,
+}
+
+/// `scale.forecast`: stoker-learn's [`ForecastSpec`] (`horizon`, `history`, `minHistory`,
+/// `mode`, `period`) written inline, plus what to forecast and how a forecast becomes a size.
+///
+/// The keys are repeated here rather than flattened because serde cannot combine `flatten`
+/// with `deny_unknown_fields`; [`ForecastScale::spec`] converts.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ForecastScale {
+    /// How far ahead to forecast: the target's warm-up time plus the reaction delay.
+    pub horizon: HumanDuration,
+    /// History read from the signal source at each refit.
+    pub history: HumanDuration,
+    /// Below this much observed history there is no forecast (the policy stays reactive).
+    pub min_history: HumanDuration,
+    /// `floor` (the forecast is a floor under the desired size) or `forecast-only`.
+    pub mode: ForecastMode,
+    /// Seasonal period; default 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<HumanDuration>,
+    /// The load forecast, a total over the target (a request rate), read every `step`.
+    pub signal: SignalSpec,
+    /// Load one replica should carry: the forecast size is `ceil(forecast / perReplica)`.
+    pub per_replica: f64,
+    /// Grid step of the history read for fitting and forecasting; default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<HumanDuration>,
+    /// Refit interval; default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit_every: Option<HumanDuration>,
+}
+
+impl ForecastScale {
+    /// The learning crate's view of this section.
+    pub fn spec(&self) -> ForecastSpec {
+        ForecastSpec {
+            horizon: self.horizon.get(),
+            history: self.history.get(),
+            min_history: self.min_history.get(),
+            mode: self.mode,
+            period: self.period.map(HumanDuration::get),
+        }
+    }
 }
 
 /// One target-tracking metric.

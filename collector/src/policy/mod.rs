@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod drift;
 pub mod engine;
+pub mod forecast;
 pub mod replay;
 pub mod runtime;
 pub mod format;

@@ -213,7 +213,7 @@ impl PolicyStore {
             let (_, v) = row.map_err(|e| self.err(e))?;
             out.push(serde_json::from_slice(v.value())?);
         }
-        out.sort_by(|a, b| b.time.cmp(&a.time));
+        out.sort_by_key(|b| std::cmp::Reverse(b.time));
         Ok(out)
     }
 }

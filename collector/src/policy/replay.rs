@@ -109,7 +109,7 @@ pub fn load_trace(file: &Path) -> Result<Trace, ReplayError> {
         return Err(trace_err(file, "needs at least two rows"));
     }
     let step = times[1] - times[0];
-    if !(step > 0.0) {
+    if step.is_nan() || step <= 0.0 {
         return Err(trace_err(file, "time must increase"));
     }
     for w in times.windows(2) {

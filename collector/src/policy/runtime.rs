@@ -330,7 +330,7 @@ impl PolicyRuntime {
                 self.shared.executor.resize(&t, *to, &rec.key, rec.dry_run).await
             }
             Action::StartJob { params } => {
-                let Some(rule) = policy.doc.spec.retrain.iter().find(|r| r.name == rec.rule) else { return None };
+                let rule = policy.doc.spec.retrain.iter().find(|r| r.name == rec.rule)?;
                 let job = JobRef { policy: policy.name().to_owned(), rule: rule.name.clone(), spec: rule.job.clone() };
                 self.shared.executor.start_job(&job, params, &rec.key, rec.dry_run).await
             }

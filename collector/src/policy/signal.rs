@@ -202,6 +202,40 @@ pub trait SignalSource {
     /// The newest `model.version` among matching series (by first appearance), if any.
     fn latest_version(&self, selector: &Selector, now: u64)
     -> Result<Option<VersionSeen>, SignalError>;
+
+    /// The statistic of `q` at every multiple of `step` (Unix time) in `(from, to]`, each
+    /// over its own window ending there, oldest first; points without data are left out.
+    /// Forecasts read their fitting history and their latest inputs through this.
+    ///
+    /// The default calls [`SignalSource::read`] once per point; a store with a cheaper range
+    /// scan should override it and return the same points.
+    fn range(
+        &self,
+        q: &SignalQuery,
+        from: u64,
+        to: u64,
+        step: Duration,
+    ) -> Result<Vec<(u64, f64)>, SignalError> {
+        let step = nanos(step).max(1);
+        let mut out = Vec::new();
+        let mut t = (from / step).saturating_add(1).saturating_mul(step);
+        while t <= to {
+            if let Some(v) = self.read(q, t)?.filter(|v| v.is_finite()) {
+                out.push((t, v));
+            }
+            t = t.saturating_add(step);
+        }
+        Ok(out)
+    }
+}
+
+/// The grid points [`SignalSource::range`] reads: multiples of `step` in `(from, to]`.
+pub fn grid(from: u64, to: u64, step: Duration) -> impl Iterator<Item = u64> {
+    let step = nanos(step).max(1);
+    let first = (from / step).saturating_add(1).saturating_mul(step);
+    (0..)
+        .map(move |k: u64| first.saturating_add(k.saturating_mul(step)))
+        .take_while(move |t| *t <= to && *t >= first)
 }
 
 /// Nanoseconds in a duration, saturating.

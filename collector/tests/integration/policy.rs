@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 fn shipped_policies_check_and_pass_their_tests() {
     let dir = root().join("policies");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::check(&[dir.clone()], &mut out, &mut err);
+    let code = cli::check(std::slice::from_ref(&dir), &mut out, &mut err);
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = cli::test(&[dir], None, &mut out, &mut err);
@@ -286,5 +286,44 @@ fn replay_compares_the_default_set_with_hpa_and_kpa() {
             assert_eq!(v["contenders"][1]["name"], baseline);
             assert!(v["contenders"][0]["replica_hours"].as_f64().expect("hours") > 0.0);
         }
+    }
+}
+
+/// Predictive scaling backtest (issue 9): the predictive variant of the default policy
+/// (`tests/policies/predictive.yaml`, a forecast floor two minutes ahead) against the reactive
+/// default on the diurnal and slow-ramp traces, through the very forecasts the live engine
+/// makes. It must never have more SLO-violation minutes, stay within 10 % more replica-hours,
+/// and the forecast must change decisions on the ramp (on diurnal its floor, at the same 30
+/// req/s per replica as the 60 % GPU target, stays under the reactive size).
+///
+/// Not asserted, because it does not hold on these traces: strictly fewer violation minutes.
+/// On slow-ramp the violations are capacity-bound (above ~1,370 req/s, 40 replicas at 50 req/s
+/// cannot keep p95 under 150 ms, and both policies are at `max: 40`); on diurnal the 1.5
+/// minutes are at the cold start, before there is history to fit.
+#[test]
+fn predictive_policy_is_no_worse_than_the_reactive_default_on_diurnal_and_ramp_traces() {
+    use stoker_collector::policy::replay::{self, Baseline, ReplayOptions};
+    let load = |p: PathBuf| replay::usable(&check_paths(&[p])).expect("policies check");
+    let reactive = load(root().join("policies/resnet-serving.yaml"));
+    let predictive = load(root().join("tests/policies/predictive.yaml"));
+    for trace in ["slow-ramp.csv", "diurnal.csv"] {
+        let t = replay::load_trace(&root().join("tests/traces").join(trace)).expect("trace");
+        let b = Baseline::Policies("reactive".into(), reactive.clone());
+        let r = replay::replay(trace, &predictive, &t, Some(&b), &ReplayOptions::default()).expect("replay");
+        eprintln!("{}", replay::render_table(&r));
+        let (p, re) = (&r.contenders[0], &r.contenders[1]);
+        let (pv, rv) = (p.slo_violation_minutes.expect("slo"), re.slo_violation_minutes.expect("slo"));
+        assert!(pv <= rv, "{trace}: predictive {pv:.1} SLO-violation minutes, reactive {rv:.1}");
+        assert!(
+            p.replica_hours <= 1.10 * re.replica_hours,
+            "{trace}: predictive {:.1} replica-hours, reactive {:.1}",
+            p.replica_hours,
+            re.replica_hours
+        );
+        assert!(
+            trace != "slow-ramp.csv"
+                || (p.scale_ups, p.scale_downs, p.replica_hours) != (re.scale_ups, re.scale_downs, re.replica_hours),
+            "{trace}: the forecast never changed a decision"
+        );
     }
 }

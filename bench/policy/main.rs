@@ -1,0 +1,387 @@
+//! Policy engine benchmarks (DESIGN.md "Targets"): prints its figures, release builds only
+//! make sense (`bench/policy/run.sh`).
+//!
+//! 1. **Evaluation per tick**: 1,000 scaling rules (one policy per node: two tracked metrics,
+//!    a panic window and a step rule) over a synthetic 1,000-node source of 1,000 nodes × 8
+//!    GPUs sampled every second, held in memory with per-series prefix sums and an index by
+//!    `(metric, host.name)`, the way a store answers a windowed read. Target < 20 ms a tick.
+//! 2. **Replay**: 7 days of 10 s data for 100 nodes: per-node request series generated with
+//!    a daily cycle and noise, aggregated into the trace's offered load (the sum the policy's
+//!    request signal sees), plus a per-node `inference.prediction.confidence` series that the
+//!    retraining rules aggregate across nodes. The default policy set (`policies/`) is
+//!    replayed through the real engine. Target < 10 s.
+//! 3. **Decision quality**: the default policy set, and its predictive variant
+//!    (`policies/examples/predictive.yaml`), against the HPA and KPA baselines on every trace
+//!    in `tests/traces/`, side by side.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stoker_collector::policy::check::{check_paths, check_text, Policy};
+use stoker_collector::policy::engine::{self, PolicyState};
+use stoker_collector::policy::replay::{self, Baseline, ReplayOptions, Trace};
+use stoker_collector::policy::signal::{
+    nanos, Histogram, SignalError, SignalQuery, SignalSource, Selector, Stat, VersionSeen, NANOS,
+};
+
+const NODES: usize = 1000;
+const GPUS: usize = 8;
+/// Samples kept per series: 10 minutes at 1 s, more than the longest window the rules read.
+const KEEP: usize = 600;
+
+/// One series: the last `KEEP` samples at 1 s and their prefix sums.
+struct Ring {
+    values: Vec<f64>,
+    /// prefix[i] = Σ values[..i] over the whole history, for O(1) window sums.
+    prefix: Vec<f64>,
+}
+
+/// An in-memory store of `NODES × GPUS` GPU utilisation series and one latency series per
+/// node, 1 s resolution, indexed by metric and `host.name`.
+struct FleetSource {
+    start: u64,
+    len: usize,
+    /// (metric, host) → series.
+    index: BTreeMap<(String, String), Vec<Ring>>,
+}
+
+impl FleetSource {
+    fn new(start: u64) -> Self {
+        let mut index = BTreeMap::new();
+        for n in 0..NODES {
+            let host = format!("node-{n}");
+            let gpus = (0..GPUS).map(|_| Ring { values: Vec::new(), prefix: vec![0.0] }).collect();
+            index.insert(("hw.gpu.utilization".to_owned(), host.clone()), gpus);
+            index.insert(
+                ("inference.request.duration".to_owned(), host),
+                vec![Ring { values: Vec::new(), prefix: vec![0.0] }],
+            );
+        }
+        Self { start, len: 0, index }
+    }
+
+    /// Appends one second of samples to every series.
+    fn advance(&mut self, rng: &mut u64) {
+        let t = self.len as f64;
+        for ((metric, host), rings) in self.index.iter_mut() {
+            let node: f64 = host[5..].parse().unwrap_or(0.0);
+            for (g, r) in rings.iter_mut().enumerate() {
+                let base = 0.5 + 0.3 * ((t / 300.0) + node * 0.1 + g as f64).sin();
+                let v = if metric == "hw.gpu.utilization" {
+                    (base + 0.05 * noise(rng)).clamp(0.0, 1.0)
+                } else {
+                    0.05 + 0.08 * base + 0.01 * noise(rng)
+                };
+                let p = r.prefix[r.prefix.len() - 1];
+                r.values.push(v);
+                r.prefix.push(p + v);
+                if r.values.len() > 2 * KEEP {
+                    r.values.drain(..KEEP);
+                    r.prefix.drain(..KEEP);
+                }
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The series of `sel`: by host when the selector names one, else every host's.
+    fn series<'a>(&'a self, sel: &'a Selector) -> Vec<&'a Ring> {
+        match sel.matchers.get("host.name") {
+            Some(h) => self
+                .index
+                .get(&(sel.metric.clone(), h.clone()))
+                .map(|r| r.iter().collect())
+                .unwrap_or_default(),
+            None => self
+                .index
+                .iter()
+                .filter(|((m, _), _)| *m == sel.metric)
+                .flat_map(|(_, r)| r.iter())
+                .collect(),
+        }
+    }
+}
+
+fn noise(state: &mut u64) -> f64 {
+    // xorshift64: deterministic, no dependency.
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+impl SignalSource for FleetSource {
+    fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError> {
+        let secs = (now.saturating_sub(self.start) / NANOS) as usize + 1;
+        let hi_abs = secs.min(self.len);
+        let w = (nanos(q.window) / NANOS) as usize;
+        let lo_abs = hi_abs.saturating_sub(w);
+        if hi_abs <= lo_abs {
+            return Ok(None);
+        }
+        let series = self.series(&q.selector);
+        if series.is_empty() {
+            return Ok(None);
+        }
+        // Ring offsets: the ring holds the last `values.len()` samples up to `self.len`.
+        let span = |r: &Ring| {
+            let first = self.len - r.values.len();
+            (lo_abs.max(first) - first, hi_abs - first)
+        };
+        Ok(match q.stat {
+            Stat::Mean | Stat::Sum | Stat::Count => {
+                let (mut s, mut n) = (0.0, 0usize);
+                for r in &series {
+                    let (lo, hi) = span(r);
+                    s += r.prefix[hi] - r.prefix[lo];
+                    n += hi - lo;
+                }
+                match q.stat {
+                    Stat::Count => Some(n as f64),
+                    _ if n == 0 => None,
+                    Stat::Mean => Some(s / n as f64),
+                    _ => Some(s),
+                }
+            }
+            Stat::Min | Stat::Max | Stat::Last => {
+                let it = series.iter().flat_map(|r| {
+                    let (lo, hi) = span(r);
+                    r.values[lo..hi].iter().copied()
+                });
+                match q.stat {
+                    Stat::Min => it.reduce(f64::min),
+                    Stat::Max => it.reduce(f64::max),
+                    _ => it.last(),
+                }
+            }
+            Stat::Quantile(p) => {
+                let mut v: Vec<f64> = series
+                    .iter()
+                    .flat_map(|r| {
+                        let (lo, hi) = span(r);
+                        r.values[lo..hi].iter().copied()
+                    })
+                    .collect();
+                stoker_collector::policy::series::quantile(&mut v, p)
+            }
+            Stat::Rate | Stat::Increase => None,
+        })
+    }
+
+    fn histogram(&self, _: &Selector, _: u64, _: u64) -> Result<Option<Histogram>, SignalError> {
+        Ok(None)
+    }
+
+    fn counts_by(&self, _: &Selector, _: &str, _: u64, _: u64) -> Result<BTreeMap<String, f64>, SignalError> {
+        Ok(BTreeMap::new())
+    }
+
+    fn latest_version(&self, _: &Selector, _: u64) -> Result<Option<VersionSeen>, SignalError> {
+        Ok(None)
+    }
+}
+
+fn node_policy(n: usize) -> Policy {
+    let yaml = format!(
+        r#"apiVersion: stoker/v1
+kind: Policy
+metadata: {{name: node-{n}}}
+spec:
+  target: {{name: pool-{n}, min: 1, max: 64, actuator: kubernetes, kubernetes: {{namespace: infer, deployment: pool-{n}}}}}
+  scale:
+    metrics:
+      - name: p95-latency
+        signal: {{metric: inference.request.duration, stat: p95, window: 30s, where: {{host.name: node-{n}}}}}
+        target: {{value: 0.100}}
+      - name: gpu-busy
+        signal: {{metric: hw.gpu.utilization, stat: mean, window: 60s, where: {{host.name: node-{n}}}}}
+        target: {{value: 0.60}}
+    steps:
+      - name: gpu-saturated
+        when: {{signal: {{metric: hw.gpu.utilization, stat: min, window: 30s, where: {{host.name: node-{n}}}, gte: 0.95}}}}
+        for: 30s
+        change: {{pods: 2}}
+    panic: {{window: 10s, threshold: 2.0}}
+"#
+    );
+    let (p, _, diags) = check_text(Path::new(&format!("node-{n}.yaml")), &yaml);
+    match p {
+        Some(p) => p,
+        None => panic!("bench policy does not check: {diags:?}"),
+    }
+}
+
+fn bench_evaluation() {
+    let start = 1_700_000_000 * NANOS;
+    let mut src = FleetSource::new(start);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..KEEP {
+        src.advance(&mut rng);
+    }
+    let policies: Vec<Policy> = (0..NODES).map(node_policy).collect();
+    let mut states = vec![PolicyState::default(); NODES];
+    let mut sizes = vec![8u32; NODES];
+    let mut ticks = Vec::new();
+    let mut actions = 0;
+    for _ in 0..60 {
+        let now = start + (src.len as u64 - 1) * NANOS;
+        let t0 = Instant::now();
+        for ((p, st), size) in policies.iter().zip(states.iter_mut()).zip(sizes.iter_mut()) {
+            let ev = engine::evaluate(p, &src, st, Some(*size), now);
+            *st = ev.state;
+            for d in ev.decisions {
+                if let engine::Action::Resize { to, .. } = d.action {
+                    *size = to;
+                    actions += 1;
+                }
+            }
+        }
+        ticks.push(t0.elapsed());
+        src.advance(&mut rng);
+    }
+    ticks.sort();
+    let mean = ticks.iter().sum::<Duration>() / ticks.len() as u32;
+    println!(
+        "evaluation: 1000 rules over 1000 nodes x 8 GPUs at 1 s: mean {:.2} ms/tick, p50 {:.2} ms, max {:.2} ms over {} ticks ({} resize actions); target < 20 ms",
+        ms(mean),
+        ms(ticks[ticks.len() / 2]),
+        ms(ticks[ticks.len() - 1]),
+        ticks.len(),
+        actions
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// 7 days of 10 s data for 100 nodes, aggregated as the policies read it.
+fn fleet_trace() -> Trace {
+    let step = 10.0;
+    let steps = (7 * 86_400) / 10;
+    let nodes = 100;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut load = vec![0.0; steps];
+    let mut recorded = Vec::new();
+    for n in 0..nodes {
+        let phase = n as f64 * 0.01;
+        let mut conf = Vec::with_capacity(steps);
+        for (i, l) in load.iter_mut().enumerate() {
+            let t = i as f64 * step;
+            let day = (std::f64::consts::TAU * (t / 86_400.0 - 0.42 + phase)).sin();
+            // Per node 1–12 req/s; the fleet 100–1200 req/s like the diurnal trace.
+            *l += (6.5 + 5.5 * day + 0.5 * noise(&mut rng)).max(0.0);
+            conf.push((0.9 + 0.05 * noise(&mut rng)).clamp(0.0, 1.0));
+        }
+        let mut attrs = BTreeMap::new();
+        attrs.insert("model.name".to_owned(), "resnet".to_owned());
+        attrs.insert("model.version".to_owned(), "v1".to_owned());
+        attrs.insert("host.name".to_owned(), format!("node-{n}"));
+        recorded.push(("inference.prediction.confidence".to_owned(), attrs, conf));
+    }
+    Trace { start: 1_700_000_000 * NANOS, step: Duration::from_secs(10), load, recorded }
+}
+
+fn load_policies(dir: &Path) -> Vec<Policy> {
+    match replay::usable(&check_paths(&[dir.to_path_buf()])) {
+        Ok(p) => p,
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+fn bench_replay(root: &Path) {
+    let t0 = Instant::now();
+    let trace = fleet_trace();
+    let generated = t0.elapsed();
+    let policies = load_policies(&root.join("policies"));
+    let t1 = Instant::now();
+    let report = replay::replay("7d x 100 nodes (generated)", &policies, &trace, None, &ReplayOptions::default());
+    let took = t1.elapsed();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => panic!("replay: {e}"),
+    };
+    let c = &report.contenders[0];
+    println!(
+        "replay: 7 days of 10 s data for 100 nodes ({} steps, {} series): {:.2} s (trace generated in {:.2} s); target < 10 s; {} ups, {} downs, {} retrain jobs, {:.0} replica-hours",
+        trace.load.len(),
+        trace.recorded.len() + 1,
+        took.as_secs_f64(),
+        generated.as_secs_f64(),
+        c.scale_ups,
+        c.scale_downs,
+        c.retrain_jobs,
+        c.replica_hours
+    );
+}
+
+fn bench_quality(root: &Path) {
+    let default = load_policies(&root.join("policies"));
+    let predictive_dir = root.join("tests/policies");
+    let predictive = predictive_dir.join("predictive.yaml");
+    let predictive = predictive.exists().then(|| load_policies(&predictive));
+    let mut traces: Vec<PathBuf> = std::fs::read_dir(root.join("tests/traces"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    traces.sort();
+    println!();
+    println!("decision quality (SLO: p95 of inference.request.duration over 30 s <= 150 ms):");
+    println!("{:<16} {:<18} {:>14} {:>12} {:>10} {:>10}", "trace", "contender", "SLO-viol-min", "replica-h", "ups", "downs");
+    for file in traces {
+        let trace = match replay::load_trace(&file) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let t0 = Instant::now();
+        let mut rows = Vec::new();
+        for (label, b) in [("hpa", Baseline::Hpa), ("kpa", Baseline::Kpa)] {
+            match replay::replay(&name, &default, &trace, Some(&b), &ReplayOptions::default()) {
+                Ok(r) => {
+                    if rows.is_empty() {
+                        rows.push(("default".to_owned(), r.contenders[0].clone()));
+                    }
+                    rows.push((label.to_owned(), r.contenders[1].clone()));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if let Some(p) = &predictive {
+            match replay::replay(&name, p, &trace, None, &ReplayOptions::default()) {
+                Ok(r) => rows.insert(1, ("predictive".to_owned(), r.contenders[0].clone())),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for (label, c) in rows {
+            println!(
+                "{:<16} {:<18} {:>14} {:>12.1} {:>10} {:>10}",
+                name,
+                label,
+                c.slo_violation_minutes.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into()),
+                c.replica_hours,
+                c.scale_ups,
+                c.scale_downs
+            );
+        }
+        eprintln!("  ({name}: {:.2} s for all contenders)", t0.elapsed().as_secs_f64());
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if cfg!(debug_assertions) {
+        eprintln!("warning: debug build; timings are only meaningful with --release");
+    }
+    let only = std::env::args().nth(1);
+    let want = |s: &str| only.as_deref().is_none_or(|o| o == s);
+    if want("eval") {
+        bench_evaluation();
+    }
+    if want("replay") {
+        bench_replay(&root);
+    }
+    if want("quality") {
+        bench_quality(&root);
+    }
+}
