@@ -270,6 +270,8 @@ pub(crate) struct Series {
     pub labels: Labels,
     pub kind: SeriesKind,
     pub node: Option<u32>,
+    /// The node's last-seen clock, shared so appends need no index lock.
+    pub node_seen: Option<Arc<AtomicU64>>,
     pub data: RwLock<SeriesData>,
 }
 
@@ -293,7 +295,7 @@ pub struct NodeEntry {
     /// Distinct `hw.id` (GPU) values seen on this node's series.
     pub gpus: Vec<String>,
     /// Newest point timestamp from this node (Unix nanos).
-    pub last_seen: AtomicU64,
+    pub last_seen: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -336,12 +338,14 @@ impl Index {
         }
         let labels = Labels::from_sorted(v);
         let node = self.node_for(&labels);
+        let node_seen = node.and_then(|n| self.nodes.get(n as usize)).map(|n| n.last_seen.clone());
         let series = Arc::new(Series {
             id,
             metric: metric_a.clone(),
             labels: labels.clone(),
             kind,
             node,
+            node_seen,
             data: RwLock::new(SeriesData { dirty: true, ..SeriesData::default() }),
         });
         let hash = series_hash(metric, pairs.iter().copied());
@@ -380,7 +384,7 @@ impl Index {
                     host_id: key.clone(),
                     labels: Labels::from_pairs(rest),
                     gpus: Vec::new(),
-                    last_seen: AtomicU64::new(0),
+                    last_seen: Arc::new(AtomicU64::new(0)),
                 };
                 let i = self.nodes.len() as u32;
                 self.nodes.push(Arc::new(entry));
@@ -394,13 +398,12 @@ impl Index {
                 let mut gpus = node.gpus.clone();
                 gpus.push(gpu.to_string());
                 gpus.sort();
-                let last_seen = node.last_seen.load(Ordering::Relaxed);
                 self.nodes[idx as usize] = Arc::new(NodeEntry {
                     name: node.name.clone(),
                     host_id: node.host_id.clone(),
                     labels: node.labels.clone(),
                     gpus,
-                    last_seen: AtomicU64::new(last_seen),
+                    last_seen: node.last_seen.clone(),
                 });
             }
         }
@@ -594,12 +597,8 @@ impl Writer<'_> {
         }
         apply(&mut d, ts, value, Some((&mut self.wal, series.id)));
         drop(d);
-        if let Some(n) = series.node {
-            if let Ok(idx) = self.store.index.read() {
-                if let Some(node) = idx.nodes.get(n as usize) {
-                    node.last_seen.fetch_max(ts, Ordering::Relaxed);
-                }
-            }
+        if let Some(seen) = &series.node_seen {
+            seen.fetch_max(ts, Ordering::Relaxed);
         }
         Ok(())
     }
