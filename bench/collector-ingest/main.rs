@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
@@ -32,6 +32,7 @@ struct Args {
     gpus: usize,
     rate_secs: u64,
     flat_secs: u64,
+    prom_flat_secs: u64,
     nodes_per_request: usize,
     workers: usize,
     collector_bin: String,
@@ -44,6 +45,7 @@ fn parse_args() -> Args {
         gpus: 8,
         rate_secs: 20,
         flat_secs: 300,
+        prom_flat_secs: 60,
         nodes_per_request: 10,
         workers: 8,
         collector_bin: "target/release/stoker-collector".into(),
@@ -57,6 +59,7 @@ fn parse_args() -> Args {
             "--gpus" => a.gpus = v.parse().unwrap_or(a.gpus),
             "--rate-secs" => a.rate_secs = v.parse().unwrap_or(a.rate_secs),
             "--flat-secs" => a.flat_secs = v.parse().unwrap_or(a.flat_secs),
+            "--prom-flat-secs" => a.prom_flat_secs = v.parse().unwrap_or(a.prom_flat_secs),
             "--nodes-per-request" => a.nodes_per_request = v.parse().unwrap_or(a.nodes_per_request),
             "--workers" => a.workers = v.parse().unwrap_or(a.workers),
             "--collector-bin" => a.collector_bin = v,
@@ -378,14 +381,17 @@ where
     let started = Instant::now();
     let points = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let queue = Arc::new(std::sync::Mutex::new(jobs.into_iter()));
+    // Each worker owns a fixed set of chunks (as an agent owns its node) and sends them in time
+    // order, so no series ever sees its points out of order.
+    let mut per_worker: Vec<Vec<(u64, u64)>> = vec![Vec::new(); workers];
+    for (sec, chunk) in jobs {
+        per_worker[chunk as usize % workers].push((sec, chunk));
+    }
     let mut handles = Vec::new();
-    for _ in 0..workers {
-        let (c, url, queue, points, errors, make) = (c.clone(), url.to_string(), queue.clone(), points.clone(), errors.clone(), make.clone());
+    for mine in per_worker {
+        let (c, url, points, errors, make) = (c.clone(), url.to_string(), points.clone(), errors.clone(), make.clone());
         handles.push(tokio::spawn(async move {
-            loop {
-                let job = queue.lock().ok().and_then(|mut q| q.next());
-                let Some((sec, chunk)) = job else { break };
+            for (sec, chunk) in mine {
                 if let Some(p) = pace {
                     let due = started + p * sec as u32;
                     tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
@@ -397,7 +403,16 @@ where
                 }
                 match req.body(body).send().await {
                     Ok(r) if r.status().is_success() => {
-                        points.fetch_add(n, Ordering::Relaxed);
+                        // OTLP partial success: count only what was stored.
+                        let rejected = if snappy {
+                            0
+                        } else {
+                            r.bytes().await.ok().and_then(|b| ExportMetricsServiceResponse::decode(b.as_ref()).ok()).and_then(|x| x.partial_success).map(|p| p.rejected_data_points as u64).unwrap_or(0)
+                        };
+                        points.fetch_add(n - rejected.min(n), Ordering::Relaxed);
+                        if rejected > 0 {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(r) => {
                         if errors.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -528,7 +543,10 @@ async fn main() {
     let ours = r.points as f64 / r.secs;
     if let (Some((ps, addr)), Some(mp)) = (&prom, &make_prom) {
         let url = format!("http://{addr}/api/v1/write");
-        let r = drive(&c, &url, "application/x-protobuf", true, ps.child.id(), jobs(args.rate_secs, total_secs), args.workers, None, mp.clone()).await;
+        // Prometheus takes the first `prom_flat_secs` of the same flat-out data (it is slower;
+        // the full 5 minutes would take too long in one run).
+        let prom_end = (args.rate_secs + args.prom_flat_secs).min(total_secs);
+        let r = drive(&c, &url, "application/x-protobuf", true, ps.child.id(), jobs(args.rate_secs, prom_end), args.workers, None, mp.clone()).await;
         print_report("flat out", ps.name, &r, ps.child.id(), "samples");
         let samples_per_point = prom_samples_per_interval as f64 / (per_node * args.nodes as u64) as f64;
         let theirs_points = r.points as f64 / r.secs / samples_per_point;

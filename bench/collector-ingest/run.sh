@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Collector ingest benchmark: builds the collector and the bench in release mode, installs
 # Prometheus (Debian package) if missing, and runs the fleet simulation against both.
-# Usage: bench/collector-ingest/run.sh [--nodes N] [--gpus G] [--rate-secs S] [--flat-secs S]
+# Usage: bench/collector-ingest/run.sh [--nodes N] [--gpus G] [--rate-secs S] [--flat-secs S] [--prom-flat-secs S]
 #        [--nodes-per-request K] [--workers W]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

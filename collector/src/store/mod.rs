@@ -50,6 +50,7 @@ pub use disk::{StoreConfig, TierConfig};
 pub use hist::{Buckets, ExpSide, Histogram};
 pub use labels::Labels;
 pub(crate) use labels::{FxHashMap, series_hash};
+use labels::series_hash2;
 
 pub(crate) use codec::AggPoint;
 
@@ -272,6 +273,8 @@ pub(crate) struct Series {
     pub node: Option<u32>,
     /// The node's last-seen clock, shared so appends need no index lock.
     pub node_seen: Option<Arc<AtomicU64>>,
+    /// Second identity hash (see `series_hash2`).
+    pub hash2: u64,
     pub data: RwLock<SeriesData>,
 }
 
@@ -318,13 +321,9 @@ impl Index {
         a
     }
 
-    fn lookup(&self, hash: u64, metric: &str, pairs: &[(&str, &str)]) -> Option<&Arc<Series>> {
+    fn lookup(&self, hash: u64, hash2: u64) -> Option<&Arc<Series>> {
         let ids = self.by_hash.get(&hash)?;
-        ids.iter().map(|i| &self.series[*i as usize]).find(|s| {
-            &*s.metric == metric
-                && s.labels.len() == pairs.len()
-                && s.labels.iter().zip(pairs.iter()).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
-        })
+        ids.iter().map(|i| &self.series[*i as usize]).find(|s| s.hash2 == hash2)
     }
 
     /// Adds a series with a given id (used by recovery and by new writes).
@@ -346,6 +345,7 @@ impl Index {
             kind,
             node,
             node_seen,
+            hash2: series_hash2(metric, pairs.iter().copied()),
             data: RwLock::new(SeriesData { dirty: true, ..SeriesData::default() }),
         });
         let hash = series_hash(metric, pairs.iter().copied());
@@ -521,9 +521,10 @@ impl Store {
 
     fn resolve(&self, metric: &str, pairs: &[(&str, &str)], kind: SeriesKind, wal: &mut Vec<u8>) -> Result<Arc<Series>, Refusal> {
         let hash = series_hash(metric, pairs.iter().copied());
+        let hash2 = series_hash2(metric, pairs.iter().copied());
         {
             let idx = self.index.read().map_err(|_| Refusal::Invalid)?;
-            if let Some(s) = idx.lookup(hash, metric, pairs) {
+            if let Some(s) = idx.lookup(hash, hash2) {
                 return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
             }
             if let Some(mi) = idx.by_metric.get(metric) {
@@ -533,7 +534,7 @@ impl Store {
             }
         }
         let mut idx = self.index.write().map_err(|_| Refusal::Invalid)?;
-        if let Some(s) = idx.lookup(hash, metric, pairs) {
+        if let Some(s) = idx.lookup(hash, hash2) {
             return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
         }
         if idx.series.len() >= self.config.max_series {
