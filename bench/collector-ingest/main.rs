@@ -373,6 +373,7 @@ struct Report {
 }
 
 /// Sends `jobs` (a generator of bodies) with `workers` concurrent connections.
+#[allow(clippy::too_many_arguments)] // a benchmark driver: each argument is one of its knobs
 async fn drive<F>(c: &reqwest::Client, url: &str, ct: &'static str, snappy: bool, pid: u32, jobs: Vec<(u64, u64)>, workers: usize, pace: Option<Duration>, make: Arc<F>) -> Report
 where
     F: Fn(u64, u64) -> (Vec<u8>, u64) + Send + Sync + 'static,
@@ -591,7 +592,7 @@ async fn main() {
         times.sort();
         println!("prometheus         median {:.2} ms  p95 {:.2} ms  (HTTP round trip)  answer {}", times[10].as_secs_f64() * 1e3, times[18].as_secs_f64() * 1e3, answer.chars().take(160).collect::<String>());
     }
-    let m = c.get(format!("http://{api}/metrics")).send().await.map(|r| r).ok();
+    let m = c.get(format!("http://{api}/metrics")).send().await.ok();
     if let Some(m) = m {
         let text = m.text().await.unwrap_or_default();
         for l in text.lines().filter(|l| l.starts_with("stoker_collector_points_accepted_total") || l.starts_with("stoker_collector_series ") || l.starts_with("stoker_collector_store_bytes")) {

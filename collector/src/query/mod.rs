@@ -106,7 +106,7 @@ impl std::str::FromStr for Stat {
             "median" => Stat::Quantile(0.5),
             _ => {
                 let q = if let Some(p) = s.strip_prefix('p') {
-                    p.parse::<f64>().ok().map(|p| if p.fract() == 0.0 && p >= 1.0 { p / 100.0 } else { p / 100.0 })
+                    p.parse::<f64>().ok().map(|p| p / 100.0)
                 } else if let Some(inner) = s.strip_prefix("quantile(").and_then(|r| r.strip_suffix(')')) {
                     inner.trim().parse::<f64>().ok()
                 } else {
