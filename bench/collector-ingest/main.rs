@@ -449,6 +449,64 @@ fn print_report(what: &str, who: &str, r: &Report, pid: u32, unit: &str) {
     );
 }
 
+/// The store's own capacity without HTTP or a load generator competing for the cores: decode
+/// pre-encoded OTLP bodies and write them on one thread; then time policy-style instant
+/// queries on the same store.
+fn inprocess(templates: &[Template], chunks: u64, ts_of: &dyn Fn(u64) -> u64, nodes: usize, dir: &std::path::Path) {
+    use stoker_collector::query::{Matcher, Query, Selector, Stat};
+    use stoker_collector::store::{Store, StoreConfig};
+    let secs = 60u64;
+    println!("\n== in process, one thread: decode + store {secs} s of fleet data (no HTTP) ==");
+    let cfg = StoreConfig { data_dir: Some(dir.join("inprocess")), ..StoreConfig::default() };
+    let Ok(store) = Store::open(cfg, Arc::new(stoker_collector::clock::SystemClock)) else {
+        println!("cannot open an in-process store");
+        return;
+    };
+    let bodies: Vec<Vec<u8>> = (0..secs).flat_map(|s| (0..chunks).map(move |c| (s, c))).map(|(s, c)| instantiate(&templates[c as usize], ts_of(s), 0.5 + (s % 50) as f64 / 100.0)).collect();
+    let started = Instant::now();
+    let mut points = 0u64;
+    for (i, b) in bodies.iter().enumerate() {
+        let Ok(req) = ExportMetricsServiceRequest::decode(b.as_slice()) else { continue };
+        points += stoker_collector::ingest::otlp::export(&store, &req).accepted;
+        if i % 200 == 0 {
+            let _ = store.commit();
+        }
+    }
+    let _ = store.commit();
+    let secs_taken = started.elapsed().as_secs_f64();
+    println!("decode + store (1 core)      {:>12.0} points/s  ({points} in {secs_taken:.1} s, log commits included)", points as f64 / secs_taken);
+    let now = ts_of(secs - 1);
+    let time = |label: &str, q: &Query, n: usize| {
+        let t = Instant::now();
+        let mut groups = 0;
+        for _ in 0..n {
+            groups = store.instant(q, now).map(|g| g.len()).unwrap_or(0);
+        }
+        println!("{label:<60} {:>8.1} µs/query  ({groups} groups)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    };
+    let node = "node-0042";
+    time(
+        "mean 60s hw.gpu.utilization of one node (24 series)",
+        &Query::new(Selector::new("hw.gpu.utilization").with(Matcher::eq("host.name", node)), Stat::Mean, Duration::from_secs(60)),
+        1000,
+    );
+    time(
+        "p95 30s inference.request.duration{service.name=resnet,host.name=one}",
+        &Query::new(Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet")).with(Matcher::eq("host.name", node)), Stat::Quantile(0.95), Duration::from_secs(30)),
+        1000,
+    );
+    time(
+        &format!("p95 60s inference.request.duration{{service.name=resnet}} ({nodes} nodes)"),
+        &Query::new(Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet")), Stat::Quantile(0.95), Duration::from_secs(60)),
+        20,
+    );
+    time(
+        &format!("mean 60s hw.gpu.utilization{{hw.gpu.task=general}} by host ({nodes} nodes)"),
+        &Query::new(Selector::new("hw.gpu.utilization").with(Matcher::eq("hw.gpu.task", "general")), Stat::Mean, Duration::from_secs(60)).group_by(["host.name"]),
+        20,
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = parse_args();
@@ -528,6 +586,8 @@ async fn main() {
         })
     });
     let jobs = |from: u64, to: u64| -> Vec<(u64, u64)> { (from..to).flat_map(|s| (0..chunks).map(move |c| (s, c))).collect() };
+
+    inprocess(&templates, chunks, &ts_of, args.nodes, dir.path());
 
     println!("\n== 1 Hz: {} s of the fleet in real time ==", args.rate_secs);
     let r = drive(&c, &otlp_url, "application/x-protobuf", false, cpid, jobs(0, args.rate_secs), args.workers, Some(Duration::from_secs(1)), make_otlp.clone()).await;

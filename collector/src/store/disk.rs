@@ -245,6 +245,7 @@ pub(crate) fn open(config: StoreConfig, clock: SharedClock) -> Result<Store, Sto
             d.base_total = row.last_total;
             d.cum = row.cum;
             d.mem_start = row.last_ts.saturating_add(1);
+            d.older_on_disk = row.last_ts > 0;
             d.dirty = false;
         }
     }
@@ -588,6 +589,7 @@ fn evict(store: &Store, now: u64) {
             d.hists.drain(..h);
         }
         d.flushed -= n.min(d.flushed);
+        d.older_on_disk = persistent;
         d.mem_start = d.ts.first().copied().unwrap_or(d.last_ts.saturating_add(1));
     }
 }

@@ -261,6 +261,9 @@ pub(crate) struct SeriesData {
     pub last_total: f64,
     /// Whether anything changed since the last checkpoint.
     pub dirty: bool,
+    /// Whether points older than `mem_start` exist on disk (dropped from memory, or from
+    /// before a restart). When false, memory alone answers any window.
+    pub older_on_disk: bool,
 }
 
 /// One series: identity plus its in-memory data.
@@ -645,6 +648,16 @@ pub fn sort_pairs<'a>(pairs: &mut Vec<(&'a str, &'a str)>) {
 }
 
 /// Applies a point to series data (ingest and log replay), writing a log record if asked.
+/// Makes `h` share the bucket bounds of the series' previous point when they are equal, so
+/// memory holds one copy and merges compare pointers instead of floats.
+fn share_bounds(d: &SeriesData, h: &mut Histogram) {
+    if let (Some(Histogram { buckets: Buckets::Explicit { bounds: prev, .. }, .. }), Buckets::Explicit { bounds, .. }) = (d.hists.last(), &mut h.buckets) {
+        if !Arc::ptr_eq(prev, bounds) && prev == bounds {
+            *bounds = prev.clone();
+        }
+    }
+}
+
 pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<(&mut Vec<u8>, u32)>) {
     if d.ts.is_empty() && d.mem_start == 0 {
         d.mem_start = ts;
@@ -687,7 +700,8 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                 codec::wal_counter(w, id, ts, total, Some((start, value)));
             }
         }
-        PointValue::HistogramDelta(h) => {
+        PointValue::HistogramDelta(mut h) => {
+            share_bounds(d, &mut h);
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &h, None);
             }
@@ -727,6 +741,8 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                     }
                 }
             };
+            let mut delta = delta;
+            share_bounds(d, &mut delta);
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &delta, Some((start, &hist)));
             }
