@@ -871,8 +871,8 @@ fn unit_of(query: &str) -> Unit {
 fn threshold(against: &str) -> Option<f64> {
     against
         .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
-        .filter_map(|w| w.trim_start_matches(['<', '>', '=']).parse::<f64>().ok())
-        .last()
+        .rev()
+        .find_map(|w| w.trim_start_matches(['<', '>', '=']).parse::<f64>().ok())
 }
 
 fn rule_view(policy: &str, r: &stoker_collector::policy::api::RuleStatus) -> RuleView {
