@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod fake;
+pub mod http;
 pub mod model;
 pub mod run;
 pub mod view;

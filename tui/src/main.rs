@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use stoker_tui::client::{Clock, FetchConfig};
 use stoker_tui::fake::FakeSource;
+use stoker_tui::http::HttpSource;
 use stoker_tui::{Cli, Command, TuiError, cli, run};
 
 fn main() -> ExitCode {
@@ -23,7 +24,7 @@ fn run_cli(cli: Cli) -> Result<(), TuiError> {
     if let Some(Command::Demo(_opts)) = cli.command {
         return Err(TuiError::NotBuilt("demo is not built into this binary yet"));
     }
-    let _token = cli.token_file.as_deref().map(cli::read_token).transpose()?;
+    let token = cli.token_file.as_deref().map(cli::read_token).transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()
@@ -41,9 +42,19 @@ fn run_cli(cli: Cli) -> Result<(), TuiError> {
             )
             .await
         }),
-        None => Err(TuiError::NotBuilt(
-            "the HTTP client for the collector API is not built into this binary yet; \
-             run with --fake 500x8 to see the dashboard over a generated fleet",
-        )),
+        None => runtime.block_on(async {
+            let url = cli.collector.as_str();
+            let source = HttpSource::new(url, token).map_err(|e| TuiError::Config {
+                path: "--collector".to_owned(),
+                reason: e.to_string(),
+            })?;
+            run::dashboard(
+                source,
+                url.to_owned(),
+                Clock::system(),
+                FetchConfig::default(),
+            )
+            .await
+        }),
     }
 }

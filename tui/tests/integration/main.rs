@@ -3,6 +3,8 @@
 
 mod cli;
 mod event_loop;
+mod live;
+mod otlp_fleet;
 mod render;
 
 use stoker_tui::app::App;
