@@ -27,13 +27,14 @@ use crate::policy::runtime::{ExecError, Executor, JobRef, JobStatus, TargetRef};
 const JOURNAL_LOOKBACK: usize = 2_000;
 
 type ResizerKey = (String, String);
-type RunnerKey = (String, String);
+/// A cached actuator with the section it was built from (a changed section rebuilds it).
+type Cached<S, A> = Mutex<HashMap<(String, String), (S, Arc<A>)>>;
 
 /// Acts for the policy runtime through the actuators built from each policy's sections.
 pub struct ActuatorExecutor {
     env: ActuateEnv,
-    resizers: Mutex<HashMap<ResizerKey, (ResizeSpec, Arc<dyn Resizer>)>>,
-    runners: Mutex<HashMap<RunnerKey, (JobSpec, Arc<dyn JobRunner>)>>,
+    resizers: Cached<ResizeSpec, dyn Resizer>,
+    runners: Cached<JobSpec, dyn JobRunner>,
     /// Handles of jobs started by this process, by the remote id given to the runtime.
     handles: Mutex<HashMap<String, JobHandle>>,
 }

@@ -81,7 +81,7 @@ pub enum ServeError {
         dir: PathBuf,
         /// Why.
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
 }
 
@@ -191,7 +191,7 @@ fn start_policy(
     rc.reload_poll = config.policy.reload_poll.get();
     rc.job_poll = config.policy.job_poll.get();
     let rt = PolicyRuntime::new(rc, executor.clone(), source, runtime::system_clock(), exporter)
-        .map_err(|source| ServeError::Policy { dir: dir.to_path_buf(), source })?;
+        .map_err(|source| ServeError::Policy { dir: dir.to_path_buf(), source: Box::new(source) })?;
     let loaded = rt.snapshot();
     tracing::info!(policies = %dir.display(), loaded = loaded.policies.len(), errors = loaded.errors.len(), "Policy engine started.");
     Ok((rt, executor))

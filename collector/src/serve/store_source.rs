@@ -23,6 +23,9 @@ use crate::store::Store;
 /// The attribute whose newest value [`SignalSource::latest_version`] reports.
 const VERSION_ATTR: &str = "model.version";
 
+/// A series' attributes, as the first-appearance cache keys them.
+type SeriesKey = Vec<(String, String)>;
+
 /// Store steps per range query (the store refuses more than 11 000 in one call).
 const RANGE_CHUNK: u64 = 10_000;
 
@@ -32,7 +35,7 @@ pub struct StoreSource {
     store: Arc<Store>,
     /// First appearance of each series, by its attributes: it never changes once known, and
     /// finding it may read the series' oldest disk block.
-    first_seen: Mutex<HashMap<Vec<(String, String)>, u64>>,
+    first_seen: Mutex<HashMap<SeriesKey, u64>>,
 }
 
 impl StoreSource {
@@ -111,7 +114,7 @@ impl SignalSource for StoreSource {
         sel.matchers.remove(VERSION_ATTR);
         let store_sel = selector(&sel);
         let mut first_by_version: BTreeMap<String, u64> = BTreeMap::new();
-        let known: Vec<(Vec<(String, String)>, String, Option<u64>)> = {
+        let known: Vec<(SeriesKey, String, Option<u64>)> = {
             let cache = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
             self.store
                 .select(&store_sel)
