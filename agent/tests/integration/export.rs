@@ -11,17 +11,23 @@ const NO_GPU: &[&str] = &["--nvml-lib", "/nonexistent/libnvidia-ml.so.1"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_process_metrics_reach_the_receiver_and_shutdown_flushes() {
     let receiver = Receiver::start().await;
-    let mut sleeper = Command::new("sleep")
-        .arg("60")
+    // Regression guard: a plain `sleep` matched other `sleep` processes on a busy machine. The
+    // serving process gets a name (and argument) no other process has.
+    let dir = tempfile::tempdir().unwrap();
+    let exe_name = format!("stk-sleep-{}", std::process::id() % 100_000);
+    let exe = dir.path().join(&exe_name);
+    std::fs::copy(which_sleep(), &exe).unwrap();
+    let marker = format!("{}", 600 + std::process::id() % 1000);
+    let mut sleeper = Command::new(&exe)
+        .arg(&marker)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let pid = sleeper.id();
-    let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("server.pid");
     std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
     let extra = format!(
-        "[[processes]]\nname = \"by-pid\"\npid_file = \"{}\"\n[[processes]]\nname = \"by-name\"\nprocess_name = \"sleep\"\n[[processes]]\nname = \"by-cmd\"\ncmdline_contains = \"sleep 60\"\n",
+        "[[processes]]\nname = \"by-pid\"\npid_file = \"{}\"\n[[processes]]\nname = \"by-name\"\nprocess_name = \"{exe_name}\"\n[[processes]]\nname = \"by-cmd\"\ncmdline_contains = \"{exe_name} {marker}\"\n",
         pid_file.display()
     );
     let cfg = config(&receiver.url(), "200ms", &extra);
@@ -84,7 +90,7 @@ async fn host_and_process_metrics_reach_the_receiver_and_shutdown_flushes() {
             .find(|p| p.metric == "process.memory.usage" && p.attr("stoker.process.group") == group)
             .unwrap();
         assert_eq!(mem.attr("process.pid"), pid.to_string(), "{group}");
-        assert_eq!(mem.attr("process.executable.name"), "sleep");
+        assert_eq!(mem.attr("process.executable.name"), exe_name);
         assert!(mem.value > 0.0 && mem.unit == "By");
         assert!(points.iter().any(|p| p.metric == "process.cpu.utilization"
             && p.attr("stoker.process.group") == group
@@ -192,4 +198,13 @@ async fn partial_success_rejections_are_counted() {
         log.contains("Collector accepted the export only in part."),
         "{log}"
     );
+}
+
+/// The `sleep` program, copied under a unique name by the test above.
+fn which_sleep() -> std::path::PathBuf {
+    ["/usr/bin/sleep", "/bin/sleep"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("a sleep program")
 }
