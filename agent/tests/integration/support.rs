@@ -234,6 +234,9 @@ impl Agent {
         let log = dir.path().join("agent.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stoker-agent"));
         cmd.arg("--config").arg(&cfg_path).args(args);
+        // Tests run in parallel: the local OTLP receivers take OS-assigned ports, never the
+        // 4317/4318 defaults, which another agent on this machine may hold.
+        cmd.args(["--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"]);
         cmd.env("RUST_LOG", "info").env_remove("FAKE_NVML_SCRIPT");
         if let Some(script) = script {
             let script_path = dir.path().join("script.json");

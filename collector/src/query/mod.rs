@@ -106,7 +106,7 @@ impl std::str::FromStr for Stat {
             "median" => Stat::Quantile(0.5),
             _ => {
                 let q = if let Some(p) = s.strip_prefix('p') {
-                    p.parse::<f64>().ok().map(|p| if p.fract() == 0.0 && p >= 1.0 { p / 100.0 } else { p / 100.0 })
+                    p.parse::<f64>().ok().map(|p| p / 100.0)
                 } else if let Some(inner) = s.strip_prefix("quantile(").and_then(|r| r.strip_suffix(')')) {
                     inner.trim().parse::<f64>().ok()
                 } else {
@@ -498,7 +498,7 @@ impl Store {
         let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
         let mut out = Vec::new();
         let mut fallback = d.base_total;
-        if a < d.mem_start {
+        if a < d.mem_start && d.older_on_disk {
             if let Some(disk) = &self.disk {
                 let upto = b.min(d.mem_start.saturating_sub(1));
                 let now = self.clock.now();
@@ -550,7 +550,7 @@ impl Store {
     fn series_acc(&self, s: &Series, a: u64, b: u64, want_hist: bool) -> Result<SeriesAcc, QueryError> {
         {
             let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
-            if a >= d.mem_start || self.disk.is_none() {
+            if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
                 let mem = Mem { ts: &d.ts, vals: &d.vals, hists: &d.hists };
                 return Ok(accumulate(&mem, a, b, d.base_total, want_hist));
             }
@@ -652,7 +652,7 @@ impl Store {
                 // Exact quantile over every sample of the group.
                 let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
                 let before = g.samples.len();
-                if a >= d.mem_start || self.disk.is_none() {
+                if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
                     let i0 = d.ts.partition_point(|t| *t < a);
                     let i1 = d.ts.partition_point(|t| *t <= b);
                     g.samples.extend_from_slice(&d.vals[i0..i1]);

@@ -205,7 +205,12 @@ pub(crate) fn open(config: StoreConfig, clock: SharedClock) -> Result<Store, Sto
     };
     std::fs::create_dir_all(&dir).map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
     let path = dir.join("store.redb");
-    let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+    // A modest page cache: recent data is served from the store's own memory, so redb's cache
+    // only speeds up reads of older blocks (its 1 GiB default would dominate RSS).
+    let db = Database::builder()
+        .set_cache_size(64 << 20)
+        .create(&path)
+        .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
     {
         let tx = db.begin_write()?;
         tx.open_table(WAL)?;
@@ -240,6 +245,7 @@ pub(crate) fn open(config: StoreConfig, clock: SharedClock) -> Result<Store, Sto
             d.base_total = row.last_total;
             d.cum = row.cum;
             d.mem_start = row.last_ts.saturating_add(1);
+            d.older_on_disk = row.last_ts > 0;
             d.dirty = false;
         }
     }
@@ -583,6 +589,7 @@ fn evict(store: &Store, now: u64) {
             d.hists.drain(..h);
         }
         d.flushed -= n.min(d.flushed);
+        d.older_on_disk = persistent;
         d.mem_start = d.ts.first().copied().unwrap_or(d.last_ts.saturating_add(1));
     }
 }

@@ -190,7 +190,7 @@ impl Histogram {
         self.max = opt_max(self.max, other.max);
         match (&mut self.buckets, &other.buckets) {
             (Buckets::Explicit { bounds, counts }, Buckets::Explicit { bounds: ob, counts: oc }) => {
-                if bounds == ob && counts.len() == oc.len() {
+                if (Arc::ptr_eq(bounds, ob) || bounds == ob) && counts.len() == oc.len() {
                     for (a, b) in counts.iter_mut().zip(oc) {
                         *a += b;
                     }

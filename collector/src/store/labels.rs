@@ -144,3 +144,22 @@ pub(crate) fn series_hash<'a>(metric: &str, pairs: impl Iterator<Item = (&'a str
     }
     h.finish()
 }
+
+/// A second, independent identity hash (FNV-1a). The store matches series by both hashes
+/// (128 bits) instead of comparing every attribute string on the ingest path; a false match
+/// would need a simultaneous collision of two unrelated 64-bit hashes.
+pub(crate) fn series_hash2<'a>(metric: &str, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8], sep: u8| {
+        for b in bytes.iter().chain(std::iter::once(&sep)) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(metric.as_bytes(), 0xff);
+    for (k, v) in pairs {
+        eat(k.as_bytes(), 0xfe);
+        eat(v.as_bytes(), 0xfd);
+    }
+    h
+}

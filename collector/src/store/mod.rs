@@ -50,6 +50,7 @@ pub use disk::{StoreConfig, TierConfig};
 pub use hist::{Buckets, ExpSide, Histogram};
 pub use labels::Labels;
 pub(crate) use labels::{FxHashMap, series_hash};
+use labels::series_hash2;
 
 pub(crate) use codec::AggPoint;
 
@@ -260,6 +261,9 @@ pub(crate) struct SeriesData {
     pub last_total: f64,
     /// Whether anything changed since the last checkpoint.
     pub dirty: bool,
+    /// Whether points older than `mem_start` exist on disk (dropped from memory, or from
+    /// before a restart). When false, memory alone answers any window.
+    pub older_on_disk: bool,
 }
 
 /// One series: identity plus its in-memory data.
@@ -270,6 +274,10 @@ pub(crate) struct Series {
     pub labels: Labels,
     pub kind: SeriesKind,
     pub node: Option<u32>,
+    /// The node's last-seen clock, shared so appends need no index lock.
+    pub node_seen: Option<Arc<AtomicU64>>,
+    /// Second identity hash (see `series_hash2`).
+    pub hash2: u64,
     pub data: RwLock<SeriesData>,
 }
 
@@ -293,7 +301,7 @@ pub struct NodeEntry {
     /// Distinct `hw.id` (GPU) values seen on this node's series.
     pub gpus: Vec<String>,
     /// Newest point timestamp from this node (Unix nanos).
-    pub last_seen: AtomicU64,
+    pub last_seen: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -316,13 +324,9 @@ impl Index {
         a
     }
 
-    fn lookup(&self, hash: u64, metric: &str, pairs: &[(&str, &str)]) -> Option<&Arc<Series>> {
+    fn lookup(&self, hash: u64, hash2: u64) -> Option<&Arc<Series>> {
         let ids = self.by_hash.get(&hash)?;
-        ids.iter().map(|i| &self.series[*i as usize]).find(|s| {
-            &*s.metric == metric
-                && s.labels.len() == pairs.len()
-                && s.labels.iter().zip(pairs.iter()).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
-        })
+        ids.iter().map(|i| &self.series[*i as usize]).find(|s| s.hash2 == hash2)
     }
 
     /// Adds a series with a given id (used by recovery and by new writes).
@@ -336,12 +340,15 @@ impl Index {
         }
         let labels = Labels::from_sorted(v);
         let node = self.node_for(&labels);
+        let node_seen = node.and_then(|n| self.nodes.get(n as usize)).map(|n| n.last_seen.clone());
         let series = Arc::new(Series {
             id,
             metric: metric_a.clone(),
             labels: labels.clone(),
             kind,
             node,
+            node_seen,
+            hash2: series_hash2(metric, pairs.iter().copied()),
             data: RwLock::new(SeriesData { dirty: true, ..SeriesData::default() }),
         });
         let hash = series_hash(metric, pairs.iter().copied());
@@ -380,7 +387,7 @@ impl Index {
                     host_id: key.clone(),
                     labels: Labels::from_pairs(rest),
                     gpus: Vec::new(),
-                    last_seen: AtomicU64::new(0),
+                    last_seen: Arc::new(AtomicU64::new(0)),
                 };
                 let i = self.nodes.len() as u32;
                 self.nodes.push(Arc::new(entry));
@@ -394,13 +401,12 @@ impl Index {
                 let mut gpus = node.gpus.clone();
                 gpus.push(gpu.to_string());
                 gpus.sort();
-                let last_seen = node.last_seen.load(Ordering::Relaxed);
                 self.nodes[idx as usize] = Arc::new(NodeEntry {
                     name: node.name.clone(),
                     host_id: node.host_id.clone(),
                     labels: node.labels.clone(),
                     gpus,
-                    last_seen: AtomicU64::new(last_seen),
+                    last_seen: node.last_seen.clone(),
                 });
             }
         }
@@ -518,9 +524,10 @@ impl Store {
 
     fn resolve(&self, metric: &str, pairs: &[(&str, &str)], kind: SeriesKind, wal: &mut Vec<u8>) -> Result<Arc<Series>, Refusal> {
         let hash = series_hash(metric, pairs.iter().copied());
+        let hash2 = series_hash2(metric, pairs.iter().copied());
         {
             let idx = self.index.read().map_err(|_| Refusal::Invalid)?;
-            if let Some(s) = idx.lookup(hash, metric, pairs) {
+            if let Some(s) = idx.lookup(hash, hash2) {
                 return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
             }
             if let Some(mi) = idx.by_metric.get(metric) {
@@ -530,7 +537,7 @@ impl Store {
             }
         }
         let mut idx = self.index.write().map_err(|_| Refusal::Invalid)?;
-        if let Some(s) = idx.lookup(hash, metric, pairs) {
+        if let Some(s) = idx.lookup(hash, hash2) {
             return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
         }
         if idx.series.len() >= self.config.max_series {
@@ -594,12 +601,8 @@ impl Writer<'_> {
         }
         apply(&mut d, ts, value, Some((&mut self.wal, series.id)));
         drop(d);
-        if let Some(n) = series.node {
-            if let Ok(idx) = self.store.index.read() {
-                if let Some(node) = idx.nodes.get(n as usize) {
-                    node.last_seen.fetch_max(ts, Ordering::Relaxed);
-                }
-            }
+        if let Some(seen) = &series.node_seen {
+            seen.fetch_max(ts, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -645,6 +648,16 @@ pub fn sort_pairs<'a>(pairs: &mut Vec<(&'a str, &'a str)>) {
 }
 
 /// Applies a point to series data (ingest and log replay), writing a log record if asked.
+/// Makes `h` share the bucket bounds of the series' previous point when they are equal, so
+/// memory holds one copy and merges compare pointers instead of floats.
+fn share_bounds(d: &SeriesData, h: &mut Histogram) {
+    if let (Some(Histogram { buckets: Buckets::Explicit { bounds: prev, .. }, .. }), Buckets::Explicit { bounds, .. }) = (d.hists.last(), &mut h.buckets) {
+        if !Arc::ptr_eq(prev, bounds) && prev == bounds {
+            *bounds = prev.clone();
+        }
+    }
+}
+
 pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<(&mut Vec<u8>, u32)>) {
     if d.ts.is_empty() && d.mem_start == 0 {
         d.mem_start = ts;
@@ -687,7 +700,8 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                 codec::wal_counter(w, id, ts, total, Some((start, value)));
             }
         }
-        PointValue::HistogramDelta(h) => {
+        PointValue::HistogramDelta(mut h) => {
+            share_bounds(d, &mut h);
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &h, None);
             }
@@ -727,6 +741,8 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                     }
                 }
             };
+            let mut delta = delta;
+            share_bounds(d, &mut delta);
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &delta, Some((start, &hist)));
             }
