@@ -44,8 +44,41 @@ pub struct CollectorConfig {
     pub auth: AuthConfig,
     /// The embedded store.
     pub store: StoreConfig,
-    // Sections added by other parts of the collector go here: `policy` (policy engine),
-    // `actuators` and `secrets` (actuators). Keep each one `deny_unknown_fields`.
+    /// The policy engine (`[policy]`).
+    pub policy: PolicyConfig,
+    /// Actuators (`[actuators]`): clusters, retries, timeouts.
+    #[serde(skip_serializing_if = "is_default")]
+    pub actuators: crate::actuate::ActuatorsConfig,
+    /// Named secrets (`[secrets.<name>] env = ".." | file = ".."`) that actuator sections refer
+    /// to; values are never written in this file.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: crate::actuate::SecretsConfig,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The policy engine (`[policy]`). The engine runs when a directory is given here or with
+/// `serve --policies` (which wins).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Policy directory; absent = ingest, store and API only.
+    pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changed files (SIGHUP reloads at once).
+    pub reload_poll: HumanDuration,
+    /// How often running model-refresh jobs are polled.
+    pub job_poll: HumanDuration,
+    /// OTLP/gRPC endpoint (`http://host:4317`) that receives every decision as a log record;
+    /// absent = decisions are only stored.
+    pub otlp_logs_endpoint: Option<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { dir: None, reload_poll: HumanDuration::from_secs(2), job_poll: HumanDuration::from_secs(30), otlp_logs_endpoint: None }
+    }
 }
 
 /// Listeners and HTTP limits (`[server]`).
@@ -167,6 +200,18 @@ impl CollectorConfig {
         if let Some((key, message)) = problems.into_iter().next() {
             return Err(ConfigError::Invalid { path: origin.into(), key, message });
         }
+        if let Err(problems) = crate::actuate::Secrets::from_config(cfg.secrets.clone()) {
+            // Each problem reads `secrets.<name>: message`.
+            let all = problems.join("; ");
+            let (key, message) = all.split_once(": ").map(|(k, m)| (k.to_string(), m.to_string())).unwrap_or(("secrets".into(), all.clone()));
+            return Err(ConfigError::Invalid { path: origin.into(), key, message });
+        }
+        if cfg.policy.reload_poll.get().is_zero() {
+            return Err(ConfigError::Invalid { path: origin.into(), key: "policy.reload_poll".into(), message: "must be positive".into() });
+        }
+        if cfg.policy.job_poll.get().is_zero() {
+            return Err(ConfigError::Invalid { path: origin.into(), key: "policy.job_poll".into(), message: "must be positive".into() });
+        }
         Ok(cfg)
     }
 
@@ -193,5 +238,29 @@ mod tests {
         let ok = CollectorConfig::parse("[store]\nmax_series = 10\n[[store.tiers]]\nresolution = \"10s\"\nretention = \"1d\"\n", "c.toml").expect("valid");
         assert_eq!(ok.store.max_series, 10);
         assert_eq!(ok.store.tiers.len(), 1);
+    }
+
+    #[test]
+    fn policy_actuator_and_secret_sections() {
+        let ok = CollectorConfig::parse(
+            "[policy]\ndir = \"policies\"\nreload_poll = \"5s\"\notlp_logs_endpoint = \"http://127.0.0.1:4317\"\n\
+             [actuators.retry]\nmax_attempts = 3\n[secrets.gh]\nenv = \"GH_TOKEN\"\n",
+            "c.toml",
+        )
+        .expect("valid");
+        assert_eq!(ok.policy.dir, Some(PathBuf::from("policies")));
+        assert_eq!(ok.policy.reload_poll.get(), std::time::Duration::from_secs(5));
+        assert_eq!(ok.policy.job_poll.get(), std::time::Duration::from_secs(30));
+        assert_eq!(ok.actuators.retry.max_attempts, Some(3));
+        assert!(ok.secrets.contains_key("gh"));
+        let err = CollectorConfig::parse("[policy]\ndirectory = \"p\"\n", "c.toml").expect_err("unknown key");
+        assert!(err.to_string().starts_with("c.toml: policy"), "{err}");
+        assert!(err.to_string().contains("directory"), "{err}");
+        let err = CollectorConfig::parse("[secrets.gh]\nenv = \"A\"\nfile = \"/x\"\n", "c.toml").expect_err("both");
+        assert!(err.to_string().starts_with("c.toml: secrets.gh: "), "{err}");
+        let err = CollectorConfig::parse("[actuators.retry]\nmax_attemps = 3\n", "c.toml").expect_err("typo");
+        assert!(err.to_string().contains("actuators.retry"), "{err}");
+        let err = CollectorConfig::parse("[policy]\njob_poll = \"0s\"\n", "c.toml").expect_err("zero");
+        assert!(err.to_string().contains("policy.job_poll"), "{err}");
     }
 }

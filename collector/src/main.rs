@@ -85,7 +85,7 @@ struct ServeArgs {
     /// Where the store keeps its data.
     #[arg(long, default_value = "stoker-data")]
     data_dir: PathBuf,
-    /// Policy directory (read by the policy engine).
+    /// Policy directory: runs the policy engine and its actuators (overrides `[policy] dir`).
     #[arg(long)]
     policies: Option<PathBuf>,
     /// OTLP gRPC ingest address (default 0.0.0.0:4417; localhost only without a write token).
@@ -168,7 +168,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<serve::ServeError>().is_some_and(serve::ServeError::is_config) {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

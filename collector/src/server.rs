@@ -56,7 +56,12 @@ pub struct ServeOptions {
     /// Routers of other rooms (`/api/v1/policies`, ...), merged into the API listener and
     /// covered by the read token.
     pub extra_api: Vec<Router>,
+    /// Prometheus text of other rooms (the policy runtime's counters), appended to `/metrics`.
+    pub extra_metrics: Vec<MetricsText>,
 }
+
+/// A producer of Prometheus exposition text, called on every `/metrics` scrape.
+pub type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Addresses actually bound (ports resolved when 0 was asked for).
 #[derive(Debug, Clone, Copy)]
@@ -227,13 +232,20 @@ pub async fn start(opts: ServeOptions, cancel: CancellationToken, tracker: TaskT
     }
     let metrics_store = opts.store.clone();
     let (mi, mq) = (ingest_stats.clone(), queries.clone());
+    let extra_metrics = Arc::new(opts.extra_metrics);
     let ready_flag = ready.clone();
     api_router = api_router
         .route(
             "/metrics",
             get(move || {
-                let (s, i, q) = (metrics_store.clone(), mi.clone(), mq.clone());
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::render(&s, &i, &q)) }
+                let (s, i, q, extra) = (metrics_store.clone(), mi.clone(), mq.clone(), extra_metrics.clone());
+                async move {
+                    let mut text = telemetry::render(&s, &i, &q);
+                    for m in extra.iter() {
+                        text.push_str(&m());
+                    }
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))

@@ -230,6 +230,28 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": {"200": {"description": "NodesResponse: {nodes: [{name, host_id, last_seen_unix_nano, age_seconds, health, gpu_count, labels}], now_unix_nano}"}}
             }},
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
+            "/api/v1/policies": {"get": {
+                "summary": "Policies in force with each rule's state (ok|pending|firing|cooling-down|dry-run), last decision and forecast; errors of a refused reload. Present when the policy engine runs (serve --policies).",
+                "responses": {"200": {"description": "PoliciesResponse: {policies: [{name, file, target, rules: [{rule, kind, mode, state, pending_since, cooling_down_until, last_decision}], forecast}], errors, warnings, last_reload}"}}
+            }},
+            "/api/v1/decisions": {"get": {
+                "summary": "Decision records, newest first. Present when the policy engine runs.",
+                "parameters": [
+                    {"name": "policy", "in": "query", "schema": {"type": "string"}},
+                    {"name": "rule", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}}
+                ],
+                "responses": {"200": {"description": "DecisionsResponse: {decisions: [{time, policy, rule, kind, mode, inputs, ..., key, outcome}]}"}}
+            }},
+            "/api/v1/actions": {"get": {
+                "summary": "Actions sent to actuators (resizes and jobs) with their status and outcome, newest first. Present when the policy engine runs.",
+                "parameters": [
+                    {"name": "policy", "in": "query", "schema": {"type": "string"}},
+                    {"name": "rule", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100, "maximum": 1000}}
+                ],
+                "responses": {"200": {"description": "ActionsResponse: {actions: [ActionRecord]}"}}
+            }},
             "/v1/metrics": {"post": {"summary": "OTLP/HTTP metrics ingest (on --otlp-http-listen; application/x-protobuf or application/json; write token).", "responses": {"200": {"description": "ExportMetricsServiceResponse, with partial_success when points were refused"}, "400": {"description": "undecodable body"}, "401": {"description": "missing or wrong token"}, "413": {"description": "body over server.max_body_bytes"}, "415": {"description": "unsupported content type"}, "503": {"description": "store catching up; retry"}}}}
         }
     })

@@ -748,6 +748,27 @@ impl Store {
         Ok(out)
     }
 
+    /// The first point's timestamp of every matching series (series without points are left
+    /// out): when a label value such as `model.version` first appeared. Reads from the coarsest
+    /// tier that still holds the series' start when it has left memory.
+    pub fn first_seen(&self, sel: &Selector) -> Result<Vec<(Labels, u64)>, QueryError> {
+        let mut out = Vec::new();
+        for s in self.matching(sel) {
+            let first = {
+                let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+                if d.mem_start == 0 || self.disk.is_none() { Some(d.ts.first().copied()) } else { None }
+            };
+            let first = match first {
+                Some(f) => f,
+                None => self.materialize(&s, 1, u64::MAX, false)?.0.first().map(|p| p.ts),
+            };
+            if let Some(t) = first {
+                out.push((s.labels.clone(), t));
+            }
+        }
+        Ok(out)
+    }
+
     fn tier_done(&self, tier: usize) -> u64 {
         self.disk.as_ref().map(|d| d.tier_done(tier)).unwrap_or(0)
     }

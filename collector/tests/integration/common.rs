@@ -43,7 +43,7 @@ pub async fn start_with(tokens: Tokens, tweak: impl FnOnce(&mut ServerConfig), c
     tweak(&mut server_cfg);
     let cancel = CancellationToken::new();
     tokio::spawn(store.clone().run_background(cancel.clone()));
-    let (bound, handles) = server::start(ServeOptions { server: server_cfg, tokens, store: store.clone(), extra_api: Vec::new() }, cancel.clone(), TaskTracker::new())
+    let (bound, handles) = server::start(ServeOptions { server: server_cfg, tokens, store: store.clone(), extra_api: Vec::new(), extra_metrics: Vec::new() }, cancel.clone(), TaskTracker::new())
         .await
         .expect("start server");
     TestServer { bound, store, handles, cancel, _dir: dir }

@@ -1,0 +1,228 @@
+//! The running collector as a library: `serve::start` opens the store, binds the listeners and
+//! starts every background task, the policy runtime included when a policy directory is
+//! given; the binary's `serve` and the one-machine demo both call it, so they run the same
+//! collector.
+//!
+//! The closed loop: OTLP ingest → [`Store`] → [`StoreSource`] → policy runtime
+//! ([`crate::policy::runtime`]) → [`ActuatorExecutor`] → actuators, with decisions and actions
+//! recorded under the data directory (`policy.redb`, `actions.redb`) and served on the API
+//! listener (`/api/v1/policies`, `/decisions`, `/actions`).
+
+pub mod executor;
+pub mod store_source;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::actuate::{ActuateEnv, ActuateError, Journal, Secrets};
+use crate::clock::SystemClock;
+use crate::config::{CollectorConfig, ConfigError};
+use crate::policy::otel::DecisionExporter;
+use crate::policy::runtime::{self, PolicyRuntime, RuntimeConfig, RuntimeError};
+use crate::server::{self, Bound, Handles, MetricsText, ServeOptions, ServerError};
+use crate::store::{Store, StoreError};
+
+pub use executor::ActuatorExecutor;
+pub use store_source::StoreSource;
+
+/// How often the executor drops the actuators of targets and rules no longer in force.
+const ACTUATOR_SWEEP: Duration = Duration::from_secs(5);
+
+/// Everything `start` needs: the parsed configuration plus the command-line overrides already
+/// applied to it.
+#[derive(Clone, Debug, Default)]
+pub struct CollectorSettings {
+    /// The configuration (listeners, auth, store, and the sections of the other rooms).
+    pub config: CollectorConfig,
+    /// Where the store, the policy state and the actions journal live.
+    pub data_dir: PathBuf,
+    /// The policy directory (`--policies`, wins over `[policy] dir`); with neither, ingest,
+    /// store and API run alone.
+    pub policies: Option<PathBuf>,
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable (the binary exits 64).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("open the store in {dir}")]
+    Store {
+        /// Data directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// A listener could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The actions journal or the actuator environment could not be set up.
+    #[error("set up the actuators in {dir}")]
+    Actuators {
+        /// Data directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: ActuateError,
+    },
+    /// The policy runtime could not open its state.
+    #[error("start the policy engine on {dir}")]
+    Policy {
+        /// Policy directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: RuntimeError,
+    },
+}
+
+impl ServeError {
+    /// Whether the configuration is at fault (the binary exits 64, EX_CONFIG).
+    pub fn is_config(&self) -> bool {
+        matches!(self, ServeError::Config(_) | ServeError::Actuators { source: ActuateError::Config(_) | ActuateError::Secret { .. }, .. })
+    }
+}
+
+/// A started collector. It stops when the `cancel` token given to [`start`] fires; wait on the
+/// tracker for its tasks to finish.
+#[derive(Clone)]
+pub struct RunningCollector {
+    /// Addresses actually bound (ports resolved when 0 was asked for).
+    pub bound: Bound,
+    /// Counters and readiness of the listeners.
+    pub handles: Handles,
+    /// The store, for in-process readers.
+    pub store: Arc<Store>,
+    /// The policy runtime, when a policy directory was given.
+    pub policy: Option<PolicyRuntime>,
+}
+
+impl std::fmt::Debug for RunningCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningCollector")
+            .field("bound", &self.bound)
+            .field("handles", &self.handles)
+            .field("store", &self.store)
+            .field("policy", &self.policy.as_ref().map(|_| "running"))
+            .finish()
+    }
+}
+
+/// Opens the store under `settings.data_dir`, binds the listeners and starts the background
+/// tasks on `tracker` (the policy runtime with its actuators when a policy directory is
+/// given); everything stops when `cancel` fires: the runtime, then the actuators (local
+/// replicas are stopped), and the store flushes.
+pub async fn start(
+    settings: CollectorSettings,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<RunningCollector, ServeError> {
+    let CollectorSettings { mut config, data_dir, policies } = settings;
+    let policies = policies.or_else(|| config.policy.dir.clone());
+    config.store.data_dir = Some(data_dir.clone());
+    let tokens = config.auth.tokens()?;
+    let secrets = Secrets::from_config(config.secrets.clone()).map_err(|problems| {
+        ServeError::Config(ConfigError::Invalid { path: "configuration".into(), key: "secrets".into(), message: problems.join("; ") })
+    })?;
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(store_config, Arc::new(SystemClock)))
+        .await
+        .map_err(|join| ServeError::Store {
+            dir: data_dir.clone(),
+            source: StoreError::Db(format!("store open task failed: {join}")),
+        })?
+        .map_err(|source| ServeError::Store { dir: data_dir.clone(), source })?;
+    let store = Arc::new(store);
+    tracker.spawn(store.clone().run_background(cancel.clone()));
+
+    let mut extra_api = Vec::new();
+    let mut extra_metrics: Vec<MetricsText> = Vec::new();
+    let policy = match &policies {
+        Some(dir) => {
+            let (rt, executor) = start_policy(&config, dir, &data_dir, secrets, store.clone(), &cancel)?;
+            extra_api.push(crate::policy::router(rt.clone()));
+            let metrics_rt = rt.clone();
+            extra_metrics.push(Arc::new(move || metrics_rt.metrics_text()));
+            Some((rt, executor))
+        }
+        None => None,
+    };
+    let (bound, handles) = server::start(
+        ServeOptions { server: config.server.clone(), tokens, store: store.clone(), extra_api, extra_metrics },
+        cancel.clone(),
+        tracker.clone(),
+    )
+    .await?;
+    let runtime = policy.map(|(rt, executor)| {
+        tracker.spawn(run_policy(rt.clone(), executor, cancel).instrument(tracing::info_span!("policy")));
+        rt
+    });
+    Ok(RunningCollector { bound, handles, store, policy: runtime })
+}
+
+/// Opens the actions journal and the policy state, and builds the runtime over the store and
+/// the actuators.
+fn start_policy(
+    config: &CollectorConfig,
+    dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    secrets: Secrets,
+    store: Arc<Store>,
+    cancel: &CancellationToken,
+) -> Result<(PolicyRuntime, Arc<ActuatorExecutor>), ServeError> {
+    let actuators = |source| ServeError::Actuators { dir: data_dir.to_path_buf(), source };
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| actuators(ActuateError::Journal(format!("create {}: {e}", data_dir.display()))))?;
+    let journal = Arc::new(Journal::open(&data_dir.join("actions.redb")).map_err(actuators)?);
+    let env = ActuateEnv::new(config.actuators.clone(), secrets, journal).map_err(actuators)?;
+    let executor = Arc::new(ActuatorExecutor::new(env));
+    let source = Arc::new(StoreSource::new(store));
+    let exporter = config.policy.otlp_logs_endpoint.clone().map(|endpoint| DecisionExporter::spawn(endpoint, cancel.clone()));
+    let mut rc = RuntimeConfig::new(dir.to_path_buf(), data_dir.to_path_buf());
+    rc.reload_poll = config.policy.reload_poll.get();
+    rc.job_poll = config.policy.job_poll.get();
+    let rt = PolicyRuntime::new(rc, executor.clone(), source, runtime::system_clock(), exporter)
+        .map_err(|source| ServeError::Policy { dir: dir.to_path_buf(), source })?;
+    let loaded = rt.snapshot();
+    tracing::info!(policies = %dir.display(), loaded = loaded.policies.len(), errors = loaded.errors.len(), "Policy engine started.");
+    Ok((rt, executor))
+}
+
+/// Runs the policy runtime until `cancel`, sweeping the actuators of removed policies, then
+/// shuts the actuators down (local replicas stop with the collector).
+async fn run_policy(rt: PolicyRuntime, executor: Arc<ActuatorExecutor>, cancel: CancellationToken) {
+    let sweep = {
+        let (rt, executor) = (rt.clone(), executor.clone());
+        async move {
+            let mut every = tokio::time::interval(ACTUATOR_SWEEP);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let snap = rt.snapshot();
+                let targets: BTreeSet<(String, String)> =
+                    snap.policies.iter().map(|p| (p.name().to_owned(), p.doc.spec.target.name.clone())).collect();
+                let rules: BTreeSet<(String, String)> = snap
+                    .policies
+                    .iter()
+                    .flat_map(|p| p.doc.spec.retrain.iter().map(move |r| (p.name().to_owned(), r.name.clone())))
+                    .collect();
+                executor.retain(&targets, &rules).await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = rt.run(cancel.clone()) => {}
+        _ = sweep => {}
+    }
+    executor.shutdown().await;
+    tracing::info!("Policy engine stopped; actuators shut down.");
+}
