@@ -2,6 +2,7 @@
 
 mod actuate;
 mod api_auth;
+mod closed_loop;
 mod common;
 mod crash_recovery;
 mod ingest_bad_input;
