@@ -143,6 +143,8 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
     config.server.api_listen = any;
     config.server.otlp_grpc_listen = any;
     config.server.otlp_http_listen = any;
+    // Demo settings: the retrain job's end is noticed within a second (default 30 s).
+    config.policy.job_poll = stoker_collector::duration::HumanDuration::from_secs(1);
     let collector = start_collector(
         CollectorSettings { config, data_dir: dir.path().join("data"), policies: Some(policy_dir) },
         cancel.clone(),
@@ -323,7 +325,9 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<T> {
-    let r = client.get(url).query(query).timeout(Duration::from_secs(2)).send().await.ok()?;
+    // The query string is built with `url` (reqwest's `query` feature is not enabled here).
+    let url = reqwest::Url::parse_with_params(url, query).ok()?;
+    let r = client.get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
     if !r.status().is_success() {
         return None;
     }

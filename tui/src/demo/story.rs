@@ -192,11 +192,9 @@ impl Story {
                     }
                     out.push(self.line(a.updated, "Retrain job succeeded.".to_owned()));
                 }
-                (_, ActionStatus::Failed | ActionStatus::JobFailed) => {
-                    if self.failed_keys.insert(a.key.clone()) {
-                        let msg = a.outcome.as_ref().map(|o| o.message.clone()).unwrap_or_default();
-                        out.push(self.line(a.updated, format!("ERROR: action {} failed: {msg}", a.key)));
-                    }
+                (_, ActionStatus::Failed | ActionStatus::JobFailed) if self.failed_keys.insert(a.key.clone()) => {
+                    let msg = a.outcome.as_ref().map(|o| o.message.clone()).unwrap_or_default();
+                    out.push(self.line(a.updated, format!("ERROR: action {} failed: {msg}", a.key)));
                 }
                 _ => {}
             }
