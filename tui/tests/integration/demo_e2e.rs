@@ -1,9 +1,10 @@
 //! End-to-end: `stoker-tui demo --headless --scenario short`, the whole closed loop on this
 //! machine, with its JSON summary checked and no child process left behind.
 //!
-//! IGNORED on the `demo` branch: `serve::start` there runs ingest, store and API only; the
-//! policy engine and actuators are wired into it on another branch. Once merged, run it with
-//! `cargo test -p stoker-tui --release -- --ignored demo_e2e` (a debug build trains slowly).
+//! IGNORED for now: the policy engine and actuators are wired into `serve::start` (merged from
+//! the collector branch), but this test has not yet been seen passing, so it does not gate
+//! `cargo test`. Run it with `cargo test -p stoker-tui --release -- --ignored demo_e2e` (a debug
+//! build trains slowly).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -30,7 +31,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs the policy engine wired into serve::start (merged from the collector branch)"]
+#[ignore = "not yet seen passing; run with --release -- --ignored (about 5 minutes)"]
 fn demo_headless_short_closes_the_loop() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stoker-tui"))
         .args(["demo", "--headless", "--scenario", "short"])
