@@ -10,6 +10,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod demo;
 pub mod fake;
 pub mod http;
 pub mod model;
@@ -35,6 +36,15 @@ pub enum TuiError {
     /// The terminal could not be set up or drawn to. Exit 1.
     #[error("terminal: {0}")]
     Terminal(String),
+    /// The demo could not start or run a part of its stack. Exit 1.
+    #[error("demo: {0}")]
+    Demo(String),
+    /// The headless demo ended without closing the loop (its summary says what is missing). Exit 1.
+    #[error("demo: the loop did not close (see the summary line)")]
+    LoopNotClosed,
+    /// Stopped by Ctrl-C before the demo got going. Exit 130.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl TuiError {
@@ -43,7 +53,8 @@ impl TuiError {
         match self {
             TuiError::Config { .. } => 64,
             TuiError::NotBuilt(_) => 69,
-            TuiError::Terminal(_) => 1,
+            TuiError::Terminal(_) | TuiError::Demo(_) | TuiError::LoopNotClosed => 1,
+            TuiError::Interrupted => 130,
         }
     }
 }

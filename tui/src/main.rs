@@ -9,6 +9,11 @@ use stoker_tui::http::HttpSource;
 use stoker_tui::{Cli, Command, TuiError, cli, run};
 
 fn main() -> ExitCode {
+    // The demo's child processes are hidden subcommands of this executable.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = stoker_tui::demo::child::dispatch(&args) {
+        return ExitCode::from(code);
+    }
     // Usage errors (bad flag values, unknown flags) exit 2 here, with clap's message.
     let cli = Cli::parse();
     match run_cli(cli) {
@@ -21,8 +26,9 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(cli: Cli) -> Result<(), TuiError> {
-    if let Some(Command::Demo(_opts)) = cli.command {
-        return Err(TuiError::NotBuilt("demo is not built into this binary yet"));
+    if let Some(Command::Demo(opts)) = cli.command {
+        init_demo_logs(opts.headless);
+        return stoker_tui::demo::run(opts);
     }
     let token = cli.token_file.as_deref().map(cli::read_token).transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -57,4 +63,15 @@ fn run_cli(cli: Cli) -> Result<(), TuiError> {
             .await
         }),
     }
+}
+
+/// Warnings and errors of the in-process agent and collector on stderr; the demo's story goes
+/// to stdout. The interactive dashboard owns the terminal, so it logs nothing.
+fn init_demo_logs(headless: bool) {
+    if !headless {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

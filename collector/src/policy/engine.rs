@@ -663,7 +663,9 @@ fn evaluate_scale(
     d.recommendation = raw;
 
     let freeze = !missing.is_empty() && scale.on_missing_data == MissingData::Freeze;
-    let Some(raw_rec) = raw else {
+    // Below `min` (a target with no replicas yet has no data either), the bounds apply whatever
+    // the inputs say, as HPA's minReplicas does.
+    let Some(raw_rec) = raw.or((cur < target.min).then_some(target.min)) else {
         let why = if missing.is_empty() {
             "no action because no rule recommends a size".to_owned()
         } else {

@@ -1,5 +1,6 @@
 //! The binary's argument errors, as a user sees them: usage errors exit 2 (clap's convention),
-//! bad configuration exits 64, a part not built in yet exits 69.
+//! bad configuration exits 64, a part not built in yet exits 69, the demo's hidden child
+//! subcommands refuse bad flags with 64.
 
 use std::process::{Command, Output};
 
@@ -71,11 +72,24 @@ fn unreadable_token_file_is_bad_configuration() {
 }
 
 #[test]
-fn demo_is_not_built_in_yet_and_says_so() {
-    let o = run(&["demo", "--headless", "--scenario", "full"]);
-    assert_eq!(o.status.code(), Some(69));
-    assert_eq!(
-        stderr(&o).trim(),
-        "stoker-tui: demo is not built into this binary yet"
-    );
+fn hidden_child_subcommands_refuse_bad_flags_with_64() {
+    let o = run(&["__cnn-serve", "--listen", "not-an-address", "--model-dir", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--listen"), "{}", stderr(&o));
+    let o = run(&["__cnn-train"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--model-dir"), "{}", stderr(&o));
+}
+
+#[test]
+fn hidden_trainer_publishes_a_version() {
+    let dir = std::env::temp_dir().join(format!("stoker-tui-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let o = run(&["__cnn-train", "--model-dir", d, "--train-samples", "200", "--test-samples", "50", "--epochs", "1", "--min-accuracy", "0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(meta["version"], 1, "{meta}");
+    assert!(dir.join("v1/model.safetensors").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod demo_e2e;
 mod event_loop;
 mod live;
 mod otlp_fleet;
