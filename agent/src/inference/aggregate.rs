@@ -911,23 +911,8 @@ fn encode_kv(kv: &KeyValue, out: &mut Vec<u8>) {
     kv.encode_length_delimited(out).unwrap_or_default();
 }
 
-/// Data points in a batch (the export module keeps its own count private; this is the same
-/// rule: one per number, histogram or summary point).
-pub fn count_points(batch: &ResourceMetrics) -> u64 {
-    batch
-        .scope_metrics
-        .iter()
-        .flat_map(|scope| scope.metrics.iter())
-        .map(|metric| match &metric.data {
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        } as u64)
-        .sum()
-}
+/// Data points in a batch: the export module's count, so drops and sheds use one unit.
+pub use crate::export::count_points;
 
 /// A string attribute.
 pub fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
