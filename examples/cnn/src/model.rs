@@ -5,7 +5,7 @@
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder, VarMap};
 
-use crate::data::{CLASSES, IMAGE_PIXELS, IMAGE_SIDE};
+use crate::data::{CLASSES, IMAGE_PIXELS, IMAGE_SIDE, SplitMix64};
 use crate::error::{CnnError, Result};
 
 /// Channels after the first convolution.
@@ -37,10 +37,34 @@ impl DigitNet {
     }
 
     /// A freshly initialised network whose variables live in the returned map (for training).
-    pub fn fresh(device: &Device) -> Result<(Self, VarMap)> {
+    ///
+    /// The initial weights are a pure function of `seed` (He-uniform weights, small uniform
+    /// biases, drawn in variable-name order), so a training run is reproducible: the same
+    /// config and seed give the same model.
+    pub fn fresh(device: &Device, seed: u64) -> Result<(Self, VarMap)> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        Ok((Self::new(vb)?, varmap))
+        let net = Self::new(vb)?;
+        let mut rng = SplitMix64::new(seed);
+        let vars = varmap.data().lock().map_err(|_| CnnError::InvalidInput("variable map poisoned".into()))?;
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &vars[name];
+            let dims = var.dims().to_vec();
+            let fan_in = fan_in_of_layer(name);
+            let bound = if name.ends_with(".bias") {
+                1.0 / (fan_in as f32).sqrt()
+            } else {
+                (6.0 / fan_in as f32).sqrt()
+            };
+            let values: Vec<f32> = (0..var.elem_count()).map(|_| rng.uniform(-bound, bound)).collect();
+            Tensor::from_vec(values, dims, device)
+                .and_then(|t| var.set(&t))
+                .map_err(CnnError::tensor("initialise weights"))?;
+        }
+        drop(vars);
+        Ok((net, varmap))
     }
 
     /// Loads weights from safetensors bytes.
@@ -72,6 +96,15 @@ impl DigitNet {
             .and_then(|l| candle_nn::ops::softmax(&l, D::Minus1))
             .and_then(|p| p.to_vec2::<f32>())
             .map_err(CnnError::tensor("forward pass"))
+    }
+}
+
+/// Inputs feeding each unit of the layer that owns the variable `name` (`conv1.bias` → 1×5×5).
+fn fan_in_of_layer(name: &str) -> usize {
+    match name.split('.').next() {
+        Some("conv1") => 5 * 5,
+        Some("conv2") => CONV1_CHANNELS * 5 * 5,
+        _ => FLAT_FEATURES,
     }
 }
 

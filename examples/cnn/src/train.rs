@@ -24,7 +24,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// AdamW learning rate.
     pub learning_rate: f64,
-    /// Seed of the training images; the held-out set uses `seed + 1`.
+    /// Seed of the training images and initial weights; the held-out set uses `seed + 1`.
     pub seed: u64,
 }
 
@@ -82,7 +82,7 @@ pub fn train(config: &TrainConfig) -> Result<Trained> {
     let device = Device::Cpu;
     let train_set = Dataset::generate(config.train_samples, &config.data, config.seed);
     let test_set = Dataset::generate(config.test_samples, &config.data, config.seed.wrapping_add(1));
-    let (model, varmap) = DigitNet::fresh(&device)?;
+    let (model, varmap) = DigitNet::fresh(&device, config.seed ^ 0x1417_1A1E)?;
     let params = ParamsAdamW { lr: config.learning_rate, weight_decay: 1e-4, ..ParamsAdamW::default() };
     let mut opt = AdamW::new(varmap.all_vars(), params).map_err(CnnError::tensor("create optimiser"))?;
     let mut order: Vec<usize> = (0..train_set.len()).collect();
