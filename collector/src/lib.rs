@@ -4,6 +4,7 @@
 pub mod actuate;
 pub mod duration;
 pub mod policy;
+pub mod anomaly;
 
 pub mod clock;
 pub mod query;

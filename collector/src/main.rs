@@ -74,6 +74,10 @@ enum PolicyCommand {
         /// Starting size; default the target's min.
         #[arg(long)]
         start_size: Option<u32>,
+        /// The trace's first part (e.g. `2h`) is history: every contender runs through it, the
+        /// forecaster fits on it, only the rest is scored.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        history: Option<std::time::Duration>,
     },
 }
 
@@ -124,8 +128,8 @@ fn policy(command: PolicyCommand) -> ExitCode {
     let code = match command {
         PolicyCommand::Check { paths } => policy_cli::check(&paths, &mut out, &mut err),
         PolicyCommand::Test { paths, junit } => policy_cli::test(&paths, junit.as_ref(), &mut out, &mut err),
-        PolicyCommand::Replay { policies, data, baseline, json, throughput, service_time, warmup, start_size } => {
-            let args = policy_cli::ReplayArgs { policies, data, baseline, json, throughput, service_time, warmup, start_size };
+        PolicyCommand::Replay { policies, data, baseline, json, throughput, service_time, warmup, start_size, history } => {
+            let args = policy_cli::ReplayArgs { policies, data, baseline, json, throughput, service_time, warmup, start_size, history };
             policy_cli::replay(&args, &mut out, &mut err)
         }
     };

@@ -616,11 +616,13 @@ impl Checker<'_> {
             c.drift.is_some(),
             c.accuracy.is_some(),
             c.latency_regression.is_some(),
+            c.classifier_drift.is_some(),
+            c.anomaly.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             self.err(
                 path,
-                "give exactly one of `all`, `any`, `signal`, `drift`, `accuracy`, `latencyRegression`",
+                "give exactly one of `all`, `any`, `signal`, `drift`, `classifierDrift`, `accuracy`, `latencyRegression`, `anomaly`",
             );
             return;
         }
@@ -697,7 +699,45 @@ impl Checker<'_> {
             self.reference(&format!("{p}.reference"), l.reference.as_deref());
             self.thresholds(&p, &[("gt", l.gt), ("gte", l.gte)]);
         }
-        if !retrain && (c.drift.is_some() || c.accuracy.is_some()) {
+        if let Some(d) = &c.classifier_drift {
+            let p = format!("{path}.classifierDrift");
+            if let Some(m) = &d.metric {
+                self.metric_name(&format!("{p}.metric"), m);
+            }
+            self.window(&format!("{p}.window"), d.window);
+            self.reference(&format!("{p}.reference"), d.reference.as_deref());
+            if let Some([lo, hi]) = d.band {
+                if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo >= hi {
+                    self.err(&format!("{p}.band"), format!("[{lo}, {hi}]: give [low, high] with 0 <= low < high <= 1 (ROC-AUC; default [0.45, 0.65])"));
+                } else if lo > 0.5 || hi < 0.5 {
+                    self.err(&format!("{p}.band"), format!("[{lo}, {hi}] excludes 0.5, the AUC of identical windows: it would always alert"));
+                }
+            }
+            let folds = d.folds.unwrap_or(super::drift::CLASSIFIER_FOLDS);
+            if !(2..=20).contains(&folds) {
+                self.err(&format!("{p}.folds"), format!("{folds}: use 2 to 20 folds"));
+            }
+            if let Some(m) = d.min_samples {
+                if (m as usize) < folds * 2 {
+                    self.err(&format!("{p}.minSamples"), format!("{m} is too few for {folds} folds: at least {}", folds * 2));
+                }
+            }
+        }
+        if let Some(a) = &c.anomaly {
+            let p = format!("{path}.anomaly");
+            if let Some(b) = &a.baseline {
+                if !matches!(b.as_str(), "peers" | "history") {
+                    self.err(&format!("{p}.baseline"), format!("unknown baseline {b:?}: use peers or history"));
+                }
+            }
+            self.window(&format!("{p}.window"), a.window);
+            if let Some(g) = a.gte {
+                if !(g.is_finite() && g >= 0.0) {
+                    self.err(&format!("{p}.gte"), format!("{g}: a score threshold is a number >= 0"));
+                }
+            }
+        }
+        if !retrain && (c.drift.is_some() || c.accuracy.is_some() || c.classifier_drift.is_some()) {
             self.warn(path, "drift and accuracy conditions are meant for retraining rules");
         }
     }

@@ -65,6 +65,8 @@ pub struct ReplayArgs {
     pub warmup: Option<f64>,
     /// `--start-size`.
     pub start_size: Option<u32>,
+    /// `--history`: the trace's first part, run but not scored (e.g. `2h`).
+    pub history: Option<std::time::Duration>,
 }
 
 /// `policy replay`: prints the side-by-side table or JSON; exit 0, or 1 on errors.
@@ -100,7 +102,7 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
         service_time: args.service_time.unwrap_or(0.05),
         warmup: args.warmup.unwrap_or(0.0),
     });
-    let opts = ReplayOptions { capacity, start_size: args.start_size };
+    let opts = ReplayOptions { capacity, start_size: args.start_size, history: args.history };
     match replay::replay(&args.data.display().to_string(), &policies, &trace, baseline.as_ref(), &opts) {
         Ok(report) => {
             if args.json {

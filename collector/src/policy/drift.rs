@@ -223,6 +223,115 @@ pub fn accuracy_from_feedback(correct: f64, total: f64, min_samples: f64) -> Opt
     (total >= min_samples && total > 0.0).then(|| correct / total)
 }
 
+/// Default `minSamples` of `classifierDrift`. Cross-validated AUC is biased low on small
+/// windows (each held-out fold's class mix runs against its training folds'): in the unit
+/// test, identical windows of 240 observations scored 0.44, outside the band; with 1,440
+/// they score inside it.
+pub const CLASSIFIER_MIN_SAMPLES: u64 = 1000;
+/// Default cross-validation folds of `classifierDrift`.
+pub const CLASSIFIER_FOLDS: usize = 5;
+/// At most this many rows per window go to the domain classifier: larger windows are scaled
+/// down proportionally (bucket shares kept, largest remainders first), which bounds the fit
+/// time of a live evaluation without changing what the classifier can tell apart.
+pub const CLASSIFIER_MAX_ROWS: usize = 2000;
+
+/// Rows of [`stoker_learn::drift::confidence_features`] from a histogram: each observation
+/// stands at its bucket's midpoint (the first bucket's at its upper bound, the overflow
+/// bucket's at the last bound), at most `max_rows` rows in the histogram's proportions.
+pub fn histogram_rows(h: &Histogram, max_rows: usize) -> Vec<[f64; 3]> {
+    let total = h.total();
+    if total <= 0.0 || h.bounds.is_empty() {
+        return Vec::new();
+    }
+    let scale = (max_rows as f64 / total).min(1.0);
+    let wanted: Vec<f64> = h.counts.iter().map(|c| c.max(0.0) * scale).collect();
+    let mut n: Vec<usize> = wanted.iter().map(|w| w.floor() as usize).collect();
+    let budget = (total * scale).round() as usize;
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by(|a, b| (wanted[*b] - wanted[*b].floor()).total_cmp(&(wanted[*a] - wanted[*a].floor())));
+    let mut have: usize = n.iter().sum();
+    for i in order {
+        if have >= budget {
+            break;
+        }
+        if wanted[i] > n[i] as f64 {
+            n[i] += 1;
+            have += 1;
+        }
+    }
+    let last = h.bounds.len() - 1;
+    let mut rows = Vec::with_capacity(have);
+    for (i, k) in n.iter().enumerate() {
+        let x = match i {
+            0 => h.bounds[0],
+            i if i > last => h.bounds[last],
+            i => (h.bounds[i - 1] + h.bounds[i]) / 2.0,
+        };
+        rows.extend(std::iter::repeat_n(stoker_learn::drift::confidence_features(x), *k));
+    }
+    rows
+}
+
+/// Evaluates `classifierDrift`: `Some(true)` when the domain classifier's cross-validated
+/// ROC-AUC between the reference and the current window is outside the band; `None` (with
+/// the reason recorded) when a window is incomplete, missing or too small.
+pub fn eval_classifier_drift(
+    cd: &super::format::ClassifierDriftCondition,
+    source: &dyn super::signal::SignalSource,
+    now: u64,
+    inputs: &mut Vec<super::engine::InputValue>,
+) -> Option<bool> {
+    use super::engine::{fmt_time, reference_window, InputValue, Reference, DEFAULT_DRIFT_WINDOW};
+    use super::signal::{nanos, Selector};
+    let window = cd.window.map(|w| w.get()).unwrap_or(DEFAULT_DRIFT_WINDOW);
+    let reference = cd
+        .reference
+        .as_deref()
+        .map(Reference::parse)
+        .unwrap_or(Ok(Reference::FirstOfVersion(std::time::Duration::from_secs(3600))))
+        .ok()?;
+    let metric = cd.metric.clone().unwrap_or_else(|| "inference.prediction.confidence".to_owned());
+    let selector = Selector { metric, matchers: cd.matchers.clone() };
+    let min = cd.min_samples.unwrap_or(CLASSIFIER_MIN_SAMPLES) as f64;
+    let band = cd.band.unwrap_or([0.45, 0.65]);
+    let from = now.saturating_sub(nanos(window));
+    let mut record = |value: Option<f64>, query: String, against: String, version: Option<String>| {
+        inputs.push(InputValue { name: format!("classifier drift {}", selector.metric), query, value, against, recommends: None, version });
+    };
+    let Some((rf, rt, sel)) = reference_window(reference, &selector, source, window, now) else {
+        record(None, format!("auc({selector}) reference {:?}", cd.reference), "reference window not complete".into(), None);
+        return None;
+    };
+    let query = format!("auc({sel}) current [{}, {}] vs reference [{}, {}]", fmt_time(from), fmt_time(now), fmt_time(rf), fmt_time(rt));
+    let version = sel.matchers.get("model.version").cloned();
+    let (Some(r), Some(cu)) = (source.histogram(&sel, rf, rt).ok().flatten(), source.histogram(&sel, from, now).ok().flatten()) else {
+        record(None, query, "no histogram data".into(), version);
+        return None;
+    };
+    if r.total() < min || cu.total() < min {
+        record(None, query, format!("fewer than {min} observations"), version);
+        return None;
+    }
+    let cfg = stoker_learn::drift::DriftConfig {
+        folds: cd.folds.unwrap_or(CLASSIFIER_FOLDS),
+        band: (band[0], band[1]),
+        min_rows: (min as usize).min(CLASSIFIER_MAX_ROWS),
+        ..Default::default()
+    };
+    let rows_r = histogram_rows(&r, CLASSIFIER_MAX_ROWS);
+    let rows_c = histogram_rows(&cu, CLASSIFIER_MAX_ROWS);
+    match stoker_learn::drift::classifier_drift(&rows_r, &rows_c, &cfg) {
+        Ok(score) => {
+            record(Some(score.auc), query, format!("ROC-AUC outside [{}, {}]", band[0], band[1]), version);
+            Some(score.alert)
+        }
+        Err(e) => {
+            record(None, query, format!("no score: {e}"), version);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +343,57 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) {
         assert!((a - b).abs() < tol, "{a} != {b}");
+    }
+
+    #[test]
+    fn histogram_rows_keep_bucket_shares_within_the_row_budget() {
+        let hist = Histogram { bounds: vec![0.5, 0.8, 0.9], counts: vec![1000.0, 3000.0, 0.0, 6000.0] };
+        let rows = histogram_rows(&hist, 2000);
+        assert_eq!(rows.len(), 2000);
+        let at = |x: f64| rows.iter().filter(|r| (r[0] - x).abs() < 1e-9).count();
+        // First bucket at its upper bound, inner buckets at midpoints, overflow at the last bound.
+        assert_eq!((at(0.5), at(0.65), at(0.85), at(0.9)), (200, 600, 0, 1200));
+        let small = Histogram { bounds: vec![0.5], counts: vec![3.0, 4.0] };
+        assert_eq!(histogram_rows(&small, 2000).len(), 7, "small windows are used whole");
+        assert!(histogram_rows(&Histogram { bounds: vec![0.5], counts: vec![0.0, 0.0] }, 10).is_empty());
+    }
+
+    /// The condition through a policy source: two replicas' confidences, one shifting after
+    /// 4 h; the first hour of the version is the reference.
+    #[test]
+    fn classifier_drift_condition_alerts_outside_the_band_only() {
+        use crate::policy::format::ClassifierDriftCondition;
+        use crate::policy::series::{series_from_notation, SeriesSource};
+        use crate::policy::signal::NANOS;
+        let src = |b: &str| {
+            let step = std::time::Duration::from_secs(5);
+            SeriesSource::new(vec![
+                series_from_notation(r#"inference.prediction.confidence{model.name="resnet",model.version="v7",host.name="a"}"#, "0.95x5039", 0, step).expect("a"),
+                series_from_notation(r#"inference.prediction.confidence{model.name="resnet",model.version="v7",host.name="b"}"#, b, 0, step).expect("b"),
+            ])
+        };
+        let cond: ClassifierDriftCondition = serde_json::from_value(serde_json::json!({"window": "1h", "where": {"model.name": "resnet"}})).expect("condition");
+        let shifted = src("0.75x2879 0.45x2160");
+        let steady = src("0.75x5039");
+        let mut inputs = Vec::new();
+        let at = |h: f64| (h * 3600.0) as u64 * NANOS;
+        assert_eq!(eval_classifier_drift(&cond, &steady, at(6.0), &mut inputs), Some(false), "{inputs:?}");
+        let auc = inputs[0].value.expect("auc");
+        assert!((0.45..=0.65).contains(&auc), "same distribution: AUC {auc}");
+        assert_eq!(inputs[0].version.as_deref(), Some("v7"));
+        inputs.clear();
+        assert_eq!(eval_classifier_drift(&cond, &shifted, at(3.9), &mut inputs), Some(false), "before the shift: {inputs:?}");
+        inputs.clear();
+        assert_eq!(eval_classifier_drift(&cond, &shifted, at(5.0), &mut inputs), Some(true), "{inputs:?}");
+        assert!(inputs[0].value.expect("auc") > 0.65, "{inputs:?}");
+        // A band that takes the shift in: no alert.
+        let wide: ClassifierDriftCondition = serde_json::from_value(serde_json::json!({"window": "1h", "band": [0.0, 1.0]})).expect("condition");
+        inputs.clear();
+        assert_eq!(eval_classifier_drift(&wide, &shifted, at(5.0), &mut inputs), Some(false));
+        // The reference hour is not over yet: unknown, with the reason.
+        inputs.clear();
+        assert_eq!(eval_classifier_drift(&cond, &shifted, at(0.5), &mut inputs), None);
+        assert!(inputs[0].against.contains("reference"), "{inputs:?}");
     }
 
     #[test]

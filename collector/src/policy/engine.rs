@@ -396,7 +396,7 @@ pub fn evaluate(
     Evaluation { decisions, state: next }
 }
 
-fn read(source: &dyn SignalSource, q: &SignalQuery, now: u64) -> Option<f64> {
+pub(super) fn read(source: &dyn SignalSource, q: &SignalQuery, now: u64) -> Option<f64> {
     source.read(q, now).ok().flatten().filter(|v| v.is_finite())
 }
 
@@ -470,7 +470,7 @@ fn behavior(scale: &ScaleSpec, up: bool) -> (Duration, Vec<RatePolicy>, SelectPo
     )
 }
 
-fn fmt_time(ns: u64) -> String {
+pub(super) fn fmt_time(ns: u64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_nanos(ns);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -1082,6 +1082,7 @@ fn first_matcher(c: &Condition, key: &str) -> Option<String> {
         .or_else(|| c.drift.as_ref().and_then(|s| s.matchers.get(key)))
         .or_else(|| c.accuracy.as_ref().and_then(|s| s.matchers.get(key)))
         .or_else(|| c.latency_regression.as_ref().and_then(|s| s.matchers.get(key)))
+        .or_else(|| c.classifier_drift.as_ref().and_then(|s| s.matchers.get(key)))
         .cloned();
     own.or_else(|| {
         c.all.iter().chain(c.any.iter()).flatten().find_map(|s| first_matcher(s, key))
@@ -1104,7 +1105,7 @@ fn compare(value: f64, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: 
 
 /// Resolves a reference window `(from, to]` and the selector restricted to the model version
 /// it concerns; `None` when the reference is not complete yet.
-fn reference_window(
+pub(super) fn reference_window(
     reference: Reference,
     selector: &Selector,
     source: &dyn SignalSource,
@@ -1305,6 +1306,12 @@ pub fn eval_condition(
         let (holds, against) = compare(ratio, l.gt, l.gte, None, None);
         record(Some(ratio), query, against);
         return Some(holds);
+    }
+    if let Some(cd) = &c.classifier_drift {
+        return drift::eval_classifier_drift(cd, source, now, inputs);
+    }
+    if let Some(a) = &c.anomaly {
+        return super::anomaly::eval_anomaly(a, source, now, inputs);
     }
     None
 }

@@ -461,8 +461,8 @@ pub struct RetrainRule {
     pub mode: Option<Mode>,
 }
 
-/// A condition: exactly one of `all`, `any`, `signal`, `drift`, `accuracy`,
-/// `latencyRegression`.
+/// A condition: exactly one of `all`, `any`, `signal`, `drift`, `classifierDrift`,
+/// `accuracy`, `latencyRegression`, `anomaly`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Condition {
@@ -484,6 +484,66 @@ pub struct Condition {
     /// A latency statistic now relative to the first period of the current model version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_regression: Option<LatencyRegression>,
+    /// A domain classifier telling the current window from the reference (ROC-AUC band).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_drift: Option<ClassifierDriftCondition>,
+    /// An anomaly flagged by the collector's anomaly scorer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyCondition>,
+}
+
+/// `classifierDrift: {metric, window, reference, where, minSamples, band, folds}`: a logistic
+/// domain classifier (stoker-learn) between the reference and the current window of a
+/// model-output histogram; holds when its cross-validated ROC-AUC is outside `band`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClassifierDriftCondition {
+    /// Histogram metric; default `inference.prediction.confidence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// Current window; default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// As for `drift`; default `first-1h-of-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Attribute matchers.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub matchers: BTreeMap<String, String>,
+    /// Fewer observations than this in either window: not enough data; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+    /// ROC-AUC inside `[low, high]` is no drift; default NannyML's `[0.45, 0.65]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band: Option<[f64; 2]>,
+    /// Cross-validation folds; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
+}
+
+/// `anomaly: {node, model, baseline, feature, window, gte}`: holds while the anomaly scorer
+/// has flagged a matching subject within `window` (its `stoker.anomaly.score` series).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AnomalyCondition {
+    /// Only this node (`host.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Only this model (`model.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `peers` or `history`; default either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// Only this feature (e.g. `hw.power`, `inference.request.duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    /// Window; default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    /// Score at least this; default any flagged anomaly (score > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gte: Option<f64>,
 }
 
 /// `signal: {metric, stat, window, where, gt|gte|lt|lte}`.

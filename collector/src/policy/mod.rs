@@ -6,6 +6,7 @@
 //!
 //! Data flows one way: signals → [`engine::evaluate`] → decisions → executor → records.
 
+pub mod anomaly;
 pub mod api;
 pub mod check;
 pub mod cli;

@@ -469,6 +469,8 @@ pub struct ReplayReport {
     pub duration_s: f64,
     /// Capacity model used.
     pub capacity: Capacity,
+    /// Seconds at the trace's start run as unscored history (`ReplayOptions::history`).
+    pub history_s: f64,
     /// Contenders, the replayed policies first.
     pub contenders: Vec<ContenderReport>,
 }
@@ -480,6 +482,10 @@ pub struct ReplayOptions {
     pub capacity: Option<Capacity>,
     /// Starting size; default the target's min.
     pub start_size: Option<u32>,
+    /// The first `history` of the trace is history, not scored: every contender runs through
+    /// it (so forecasts have the trace's own past to fit on, and no contender is scored on a
+    /// cold start), and actions, replica-hours and SLO minutes count only after it.
+    pub history: Option<Duration>,
 }
 
 /// What to compare against.
@@ -521,12 +527,14 @@ fn slo_violated(slo: Option<&SloSpec>, src: &SimSource, now: u64) -> Option<bool
 
 /// Drives one contender through the trace. `decide(t_index, now, src, size) -> Option<new size>`
 /// plus counted retrain jobs.
+#[allow(clippy::too_many_arguments)]
 fn simulate(
     name: &str,
     trace: &Trace,
     cap: Capacity,
     start: u32,
     slo: Option<&SloSpec>,
+    score_from: usize,
     every: Duration,
     mut decide: impl FnMut(u64, &SimSource, u32) -> (Option<u32>, u32),
 ) -> Run {
@@ -548,35 +556,47 @@ fn simulate(
         let t = i as f64 * dt;
         let now = trace.start + i as u64 * nanos(trace.step);
         let values = svc.step(*load, t, dt);
-        r.worst_p95 = r.worst_p95.max(values[0]);
+        let scored = i >= score_from;
+        if i == score_from {
+            r.max_replicas = svc.size();
+        }
+        if scored {
+            r.worst_p95 = r.worst_p95.max(values[0]);
+        }
         src.record(values);
-        r.replica_hours += f64::from(svc.size()) * dt / 3600.0;
-        if slo_violated(slo, &src, now) == Some(true) {
+        if scored {
+            r.replica_hours += f64::from(svc.size()) * dt / 3600.0;
+        }
+        if scored && slo_violated(slo, &src, now) == Some(true) {
             if let Some(m) = r.slo_violation_minutes.as_mut() {
                 *m += dt / 60.0;
             }
         }
         if i % every_steps == 0 {
             let (to, jobs) = decide(now, &src, svc.size());
-            r.retrain_jobs += jobs;
+            if scored {
+                r.retrain_jobs += jobs;
+            }
             if let Some(to) = to {
-                if to > svc.size() {
+                if scored && to > svc.size() {
                     r.scale_ups += 1;
-                } else if to < svc.size() {
+                } else if scored && to < svc.size() {
                     r.scale_downs += 1;
                 }
                 svc.resize(to, t);
-                r.max_replicas = r.max_replicas.max(to);
+                if scored {
+                    r.max_replicas = r.max_replicas.max(to);
+                }
             }
         }
     }
     Run { report: r }
 }
 
-fn replay_policies(name: &str, policies: &[Policy], trace: &Trace, cap: Capacity, start: u32, slo: Option<&SloSpec>) -> Run {
+fn replay_policies(name: &str, policies: &[Policy], trace: &Trace, cap: Capacity, start: u32, slo: Option<&SloSpec>, score_from: usize) -> Run {
     let every = policies.iter().map(engine::interval).min().unwrap_or(engine::DEFAULT_INTERVAL);
     let mut states: Vec<PolicyState> = vec![PolicyState::default(); policies.len()];
-    simulate(name, trace, cap, start, slo, every, |now, src, size| {
+    simulate(name, trace, cap, start, slo, score_from, every, |now, src, size| {
         let mut to = None;
         let mut jobs = 0;
         for (p, st) in policies.iter().zip(states.iter_mut()) {
@@ -742,7 +762,15 @@ pub fn replay(
     let t = &main.doc.spec.target;
     let start = opts.start_size.unwrap_or(t.min.max(1)).clamp(t.min, t.max);
     let slo = policies.iter().find_map(|p| p.doc.spec.slo.as_ref());
-    let mut contenders = vec![replay_policies("policies", policies, trace, cap, start, slo).report];
+    let history = opts.history.unwrap_or_default();
+    let score_from = (nanos(history).div_ceil(nanos(trace.step).max(1)) as usize).min(trace.load.len());
+    if score_from >= trace.load.len() && !trace.load.is_empty() {
+        return Err(ReplayError::Policies(format!(
+            "history of {} covers the whole trace: nothing left to score",
+            humantime::format_duration(history)
+        )));
+    }
+    let mut contenders = vec![replay_policies("policies", policies, trace, cap, start, slo, score_from).report];
     match baseline {
         None => {}
         Some(Baseline::Hpa) => {
@@ -751,12 +779,12 @@ pub fn replay(
                 return Err(ReplayError::Policies("the HPA baseline needs target-tracking `metrics` in the scaling policy".into()));
             }
             let mut hpa = Hpa::new(&scale, t.min, t.max);
-            let run = simulate("hpa", trace, cap, start, slo, HPA_SYNC, |now, src, size| (Some(hpa.sync(src, size, now)), 0));
+            let run = simulate("hpa", trace, cap, start, slo, score_from, HPA_SYNC, |now, src, size| (Some(hpa.sync(src, size, now)), 0));
             contenders.push(run.report);
         }
         Some(Baseline::Kpa) => {
             let mut kpa = Kpa::new(0.7 * cap.throughput, t.min, t.max);
-            let run = simulate("kpa", trace, cap, start, slo, KPA_TICK, |now, src, size| {
+            let run = simulate("kpa", trace, cap, start, slo, score_from, KPA_TICK, |now, src, size| {
                 let ready = src.read(&SignalQuery { selector: Selector { metric: "inference.replicas".into(), matchers: BTreeMap::new() }, stat: Stat::Last, window: Duration::from_secs(3600) }, now).ok().flatten().map(|r| r as u32).unwrap_or(size);
                 (Some(kpa.tick(src, ready, now)), 0)
             });
@@ -764,13 +792,14 @@ pub fn replay(
         }
         Some(Baseline::Policies(name, other)) => {
             scaling_policy(other)?;
-            contenders.push(replay_policies(name, other, trace, cap, start, slo).report);
+            contenders.push(replay_policies(name, other, trace, cap, start, slo, score_from).report);
         }
     }
     Ok(ReplayReport {
         data: data.to_owned(),
         duration_s: trace.load.len() as f64 * trace.step.as_secs_f64(),
         capacity: cap,
+        history_s: score_from as f64 * trace.step.as_secs_f64(),
         contenders,
     })
 }
@@ -794,6 +823,9 @@ pub fn render_table(r: &ReplayReport) -> String {
         r.capacity.service_time,
         r.capacity.warmup
     );
+    if r.history_s > 0.0 {
+        let _ = writeln!(s, "scored after the first {:.1} h (history: run by every contender, not counted)", r.history_s / 3600.0);
+    }
     let _ = writeln!(s, "{:<28} {:>10} {:>10} {:>8} {:>14} {:>12} {:>10} {:>9}", "", "scale-ups", "scale-dn", "retrain", "replica-hours", "SLO-viol-min", "worst-p95", "max-size");
     for c in &r.contenders {
         let _ = writeln!(
@@ -876,7 +908,7 @@ mod tests {
         let cap = Capacity { throughput: 100.0, service_time: 0.01, warmup: 0.0 };
         let mut hpa = Hpa::new(&scale, 1, 20);
         let mut sizes = Vec::new();
-        let run = simulate("hpa", &tr, cap, 2, None, HPA_SYNC, |now, src, size| {
+        let run = simulate("hpa", &tr, cap, 2, None, 0, HPA_SYNC, |now, src, size| {
             let to = hpa.sync(src, size, now);
             sizes.push(to);
             (Some(to), 0)
@@ -897,7 +929,7 @@ mod tests {
         let cap = Capacity { throughput: 100.0, service_time: 0.01, warmup: 0.0 };
         let mut kpa = Kpa::new(70.0, 1, 100);
         let mut sizes = Vec::new();
-        simulate("kpa", &tr, cap, 2, None, KPA_TICK, |now, src, size| {
+        simulate("kpa", &tr, cap, 2, None, 0, KPA_TICK, |now, src, size| {
             let to = kpa.tick(src, size, now);
             sizes.push(to);
             (Some(to), 0)

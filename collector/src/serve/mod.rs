@@ -146,6 +146,10 @@ pub async fn start(
 
     let mut extra_api = Vec::new();
     let mut extra_metrics: Vec<MetricsText> = Vec::new();
+    // Anomaly signals (issue 9): scored every minute, served at /api/v1/anomalies.
+    let scorer = crate::anomaly::AnomalyScorer::new(crate::anomaly::AnomalyConfig::default());
+    extra_api.push(crate::anomaly::router(scorer.board()));
+    tracker.spawn(crate::anomaly::run(store.clone(), scorer, cancel.clone()).instrument(tracing::info_span!("anomaly")));
     let policy = match &policies {
         Some(dir) => {
             let (rt, executor) = start_policy(&config, dir, &data_dir, secrets, store.clone(), &cancel)?;

@@ -1,6 +1,7 @@
 //! Integration tests of stoker-collector, one binary with a module per area.
 
 mod actuate;
+mod anomaly;
 mod api_auth;
 mod closed_loop;
 mod common;
