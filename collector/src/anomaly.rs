@@ -12,7 +12,8 @@
 //! subject's ratio to that fit is compared across the fleet with [`PeerDetector`] (robust z
 //! and DBSCAN). `expected` is the fleet's value at the subject's utilisation.
 //! **History**: each subject's `[utilisation, feature]` vectors over `history` (at
-//! `history_step`, refitted every `refit_every`) are summarised by [`HistoryModel`] (k-means
+//! `history_step`, refitted every `refit_every`, every 5 minutes while no subject has enough
+//! history) are summarised by [`HistoryModel`] (k-means
 //! normal states); the current vector is flagged when far from all of them.
 //!
 //! **Published** as (a) [`AnomaliesResponse`] behind `GET /api/v1/anomalies` ([`router`]) and
@@ -46,6 +47,9 @@ pub const ATTR_MODEL: &str = "anomaly.model";
 pub const ATTR_BASELINE: &str = "anomaly.baseline";
 /// The feature that deviates most.
 pub const ATTR_FEATURE: &str = "anomaly.feature";
+
+/// While no subject has a history model (a new collector), refits are retried this often.
+pub const RETRY_WITHOUT_MODELS: Duration = Duration::from_secs(300);
 
 const UTIL: &str = "hw.gpu.utilization";
 const POWER: &str = "hw.power";
@@ -204,7 +208,9 @@ impl AnomalyScorer {
         }
 
         // Own history: refit all subjects at once when due.
-        if self.fitted_at.is_none_or(|t| now.saturating_sub(t) >= nanos(self.cfg.refit_every)) {
+        let since_fit = self.fitted_at.map(|t| now.saturating_sub(t));
+        let none_fitted = self.history.values().all(Option::is_none);
+        if since_fit.is_none_or(|d| d >= nanos(self.cfg.refit_every) || (none_fitted && d >= nanos(RETRY_WITHOUT_MODELS))) {
             self.refit(store, now);
         }
         let all = node_obs.iter().map(|o| (o, POWER)).chain(by_model.values().flatten().map(|o| (o, LATENCY)));

@@ -230,6 +230,10 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": {"200": {"description": "NodesResponse: {nodes: [{name, host_id, last_seen_unix_nano, age_seconds, health, gpu_count, labels}], now_unix_nano}"}}
             }},
             "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
+            "/api/v1/anomalies": {"get": {
+                "summary": "Nodes and models on nodes flagged by the anomaly scorer (every minute) against their peers or their own history, highest score first.",
+                "responses": {"200": {"description": "AnomaliesResponse: {evaluatedAt: u64 unix nanos | null, anomalies: [{subject, node, model (null for node-level), baseline: peers|history, feature, value, expected, score, why, since}]}"}}
+            }},
             "/api/v1/policies": {"get": {
                 "summary": "Policies in force with each rule's state (ok|pending|firing|cooling-down|dry-run), last decision and forecast; errors of a refused reload. Present when the policy engine runs (serve --policies).",
                 "responses": {"200": {"description": "PoliciesResponse: {policies: [{name, file, target, rules: [{rule, kind, mode, state, pending_since, cooling_down_until, last_decision}], forecast}], errors, warnings, last_reload}"}}

@@ -126,6 +126,19 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
     let again = later.anomalies.iter().find(|a| a.subject == "node-07" && a.baseline == "peers").expect("still flagged");
     assert_eq!(again.since, now);
 
+    // The policy condition reads the scores the scorer wrote, through the live engine's
+    // store source: node-07 holds for a peers power rule, node-01 does not.
+    {
+        use stoker_collector::policy::anomaly::eval_anomaly;
+        use stoker_collector::policy::format::AnomalyCondition;
+        use stoker_collector::serve::StoreSource;
+        let src = StoreSource::new(store.clone());
+        let cond = |node: &str| AnomalyCondition { node: Some(node.into()), baseline: Some("peers".into()), feature: Some("hw.power".into()), ..Default::default() };
+        let mut inputs = Vec::new();
+        assert_eq!(eval_anomaly(&cond("node-07"), &src, now + MIN, &mut inputs), Some(true), "{inputs:?}");
+        assert_eq!(eval_anomaly(&cond("node-01"), &src, now + MIN, &mut inputs), Some(false), "{inputs:?}");
+    }
+
     // The HTTP contract, exactly.
     let board = scorer2.board();
     let opts = ServeOptions {
