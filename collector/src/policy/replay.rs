@@ -27,6 +27,9 @@
 //! stable window 60 s, panic window 6 s, panic threshold 200 %, max scale-up rate 1000,
 //! max scale-down rate 2, scale-down delay 0.
 //!
+//! **History** (`ReplayOptions::history`, `--history`): the trace's first part is run by every
+//! contender (forecasts fit on it, sizes settle) but not scored; the report counts from there.
+//!
 //! **Report**: actions, replica-hours, SLO-violation minutes (steps where the policy's `slo`
 //! signal exceeds its objective), worst latency.
 
