@@ -885,6 +885,40 @@ fn target_key(p: &Policy) -> String {
 mod tests {
     use super::*;
 
+    /// `classifierDrift` and `anomaly` leaves: sound ones pass, each bad key is named.
+    #[test]
+    fn checks_classifier_drift_and_anomaly_conditions() {
+        let policy = |when: &str| {
+            format!(
+                "apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n  target: {{name: t, min: 1, max: 2, actuator: kubernetes, kubernetes: {{namespace: n, deployment: d}}}}\n  retrain:\n    - name: r\n      when: {when}\n      job: {{actuator: webhook, webhook: {{url: \"https://example.test/hook\"}}}}\n"
+            )
+        };
+        let errors = |when: &str| -> Vec<(String, String)> {
+            let (_, _, diags) = check_text(Path::new("p.yaml"), &policy(when));
+            diags.into_iter().filter(|d| d.severity == Severity::Error).map(|d| (d.path, d.message)).collect()
+        };
+        assert_eq!(errors("{classifierDrift: {window: 1h, reference: first-1h-of-version, band: [0.45, 0.65], folds: 5, minSamples: 1000}}"), vec![]);
+        assert_eq!(errors("{anomaly: {node: gpu-07, baseline: peers, feature: hw.power, window: 5m, gte: 3.5}}"), vec![]);
+        let e = errors("{classifierDrift: {band: [0.6, 0.9]}}");
+        assert!(e.len() == 1 && e[0].0.ends_with("classifierDrift.band") && e[0].1.contains("excludes 0.5"), "{e:?}");
+        let e = errors("{classifierDrift: {band: [0.7, 0.3]}}");
+        assert!(e.len() == 1 && e[0].1.contains("low < high"), "{e:?}");
+        let e = errors("{classifierDrift: {folds: 1}}");
+        assert!(e.len() == 1 && e[0].0.ends_with("classifierDrift.folds"), "{e:?}");
+        let e = errors("{classifierDrift: {folds: 5, minSamples: 6}}");
+        assert!(e.len() == 1 && e[0].0.ends_with("classifierDrift.minSamples"), "{e:?}");
+        let e = errors("{classifierDrift: {reference: yesterday}}");
+        assert!(e.len() == 1 && e[0].0.ends_with("classifierDrift.reference"), "{e:?}");
+        let e = errors("{anomaly: {baseline: fleet}}");
+        assert!(e.len() == 1 && e[0].0.ends_with("anomaly.baseline") && e[0].1.contains("peers or history"), "{e:?}");
+        let e = errors("{anomaly: {gte: -1}}");
+        assert!(e.len() == 1 && e[0].0.ends_with("anomaly.gte"), "{e:?}");
+        let e = errors("{anomaly: {}, signal: {metric: m, stat: mean, gt: 1}}");
+        assert!(e.iter().any(|(_, m)| m.contains("exactly one")), "{e:?}");
+        let e = errors("{classifierDrift: {bands: [0.4, 0.6]}}");
+        assert!(!e.is_empty(), "unknown keys are refused: {e:?}");
+    }
+
     #[test]
     fn locates_nested_paths() {
         let node = parse_node("a:\n  b:\n    - x: 1\n    - y: 2\n").expect("yaml");
