@@ -1,6 +1,7 @@
 //! The Node screen: per-GPU gauges with history sparklines (one line per GPU, nvitop-style), a
 //! chart of the selected GPU when the terminal is tall enough, the processes holding GPU memory
-//! and the node's inference services with p50/p95/p99 latency.
+//! and the node's inference services with p50/p95/p99 latency; above them, when the collector
+//! flags any, the node's anomalies with why.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -41,11 +42,17 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     } else {
         0
     };
-    let [head, gpu_title, gpus, chart, lists] = Layout::vertical([
+    let anomalies_h = if d.anomalies.is_empty() {
+        0
+    } else {
+        (d.anomalies.len() as u16 + 1).min(MAX_ANOMALY_LINES + 1)
+    };
+    let [head, gpu_title, gpus, chart, anomalies_area, lists] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(n_gpus),
         Constraint::Length(chart_h),
+        Constraint::Length(anomalies_h),
         Constraint::Min(0),
     ])
     .areas(area);
@@ -74,6 +81,9 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
             gpu_chart(frame, g, d, now, chart);
         }
     }
+    if anomalies_h > 0 {
+        anomalies(frame, d, now, anomalies_area);
+    }
     if lists.width >= 160 {
         let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .spacing(1)
@@ -86,6 +96,38 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         processes(frame, d, l);
         services(frame, d, r);
     }
+}
+
+/// Anomaly lines shown at most (the highest scores; the title gives the count).
+const MAX_ANOMALY_LINES: u16 = 4;
+
+/// The node's anomalies, highest score first: subject, baseline, since when, and why.
+fn anomalies(frame: &mut Frame, d: &NodeDetail, now: UnixNanos, area: Rect) {
+    let mut lines = vec![section(
+        &format!("Anomalies ({})", d.anomalies.len()),
+        area.width,
+    )];
+    let mark = Style::new().fg(Color::Magenta);
+    for a in d.anomalies.iter().take(usize::from(MAX_ANOMALY_LINES)) {
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {} ", super::fleet::ANOMALY_MARK), mark),
+            Span::styled(
+                a.subject.clone(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(
+                format!(
+                    "  vs {}  score {:.1}  {} ago  ",
+                    a.baseline,
+                    a.score,
+                    fmt::ago(now, a.since)
+                ),
+                Style::new().fg(Color::DarkGray),
+            ),
+            Span::raw(a.why.clone()),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn header(d: &NodeDetail, now: UnixNanos) -> Paragraph<'static> {
@@ -109,6 +151,14 @@ fn header(d: &NodeDetail, now: UnixNanos) -> Paragraph<'static> {
             fmt::load_style(cpu),
         ),
         Span::raw(format!("  MEM {}", fmt::mem_pair(d.mem_used, d.mem_total))),
+        Span::styled(
+            if d.anomalies.is_empty() {
+                String::new()
+            } else {
+                format!("  {} anomaly {}", super::fleet::ANOMALY_MARK, d.anomalies.len())
+            },
+            Style::new().fg(Color::Magenta),
+        ),
     ]))
 }
 
