@@ -45,7 +45,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     let anomalies_h = if d.anomalies.is_empty() {
         0
     } else {
-        (d.anomalies.len() as u16 + 1).min(MAX_ANOMALY_LINES + 1)
+        1 + 2 * (d.anomalies.len() as u16).min(MAX_ANOMALIES)
     };
     let [head, gpu_title, gpus, chart, anomalies_area, lists] = Layout::vertical([
         Constraint::Length(1),
@@ -98,17 +98,18 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     }
 }
 
-/// Anomaly lines shown at most (the highest scores; the title gives the count).
-const MAX_ANOMALY_LINES: u16 = 4;
+/// Anomalies shown at most, two lines each (the highest scores; the title gives the count).
+const MAX_ANOMALIES: u16 = 3;
 
-/// The node's anomalies, highest score first: subject, baseline, since when, and why.
+/// The node's anomalies, highest score first: subject, baseline, score and since when on one
+/// line, why on the next.
 fn anomalies(frame: &mut Frame, d: &NodeDetail, now: UnixNanos, area: Rect) {
     let mut lines = vec![section(
         &format!("Anomalies ({})", d.anomalies.len()),
         area.width,
     )];
     let mark = Style::new().fg(Color::Magenta);
-    for a in d.anomalies.iter().take(usize::from(MAX_ANOMALY_LINES)) {
+    for a in d.anomalies.iter().take(usize::from(MAX_ANOMALIES)) {
         lines.push(Line::from(vec![
             Span::styled(format!(" {} ", super::fleet::ANOMALY_MARK), mark),
             Span::styled(
@@ -117,17 +118,26 @@ fn anomalies(frame: &mut Frame, d: &NodeDetail, now: UnixNanos, area: Rect) {
             ),
             Span::styled(
                 format!(
-                    "  vs {}  score {:.1}  {} ago  ",
+                    "  vs {}  {} {} (expected {})  score {:.1}  since {} ago",
                     a.baseline,
+                    a.feature,
+                    fmt_number(a.value),
+                    fmt_number(a.expected),
                     a.score,
                     fmt::ago(now, a.since)
                 ),
                 Style::new().fg(Color::DarkGray),
             ),
-            Span::raw(a.why.clone()),
         ]));
+        lines.push(Line::raw(format!("   {}", a.why)));
     }
     frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// A feature value with at most three significant decimals.
+fn fmt_number(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn header(d: &NodeDetail, now: UnixNanos) -> Paragraph<'static> {

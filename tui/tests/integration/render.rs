@@ -259,9 +259,14 @@ fn anomalous_node_is_marked_on_the_fleet_and_explained_on_its_screen() {
     let text = buffer_text(&render_buffer(&app, NOW, 160, 48));
     assert!(text.contains("Anomalies (2)"), "{text}");
     assert!(
-        text.contains("gpu-node-006  vs peers  score 4.2  2m05s ago  p95 latency 94 ms at 60 % GPU load; peers at that load see 41 ms"),
+        text.contains("gpu-node-006  vs peers  latency_at_gpu_load 0.094 (expected 0.041)  score 4.2  since 2m05s ago"),
         "{text}"
     );
+    // Why, on its own line, whole even at 80 columns.
+    for (w, h) in SIZES {
+        let text = buffer_text(&render_buffer(&app, NOW, w, h));
+        assert!(text.contains("   p95 latency 94 ms at 60 % GPU load; peers at that load see 41 ms"), "{text}");
+    }
     assert!(text.contains("gpu-node-006/resnet50  vs history"), "{text}");
     // A node without anomalies has no such section.
     keys(&mut app, "1j");
