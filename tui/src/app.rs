@@ -601,6 +601,9 @@ pub fn health_keywords(row: &FleetRow) -> String {
     if let Some(x) = row.health.last_xid {
         words.push_str(&format!("xid xid{} ", x.code));
     }
+    if row.health.anomalies > 0 {
+        words.push_str("anomaly ");
+    }
     if words.is_empty() {
         words.push_str("ok");
     }
@@ -628,12 +631,14 @@ fn fraction(used: Option<u64>, total: Option<u64>) -> Option<f64> {
     }
 }
 
-/// How bad a node's health is, for sorting: lost GPUs, then XIDs, then degraded, then age.
-fn severity(row: &FleetRow) -> (u32, u8, u32, std::cmp::Reverse<UnixNanos>) {
+/// How bad a node's health is, for sorting: lost GPUs, then XIDs, then degraded, then
+/// anomalies, then age.
+fn severity(row: &FleetRow) -> (u32, u8, u32, u32, std::cmp::Reverse<UnixNanos>) {
     (
         row.health.gpus_lost,
         u8::from(row.health.last_xid.is_some()),
         row.health.gpus_degraded,
+        row.health.anomalies,
         std::cmp::Reverse(row.health.last_seen),
     )
 }

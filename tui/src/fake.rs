@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::client::{Clock, Need, Snapshot, Source, SourceError};
 use crate::model::{
-    ActuatorOutcome, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
+    ActuatorOutcome, Anomaly, ForecastView, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
     DecisionView, DriftStats, FleetRow, GpuStatus, GpuView, JobStatus, LatencyHistory,
     ModelVersionView, ModelView, NANOS_PER_SEC, NextAction, NodeDetail, NodeHealth, Percentiles,
     ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView, Series, ServiceView, Unit,
@@ -191,6 +191,7 @@ impl FakeFleet {
                         gpus_degraded: (0..self.gpus).filter(|&g| Self::degraded(n, g)).count()
                             as u32,
                         last_xid: self.xid(n, now),
+                        anomalies: self.anomalies(n, now).len() as u32,
                     },
                 }
             })
@@ -264,7 +265,44 @@ impl FakeFleet {
             gpus,
             processes,
             services,
+            anomalies: self.anomalies(n, now),
         })
+    }
+
+    /// Anomalies flagged on node `n` at `now`, highest score first: every 17th node (from the
+    /// sixth) runs slow against its peers, and its resnet50 has drifted from its own history.
+    pub fn anomalies(&self, n: u32, now: UnixNanos) -> Vec<Anomaly> {
+        if n % 17 != 5 {
+            return Vec::new();
+        }
+        let node = self.node_name(n);
+        let since = now.saturating_sub((120 + u64::from(n)) * NANOS_PER_SEC);
+        vec![
+            Anomaly {
+                subject: node.clone(),
+                node: node.clone(),
+                model: None,
+                baseline: "peers".to_owned(),
+                feature: "latency_at_gpu_load".to_owned(),
+                value: 0.094,
+                expected: 0.041,
+                score: 4.2,
+                why: "p95 latency 94 ms at 60 % GPU load; peers at that load see 41 ms".to_owned(),
+                since,
+            },
+            Anomaly {
+                subject: format!("{node}/resnet50"),
+                node,
+                model: Some("resnet50".to_owned()),
+                baseline: "history".to_owned(),
+                feature: "power_at_util".to_owned(),
+                value: 410.0,
+                expected: 330.0,
+                score: 3.1,
+                why: "GPU power 410 W at 70 % utilisation; its own history says 330 W".to_owned(),
+                since: since + 60 * NANOS_PER_SEC,
+            },
+        ]
     }
 
     /// The Models screen's data at `now`.
@@ -345,6 +383,15 @@ impl FakeFleet {
                     max: 40,
                 }),
                 next_action: NextAction::Now,
+                forecast: Some(ForecastView {
+                    mode: "floor".to_owned(),
+                    load: Some(1480.0),
+                    replicas: Some(8),
+                    mape: Some(0.118),
+                    naive_mape: Some(0.274),
+                    scored: 212.0,
+                    problem: None,
+                }),
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
@@ -369,6 +416,7 @@ impl FakeFleet {
                     at: now + 18 * s,
                     reason: "rate limit 4 pods/15s".to_owned(),
                 },
+                forecast: None,
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
@@ -396,6 +444,7 @@ impl FakeFleet {
                     at: now + 20 * 3600 * s,
                     reason: "cooldown 24h".to_owned(),
                 },
+                forecast: None,
             },
             RuleView {
                 policy: "efficientnet-serving".to_owned(),
@@ -415,6 +464,15 @@ impl FakeFleet {
                     max: 12,
                 }),
                 next_action: NextAction::Blocked("dry-run: decides, never acts".to_owned()),
+                forecast: Some(ForecastView {
+                    mode: "forecast-only".to_owned(),
+                    load: None,
+                    replicas: None,
+                    mape: None,
+                    naive_mape: None,
+                    scored: 0.0,
+                    problem: Some("4m of history, fewer than minHistory 30m".to_owned()),
+                }),
             },
             RuleView {
                 policy: "yolo-serving".to_owned(),
@@ -434,6 +492,7 @@ impl FakeFleet {
                     max: 10,
                 }),
                 next_action: NextAction::Blocked("missing data: hold".to_owned()),
+                forecast: None,
             },
             RuleView {
                 policy: "yolo-serving".to_owned(),
@@ -448,6 +507,7 @@ impl FakeFleet {
                 }],
                 replicas: None,
                 next_action: NextAction::Blocked("budget 3/3 runs per 30d spent".to_owned()),
+                forecast: None,
             },
         ]
     }

@@ -19,13 +19,14 @@ use stoker_collector::api::types::{
     InstantGroup, NodesResponse, QueryParams, QueryResponse, QueryResult, RangeGroup,
 };
 use stoker_collector::policy::api::{
-    ActionsResponse, DecisionsResponse, PoliciesResponse, RuleState as WireRuleState,
+    ActionsResponse, DecisionsResponse, ForecastStatus, PoliciesResponse,
+    RuleState as WireRuleState,
 };
 use stoker_collector::policy::engine::{Action, Decision, RuleKind as WireRuleKind};
 
 use crate::client::{Need, Snapshot, Source, SourceError};
 use crate::model::{
-    ActuatorOutcome, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
+    Anomaly, ActuatorOutcome, ForecastView, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
     DecisionView, FleetRow, GpuStatus, GpuView, JobStatus, LatencyHistory, ModelVersionView,
     ModelView, NextAction, NodeDetail, NodeHealth, Percentiles, ProcessView, RuleInput, RuleKind,
     RuleState, RuleView, Series, ServiceView, Unit, XidEvent,
@@ -47,6 +48,58 @@ const CONFIDENCE_BOUNDS: [f64; 5] = [0.5, 0.6, 0.7, 0.8, 0.9];
 /// Quantiles asked for to place the confidence distribution onto [`CONFIDENCE_BOUNDS`]: the
 /// query API answers quantiles, not bucket counts.
 const CONFIDENCE_QUANTILES: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
+
+/// `GET /api/v1/anomalies`, as the collector's anomaly detection serves it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnomaliesResponse {
+    /// When the detector last ran, Unix nanos.
+    pub evaluated_at: Option<u64>,
+    /// The anomalies flagged now.
+    pub anomalies: Vec<WireAnomaly>,
+}
+
+/// One entry of [`AnomaliesResponse`].
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct WireAnomaly {
+    /// `node` or `node/model`.
+    pub subject: String,
+    /// The node.
+    pub node: String,
+    /// `model.name`, for a model's anomaly.
+    pub model: Option<String>,
+    /// `peers` or `history`.
+    pub baseline: String,
+    /// Feature name.
+    pub feature: String,
+    /// Its value.
+    pub value: f64,
+    /// What the baseline expects.
+    pub expected: f64,
+    /// How far off.
+    pub score: f64,
+    /// Why, as a sentence.
+    pub why: String,
+    /// Flagged since, Unix nanos.
+    pub since: u64,
+}
+
+impl From<&WireAnomaly> for Anomaly {
+    fn from(a: &WireAnomaly) -> Anomaly {
+        Anomaly {
+            subject: a.subject.clone(),
+            node: a.node.clone(),
+            model: a.model.clone(),
+            baseline: a.baseline.clone(),
+            feature: a.feature.clone(),
+            value: a.value,
+            expected: a.expected,
+            score: a.score,
+            why: a.why.clone(),
+            since: a.since,
+        }
+    }
+}
 
 /// Requests made and response bytes read since the source was built.
 #[derive(Debug, Default)]
@@ -153,6 +206,15 @@ impl HttpSource {
         self.get("/api/v1/query", &q).await
     }
 
+    /// The anomalies flagged now; none when the collector has no anomaly detection (404).
+    async fn anomalies(&self) -> Result<Vec<WireAnomaly>, SourceError> {
+        match self.get::<AnomaliesResponse>("/api/v1/anomalies", &[]).await {
+            Ok(r) => Ok(r.anomalies),
+            Err(SourceError::NotFound(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn fleet(&self) -> Result<Snapshot, SourceError> {
         let by = "host.name";
         let util = "hw.gpu.utilization{hw.gpu.task=\"general\"}";
@@ -185,7 +247,8 @@ impl HttpSource {
         ];
         let nodes = self.get::<NodesResponse>("/api/v1/nodes", &[]);
         let queries = try_join_all(cols.into_iter().map(|p| self.query(p)));
-        let (nodes, cols) = futures_util::future::try_join(nodes, queries).await?;
+        let (nodes, cols, anomalies) =
+            futures_util::future::try_join3(nodes, queries, self.anomalies()).await?;
         let per_host: Vec<HashMap<&str, f64>> = cols
             .iter()
             .take(9)
@@ -248,6 +311,13 @@ impl HttpSource {
                             code,
                             at: cols[10].time_unix_nano,
                         }),
+                        anomalies: u32::try_from(
+                            anomalies
+                                .iter()
+                                .filter(|a| a.node == n.name || a.node == n.host_id)
+                                .count(),
+                        )
+                        .unwrap_or(u32::MAX),
                     },
                 }
             })
@@ -345,7 +415,17 @@ impl HttpSource {
                 None,
             ),
         ];
-        let r = try_join_all(qs.into_iter().map(|p| self.query(p))).await?;
+        let (r, anomalies) = futures_util::future::try_join(
+            try_join_all(qs.into_iter().map(|p| self.query(p))),
+            self.anomalies(),
+        )
+        .await?;
+        let mut anomalies: Vec<Anomaly> = anomalies
+            .iter()
+            .filter(|a| a.node == node)
+            .map(Anomaly::from)
+            .collect();
+        anomalies.sort_by(|a, b| b.score.total_cmp(&a.score));
         let status = instant_groups(&r[9]);
         let cpu = range_groups(&r[3]);
         if status.is_empty() && range_groups(&r[0]).is_empty() && cpu.is_empty() {
@@ -455,6 +535,7 @@ impl HttpSource {
             gpus,
             processes,
             services,
+            anomalies,
         }))
     }
 
@@ -600,7 +681,15 @@ impl HttpSource {
         let rules = p
             .policies
             .iter()
-            .flat_map(|pol| pol.rules.iter().map(move |r| rule_view(&pol.name, r)))
+            .flat_map(|pol| {
+                pol.rules.iter().map(move |r| {
+                    let mut v = rule_view(&pol.name, r);
+                    if v.kind == RuleKind::Scale {
+                        v.forecast = pol.forecast.as_ref().map(forecast_view);
+                    }
+                    v
+                })
+            })
             .collect();
         Ok(Snapshot::Policies(rules))
     }
@@ -875,6 +964,18 @@ fn threshold(against: &str) -> Option<f64> {
         .find_map(|w| w.trim_start_matches(['<', '>', '=']).parse::<f64>().ok())
 }
 
+fn forecast_view(f: &ForecastStatus) -> ForecastView {
+    ForecastView {
+        mode: kebab(&f.mode),
+        load: f.last.as_ref().map(|p| p.value),
+        replicas: f.last.as_ref().map(|p| p.replicas),
+        mape: f.mape,
+        naive_mape: f.naive_mape,
+        scored: f.scored,
+        problem: f.problem.clone(),
+    }
+}
+
 fn rule_view(policy: &str, r: &stoker_collector::policy::api::RuleStatus) -> RuleView {
     let d = r.last_decision.as_ref();
     let inputs = d
@@ -924,6 +1025,7 @@ fn rule_view(policy: &str, r: &stoker_collector::policy::api::RuleStatus) -> Rul
         // so no replica gauge is drawn rather than one with invented bounds.
         replicas: None,
         next_action,
+        forecast: None,
     }
 }
 

@@ -69,6 +69,35 @@ pub struct NodeHealth {
     pub gpus_degraded: u32,
     /// The most recent XID error seen on any GPU of the node (from `hw.errors` `xid_<n>`).
     pub last_xid: Option<XidEvent>,
+    /// Anomalies the collector flags on the node or its models now (0 when the collector has
+    /// no anomaly detection).
+    pub anomalies: u32,
+}
+
+/// Behaviour of a node (or a model on it) unlike its peers' or its own history, as the
+/// collector's `/api/v1/anomalies` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    /// `node` or `node/model`.
+    pub subject: String,
+    /// `host.name` of the node.
+    pub node: String,
+    /// `model.name`, when the anomaly is a model's.
+    pub model: Option<String>,
+    /// What it is compared with: `peers` or `history`.
+    pub baseline: String,
+    /// The feature that is off, e.g. `latency_at_gpu_load`.
+    pub feature: String,
+    /// Its value.
+    pub value: f64,
+    /// The value the baseline expects.
+    pub expected: f64,
+    /// How far off, in the detector's units (higher is worse).
+    pub score: f64,
+    /// Why, as a sentence.
+    pub why: String,
+    /// Flagged since.
+    pub since: UnixNanos,
 }
 
 /// An NVIDIA XID error seen on a GPU.
@@ -113,6 +142,8 @@ pub struct NodeDetail {
     pub processes: Vec<ProcessView>,
     /// Inference services running on the node.
     pub services: Vec<ServiceView>,
+    /// Anomalies flagged on the node or its models, highest score first.
+    pub anomalies: Vec<Anomaly>,
 }
 
 /// One GPU on the Node detail screen.
@@ -292,6 +323,28 @@ pub struct RuleView {
     pub replicas: Option<Replicas>,
     /// When the rule may act next, and what it would do.
     pub next_action: NextAction,
+    /// The target's load forecast and its error (scaling rules of policies with
+    /// `scale.forecast`).
+    pub forecast: Option<ForecastView>,
+}
+
+/// A target's load forecast and how good it has been.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastView {
+    /// `floor` or `forecast-only`.
+    pub mode: String,
+    /// The latest forecast load (a request rate), when there is one.
+    pub load: Option<f64>,
+    /// The size the latest forecast asks for.
+    pub replicas: Option<u32>,
+    /// Mean absolute percentage error of scored forecasts (a fraction).
+    pub mape: Option<f64>,
+    /// The same for the naive last-value forecast.
+    pub naive_mape: Option<f64>,
+    /// (Decayed) number of scored forecasts.
+    pub scored: f64,
+    /// Why there is no forecast, when there is none.
+    pub problem: Option<String>,
 }
 
 /// Scaling or retraining.

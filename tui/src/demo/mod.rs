@@ -8,8 +8,11 @@
 //! replicas and the trainer as hidden subcommands of this executable ([`child`]). Headless, the
 //! [`story`] is narrated from the collector API and a JSON summary is the last line printed;
 //! otherwise the dashboard runs over the collector API. Ctrl-C (or the end of the scenario)
-//! cancels everything, waits for the tasks, and then kills any child that outlived the
-//! actuators (counted as an error).
+//! stops everything in reverse start order, each step bounded in time: the load generator and
+//! the balancer; the service (the demo's policy is withdrawn, so the collector's local actuator
+//! stops the replicas, which flush their last metrics to the agent); the agent (which flushes
+//! to the collector); the collector. Then any child that outlived the actuators is killed
+//! (counted as an error).
 
 pub mod balancer;
 pub mod child;
@@ -39,10 +42,19 @@ use story::{Observation, Story};
 
 /// How long the first replica may take to answer ready.
 const FIRST_REPLICA_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the tasks get to stop after cancellation.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long the load generator and the balancer get to stop.
+const STOP_LOAD: Duration = Duration::from_secs(10);
+/// How long the replicas get to stop once the policy is withdrawn: the collector sweeps
+/// removed targets every 5 s, and each replica has the policy's `stop_grace` (5 s).
+const STOP_SERVICE: Duration = Duration::from_secs(15);
+/// How long the agent gets to stop and flush (its `export.shutdown_grace` is 5 s).
+const STOP_AGENT: Duration = Duration::from_secs(10);
+/// How long the collector's tasks get to stop after cancellation.
+const STOP_COLLECTOR: Duration = Duration::from_secs(15);
 /// The observer's poll period.
 const POLL: Duration = Duration::from_millis(500);
+/// The agent's sampling, aggregation and export interval in the demo.
+const AGENT_INTERVAL: Duration = Duration::from_millis(500);
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
@@ -84,12 +96,21 @@ pub fn run(opts: DemoOpts) -> Result<(), TuiError> {
     runtime.block_on(run_async(opts))
 }
 
+/// What the demo started, with one stop token per stage so shutdown runs in reverse order.
 struct Stack {
     dir: tempfile::TempDir,
     api: SocketAddr,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
     port_from: u16,
+    policy_dir: PathBuf,
+    /// The collector's policy runtime (evaluation times for the story; withdrawn at shutdown).
+    policy: Option<stoker_collector::policy::runtime::PolicyRuntime>,
+    /// The load generator and the balancer.
+    front: CancellationToken,
+    front_tasks: TaskTracker,
+    agent: CancellationToken,
+    agent_tasks: TaskTracker,
+    collector: CancellationToken,
+    collector_tasks: TaskTracker,
 }
 
 async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
@@ -138,6 +159,8 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let agent_cancel = CancellationToken::new();
+    let agent_tasks = TaskTracker::new();
     let mut config = stoker_collector::config::CollectorConfig::default();
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.api_listen = any;
@@ -146,7 +169,7 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
     // Demo settings: the retrain job's end is noticed within a second (default 30 s).
     config.policy.job_poll = stoker_collector::duration::HumanDuration::from_secs(1);
     let collector = start_collector(
-        CollectorSettings { config, data_dir: dir.path().join("data"), policies: Some(policy_dir) },
+        CollectorSettings { config, data_dir: dir.path().join("data"), policies: Some(policy_dir.clone()) },
         cancel.clone(),
         tracker.clone(),
     )
@@ -156,19 +179,33 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
 
     let agent_cfg = stoker_agent::config::AgentConfig {
         collector: format!("http://{}", collector.bound.otlp_grpc),
-        interval: Duration::from_secs(1),
+        // The agent's aggregation interval is its export cadence: well under the policy's
+        // 1 s evaluation, so a breach reaches the store within about half an evaluation.
+        interval: AGENT_INTERVAL,
         ..Default::default()
     };
-    let agent_cancel = cancel.clone();
-    tracker.spawn(async move {
+    let agent_stop = agent_cancel.clone();
+    agent_tasks.spawn(async move {
         let opts = stoker_agent::daemon::RunOptions { otlp_grpc_listen: Some(agent_grpc), otlp_http_listen: Some(agent_http) };
-        if let Err(e) = stoker_agent::daemon::run(agent_cfg, opts, agent_cancel).await {
+        if let Err(e) = stoker_agent::daemon::run(agent_cfg, opts, agent_stop).await {
             tracing::error!(error = %e, "The agent stopped.");
         }
     });
     say(&format!("demo: agent sampling this machine, local OTLP receiver {agent_grpc}"));
 
-    let stack = Stack { dir, api: collector.bound.api, cancel: cancel.clone(), tracker: tracker.clone(), port_from };
+    let stack = Stack {
+        dir,
+        api: collector.bound.api,
+        port_from,
+        policy_dir,
+        policy: collector.policy.clone(),
+        front: CancellationToken::new(),
+        front_tasks: TaskTracker::new(),
+        agent: agent_cancel,
+        agent_tasks,
+        collector: cancel,
+        collector_tasks: tracker,
+    };
     let interrupted = CancellationToken::new();
     {
         let interrupted = interrupted.clone();
@@ -220,8 +257,8 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
         stack.port_from,
         policies::MAX_REPLICAS,
         targets_file.clone(),
-        stack.cancel.clone(),
-        &stack.tracker,
+        stack.front.clone(),
+        &stack.front_tasks,
     );
     println!("demo: waiting for the collector's local actuator to start the first replica");
     let mut waited = ready.clone();
@@ -260,7 +297,7 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
     };
     let total: Duration = demo_phases.iter().sum();
     println!("demo: load scenario {:?}, {} s", opts.scenario, total.as_secs());
-    let load_cancel = stack.cancel.child_token();
+    let load_cancel = stack.front.child_token();
     let targets = spawn_targets(Vec::new(), Some(TargetSource::File(targets_file)), client.clone(), Duration::from_secs(1), load_cancel.clone());
     let config = LoadConfig {
         scenario: format!("{kind:?}"),
@@ -272,7 +309,10 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
         seed: 42,
         print_progress: false,
     };
+    let load_start = unix_now();
     let load = tokio::spawn(run_load(config, targets, client.clone(), load_cancel.clone()));
+    // The load begins to fall with the ramp-down phase (the fifth).
+    let load_falls_at = load_start + demo_phases[..4].iter().sum::<Duration>().as_nanos() as u64;
     let api = format!("http://{}", stack.api);
 
     if !opts.headless {
@@ -288,6 +328,7 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
     }
 
     let mut story = Story::new(unix_now(), policies::SLO_SECONDS, policies::CONFIDENCE_FLOOR, 2.0 * policies::EVAL_INTERVAL_SECONDS);
+    story.load_falls_at(load_falls_at);
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut load = load;
@@ -308,7 +349,8 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
                 break;
             }
         }
-        let o = observe(&client, &api, *ready.borrow()).await;
+        let mut o = observe(&client, &api, *ready.borrow()).await;
+        o.evaluations = evaluation_times(stack.policy.as_ref());
         for line in story.observe(&o) {
             println!("{line}");
         }
@@ -322,6 +364,13 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
         let _ = load.await;
     }
     Ok(Some(story))
+}
+
+/// Times of the demo policy's recent scaling evaluations (its stabilization history), read
+/// from the in-process policy runtime.
+fn evaluation_times(rt: Option<&stoker_collector::policy::runtime::PolicyRuntime>) -> Vec<u64> {
+    rt.and_then(|rt| rt.snapshot().states.get(policies::POLICY).map(|s| s.scale.recommendations.iter().map(|r| r.0).collect()))
+        .unwrap_or_default()
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<T> {
@@ -374,16 +423,74 @@ async fn observe(client: &reqwest::Client, api: &str, ready: usize) -> Observati
         ready_replicas: ready,
         decisions: decisions.map(|d| d.decisions).unwrap_or_default(),
         actions: actions.map(|a| a.actions).unwrap_or_default(),
+        evaluations: Vec::new(),
     }
 }
 
-async fn shutdown(stack: &Stack) {
-    println!("demo: stopping the load, the agent, the collector and its replicas");
-    stack.cancel.cancel();
-    stack.tracker.close();
-    if tokio::time::timeout(STOP_GRACE, stack.tracker.wait()).await.is_err() {
-        tracing::warn!("Some tasks did not stop within the grace period.");
+/// Stops one stage: cancels its token and waits at most `grace` for its tasks.
+async fn stop_stage(what: &str, token: &CancellationToken, tasks: &TaskTracker, grace: Duration) {
+    token.cancel();
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(stage = what, grace_s = grace.as_secs(), "The stage did not stop within its grace period.");
     }
+}
+
+/// Replicas of the demo service still running (their command line names the state dir).
+fn replicas_running(dir: &Path) -> usize {
+    processes_mentioning(dir)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(child::SERVE))
+        })
+        .count()
+}
+
+/// Stops the service before the agent: withdraws the demo's policy so the collector's
+/// actuator sweep stops the local replicas (each drains and flushes its metrics to the agent),
+/// and waits for them, at most [`STOP_SERVICE`].
+async fn stop_service(stack: &Stack) {
+    let Some(rt) = &stack.policy else { return };
+    for (name, _) in policies::TEMPLATES {
+        if let Err(e) = std::fs::remove_file(stack.policy_dir.join(name)) {
+            tracing::warn!(error = %e, "Cannot withdraw the demo policy; the replicas stop with the collector.");
+            return;
+        }
+    }
+    rt.reload();
+    let deadline = tokio::time::Instant::now() + STOP_SERVICE;
+    while replicas_running(stack.dir.path()) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("The replicas did not stop in time; they stop with the collector.");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops everything in reverse start order: load → service → agent (flush) → collector.
+async fn shutdown(stack: &Stack) {
+    println!("demo: stopping the load, the service, the agent and the collector, in that order");
+    let began = tokio::time::Instant::now();
+    let mut mark = began;
+    let mut lap = || {
+        let now = tokio::time::Instant::now();
+        let took = now - mark;
+        mark = now;
+        took.as_secs_f64()
+    };
+    stop_stage("load", &stack.front, &stack.front_tasks, STOP_LOAD).await;
+    let load = lap();
+    stop_service(stack).await;
+    let service = lap();
+    stop_stage("agent", &stack.agent, &stack.agent_tasks, STOP_AGENT).await;
+    let agent = lap();
+    stop_stage("collector", &stack.collector, &stack.collector_tasks, STOP_COLLECTOR).await;
+    let collector = lap();
+    println!(
+        "demo: stopped in {:.1} s (load {load:.1} s, service {service:.1} s, agent {agent:.1} s, collector {collector:.1} s)",
+        began.elapsed().as_secs_f64()
+    );
 }
 
 /// Processes whose command line mentions `dir` (every child of the demo does: the model dir).

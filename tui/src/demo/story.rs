@@ -34,6 +34,8 @@ pub struct Observation {
     pub decisions: Vec<Decision>,
     /// Newest first.
     pub actions: Vec<ActionRecord>,
+    /// Times of the scaling rule's recent evaluations, Unix nanos (any order; repeats ignored).
+    pub evaluations: Vec<u64>,
 }
 
 /// The JSON summary, the last line the headless demo prints.
@@ -41,8 +43,16 @@ pub struct Observation {
 pub struct Summary {
     /// Applied scale-outs from ≥ 1 replica (the initial 0 → 1 placement is not counted).
     pub scale_outs: u32,
-    /// Applied scale-ins.
+    /// Applied scale-ins after the load began to fall (the ramp-down phase).
     pub scale_ins: u32,
+    /// Applied scale-ins before the load fell: a flap under load.
+    pub scale_ins_under_load: u32,
+    /// When the load began to fall, seconds since the story's start.
+    pub load_fell_at_seconds: Option<f64>,
+    /// First applied scale-out (from ≥ 1 replica), seconds since the story's start.
+    pub first_scale_out_at_seconds: Option<f64>,
+    /// First scale-in counted in `scale_ins`, seconds since the story's start.
+    pub first_scale_in_at_seconds: Option<f64>,
     /// Retraining jobs started.
     pub retrain_jobs: u32,
     /// `model.version` values seen in the confidence signal, ascending.
@@ -53,6 +63,10 @@ pub struct Summary {
     pub latency_recovered: bool,
     /// A newer model version's mean confidence reached the policy's floor.
     pub confidence_recovered: bool,
+    /// Largest gap between consecutive evaluations of the scaling rule that the observer saw.
+    pub evaluation_gap_max_seconds: Option<f64>,
+    /// Mean gap between consecutive evaluations of the scaling rule.
+    pub evaluation_gap_mean_seconds: Option<f64>,
     /// Failed actions, failed jobs and demo errors.
     pub errors: u32,
     /// Everything above happened, within target, with no errors.
@@ -76,6 +90,10 @@ pub struct Story {
     versions: BTreeSet<String>,
     demo_errors: u32,
     failed_keys: BTreeSet<String>,
+    load_falls_at: Option<u64>,
+    last_evaluation: Option<u64>,
+    data_since: Option<u64>,
+    gaps: (u32, f64),
 }
 
 fn secs(a: u64, b: u64) -> f64 {
@@ -101,7 +119,17 @@ impl Story {
             versions: BTreeSet::new(),
             demo_errors: 0,
             failed_keys: BTreeSet::new(),
+            load_falls_at: None,
+            last_evaluation: None,
+            data_since: None,
+            gaps: (0, 0.0),
         }
+    }
+
+    /// Tells the story when the load begins to fall (Unix nanos): scale-ins count from then.
+    pub fn load_falls_at(&mut self, t: u64) {
+        self.load_falls_at = Some(t);
+        self.summary.load_fell_at_seconds = Some(secs(self.start, t));
     }
 
     fn line(&self, t: u64, text: String) -> String {
@@ -139,9 +167,13 @@ impl Story {
                     d.time,
                     format!("Scale-out decided {from} -> {to}: {}; inputs: {}.", d.reason, inputs.join(", ")),
                 )),
-                Action::Resize { from, to } => out.push(self.line(
+                Action::Resize { from, to } if self.load_fell(d.time) => out.push(self.line(
                     d.time,
                     format!("Scale-in decided {from} -> {to} after stabilization: {}; inputs: {}.", d.reason, inputs.join(", ")),
+                )),
+                Action::Resize { from, to } => out.push(self.line(
+                    d.time,
+                    format!("Scale-in decided {from} -> {to} while the load is still high: {}; inputs: {}.", d.reason, inputs.join(", ")),
                 )),
                 Action::StartJob { .. } => {
                     if !self.drift_told {
@@ -170,14 +202,21 @@ impl Story {
                         self.summary.scale_outs += 1;
                         if self.first_scale_out.is_none() {
                             self.first_scale_out = Some(a.time);
+                            self.summary.first_scale_out_at_seconds = Some(secs(self.start, a.time));
                             if let Some(b) = self.first_breach {
                                 self.summary.breach_to_scale_seconds = Some(secs(b, a.time));
                             }
                         }
                         out.push(self.line(a.updated, format!("Scale-out applied: {from} -> {to} replicas.")));
-                    } else if to < from {
+                    } else if to < from && self.load_fell(a.time) {
                         self.summary.scale_ins += 1;
-                        out.push(self.line(a.updated, format!("Scale-in applied: {from} -> {to} replicas.")));
+                        if self.summary.first_scale_in_at_seconds.is_none() {
+                            self.summary.first_scale_in_at_seconds = Some(secs(self.start, a.time));
+                        }
+                        out.push(self.line(a.updated, format!("Scale-in applied: {from} -> {to} replicas (the load has fallen).")));
+                    } else if to < from {
+                        self.summary.scale_ins_under_load += 1;
+                        out.push(self.line(a.updated, format!("Scale-in applied under load: {from} -> {to} replicas (a flap; not counted).")));
                     }
                 }
                 (Action::StartJob { .. }, ActionStatus::Applied | ActionStatus::Running) if before.is_none()
@@ -198,6 +237,27 @@ impl Story {
                 }
                 _ => {}
             }
+        }
+        // Evaluation cadence of the scaling rule, from the first observation with latency data
+        // on (before it, evaluations without data record no recommendation).
+        if self.data_since.is_none() && o.p95.is_some() {
+            self.data_since = Some(o.time);
+        }
+        let since = self.data_since.unwrap_or(u64::MAX);
+        let mut evals: Vec<u64> =
+            o.evaluations.iter().copied().filter(|t| *t >= since && self.last_evaluation.is_none_or(|l| *t > l)).collect();
+        evals.sort_unstable();
+        evals.dedup();
+        for t in evals {
+            if let Some(l) = self.last_evaluation {
+                let gap = secs(l, t);
+                self.gaps = (self.gaps.0 + 1, self.gaps.1 + gap);
+                self.summary.evaluation_gap_mean_seconds = Some(self.gaps.1 / f64::from(self.gaps.0));
+                if self.summary.evaluation_gap_max_seconds.is_none_or(|g| gap > g) {
+                    self.summary.evaluation_gap_max_seconds = Some(gap);
+                }
+            }
+            self.last_evaluation = Some(t);
         }
         // Latency, seen by the observer.
         if let Some(p95) = o.p95 {
@@ -238,6 +298,11 @@ impl Story {
         out
     }
 
+    /// Whether the load had begun to fall at `t`.
+    fn load_fell(&self, t: u64) -> bool {
+        self.load_falls_at.is_some_and(|f| t >= f)
+    }
+
     /// The summary so far.
     pub fn summary(&self) -> Summary {
         let mut s = self.summary.clone();
@@ -247,6 +312,7 @@ impl Story {
         s.errors = self.failed_keys.len() as u32 + self.demo_errors;
         s.loop_closed = s.scale_outs >= 1
             && s.scale_ins >= 1
+            && s.scale_ins_under_load == 0
             && s.retrain_jobs >= 1
             && s.model_versions_seen.len() >= 2
             && s.latency_recovered
@@ -337,6 +403,7 @@ mod tests {
         assert!(out.iter().any(|l| l.contains("Confidence recovered")));
         let before = story.summary();
         assert!(!before.loop_closed, "no scale-in yet");
+        story.load_falls_at(T0 + 60 * S);
         let down = Action::Resize { from: 3, to: 1 };
         let mut o = obs(80 * S, Some(0.05), &[("2", 0.95)]);
         o.actions = vec![action(80 * S, "k3", down, ActionStatus::Applied)];
@@ -345,7 +412,54 @@ mod tests {
         assert_eq!((s.scale_outs, s.scale_ins, s.retrain_jobs, s.errors), (1, 1, 1, 0));
         assert_eq!(s.model_versions_seen, vec!["1", "2"]);
         assert_eq!(s.breach_to_scale_seconds, Some(1.0));
+        assert_eq!((s.first_scale_out_at_seconds, s.load_fell_at_seconds, s.first_scale_in_at_seconds), (Some(11.0), Some(60.0), Some(80.0)));
         assert!(s.latency_recovered && s.confidence_recovered && s.loop_closed);
+    }
+
+    #[test]
+    fn scale_in_under_load_is_a_flap_and_only_a_later_one_counts() {
+        let mut story = Story::new(T0, 0.150, 0.85, 2.0);
+        story.load_falls_at(T0 + 100 * S);
+        let up = Action::Resize { from: 1, to: 4 };
+        let mut o = obs(10 * S, Some(0.2), &[]);
+        o.actions = vec![action(10 * S, "up", up, ActionStatus::Applied)];
+        story.observe(&o);
+        let flap = Action::Resize { from: 4, to: 2 };
+        let mut o = obs(50 * S, Some(0.05), &[]);
+        o.decisions = vec![decision(50 * S, "scale", flap.clone())];
+        o.actions = vec![action(50 * S, "flap", flap, ActionStatus::Applied)];
+        let out = story.observe(&o);
+        assert!(out.iter().any(|l| l.contains("while the load is still high")), "{out:?}");
+        assert!(out.iter().any(|l| l.contains("under load")), "{out:?}");
+        let s = story.summary();
+        assert_eq!((s.scale_ins, s.scale_ins_under_load, s.first_scale_in_at_seconds), (0, 1, None));
+        let down = Action::Resize { from: 4, to: 1 };
+        let mut o = obs(130 * S, Some(0.05), &[]);
+        o.actions = vec![action(130 * S, "down", down, ActionStatus::Applied)];
+        let out = story.observe(&o);
+        assert!(out.iter().any(|l| l.contains("the load has fallen")), "{out:?}");
+        let s = story.summary();
+        assert_eq!((s.scale_ins, s.scale_ins_under_load, s.first_scale_in_at_seconds), (1, 1, Some(130.0)));
+        assert!(!s.loop_closed, "a flap under load keeps the loop open");
+    }
+
+    #[test]
+    fn evaluation_gaps_are_measured_once_data_flows() {
+        let mut story = Story::new(T0, 0.150, 0.85, 2.0);
+        // Before any latency data: not measured.
+        let mut o = obs(S, None, &[]);
+        o.evaluations = vec![T0, T0 + 5 * S];
+        story.observe(&o);
+        assert_eq!(story.summary().evaluation_gap_max_seconds, None);
+        let mut o = obs(10 * S, Some(0.05), &[]);
+        o.evaluations = vec![T0 + 5 * S, T0 + 10 * S, T0 + 11 * S];
+        story.observe(&o);
+        // Overlapping history, newest first, with repeats.
+        let mut o = obs(11 * S, Some(0.05), &[]);
+        o.evaluations = vec![T0 + 13 * S, T0 + 11 * S, T0 + 10 * S];
+        story.observe(&o);
+        assert_eq!(story.summary().evaluation_gap_max_seconds, Some(2.0));
+        assert_eq!(story.summary().evaluation_gap_mean_seconds, Some(1.5));
     }
 
     #[test]

@@ -11,6 +11,9 @@ use super::{NODE_STALE_SECS, fmt, header_style, placeholder, scroll_to, selected
 use crate::app::{App, FleetSort};
 use crate::model::{FleetRow, NANOS_PER_SEC, UnixNanos};
 
+/// Marks an anomalous node's name on the Fleet screen.
+pub const ANOMALY_MARK: &str = "◆";
+
 /// Draw the Fleet screen into `area`.
 pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     let Some(fleet) = &app.fleet else {
@@ -35,7 +38,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     let name_w = fleet
         .data
         .iter()
-        .map(|r| r.node.chars().count())
+        .map(|r| r.node.chars().count() + usize::from(r.health.anomalies > 0))
         .max()
         .unwrap_or(4)
         .clamp(4, if wide { 28 } else { 16 }) as u16;
@@ -109,6 +112,7 @@ fn summary(rows: &[FleetRow], shown: usize, now: UnixNanos) -> Paragraph<'static
     let lost: u32 = rows.iter().map(|r| r.health.gpus_lost).sum();
     let xid = rows.iter().filter(|r| r.health.last_xid.is_some()).count();
     let stale = rows.iter().filter(|r| is_stale(r, now)).count();
+    let anomalous = rows.iter().filter(|r| r.health.anomalies > 0).count();
     let warn = |n: usize| {
         if n > 0 {
             Style::new().fg(Color::Red)
@@ -128,6 +132,7 @@ fn summary(rows: &[FleetRow], shown: usize, now: UnixNanos) -> Paragraph<'static
         Span::styled(format!("  lost {lost}"), warn(lost as usize)),
         Span::styled(format!("  xid {xid}"), warn(xid)),
         Span::styled(format!("  stale {stale}"), warn(stale)),
+        Span::styled(format!("  anomalous {anomalous}"), warn(anomalous)),
     ]))
 }
 
@@ -162,6 +167,12 @@ pub fn health(r: &FleetRow, now: UnixNanos) -> Line<'static> {
         spans.push(Span::styled(
             format!("degraded {} ", r.health.gpus_degraded),
             yellow,
+        ));
+    }
+    if r.health.anomalies > 0 {
+        spans.push(Span::styled(
+            format!("anomaly {} ", r.health.anomalies),
+            Style::new().fg(Color::Magenta),
         ));
     }
     if spans.is_empty() {
@@ -208,8 +219,17 @@ fn row(r: &FleetRow, now: UnixNanos, bar_w: usize) -> Row<'static> {
     } else {
         Style::new()
     };
+    // An anomalous node is marked before its name (the Node screen says why).
+    let name = if r.health.anomalies > 0 {
+        Line::from(vec![
+            Span::styled(ANOMALY_MARK, Style::new().fg(Color::Magenta)),
+            Span::styled(r.node.clone(), name_style),
+        ])
+    } else {
+        Line::from(Span::styled(r.node.clone(), name_style))
+    };
     Row::new(vec![
-        Cell::from(Span::styled(r.node.clone(), name_style)),
+        Cell::from(name),
         Cell::from(format!("{:>3}", r.gpus)),
         Cell::from(busy),
         Cell::from(Line::styled(

@@ -1,6 +1,7 @@
 //! The Node screen: per-GPU gauges with history sparklines (one line per GPU, nvitop-style), a
 //! chart of the selected GPU when the terminal is tall enough, the processes holding GPU memory
-//! and the node's inference services with p50/p95/p99 latency.
+//! and the node's inference services with p50/p95/p99 latency; above them, when the collector
+//! flags any, the node's anomalies with why.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -41,11 +42,17 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     } else {
         0
     };
-    let [head, gpu_title, gpus, chart, lists] = Layout::vertical([
+    let anomalies_h = if d.anomalies.is_empty() {
+        0
+    } else {
+        1 + 2 * (d.anomalies.len() as u16).min(MAX_ANOMALIES)
+    };
+    let [head, gpu_title, gpus, chart, anomalies_area, lists] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(n_gpus),
         Constraint::Length(chart_h),
+        Constraint::Length(anomalies_h),
         Constraint::Min(0),
     ])
     .areas(area);
@@ -74,6 +81,9 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
             gpu_chart(frame, g, d, now, chart);
         }
     }
+    if anomalies_h > 0 {
+        anomalies(frame, d, now, anomalies_area);
+    }
     if lists.width >= 160 {
         let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .spacing(1)
@@ -86,6 +96,48 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         processes(frame, d, l);
         services(frame, d, r);
     }
+}
+
+/// Anomalies shown at most, two lines each (the highest scores; the title gives the count).
+const MAX_ANOMALIES: u16 = 3;
+
+/// The node's anomalies, highest score first: subject, baseline, score and since when on one
+/// line, why on the next.
+fn anomalies(frame: &mut Frame, d: &NodeDetail, now: UnixNanos, area: Rect) {
+    let mut lines = vec![section(
+        &format!("Anomalies ({})", d.anomalies.len()),
+        area.width,
+    )];
+    let mark = Style::new().fg(Color::Magenta);
+    for a in d.anomalies.iter().take(usize::from(MAX_ANOMALIES)) {
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {} ", super::fleet::ANOMALY_MARK), mark),
+            Span::styled(
+                a.subject.clone(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(
+                format!(
+                    "  vs {}  {} {} (expected {})  score {:.1}  since {} ago",
+                    a.baseline,
+                    a.feature,
+                    fmt_number(a.value),
+                    fmt_number(a.expected),
+                    a.score,
+                    fmt::ago(now, a.since)
+                ),
+                Style::new().fg(Color::DarkGray),
+            ),
+        ]));
+        lines.push(Line::raw(format!("   {}", a.why)));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// A feature value with at most three significant decimals.
+fn fmt_number(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn header(d: &NodeDetail, now: UnixNanos) -> Paragraph<'static> {
@@ -109,6 +161,14 @@ fn header(d: &NodeDetail, now: UnixNanos) -> Paragraph<'static> {
             fmt::load_style(cpu),
         ),
         Span::raw(format!("  MEM {}", fmt::mem_pair(d.mem_used, d.mem_total))),
+        Span::styled(
+            if d.anomalies.is_empty() {
+                String::new()
+            } else {
+                format!("  {} anomaly {}", super::fleet::ANOMALY_MARK, d.anomalies.len())
+            },
+            Style::new().fg(Color::Magenta),
+        ),
     ]))
 }
 

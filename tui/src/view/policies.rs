@@ -1,6 +1,8 @@
 //! The Policies screen: every rule with its state (ok, pending for N s, firing, cooling down
 //! until T, dry-run), its first input against target, replicas, and when it may act next;
-//! the selected rule's inputs in full below.
+//! the selected rule's inputs in full below. A scaling rule of a policy with `scale.forecast`
+//! shows its target's forecast error (MAPE, and the naive last-value forecast's for
+//! comparison) in the table and the forecast in the detail.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -10,7 +12,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{fmt, header_style, placeholder, scroll_to, section, selected_style};
 use crate::app::App;
-use crate::model::{NextAction, RuleInput, RuleKind, RuleState, RuleView, UnixNanos};
+use crate::model::{ForecastView, NextAction, RuleInput, RuleKind, RuleState, RuleView, UnixNanos};
 
 /// Draw the Policies screen into `area`.
 pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
@@ -25,7 +27,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     }
     let detail_h = rules
         .get(app.policy_sel)
-        .map_or(0, |r| r.inputs.len() as u16 + 3)
+        .map_or(0, |r| r.inputs.len() as u16 + 3 + u16::from(r.forecast.is_some()))
         .min(area.height / 2);
     let [table_area, detail_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(detail_h)]).areas(area);
@@ -50,6 +52,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         "STATE",
         "NOW / TARGET",
         "REPL",
+        "MAPE (NAIVE)",
         "NEXT ACTION",
     ])
     .style(header_style());
@@ -61,6 +64,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
                 Constraint::Length(14),
                 Constraint::Length(13),
                 Constraint::Length(5),
+                Constraint::Length(12),
                 Constraint::Fill(2),
             ],
         )
@@ -109,6 +113,44 @@ fn next(n: &NextAction, now: UnixNanos) -> String {
     }
 }
 
+/// `12% (27%)`: the forecast's MAPE and the naive forecast's; `-` before any is scored.
+fn mape_cell(f: &ForecastView) -> Line<'static> {
+    let text = format!("{} ({})", mape(f.mape), mape(f.naive_mape));
+    let style = match (f.mape, f.naive_mape) {
+        (Some(m), Some(n)) if m <= n => Style::new().fg(Color::Green),
+        (Some(_), Some(_)) => Style::new().fg(Color::Yellow),
+        _ => Style::new().fg(Color::DarkGray),
+    };
+    Line::styled(text, style)
+}
+
+fn mape(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |m| format!("{:.0}%", m * 100.0))
+}
+
+/// The detail line of a forecast.
+fn forecast_line(f: &ForecastView) -> Line<'static> {
+    let mut spans = vec![Span::raw(format!(" forecast ({}): ", f.mode))];
+    match (&f.problem, f.load) {
+        (Some(problem), _) => spans.push(Span::styled(
+            format!("none, {problem}"),
+            Style::new().fg(Color::Yellow),
+        )),
+        (None, Some(load)) => spans.push(Span::raw(format!(
+            "load {load:.1}{}",
+            f.replicas.map_or_else(String::new, |r| format!(" -> {r} replicas"))
+        ))),
+        (None, None) => spans.push(Span::raw("none yet")),
+    }
+    spans.push(Span::raw(format!(
+        "  MAPE {} vs naive {} over {:.0} scored",
+        mape(f.mape),
+        mape(f.naive_mape),
+        f.scored
+    )));
+    Line::from(spans)
+}
+
 fn rule_row(r: &RuleView, now: UnixNanos) -> Row<'static> {
     let kind = match r.kind {
         RuleKind::Scale => "",
@@ -126,6 +168,7 @@ fn rule_row(r: &RuleView, now: UnixNanos) -> Row<'static> {
         Cell::from(Line::from(state(&r.state, now))),
         Cell::from(r.inputs.first().map(vs).unwrap_or_default()),
         Cell::from(replicas),
+        Cell::from(r.forecast.as_ref().map(mape_cell).unwrap_or_default()),
         Cell::from(next(&r.next_action, now)),
     ])
 }
@@ -155,6 +198,9 @@ fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
                 Style::new().fg(Color::Yellow),
             ),
         ]));
+    }
+    if let Some(f) = &r.forecast {
+        lines.push(forecast_line(f));
     }
     let mut tail = vec![Span::raw(" state "), state(&r.state, now)];
     if let Some(p) = r.replicas {

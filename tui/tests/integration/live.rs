@@ -89,7 +89,9 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
     assert_eq!(rows[1].gpus, 2);
     assert!(rows[0].health.last_seen >= t_end - NANOS_PER_SEC);
     let (fleet_requests, _) = traffic.totals();
-    assert_eq!(fleet_requests, 12, "nodes + one query per column");
+    assert_eq!(fleet_requests, 13, "nodes + one query per column + anomalies");
+    // This collector has no anomaly detection (404): no anomalies, and no error.
+    assert!(rows.iter().all(|r| r.health.anomalies == 0), "{rows:?}");
 
     // The Fleet screen drawn from that answer shows every node.
     let mut app = App::new(format!("http://{}", srv.bound.api));

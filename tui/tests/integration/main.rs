@@ -1,6 +1,7 @@
 //! Integration tests of stoker-tui, one binary with a module per area.
 #![allow(clippy::unwrap_used)]
 
+mod anomalies;
 mod cli;
 mod demo_e2e;
 mod event_loop;

@@ -241,3 +241,63 @@ fn a_node_that_left_the_fleet_says_so() {
     );
     assert!(!text.contains("DISCONNECTED"), "{text}");
 }
+
+#[test]
+fn anomalous_node_is_marked_on_the_fleet_and_explained_on_its_screen() {
+    let (mut app, fleet) = fleet_app();
+    let text = buffer_text(&render_buffer(&app, NOW, 160, 48));
+    // Nodes 6, 23 and 40 of the fake fleet are anomalous; the others are not.
+    assert!(text.contains("anomalous 3"), "{text}");
+    let row = |name: &str| text.lines().find(|l| l.contains(name)).unwrap().to_owned();
+    assert!(row("gpu-node-006").starts_with("◆gpu-node-006"), "{text}");
+    assert!(row("gpu-node-006").contains("anomaly 2"), "{text}");
+    assert!(!row("gpu-node-007").contains('◆') && row("gpu-node-007").contains(" ok"), "{text}");
+    keys(&mut app, "jj");
+    press(&mut app, KeyCode::Enter);
+    feed(&mut app, &fleet, NOW);
+    snap_all_sizes("node_anomalies", &app);
+    let text = buffer_text(&render_buffer(&app, NOW, 160, 48));
+    assert!(text.contains("Anomalies (2)"), "{text}");
+    assert!(
+        text.contains("gpu-node-006  vs peers  latency_at_gpu_load 0.094 (expected 0.041)  score 4.2  since 2m05s ago"),
+        "{text}"
+    );
+    // Why, on its own line, whole even at 80 columns.
+    for (w, h) in SIZES {
+        let text = buffer_text(&render_buffer(&app, NOW, w, h));
+        assert!(text.contains("   p95 latency 94 ms at 60 % GPU load; peers at that load see 41 ms"), "{text}");
+    }
+    assert!(text.contains("gpu-node-006/resnet50  vs history"), "{text}");
+    // A node without anomalies has no such section.
+    keys(&mut app, "1j");
+    press(&mut app, KeyCode::Enter);
+    feed(&mut app, &fleet, NOW);
+    let text = buffer_text(&render_buffer(&app, NOW, 160, 48));
+    assert!(text.contains(" gpu-node-007 seen"), "{text}");
+    assert!(!text.contains("Anomalies"), "{text}");
+}
+
+#[test]
+fn policies_show_forecast_mape_against_naive() {
+    let (mut app, fleet) = fleet_app();
+    keys(&mut app, "4");
+    feed(&mut app, &fleet, NOW);
+    let buf = render_buffer(&app, NOW, 160, 48);
+    let text = buffer_text(&buf);
+    assert!(text.contains("MAPE (NAIVE)"), "{text}");
+    let row = text.lines().find(|l| l.starts_with("resnet-serving/p95-latency")).unwrap();
+    assert!(row.contains("12% (27%)"), "{row}");
+    // The selected rule's detail spells the forecast out.
+    assert!(
+        text.contains("forecast (floor): load 1480.0 -> 8 replicas  MAPE 12% vs naive 27% over 212 scored"),
+        "{text}"
+    );
+    // Better than naive is green.
+    let y = text.lines().position(|l| l.starts_with("resnet-serving/p95-latency")).unwrap() as u16;
+    let x = row.find("12% (27%)").unwrap() as u16;
+    assert_eq!(buf[(x, y)].fg, Color::Green);
+    // A forecast that cannot run yet says why.
+    keys(&mut app, "jjj");
+    let text = buffer_text(&render_buffer(&app, NOW, 160, 48));
+    assert!(text.contains("forecast (forecast-only): none, 4m of history, fewer than minHistory 30m"), "{text}");
+}
