@@ -385,15 +385,34 @@ pub fn evaluate(
     now: u64,
 ) -> Evaluation {
     let mut next = state.clone();
-    let mut decisions = Vec::new();
+    let decisions = evaluate_in_place(policy, source, &mut next, current, now);
+    Evaluation { decisions, state: next }
+}
+
+/// [`evaluate`] on a state the caller owns, updated in place: the same decisions and the same
+/// next state, without copying the state (its stabilization history, a fitted forecast model)
+/// at every evaluation. For callers that keep the state only to pass it to the next
+/// evaluation (replay, benchmarks).
+pub fn evaluate_in_place(
+    policy: &Policy,
+    source: &dyn SignalSource,
+    state: &mut PolicyState,
+    current: Option<u32>,
+    now: u64,
+) -> Vec<Decision> {
+    let mut decisions = Vec::with_capacity(usize::from(policy.doc.spec.scale.is_some()) + policy.doc.spec.retrain.len());
     if let Some(scale) = &policy.doc.spec.scale {
-        decisions.push(evaluate_scale(policy, scale, source, &mut next.scale, current, now));
+        decisions.push(evaluate_scale(policy, scale, source, &mut state.scale, current, now));
     }
     for rule in &policy.doc.spec.retrain {
-        let rs = next.retrain.entry(rule.name.clone()).or_default();
-        decisions.push(evaluate_retrain(policy, rule, source, rs, now));
+        if !state.retrain.contains_key(&rule.name) {
+            state.retrain.insert(rule.name.clone(), RetrainState::default());
+        }
+        if let Some(rs) = state.retrain.get_mut(&rule.name) {
+            decisions.push(evaluate_retrain(policy, rule, source, rs, now));
+        }
     }
-    Evaluation { decisions, state: next }
+    decisions
 }
 
 pub(super) fn read(source: &dyn SignalSource, q: &SignalQuery, now: u64) -> Option<f64> {
@@ -560,11 +579,13 @@ fn evaluate_scale(
         rule: "scale".to_owned(),
         kind: RuleKind::Scale,
         mode,
-        inputs: Vec::new(),
+        // Sized once: an input per metric and step condition plus the forecast; one effect
+        // per constraint.
+        inputs: Vec::with_capacity(scale.metrics.len() + scale.steps.len() + 1),
         current,
         recommendation: None,
         condition: None,
-        constraints: Vec::new(),
+        constraints: Vec::with_capacity(9),
         action: Action::None,
         reason: String::new(),
         key: None,
@@ -579,7 +600,11 @@ fn evaluate_scale(
     // Step rules update their condition state whatever the current size.
     let mut step_recs = Vec::new();
     for step in &scale.steps {
-        let cs = st.steps.entry(step.name.clone()).or_default();
+        // Looked up before inserting, so the name is not copied at every evaluation.
+        if !st.steps.contains_key(&step.name) {
+            st.steps.insert(step.name.clone(), ConditionState::default());
+        }
+        let Some(cs) = st.steps.get_mut(&step.name) else { continue };
         let mut inputs = Vec::new();
         let holds = eval_condition(&step.when, source, now, &mut inputs);
         let hold_for = step.hold_for.map(|h| h.get()).unwrap_or_default();
@@ -613,11 +638,14 @@ fn evaluate_scale(
         (fc.mode, f)
     });
 
+    // Each tracked metric's query is built once; the panic window reads it again below.
+    let mut queries: Vec<Option<SignalQuery>> = Vec::with_capacity(scale.metrics.len());
     for m in &scale.metrics {
         let q = match query(&m.signal) {
             Ok(q) => q,
             Err(e) => {
                 missing.push(format!("{} ({e})", m.name));
+                queries.push(None);
                 continue;
             }
         };
@@ -651,6 +679,7 @@ fn evaluate_scale(
             recommends: rec.map(|r| r.0),
             version: None,
         });
+        queries.push(Some(q));
         if let Some((r, t)) = rec {
             raw = Some(raw.map_or(r, |x: u32| x.max(r)));
             tolerated = Some(tolerated.map_or(t, |x: u32| x.max(t)));
@@ -663,9 +692,18 @@ fn evaluate_scale(
     d.recommendation = raw;
 
     let freeze = !missing.is_empty() && scale.on_missing_data == MissingData::Freeze;
-    // Below `min` (a target with no replicas yet has no data either), the bounds apply whatever
-    // the inputs say, as HPA's minReplicas does.
-    let Some(raw_rec) = raw.or((cur < target.min).then_some(target.min)) else {
+    // Outside the bounds (a target with no replicas yet has no data either), the bounds apply
+    // whatever the inputs say, as HPA's minReplicas and maxReplicas do: below `min` the target
+    // is raised to it, above `max` lowered to it.
+    let upper = target.max.max(target.min);
+    let bound = if cur < target.min {
+        Some(target.min)
+    } else if cur > upper {
+        Some(upper)
+    } else {
+        None
+    };
+    let Some(raw_rec) = raw.or(bound) else {
         let why = if missing.is_empty() {
             "no action because no rule recommends a size".to_owned()
         } else {
@@ -699,10 +737,10 @@ fn evaluate_scale(
         let threshold = panic.threshold.unwrap_or(2.0);
         let hold = panic.hold.map(|h| h.get()).unwrap_or(Duration::from_secs(60));
         let mut panic_rec: Option<u32> = None;
-        for m in &scale.metrics {
-            let Ok(mut q) = query(&m.signal) else { continue };
+        for (m, q) in scale.metrics.iter().zip(queries.iter_mut()) {
+            let Some(q) = q else { continue };
             q.window = window;
-            if let Some(v) = read(source, &q, now) {
+            if let Some(v) = read(source, q, now) {
                 let r = ceil_u32(f64::from(cur.max(1)) * usage_ratio(m, v, cur));
                 panic_rec = Some(panic_rec.map_or(r, |x| x.max(r)));
             }
@@ -906,11 +944,16 @@ fn evaluate_scale(
             .filter(|i| i.recommends == Some(raw_rec))
             .map(|i| format!("{} = {}", i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or("-".into())))
             .collect();
-        d.reason = format!(
-            "scale {} from {cur} to {desired}: recommended {raw_rec} ({})",
-            if desired > cur { "up" } else { "down" },
-            inputs.join(", ")
-        );
+        let dir = if desired > cur { "up" } else { "down" };
+        d.reason = if raw.is_some() {
+            format!("scale {dir} from {cur} to {desired}: recommended {raw_rec} ({})", inputs.join(", "))
+        } else {
+            let why = if missing.is_empty() { String::new() } else { format!(" (no data for {})", missing.join(", ")) };
+            format!(
+                "scale {dir} from {cur} to {desired}: outside the bounds {}..={} without a recommendation{why}",
+                target.min, target.max
+            )
+        };
         if let Some(c) = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast && c.changed) {
             d.reason.push_str(&format!("; {}", c.detail));
         }

@@ -181,6 +181,41 @@ fn missing_data_never_scales_down_by_default() {
     assert!(ticks[1][0].reason.contains("missing data"), "{}", ticks[1][0].reason);
 }
 
+/// Guards 7ecdab6: below `min` the bound applies without any data (a target with no replicas
+/// has none), so the first replica is placed; once inside the bounds, missing data acts no more.
+#[test]
+fn below_min_is_raised_to_min_without_data() {
+    let p = policy(GPU);
+    let (ticks, size) = run(&p, &source(&[]), 0, 3);
+    let d = &ticks[0][0];
+    assert_eq!(d.action, Action::Resize { from: 0, to: 1 }, "{}", d.reason);
+    assert_eq!(d.recommendation, None, "nothing recommended: the bound alone acts");
+    let m = effect(d, Constraint::MinMax);
+    assert_eq!((m.after, m.detail.as_str()), (Some(1), "bounds 1..=20"));
+    assert!(d.reason.contains("outside the bounds 1..=20 without a recommendation (no data for gpu)"), "{}", d.reason);
+    assert_eq!(size, 1);
+    for (t, tick) in ticks.iter().enumerate().skip(1) {
+        assert_eq!(tick[0].action, Action::None, "t={t}");
+        assert!(tick[0].reason.contains("missing data"), "t={t}: {}", tick[0].reason);
+    }
+}
+
+/// The mirror of 7ecdab6: above `max` the target is lowered to it without any data, despite
+/// `hold` (which only keeps the size from going below what the data would allow) and the
+/// scale-down stabilization window.
+#[test]
+fn above_max_is_lowered_to_max_without_data() {
+    let p = policy(GPU);
+    let (ticks, size) = run(&p, &source(&[]), 25, 3);
+    let d = &ticks[0][0];
+    assert_eq!(d.action, Action::Resize { from: 25, to: 20 }, "{}", d.reason);
+    assert!(d.reason.starts_with("scale down from 25 to 20: outside the bounds"), "{}", d.reason);
+    let m = effect(d, Constraint::MissingData);
+    assert_eq!((m.after, m.changed), (Some(20), false), "{m:?}");
+    assert_eq!(size, 20);
+    assert!(ticks[1..].iter().all(|t| t[0].action == Action::None));
+}
+
 #[test]
 fn freeze_on_missing_data_blocks_everything() {
     let p = policy(&format!("{GPU}    onMissingData: freeze\n      \n").replace(

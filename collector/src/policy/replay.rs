@@ -19,7 +19,8 @@
 //! `inference.replicas` (ready) and `offered_load`, so each policy sees the consequences of
 //! its own replica counts.
 //!
-//! **Evaluation**: our policies every max(policy interval, trace step); HPA every 15 s sync
+//! **Evaluation**: each of our policies at its own interval, as the live runtime schedules it
+//! (every step is a tick; a policy is due one interval after its last evaluation); HPA every 15 s sync
 //! (rounded up to the trace step) on the scaling policy's own metrics and targets, with
 //! metrics as of one metrics-server resolution (15 s) ago, tolerance 0.1, 300 s scale-down
 //! stabilization, scale-up max(100 %, 4 pods)/15 s, scale-down 100 %/15 s; KPA every 2 s tick
@@ -220,6 +221,55 @@ impl Column {
     }
 }
 
+/// Per-bucket prefix counts of the finite values of every column a selector matches, so a
+/// histogram over any step range costs one subtraction per bucket instead of a pass over the
+/// window of every matching series (drift rules read 1 h of 100 series at each evaluation).
+/// Built lazily up to the furthest step asked for; values before the present never change,
+/// so rows once built stay exact.
+#[derive(Clone, Debug)]
+struct BucketPrefix {
+    /// Indices of the matching columns.
+    columns: Vec<usize>,
+    /// `counts[i * BUCKETS + b]` = observations in bucket `b` among steps `..i`.
+    counts: Vec<u32>,
+}
+
+/// Buckets of a replay histogram: `DEFAULT_BUCKETS` plus the overflow bucket.
+const BUCKETS: usize = super::series::DEFAULT_BUCKETS.len() + 1;
+
+impl BucketPrefix {
+    /// Rows built so far (steps covered + 1).
+    fn rows(&self) -> usize {
+        self.counts.len() / BUCKETS
+    }
+
+    /// Extends the prefix rows to cover steps `..hi`.
+    fn extend_to(&mut self, columns: &[Column], hi: usize) {
+        let bounds = &super::series::DEFAULT_BUCKETS;
+        while self.rows() <= hi {
+            let i = self.rows() - 1;
+            let base = self.counts.len() - BUCKETS;
+            let mut row = [0u32; BUCKETS];
+            row.copy_from_slice(&self.counts[base..]);
+            for &c in &self.columns {
+                if let Some(v) = columns[c].values.get(i).filter(|v| v.is_finite()) {
+                    row[bounds.iter().position(|b| v <= b).unwrap_or(bounds.len())] += 1;
+                }
+            }
+            self.counts.extend_from_slice(&row);
+        }
+    }
+
+    /// Counts per bucket among steps `lo..hi`.
+    fn between(&self, lo: usize, hi: usize) -> [u32; BUCKETS] {
+        let mut out = [0u32; BUCKETS];
+        for (b, o) in out.iter_mut().enumerate() {
+            *o = self.counts[hi * BUCKETS + b] - self.counts[lo * BUCKETS + b];
+        }
+        out
+    }
+}
+
 /// The signals one contender sees: the trace's recorded series plus its own simulated ones.
 #[derive(Clone, Debug)]
 pub struct SimSource {
@@ -228,6 +278,9 @@ pub struct SimSource {
     columns: Vec<Column>,
     /// Step index up to which data exists (exclusive): the simulation's present.
     len: usize,
+    /// Histogram prefix counts by selector (see [`BucketPrefix`]); behind a `RefCell` because
+    /// [`SignalSource`] reads through `&self`, and a replay is single-threaded.
+    histograms: std::cell::RefCell<BTreeMap<Selector, BucketPrefix>>,
 }
 
 const SIM_METRICS: [(&str, bool); 6] = [
@@ -251,7 +304,7 @@ impl SimSource {
             }
             columns.push(c);
         }
-        Self { start: trace.start, step: nanos(trace.step).max(1), columns, len: 0 }
+        Self { start: trace.start, step: nanos(trace.step).max(1), columns, len: 0, histograms: Default::default() }
     }
 
     fn record(&mut self, values: [f64; 6]) {
@@ -271,9 +324,14 @@ impl SimSource {
     }
 
     fn matching<'a>(&'a self, sel: &'a Selector) -> impl Iterator<Item = &'a Column> + 'a {
-        // Simulated series carry no attributes: matchers on them (model.name…) are ignored.
-        self.columns.iter().filter(move |c| c.metric == sel.metric && (c.attrs.is_empty() || sel.matches(&c.attrs)))
+        self.columns.iter().filter(move |c| selects(sel, c))
     }
+}
+
+/// Whether `sel` reads column `c`. Simulated series carry no attributes: matchers on them
+/// (model.name…) are ignored.
+fn selects(sel: &Selector, c: &Column) -> bool {
+    c.metric == sel.metric && (c.attrs.is_empty() || sel.matches(&c.attrs))
 }
 
 impl SignalSource for SimSource {
@@ -326,16 +384,24 @@ impl SignalSource for SimSource {
 
     fn histogram(&self, selector: &Selector, from: u64, to: u64) -> Result<Option<Histogram>, SignalError> {
         let (lo, hi) = self.range(from, to);
-        let bounds: Vec<f64> = super::series::DEFAULT_BUCKETS.to_vec();
-        let mut counts = vec![0.0; bounds.len() + 1];
-        let mut any = false;
-        for c in self.matching(selector) {
-            for v in c.values[lo..hi.max(lo)].iter().filter(|v| v.is_finite()) {
-                counts[bounds.iter().position(|b| v <= b).unwrap_or(bounds.len())] += 1.0;
-                any = true;
-            }
+        if hi <= lo {
+            return Ok(None);
         }
-        Ok(any.then_some(Histogram { bounds, counts }))
+        let mut cache = self.histograms.borrow_mut();
+        if !cache.contains_key(selector) {
+            let columns = self.columns.iter().enumerate().filter(|(_, c)| selects(selector, c)).map(|(i, _)| i).collect();
+            cache.insert(selector.clone(), BucketPrefix { columns, counts: vec![0; BUCKETS] });
+        }
+        let Some(prefix) = cache.get_mut(selector) else { return Ok(None) };
+        prefix.extend_to(&self.columns, hi);
+        let counts = prefix.between(lo, hi);
+        if counts.iter().all(|c| *c == 0) {
+            return Ok(None);
+        }
+        Ok(Some(Histogram {
+            bounds: super::series::DEFAULT_BUCKETS.to_vec(),
+            counts: counts.iter().map(|c| f64::from(*c)).collect(),
+        }))
     }
 
     fn counts_by(&self, selector: &Selector, by: &str, from: u64, to: u64) -> Result<BTreeMap<String, f64>, SignalError> {
@@ -528,8 +594,9 @@ fn slo_violated(slo: Option<&SloSpec>, src: &SimSource, now: u64) -> Option<bool
     Some(src.read(&q, now).ok().flatten().is_some_and(|v| v > slo.objective))
 }
 
-/// Drives one contender through the trace. `decide(t_index, now, src, size) -> Option<new size>`
-/// plus counted retrain jobs.
+/// Drives one contender through the trace, offering `decide(now, src, size) -> (Option<new
+/// size>, retrain jobs)` a tick every `every` rounded up to whole steps (every step when zero).
+/// Steps before `score_from` run (history) but are not scored.
 #[allow(clippy::too_many_arguments)]
 fn simulate(
     name: &str,
@@ -597,16 +664,21 @@ fn simulate(
 }
 
 fn replay_policies(name: &str, policies: &[Policy], trace: &Trace, cap: Capacity, start: u32, slo: Option<&SloSpec>, score_from: usize) -> Run {
-    let every = policies.iter().map(engine::interval).min().unwrap_or(engine::DEFAULT_INTERVAL);
     let mut states: Vec<PolicyState> = vec![PolicyState::default(); policies.len()];
-    simulate(name, trace, cap, start, slo, score_from, every, |now, src, size| {
+    // Each policy at its own interval, scheduled as the live runtime does: due at the first
+    // tick, then at the first tick at least one interval after its last evaluation. The
+    // simulation offers every step as a tick.
+    let mut next_due: Vec<u64> = vec![0; policies.len()];
+    simulate(name, trace, cap, start, slo, score_from, Duration::ZERO, |now, src, size| {
         let mut to = None;
         let mut jobs = 0;
-        for (p, st) in policies.iter().zip(states.iter_mut()) {
+        for ((p, st), due) in policies.iter().zip(states.iter_mut()).zip(next_due.iter_mut()) {
+            if now < *due {
+                continue;
+            }
+            *due = now.saturating_add(nanos(engine::interval(p)));
             let current = if p.doc.spec.scale.is_some() { Some(size) } else { None };
-            let ev = engine::evaluate(p, src, st, current, now);
-            *st = ev.state;
-            for d in ev.decisions {
+            for d in engine::evaluate_in_place(p, src, st, current, now) {
                 match (d.action, d.mode) {
                     (Action::Resize { to: n, .. }, Mode::Enforce) => to = Some(n),
                     (Action::StartJob { .. }, Mode::Enforce) => jobs += 1,
@@ -921,6 +993,78 @@ mod tests {
         assert_eq!((sizes[24], sizes[25]), (8, 2), "{sizes:?}");
         assert_eq!(run.report.scale_ups, 3);
         assert_eq!(run.report.scale_downs, 2);
+    }
+
+    /// Guards the histogram prefix cache: every window, over recorded series with gaps and
+    /// over a simulated series that grows while it is read, gives what a pass over the values
+    /// gives (the implementation before the cache).
+    #[test]
+    fn cached_histograms_match_a_pass_over_the_window() {
+        let n = 50;
+        let mut recorded = Vec::new();
+        for (k, version) in ["v1", "v1", "v2"].iter().enumerate() {
+            let mut attrs = BTreeMap::new();
+            attrs.insert("model.version".to_owned(), (*version).to_owned());
+            attrs.insert("host.name".to_owned(), format!("h{k}"));
+            let values = (0..n).map(|i| if (i + k) % 7 == 0 { f64::NAN } else { ((i * 13 + k * 5) % 23) as f64 / 20.0 }).collect();
+            recorded.push(("inference.prediction.confidence".to_owned(), attrs, values));
+        }
+        let tr = Trace { start: 1000 * NANOS, step: Duration::from_secs(10), load: vec![1.0; n], recorded };
+        let mut src = SimSource::new(&tr);
+        let by_pass = |src: &SimSource, sel: &Selector, from: u64, to: u64| {
+            let (lo, hi) = src.range(from, to);
+            let bounds = super::super::series::DEFAULT_BUCKETS.to_vec();
+            let mut counts = vec![0.0; bounds.len() + 1];
+            let mut any = false;
+            for c in src.matching(sel) {
+                for v in c.values[lo..hi.max(lo)].iter().filter(|v| v.is_finite()) {
+                    counts[bounds.iter().position(|b| v <= b).unwrap_or(bounds.len())] += 1.0;
+                    any = true;
+                }
+            }
+            any.then_some(Histogram { bounds, counts })
+        };
+        let all = Selector { metric: "inference.prediction.confidence".into(), matchers: BTreeMap::new() };
+        let mut v1 = all.clone();
+        v1.matchers.insert("model.version".into(), "v1".into());
+        let util = Selector { metric: "hw.gpu.utilization".into(), matchers: BTreeMap::new() };
+        let mut checked = 0;
+        for i in 0..n {
+            src.record([0.1, 0.0, (i % 11) as f64 / 10.0, 0.0, 1.0, 1.0]);
+            let now = tr.start + i as u64 * 10 * NANOS;
+            for sel in [&all, &v1, &util] {
+                for (from, to) in [(now.saturating_sub(60 * NANOS), now), (tr.start - 1, tr.start + 100 * NANOS), (0, now), (now, now)] {
+                    let cached = src.histogram(sel, from, to).expect("histogram");
+                    assert_eq!(cached, by_pass(&src, sel, from, to), "{sel} ({from}, {to}] at step {i}");
+                    checked += usize::from(cached.is_some());
+                }
+            }
+        }
+        assert!(checked > 300, "most windows hold data: {checked}");
+    }
+
+    /// Guards the per-policy interval: a 60 s retraining policy beside a 5 s scaling policy is
+    /// evaluated every 60 s of a 10 s trace, as the live runtime would, not at every step.
+    #[test]
+    fn each_policy_is_evaluated_at_its_own_interval() {
+        let check = |name: &str, text: &str| {
+            let (p, _, diags) = super::super::check::check_text(Path::new(name), text);
+            p.unwrap_or_else(|| panic!("{name}: {diags:?}"))
+        };
+        let target = "target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}, capacity: {perReplicaThroughput: 100, serviceTime: 10ms, warmup: 0s}}";
+        let scaling = check(
+            "s.yaml",
+            &format!("apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: s}}\nspec:\n  {target}\n  interval: 5s\n  scale:\n    metrics:\n      - name: gpu\n        signal: {{metric: hw.gpu.utilization, stat: mean, window: 30s}}\n        target: {{value: 0.6}}\n"),
+        );
+        let retrain = check(
+            "r.yaml",
+            &format!("apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: r}}\nspec:\n  {target}\n  interval: 60s\n  retrain:\n    - name: low\n      when: {{accuracy: {{estimate: mean-confidence, window: 1h, minSamples: 1, lt: 0.85}}}}\n      cooldown: 1s\n      job: {{actuator: command, command: {{argv: [retrain]}}}}\n"),
+        );
+        let mut tr = trace(&[50.0; 60], 10);
+        tr.recorded.push(("inference.prediction.confidence".to_owned(), BTreeMap::new(), vec![0.5; 60]));
+        let r = replay("t", &[scaling, retrain], &tr, None, &ReplayOptions::default()).expect("replay");
+        // 600 s of trace: evaluations at 0, 60, …, 540 s, each starting a job (cooldown 1 s).
+        assert_eq!(r.contenders[0].retrain_jobs, 10, "{:?}", r.contenders[0]);
     }
 
     #[test]

@@ -152,7 +152,8 @@ pub struct RuntimeCounters {
 
 #[derive(Debug, Default)]
 struct Inner {
-    policies: Vec<Policy>,
+    /// Shared, so a tick takes the due policies without copying each one.
+    policies: Vec<Arc<Policy>>,
     states: BTreeMap<String, PolicyState>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -279,7 +280,7 @@ impl PolicyRuntime {
         let names: Vec<String> = report.policies.iter().map(|p| p.name().to_owned()).collect();
         inner.next_due.retain(|k, _| names.contains(k));
         info!(policies = names.len(), dir = %dir.display(), "Policies loaded.");
-        inner.policies = report.policies;
+        inner.policies = report.policies.into_iter().map(Arc::new).collect();
         true
     }
 
@@ -296,7 +297,7 @@ impl PolicyRuntime {
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
         Snapshot {
-            policies: inner.policies.clone(),
+            policies: inner.policies.iter().map(|p| Policy::clone(p)).collect(),
             states: inner.states.clone(),
             errors: inner.errors.clone(),
             warnings: inner.warnings.clone(),
@@ -355,7 +356,7 @@ impl PolicyRuntime {
 
     /// One evaluation pass at `now`: every policy whose interval has come.
     pub async fn tick(&self, now: u64) {
-        let due: Vec<Policy> = {
+        let due: Vec<Arc<Policy>> = {
             let inner = self.lock();
             inner.policies.iter().filter(|p| inner.next_due.get(p.name()).is_none_or(|t| now >= *t)).cloned().collect()
         };
@@ -377,10 +378,12 @@ impl PolicyRuntime {
                     }
                 }
             };
-            let state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
-            let ev = engine::evaluate(&policy, self.shared.source.as_ref(), &state, current, now);
+            // The state is taken out of the map once and updated in place (evaluate would copy it
+            // again).
+            let mut state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
+            let decisions = engine::evaluate_in_place(&policy, self.shared.source.as_ref(), &mut state, current, now);
             let mut recorded = Vec::new();
-            for mut d in ev.decisions {
+            for mut d in decisions {
                 if d.action.is_some() {
                     if let Some(key) = d.key.clone() {
                         let rec = ActionRecord {
@@ -407,12 +410,12 @@ impl PolicyRuntime {
                 }
             }
             let name = policy.name().to_owned();
-            if let Err(e) = self.shared.store.commit(&[(name.as_str(), &ev.state)], &recorded) {
+            if let Err(e) = self.shared.store.commit(&[(name.as_str(), &state)], &recorded) {
                 error!(error = %e, policy = %name, "Cannot persist policy state.");
             }
             self.shared.counters.decisions.fetch_add(recorded.len() as u64, Ordering::Relaxed);
             let mut inner = self.lock();
-            inner.states.insert(name.clone(), ev.state);
+            inner.states.insert(name.clone(), state);
             inner.next_due.insert(name.clone(), now + nanos(engine::interval(&policy)));
             for d in recorded {
                 if let Some(x) = &self.shared.exporter {
