@@ -28,6 +28,15 @@ use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
 use super::signal::{nanos, SignalSource};
 use crate::actuate::spec::{JobSpec, ResizeSpec};
 
+
+/// How often the runtime wakes to evaluate the policies that are due.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A policy counts as due this much before its next due time, so a tick that wakes a few
+/// milliseconds early does not skip a whole interval (a 1 s policy on the 1 s tick would
+/// otherwise run every other tick now and then).
+const DUE_SLACK: Duration = Duration::from_millis(500);
+
 /// A resize target as the executor needs it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetRef {
@@ -354,11 +363,12 @@ impl PolicyRuntime {
         Some(outcome)
     }
 
-    /// One evaluation pass at `now`: every policy whose interval has come.
+    /// One evaluation pass at `now`: every policy whose interval has come, give or take
+    /// [`DUE_SLACK`] (a tick that wakes a little early still evaluates a policy due at it).
     pub async fn tick(&self, now: u64) {
         let due: Vec<Arc<Policy>> = {
             let inner = self.lock();
-            inner.policies.iter().filter(|p| inner.next_due.get(p.name()).is_none_or(|t| now >= *t)).cloned().collect()
+            inner.policies.iter().filter(|p| inner.next_due.get(p.name()).is_none_or(|t| now + nanos(DUE_SLACK) >= *t)).cloned().collect()
         };
         for policy in due {
             let current = match policy.doc.spec.scale {
@@ -460,7 +470,7 @@ impl PolicyRuntime {
     /// Runs until `shutdown`: evaluates every second, reloads on file change and SIGHUP.
     pub async fn run(self, shutdown: CancellationToken) {
         self.resume_pending().await;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut poll = tokio::time::interval(self.shared.cfg.reload_poll);
         #[cfg(unix)]

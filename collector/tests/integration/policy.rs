@@ -176,6 +176,27 @@ async fn hot_reload_keeps_the_last_good_set_on_a_broken_edit() {
 }
 
 #[tokio::test]
+async fn a_tick_a_little_early_still_evaluates_a_due_policy() {
+    // The runtime ticks every second; a 1 s policy must not skip a tick that wakes a few
+    // milliseconds before its due time, yet a tick half an interval early is not due.
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
+    let exec = Arc::new(Recording::default());
+    let rt = runtime(tmp.path(), exec.clone(), Arc::new(Mutex::new(T0 + 20 * NANOS)));
+    let count = |rt: &PolicyRuntime| rt.store().decisions(Some("r"), None, 10).expect("decisions").len();
+    rt.tick(T0 + 20 * NANOS).await;
+    assert_eq!(count(&rt), 1, "the first tick evaluates (and fires)");
+    rt.tick(T0 + 20 * NANOS + 995_000_000).await;
+    assert_eq!(count(&rt), 2, "5 ms early is still due: a cooldown decision is recorded");
+    rt.tick(T0 + 21 * NANOS + 300_000_000).await;
+    assert_eq!(count(&rt), 2, "0.7 s before the next due time is not due");
+    rt.tick(T0 + 21 * NANOS + 990_000_000).await;
+    assert_eq!(count(&rt), 3);
+    assert_eq!(exec.jobs.lock().expect("lock").len(), 1, "cooldown and budget still hold");
+}
+
+#[tokio::test]
 async fn restart_keeps_cooldowns_budgets_and_decisions() {
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
