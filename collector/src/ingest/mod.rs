@@ -164,17 +164,17 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
     // Inflating and decoding are CPU work: off the reactor, together with the store writes.
     let st = state.clone();
     let limit = state.max_body_bytes;
-    let out = tokio::task::spawn_blocking(move || -> Result<otlp::ExportOutcome, Response> {
+    let out = tokio::task::spawn_blocking(move || -> Result<otlp::ExportOutcome, Box<Response>> {
         let body = if gzip {
             match inflate(&body, limit) {
                 Ok(b) => Bytes::from(b),
                 Err(Inflate::TooLarge) => {
                     st.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                    return Err(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &format!("request body over the limit of {limit} bytes once inflated")));
+                    return Err(Box::new(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &format!("request body over the limit of {limit} bytes once inflated"))));
                 }
                 Err(Inflate::Bad(e)) => {
                     st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(error(wire, StatusCode::BAD_REQUEST, 3, &format!("invalid gzip body: {e}")));
+                    return Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &format!("invalid gzip body: {e}"))));
                 }
             }
         } else {
@@ -188,14 +188,14 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
             Ok(r) => Ok(st.run(&r)),
             Err(e) => {
                 st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                Err(error(wire, StatusCode::BAD_REQUEST, 3, &format!("cannot decode ExportMetricsServiceRequest: {e}")))
+                Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &format!("cannot decode ExportMetricsServiceRequest: {e}"))))
             }
         }
     })
     .await;
     let out = match out {
         Ok(Ok(o)) => o,
-        Ok(Err(resp)) => return resp,
+        Ok(Err(resp)) => return *resp,
         Err(e) => return error(wire, StatusCode::INTERNAL_SERVER_ERROR, 13, &format!("ingest task failed: {e}")),
     };
     if out.backlogged {
