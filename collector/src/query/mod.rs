@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use selector::{Matcher, Selector};
 
-use crate::store::{AggPoint, FxHashMap, HistCols, Histogram, Labels, Series, SeriesKind, Store};
+use crate::store::{AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollup, Series, SeriesKind, Store};
 
 /// Errors a query can return.
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +260,7 @@ struct Mem<'a> {
     ts: &'a [u64],
     vals: &'a [f64],
     hists: &'a HistCols,
+    rollups: &'a [Rollup],
 }
 
 impl Points for Mem<'_> {
@@ -280,7 +281,27 @@ impl Points for Mem<'_> {
         if i1 <= i0 {
             return None;
         }
-        self.hists.merge_range(i0, i1, self.vals, acc);
+        // Rollups wholly inside the range replace their points; the rest merge point by point.
+        // Rollups cover a contiguous suffix of the points, in order.
+        let mut i = i0;
+        let mut r = self.rollups.partition_point(|e| e.first_ts < self.ts[i0]);
+        if let Some(e) = self.rollups.get(r) {
+            let mut idx = self.ts.partition_point(|t| *t < e.first_ts);
+            while let Some(e) = self.rollups.get(r) {
+                if idx + e.n > i1 || self.ts.get(idx) != Some(&e.first_ts) {
+                    break;
+                }
+                self.hists.merge_range(i, idx, self.vals, acc);
+                match acc {
+                    Some(m) => m.merge(&e.hist),
+                    None => *acc = Some(e.hist.clone()),
+                }
+                idx += e.n;
+                i = idx;
+                r += 1;
+            }
+        }
+        self.hists.merge_range(i, i1, self.vals, acc);
         self.hists.mean(i1 - 1, self.vals[i1 - 1])
     }
 }
@@ -321,10 +342,17 @@ fn lower(p: &(impl Points + ?Sized), t: u64) -> usize {
 }
 
 /// Accumulates points with `a <= ts <= b`; `fallback` is the baseline when no point precedes `a`.
+/// `want_hist` (histogram series only) merges the histograms and skips the per-point value
+/// statistics, which no histogram statistic reads (only whether the window has points).
 fn accumulate(p: &(impl Points + ?Sized), a: u64, b: u64, fallback: f64, want_hist: bool) -> SeriesAcc {
     let i0 = lower(p, a);
     let i1 = lower(p, b.saturating_add(1));
     let mut acc = SeriesAcc { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() };
+    if want_hist {
+        acc.n = i1.saturating_sub(i0) as u64;
+        acc.last_hist_mean = p.merge_hists(i0, i1, &mut acc.hist);
+        return acc;
+    }
     acc.baseline = Some(if i0 > 0 { p.agg(i0 - 1).4 } else { fallback });
     for i in i0..i1 {
         let (n, s, mn, mx, last) = p.agg(i);
@@ -336,9 +364,6 @@ fn accumulate(p: &(impl Points + ?Sized), a: u64, b: u64, fallback: f64, want_hi
             acc.first = Some(if n == 1 { s } else { last });
         }
         acc.last = Some(last);
-    }
-    if want_hist {
-        acc.last_hist_mean = p.merge_hists(i0, i1, &mut acc.hist);
     }
     acc
 }
@@ -562,7 +587,7 @@ impl Store {
         {
             let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
             if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
-                let mem = Mem { ts: &d.ts, vals: &d.vals, hists: &d.hists };
+                let mem = Mem { ts: &d.ts, vals: &d.vals, hists: &d.hists, rollups: &d.rollups };
                 return Ok(accumulate(&mem, a, b, d.base_total, want_hist));
             }
         }

@@ -342,7 +342,7 @@ fn push_replayed(d: &mut SeriesData, ts: u64, rec: WalRecord<'_>) {
         WalRecord::Hist { delta, cum, .. } => {
             d.ts.push(ts);
             d.vals.push(delta.sum);
-            d.hists.push(&delta);
+            d.push_hist(ts, &delta);
             if let Some((start, prev)) = cum {
                 d.cum = Cumulative::Hist { start, prev };
             }
@@ -586,6 +586,9 @@ fn evict(store: &Store, now: u64) {
         d.vals.drain(..n);
         if s.kind == super::SeriesKind::Histogram {
             d.hists.drain_front(n);
+            let first = d.ts.first().copied().unwrap_or(u64::MAX);
+            let cut = d.rollups.partition_point(|r| r.first_ts < first);
+            d.rollups.drain(..cut);
         }
         d.flushed -= n.min(d.flushed);
         d.older_on_disk = persistent;

@@ -239,6 +239,23 @@ pub(crate) enum Cumulative {
     Hist { start: u64, prev: Histogram },
 }
 
+/// Width of the pre-merged histogram rollups a histogram series keeps next to its raw points.
+pub(crate) const ROLLUP_NANOS: u64 = 10_000_000_000;
+
+/// The merge of a histogram series' points in one aligned 10 s interval (`k * 10 s ..`): a
+/// window that holds all `n` of them merges this one value instead of `n` points.
+#[derive(Debug)]
+pub(crate) struct Rollup {
+    /// Interval number (`ts / ROLLUP_NANOS`).
+    pub k: u64,
+    /// Timestamp of its first point.
+    pub first_ts: u64,
+    /// Points merged.
+    pub n: usize,
+    /// Their merge.
+    pub hist: Histogram,
+}
+
 /// The points of one series that live in memory.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesData {
@@ -248,6 +265,9 @@ pub(crate) struct SeriesData {
     pub vals: Vec<f64>,
     /// Histogram deltas, one per point (histogram series only), as columns.
     pub hists: HistCols,
+    /// Rollups of `hists`, oldest first, covering a contiguous suffix of the points (eviction
+    /// drops a rollup as soon as it drops any of its points).
+    pub rollups: Vec<Rollup>,
     /// Counter total just before `ts[0]` (the last point dropped from memory).
     pub base_total: f64,
     /// Cumulative conversion state.
@@ -265,6 +285,22 @@ pub(crate) struct SeriesData {
     /// Whether points older than `mem_start` exist on disk (dropped from memory, or from
     /// before a restart). When false, memory alone answers any window.
     pub older_on_disk: bool,
+}
+
+impl SeriesData {
+    /// Appends a histogram point's buckets (the caller pushes its timestamp and sum) and folds
+    /// it into its interval's rollup.
+    pub(crate) fn push_hist(&mut self, ts: u64, h: &Histogram) {
+        self.hists.push(h);
+        let k = ts / ROLLUP_NANOS;
+        match self.rollups.last_mut() {
+            Some(r) if r.k == k => {
+                r.hist.merge(h);
+                r.n += 1;
+            }
+            _ => self.rollups.push(Rollup { k, first_ts: ts, n: 1, hist: h.clone() }),
+        }
+    }
 }
 
 /// One series: identity plus its in-memory data.
@@ -732,7 +768,7 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
             }
             d.ts.push(ts);
             d.vals.push(h.sum);
-            d.hists.push(&h);
+            d.push_hist(ts, &h);
         }
         PointValue::HistogramCumulative { start, hist } => {
             let delta = match &d.cum {
@@ -772,7 +808,7 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
             d.cum = Cumulative::Hist { start, prev: hist };
             d.ts.push(ts);
             d.vals.push(delta.sum);
-            d.hists.push(&delta);
+            d.push_hist(ts, &delta);
         }
     }
     d.last_ts = ts;
