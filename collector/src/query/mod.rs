@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use selector::{Matcher, Selector};
 
-use crate::store::{AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollup, Series, SeriesKind, Store};
+use crate::store::{AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollups, Series, SeriesKind, Store};
 
 /// Errors a query can return.
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +260,7 @@ struct Mem<'a> {
     ts: &'a [u64],
     vals: &'a [f64],
     hists: &'a HistCols,
-    rollups: &'a [Rollup],
+    rollups: &'a Rollups,
 }
 
 impl Points for Mem<'_> {
@@ -281,24 +281,22 @@ impl Points for Mem<'_> {
         if i1 <= i0 {
             return None;
         }
-        // Rollups wholly inside the range replace their points; the rest merge point by point.
-        // Rollups cover a contiguous suffix of the points, in order.
+        // Rollups wholly inside the range replace their points (one slice of columns merged
+        // in place); the points before and after them merge one by one.
+        let ro = self.rollups;
         let mut i = i0;
-        let mut r = self.rollups.partition_point(|e| e.first_ts < self.ts[i0]);
-        if let Some(e) = self.rollups.get(r) {
-            let mut idx = self.ts.partition_point(|t| *t < e.first_ts);
-            while let Some(e) = self.rollups.get(r) {
-                if idx + e.n > i1 || self.ts.get(idx) != Some(&e.first_ts) {
-                    break;
-                }
-                self.hists.merge_range(i, idx, self.vals, acc);
-                match acc {
-                    Some(m) => m.merge(&e.hist),
-                    None => *acc = Some(e.hist.clone()),
-                }
-                idx += e.n;
-                i = idx;
+        let r0 = ro.first_ts.partition_point(|t| *t < self.ts[i0]);
+        if r0 < ro.len() {
+            let idx0 = self.ts.partition_point(|t| *t < ro.first_ts[r0]);
+            let (mut r, mut idx) = (r0, idx0);
+            while r < ro.len() && idx + ro.n[r] <= i1 && self.ts.get(idx) == Some(&ro.first_ts[r]) {
+                idx += ro.n[r];
                 r += 1;
+            }
+            if r > r0 {
+                self.hists.merge_range(i0, idx0, self.vals, acc);
+                ro.hists.merge_range(r0, r, &ro.sums, acc);
+                i = idx;
             }
         }
         self.hists.merge_range(i, i1, self.vals, acc);

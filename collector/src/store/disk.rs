@@ -587,8 +587,7 @@ fn evict(store: &Store, now: u64) {
         if s.kind == super::SeriesKind::Histogram {
             d.hists.drain_front(n);
             let first = d.ts.first().copied().unwrap_or(u64::MAX);
-            let cut = d.rollups.partition_point(|r| r.first_ts < first);
-            d.rollups.drain(..cut);
+            d.trim_rollups(first);
         }
         d.flushed -= n.min(d.flushed);
         d.older_on_disk = persistent;

@@ -92,6 +92,40 @@ impl HistCols {
         self.layout.push(id);
     }
 
+    /// Merges `h` into the newest point (a rollup taking one more point of its interval):
+    /// in place when the layouts match, else by rebuilding that point.
+    pub fn merge_into_last(&mut self, h: &Histogram) {
+        let Some(i) = self.len().checked_sub(1) else {
+            self.push(h);
+            return;
+        };
+        if let (Layout::Explicit(b), Buckets::Explicit { bounds, counts }) = (&self.layouts[self.layout[i] as usize], &h.buckets) {
+            let s = self.start[i];
+            if same_bounds(b, bounds) && self.buckets.len() - s == counts.len() {
+                for (a, c) in self.buckets[s..].iter_mut().zip(counts) {
+                    *a += c;
+                }
+                self.count[i] += h.count;
+                if let Some(m) = h.min {
+                    self.min[i] = if self.min[i].is_nan() { m } else { self.min[i].min(m) };
+                }
+                if let Some(m) = h.max {
+                    self.max[i] = if self.max[i].is_nan() { m } else { self.max[i].max(m) };
+                }
+                return;
+            }
+        }
+        let Some(mut m) = self.get(i, 0.0) else { return };
+        m.merge(h);
+        self.buckets.truncate(self.start[i]);
+        self.count.pop();
+        self.min.pop();
+        self.max.pop();
+        self.layout.pop();
+        self.start.pop();
+        self.push(&m);
+    }
+
     /// Point `i` as a [`Histogram`] with the given `sum`; `None` past the end.
     pub fn get(&self, i: usize, sum: f64) -> Option<Histogram> {
         let l = self.layouts.get(*self.layout.get(i)? as usize)?;
@@ -246,5 +280,16 @@ mod tests {
         c.drain_front(5);
         assert_eq!(c.len(), 0);
         assert_eq!(c.get(0, 0.0), None);
+
+        // A rollup absorbing points: in place for the same layout, rebuilt for another.
+        let mut r = HistCols::default();
+        let mut want = pts[0].clone();
+        r.push(&pts[0]);
+        for h in &pts[1..] {
+            r.merge_into_last(h);
+            want.merge(h);
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.get(0, want.sum).as_ref(), Some(&want));
+        }
     }
 }

@@ -242,18 +242,38 @@ pub(crate) enum Cumulative {
 /// Width of the pre-merged histogram rollups a histogram series keeps next to its raw points.
 pub(crate) const ROLLUP_NANOS: u64 = 10_000_000_000;
 
-/// The merge of a histogram series' points in one aligned 10 s interval (`k * 10 s ..`): a
-/// window that holds all `n` of them merges this one value instead of `n` points.
-#[derive(Debug)]
-pub(crate) struct Rollup {
-    /// Interval number (`ts / ROLLUP_NANOS`).
-    pub k: u64,
-    /// Timestamp of its first point.
-    pub first_ts: u64,
-    /// Points merged.
-    pub n: usize,
-    /// Their merge.
-    pub hist: Histogram,
+/// Per-series merges of a histogram series' points in aligned 10 s intervals (`k * 10 s ..`),
+/// as columns: a window that holds all `n[r]` points of rollup `r` merges that one value
+/// instead of its points. They cover a contiguous suffix of the series' points, oldest first
+/// (eviction drops a rollup as soon as it drops any of its points).
+#[derive(Debug, Default)]
+pub(crate) struct Rollups {
+    /// Interval numbers (`ts / ROLLUP_NANOS`).
+    pub k: Vec<u64>,
+    /// Timestamp of each rollup's first point.
+    pub first_ts: Vec<u64>,
+    /// Points merged into each.
+    pub n: Vec<usize>,
+    /// Sums of observations.
+    pub sums: Vec<f64>,
+    /// The merged buckets.
+    pub hists: HistCols,
+}
+
+impl Rollups {
+    /// Number of rollups.
+    pub fn len(&self) -> usize {
+        self.k.len()
+    }
+
+    fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.k.drain(..n);
+        self.first_ts.drain(..n);
+        self.n.drain(..n);
+        self.sums.drain(..n);
+        self.hists.drain_front(n);
+    }
 }
 
 /// The points of one series that live in memory.
@@ -267,7 +287,7 @@ pub(crate) struct SeriesData {
     pub hists: HistCols,
     /// Rollups of `hists`, oldest first, covering a contiguous suffix of the points (eviction
     /// drops a rollup as soon as it drops any of its points).
-    pub rollups: Vec<Rollup>,
+    pub rollups: Rollups,
     /// Counter total just before `ts[0]` (the last point dropped from memory).
     pub base_total: f64,
     /// Cumulative conversion state.
@@ -293,13 +313,28 @@ impl SeriesData {
     pub(crate) fn push_hist(&mut self, ts: u64, h: &Histogram) {
         self.hists.push(h);
         let k = ts / ROLLUP_NANOS;
-        match self.rollups.last_mut() {
-            Some(r) if r.k == k => {
-                r.hist.merge(h);
-                r.n += 1;
+        let r = &mut self.rollups;
+        match r.k.last() {
+            Some(last) if *last == k => {
+                let i = r.len() - 1;
+                r.n[i] += 1;
+                r.sums[i] += h.sum;
+                r.hists.merge_into_last(h);
             }
-            _ => self.rollups.push(Rollup { k, first_ts: ts, n: 1, hist: h.clone() }),
+            _ => {
+                r.k.push(k);
+                r.first_ts.push(ts);
+                r.n.push(1);
+                r.sums.push(h.sum);
+                r.hists.push(h);
+            }
         }
+    }
+
+    /// Drops rollups that lost any point to eviction (the first kept point is `first`).
+    pub(crate) fn trim_rollups(&mut self, first: u64) {
+        let cut = self.rollups.first_ts.partition_point(|t| *t < first);
+        self.rollups.drain_front(cut);
     }
 }
 
