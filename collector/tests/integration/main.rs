@@ -10,3 +10,4 @@ mod ingest_gzip;
 mod ingest_python;
 mod ingest_rust_sdk;
 mod policy;
+mod tls;
