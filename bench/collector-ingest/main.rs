@@ -7,6 +7,10 @@
 //! Run through `bench/collector-ingest/run.sh`, which builds in release mode and installs
 //! Prometheus if missing.
 
+// The collector binary's allocator, so in-process figures match what `serve` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
