@@ -256,7 +256,7 @@ pub fn openapi_document() -> serde_json::Value {
                 ],
                 "responses": {"200": {"description": "ActionsResponse: {actions: [ActionRecord]}"}}
             }},
-            "/v1/metrics": {"post": {"summary": "OTLP/HTTP metrics ingest (on --otlp-http-listen; application/x-protobuf or application/json; write token).", "responses": {"200": {"description": "ExportMetricsServiceResponse, with partial_success when points were refused"}, "400": {"description": "undecodable body"}, "401": {"description": "missing or wrong token"}, "413": {"description": "body over server.max_body_bytes"}, "415": {"description": "unsupported content type"}, "503": {"description": "store catching up; retry"}}}}
+            "/v1/metrics": {"post": {"summary": "OTLP/HTTP metrics ingest (on --otlp-http-listen; application/x-protobuf or application/json, optionally Content-Encoding: gzip; write token).", "responses": {"200": {"description": "ExportMetricsServiceResponse, with partial_success when points were refused"}, "400": {"description": "undecodable body or corrupt gzip"}, "401": {"description": "missing or wrong token"}, "413": {"description": "body over server.max_body_bytes (for gzip: once inflated)"}, "415": {"description": "unsupported content type or content encoding"}, "503": {"description": "store catching up; retry"}}}}
         }
     })
 }

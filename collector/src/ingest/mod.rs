@@ -38,6 +38,8 @@ pub struct IngestStats {
     pub unauthorized: AtomicU64,
     /// Points refused inside otherwise accepted requests.
     pub rejected_points: AtomicU64,
+    /// Requests that arrived gzip'd (HTTP `Content-Encoding`, gRPC `grpc-encoding`).
+    pub gzip_requests: AtomicU64,
 }
 
 /// What ingest needs: the store and its counters.
@@ -70,6 +72,9 @@ pub struct GrpcIngest(pub IngestState);
 impl MetricsService for GrpcIngest {
     async fn export(&self, request: tonic::Request<ExportMetricsServiceRequest>) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         self.0.stats.grpc_requests.fetch_add(1, Ordering::Relaxed);
+        if request.metadata().get("grpc-encoding").is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip")) {
+            self.0.stats.gzip_requests.fetch_add(1, Ordering::Relaxed);
+        }
         let req = request.into_inner();
         let state = self.0.clone();
         // Decoding happened in tonic; writing is CPU work on the store, kept off the reactor.
@@ -84,7 +89,9 @@ impl MetricsService for GrpcIngest {
 /// The tonic service for `--otlp-grpc-listen`, with the body limit applied.
 pub fn grpc_service(state: IngestState) -> MetricsServiceServer<GrpcIngest> {
     let limit = state.max_body_bytes;
-    MetricsServiceServer::new(GrpcIngest(state)).max_decoding_message_size(limit)
+    // gzip'd requests (OTEL_EXPORTER_OTLP_COMPRESSION=gzip) are inflated by tonic, bounded by
+    // the same limit on the decompressed size (RESOURCE_EXHAUSTED beyond it).
+    MetricsServiceServer::new(GrpcIngest(state)).max_decoding_message_size(limit).accept_compressed(tonic::codec::CompressionEncoding::Gzip)
 }
 
 /// `google.rpc.Status` (the OTLP/HTTP error body), without details.
@@ -142,28 +149,53 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
             return error(wire, StatusCode::BAD_REQUEST, 3, &e.body_text());
         }
     };
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let body: Bytes = match encoding {
-        "identity" | "" => body,
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let gzip = match encoding.as_str() {
+        "identity" | "" => false,
+        "gzip" | "x-gzip" => true,
         _ => {
             state.stats.bad_content_type.fetch_add(1, Ordering::Relaxed);
-            return error(wire, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, &format!("unsupported content encoding {encoding:?}: send uncompressed bodies"));
+            return error(wire, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, &format!("unsupported content encoding {encoding:?}: send gzip or uncompressed bodies"));
         }
     };
-    let req = match wire {
-        Wire::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| e.to_string()),
-        Wire::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(&body).map_err(|e| e.to_string()),
-    };
-    let req = match req {
-        Ok(r) => r,
-        Err(e) => {
-            state.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            return error(wire, StatusCode::BAD_REQUEST, 3, &format!("cannot decode ExportMetricsServiceRequest: {e}"));
-        }
-    };
+    if gzip {
+        state.stats.gzip_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    // Inflating and decoding are CPU work: off the reactor, together with the store writes.
     let st = state.clone();
-    let out = match tokio::task::spawn_blocking(move || st.run(&req)).await {
-        Ok(o) => o,
+    let limit = state.max_body_bytes;
+    let out = tokio::task::spawn_blocking(move || -> Result<otlp::ExportOutcome, Box<Response>> {
+        let body = if gzip {
+            match inflate(&body, limit) {
+                Ok(b) => Bytes::from(b),
+                Err(Inflate::TooLarge) => {
+                    st.stats.too_large.fetch_add(1, Ordering::Relaxed);
+                    return Err(Box::new(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &format!("request body over the limit of {limit} bytes once inflated"))));
+                }
+                Err(Inflate::Bad(e)) => {
+                    st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &format!("invalid gzip body: {e}"))));
+                }
+            }
+        } else {
+            body
+        };
+        let req = match wire {
+            Wire::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| e.to_string()),
+            Wire::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(&body).map_err(|e| e.to_string()),
+        };
+        match req {
+            Ok(r) => Ok(st.run(&r)),
+            Err(e) => {
+                st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &format!("cannot decode ExportMetricsServiceRequest: {e}"))))
+            }
+        }
+    })
+    .await;
+    let out = match out {
+        Ok(Ok(o)) => o,
+        Ok(Err(resp)) => return *resp,
         Err(e) => return error(wire, StatusCode::INTERNAL_SERVER_ERROR, 13, &format!("ingest task failed: {e}")),
     };
     if out.backlogged {
@@ -182,6 +214,23 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     }
+}
+
+enum Inflate {
+    TooLarge,
+    Bad(std::io::Error),
+}
+
+/// Inflates a gzip body, refusing more than `limit` bytes of output: the body limit applies to
+/// the decompressed size too, so a small compressed body cannot become an unbounded allocation.
+fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    flate2::read::GzDecoder::new(body).take(limit as u64 + 1).read_to_end(&mut out).map_err(Inflate::Bad)?;
+    if out.len() > limit {
+        return Err(Inflate::TooLarge);
+    }
+    Ok(out)
 }
 
 /// The OTLP/HTTP router (`POST /v1/metrics`) for `--otlp-http-listen`.

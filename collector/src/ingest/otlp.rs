@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint, metric, number_data_point,
 };
 
-use crate::store::{Buckets, ExpSide, Histogram, PointValue, Refusal, Store, Writer};
+use crate::store::{Buckets, ExpSide, Histogram, PointValue, Refusal, SeriesKey, Store, Writer};
 
 /// What one export request did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -99,10 +99,38 @@ fn convert_attrs(attrs: &[KeyValue]) -> Option<Vec<(&str, Cow<'_, str>)>> {
     attrs.iter().map(|kv| Some((kv.key.as_str(), attr_value(&kv.value)?))).collect()
 }
 
+/// Appends one point whose attributes could not take the fast path (non-string values, a key
+/// repeated between resource and point): converted, merged and sorted the general way.
+fn append_general(w: &mut Writer<'_>, res: &[(&str, Cow<'_, str>)], metric: &str, attrs: &[KeyValue], ts: u64, v: PointValue) -> Result<(), PointErr> {
+    let Some(pattrs) = convert_attrs(attrs) else {
+        return Err(PointErr::Bad("unsupported attribute type"));
+    };
+    // Resource attributes first, point attributes after: on a duplicate key the point's value
+    // wins.
+    let mut merged: Vec<(&str, &str)> = Vec::with_capacity(res.len() + pattrs.len());
+    merged.extend(res.iter().map(|(k, v)| (*k, v.as_ref())));
+    merged.extend(pattrs.iter().map(|(k, v)| (*k, v.as_ref())));
+    crate::store::sort_pairs(&mut merged);
+    w.append(metric, &merged, ts, v).map_err(PointErr::Store)
+}
+
+/// Why a point was not stored.
+enum PointErr {
+    /// The store refused it (and counted it).
+    Store(Refusal),
+    /// Malformed before it reached the store.
+    Bad(&'static str),
+}
+
 /// Writes one export request into the store.
-pub fn export(store: &Store, req: &ExportMetricsServiceRequest) -> ExportOutcome {
+///
+/// The hot path allocates nothing per point: the resource attributes' share of the series key
+/// is computed once per resource, each point adds its own string attributes' shares, and the
+/// store finds a known series by that key under a read lock held for the whole request
+/// ([`Store::batch_writer`]); attribute lists are only merged and sorted for new series.
+pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> ExportOutcome {
     let mut tally = Tally::default();
-    let mut w = store.writer();
+    let mut w = store.batch_writer();
     if w.backlogged() {
         return ExportOutcome { backlogged: true, message: "store is catching up; retry".into(), ..Default::default() };
     }
@@ -117,12 +145,21 @@ pub fn export(store: &Store, req: &ExportMetricsServiceRequest) -> ExportOutcome
             }
             continue;
         };
+        // The resource's pairs and their share of every series key, once per resource. A
+        // resource repeating a key takes the general path (the later value wins there).
+        let res_unique = res.iter().enumerate().all(|(i, (k, _))| res[..i].iter().all(|(k2, _)| k2 != k));
+        let res_key = res.iter().fold(SeriesKey::default(), |key, (k, v)| key.with(k, v));
+        let mut scratch: Vec<(&str, &str)> = Vec::with_capacity(res.len() + 8);
+        scratch.extend(res.iter().map(|(k, v)| (*k, v.as_ref())));
+        let nres = res.len();
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 let Some(data) = &m.data else {
                     continue;
                 };
-                let mut point = |w: &mut Writer<'_>, metric: &str, attrs: &[KeyValue], ts: u64, v: Result<Option<PointValue>, &'static str>| {
+                let mkey = SeriesKey::metric(&m.name);
+                // `quantile`: a summary's quantile point, stored with a `quantile` attribute.
+                let mut point = |w: &mut Writer<'_>, metric: &str, mkey: SeriesKey, attrs: &'r [KeyValue], quantile: Option<f64>, ts: u64, v: Result<Option<PointValue>, &'static str>| {
                     let v = match v {
                         Ok(Some(v)) => v,
                         Ok(None) => return, // no recorded value (staleness marker)
@@ -137,25 +174,44 @@ pub fn export(store: &Store, req: &ExportMetricsServiceRequest) -> ExportOutcome
                         tally.refuse(metric, "missing time_unix_nano");
                         return;
                     }
-                    let Some(pattrs) = convert_attrs(attrs) else {
-                        store.refusals.count(Refusal::Invalid);
-                        tally.refuse(metric, "unsupported attribute type");
-                        return;
+                    // Fast path: string attributes whose keys the resource does not repeat.
+                    scratch.truncate(nres);
+                    let mut key = mkey.plus(res_key);
+                    let mut fast = res_unique && quantile.is_none();
+                    for kv in attrs {
+                        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                            Some(any_value::Value::StringValue(s)) if fast && !scratch.iter().any(|(k, _)| *k == kv.key.as_str()) => {
+                                scratch.push((kv.key.as_str(), s.as_str()));
+                                key = key.with(&kv.key, s);
+                            }
+                            _ => {
+                                fast = false;
+                                break;
+                            }
+                        }
+                    }
+                    let r = if fast {
+                        w.append_keyed(metric, key, &scratch, ts, v).map_err(PointErr::Store)
+                    } else if let Some(q) = quantile {
+                        let mut attrs = attrs.to_vec();
+                        attrs.push(KeyValue { key: "quantile".into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(q.to_string())) }), ..Default::default() });
+                        append_general(w, &res, metric, &attrs, ts, v)
+                    } else {
+                        append_general(w, &res, metric, attrs, ts, v)
                     };
-                    // Resource attributes first, point attributes after: on a duplicate key the
-                    // point's value wins.
-                    let mut merged: Vec<(&str, &str)> = Vec::with_capacity(res.len() + pattrs.len());
-                    merged.extend(res.iter().map(|(k, v)| (*k, v.as_ref())));
-                    merged.extend(pattrs.iter().map(|(k, v)| (*k, v.as_ref())));
-                    crate::store::sort_pairs(&mut merged);
-                    if let Err(r) = w.append(metric, &merged, ts, v) {
-                        tally.refuse(metric, &r.to_string());
+                    match r {
+                        Ok(()) => {}
+                        Err(PointErr::Store(r)) => tally.refuse(metric, &r.to_string()),
+                        Err(PointErr::Bad(why)) => {
+                            store.refusals.count(Refusal::Invalid);
+                            tally.refuse(metric, why);
+                        }
                     }
                 };
                 match data {
                     metric::Data::Gauge(g) => {
                         for p in &g.data_points {
-                            point(&mut w, &m.name, &p.attributes, p.time_unix_nano, number(p).map(|v| v.map(PointValue::Gauge)));
+                            point(&mut w, &m.name, mkey, &p.attributes, None, p.time_unix_nano, number(p).map(|v| v.map(PointValue::Gauge)));
                         }
                     }
                     metric::Data::Sum(s) => {
@@ -169,7 +225,7 @@ pub fn export(store: &Store, req: &ExportMetricsServiceRequest) -> ExportOutcome
                                 (Some(v), false, true, _) => Ok(Some(PointValue::Gauge(v))),
                                 _ => Err("sum without aggregation temporality"),
                             });
-                            point(&mut w, &m.name, &p.attributes, p.time_unix_nano, v);
+                            point(&mut w, &m.name, mkey, &p.attributes, None, p.time_unix_nano, v);
                         }
                     }
                     metric::Data::Histogram(h) => {
@@ -182,7 +238,7 @@ pub fn export(store: &Store, req: &ExportMetricsServiceRequest) -> ExportOutcome
                                 (Some(hist), _, true) => Ok(Some(PointValue::HistogramDelta(hist))),
                                 _ => Err("histogram without aggregation temporality"),
                             });
-                            point(&mut w, &m.name, &p.attributes, p.time_unix_nano, v);
+                            point(&mut w, &m.name, mkey, &p.attributes, None, p.time_unix_nano, v);
                         }
                     }
                     metric::Data::ExponentialHistogram(h) => {
@@ -195,28 +251,23 @@ pub fn export(store: &Store, req: &ExportMetricsServiceRequest) -> ExportOutcome
                                 (Some(hist), _, true) => Ok(Some(PointValue::HistogramDelta(hist))),
                                 _ => Err("histogram without aggregation temporality"),
                             });
-                            point(&mut w, &m.name, &p.attributes, p.time_unix_nano, v);
+                            point(&mut w, &m.name, mkey, &p.attributes, None, p.time_unix_nano, v);
                         }
                     }
                     metric::Data::Summary(s) => {
                         let count_name = format!("{}.count", m.name);
                         let sum_name = format!("{}.sum", m.name);
+                        let (count_key, sum_key) = (SeriesKey::metric(&count_name), SeriesKey::metric(&sum_name));
                         for p in &s.data_points {
                             if p.flags & 1 != 0 {
                                 continue;
                             }
                             for q in &p.quantile_values {
-                                let mut attrs = p.attributes.clone();
-                                attrs.push(KeyValue {
-                                    key: "quantile".into(),
-                                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(q.quantile.to_string())) }),
-                                    ..Default::default()
-                                });
-                                point(&mut w, &m.name, &attrs, p.time_unix_nano, Ok(Some(PointValue::Gauge(q.value))));
+                                point(&mut w, &m.name, mkey, &p.attributes, Some(q.quantile), p.time_unix_nano, Ok(Some(PointValue::Gauge(q.value))));
                             }
                             let start = p.start_time_unix_nano;
-                            point(&mut w, &count_name, &p.attributes, p.time_unix_nano, Ok(Some(PointValue::CounterCumulative { start, value: p.count as f64 })));
-                            point(&mut w, &sum_name, &p.attributes, p.time_unix_nano, Ok(Some(PointValue::CounterCumulative { start, value: p.sum })));
+                            point(&mut w, &count_name, count_key, &p.attributes, None, p.time_unix_nano, Ok(Some(PointValue::CounterCumulative { start, value: p.count as f64 })));
+                            point(&mut w, &sum_name, sum_key, &p.attributes, None, p.time_unix_nano, Ok(Some(PointValue::CounterCumulative { start, value: p.sum })));
                         }
                     }
                 }

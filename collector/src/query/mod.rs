@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use selector::{Matcher, Selector};
 
-use crate::store::{AggPoint, FxHashMap, Histogram, Labels, Series, SeriesKind, Store};
+use crate::store::{AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollups, Series, SeriesKind, Store};
 
 /// Errors a query can return.
 #[derive(Debug, thiserror::Error)]
@@ -251,13 +251,16 @@ trait Points {
     fn len(&self) -> usize;
     fn ts(&self, i: usize) -> u64;
     fn agg(&self, i: usize) -> (u64, f64, f64, f64, f64);
-    fn hist(&self, i: usize) -> Option<&Histogram>;
+    /// Merges the histograms of points `i0..i1` into `acc`; returns the mean of the newest
+    /// point in the range that has a histogram.
+    fn merge_hists(&self, i0: usize, i1: usize, acc: &mut Option<Histogram>) -> Option<f64>;
 }
 
 struct Mem<'a> {
     ts: &'a [u64],
     vals: &'a [f64],
-    hists: &'a [Histogram],
+    hists: &'a HistCols,
+    rollups: &'a Rollups,
 }
 
 impl Points for Mem<'_> {
@@ -273,8 +276,31 @@ impl Points for Mem<'_> {
         let v = self.vals[i];
         (1, v, v, v, v)
     }
-    fn hist(&self, i: usize) -> Option<&Histogram> {
-        self.hists.get(i)
+    fn merge_hists(&self, i0: usize, i1: usize, acc: &mut Option<Histogram>) -> Option<f64> {
+        let i1 = i1.min(self.hists.len());
+        if i1 <= i0 {
+            return None;
+        }
+        // Rollups wholly inside the range replace their points (one slice of columns merged
+        // in place); the points before and after them merge one by one.
+        let ro = self.rollups;
+        let mut i = i0;
+        let r0 = ro.first_ts.partition_point(|t| *t < self.ts[i0]);
+        if r0 < ro.len() {
+            let idx0 = self.ts.partition_point(|t| *t < ro.first_ts[r0]);
+            let (mut r, mut idx) = (r0, idx0);
+            while r < ro.len() && idx + ro.n[r] <= i1 && self.ts.get(idx) == Some(&ro.first_ts[r]) {
+                idx += ro.n[r];
+                r += 1;
+            }
+            if r > r0 {
+                self.hists.merge_range(i0, idx0, self.vals, acc);
+                ro.hists.merge_range(r0, r, &ro.sums, acc);
+                i = idx;
+            }
+        }
+        self.hists.merge_range(i, i1, self.vals, acc);
+        self.hists.mean(i1 - 1, self.vals[i1 - 1])
     }
 }
 
@@ -289,8 +315,18 @@ impl Points for [AggPoint] {
         let p = &self[i];
         (p.count, p.sum, p.min, p.max, p.last)
     }
-    fn hist(&self, i: usize) -> Option<&Histogram> {
-        self[i].hist.as_ref()
+    fn merge_hists(&self, i0: usize, i1: usize, acc: &mut Option<Histogram>) -> Option<f64> {
+        let mut last = None;
+        for p in &self[i0..i1] {
+            if let Some(h) = &p.hist {
+                match acc {
+                    Some(m) => m.merge(h),
+                    None => *acc = Some(h.clone()),
+                }
+                last = h.mean();
+            }
+        }
+        last
     }
 }
 
@@ -304,10 +340,17 @@ fn lower(p: &(impl Points + ?Sized), t: u64) -> usize {
 }
 
 /// Accumulates points with `a <= ts <= b`; `fallback` is the baseline when no point precedes `a`.
+/// `want_hist` (histogram series only) merges the histograms and skips the per-point value
+/// statistics, which no histogram statistic reads (only whether the window has points).
 fn accumulate(p: &(impl Points + ?Sized), a: u64, b: u64, fallback: f64, want_hist: bool) -> SeriesAcc {
     let i0 = lower(p, a);
     let i1 = lower(p, b.saturating_add(1));
     let mut acc = SeriesAcc { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() };
+    if want_hist {
+        acc.n = i1.saturating_sub(i0) as u64;
+        acc.last_hist_mean = p.merge_hists(i0, i1, &mut acc.hist);
+        return acc;
+    }
     acc.baseline = Some(if i0 > 0 { p.agg(i0 - 1).4 } else { fallback });
     for i in i0..i1 {
         let (n, s, mn, mx, last) = p.agg(i);
@@ -319,15 +362,6 @@ fn accumulate(p: &(impl Points + ?Sized), a: u64, b: u64, fallback: f64, want_hi
             acc.first = Some(if n == 1 { s } else { last });
         }
         acc.last = Some(last);
-        if want_hist {
-            if let Some(h) = p.hist(i) {
-                match &mut acc.hist {
-                    Some(m) => m.merge(h),
-                    None => acc.hist = Some(h.clone()),
-                }
-                acc.last_hist_mean = h.mean();
-            }
-        }
     }
     acc
 }
@@ -526,7 +560,7 @@ impl Store {
             if out.last().is_some_and(|l: &AggPoint| l.ts >= d.ts[i]) {
                 continue;
             }
-            let h = if want_hist { d.hists.get(i).cloned() } else { None };
+            let h = if want_hist { d.hists.get(i, d.vals[i]) } else { None };
             out.push(AggPoint::raw(d.ts[i], d.vals[i], h));
         }
         Ok((out, fallback))
@@ -551,7 +585,7 @@ impl Store {
         {
             let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
             if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
-                let mem = Mem { ts: &d.ts, vals: &d.vals, hists: &d.hists };
+                let mem = Mem { ts: &d.ts, vals: &d.vals, hists: &d.hists, rollups: &d.rollups };
                 return Ok(accumulate(&mem, a, b, d.base_total, want_hist));
             }
         }
@@ -559,7 +593,7 @@ impl Store {
         Ok(accumulate(pts.as_slice(), a, b, fallback, want_hist))
     }
 
-    fn fold(&self, q: &Query, s: &Series, acc: &SeriesAcc, g: &mut GroupAcc, window_s: f64) -> Result<(), QueryError> {
+    fn fold(&self, q: &Query, s: &Series, mut acc: SeriesAcc, g: &mut GroupAcc, window_s: f64) -> Result<(), QueryError> {
         if acc.n == 0 {
             return Ok(());
         }
@@ -571,10 +605,10 @@ impl Store {
         if default_merge {
             match (q.stat, s.kind) {
                 (Stat::Quantile(_) | Stat::Mean, SeriesKind::Histogram) => {
-                    if let Some(h) = &acc.hist {
+                    if let Some(h) = acc.hist.take() {
                         match &mut g.hist {
-                            Some(m) => m.merge(h),
-                            None => g.hist = Some(h.clone()),
+                            Some(m) => m.merge(&h),
+                            None => g.hist = Some(h),
                         }
                     }
                     return Ok(());
@@ -590,7 +624,7 @@ impl Store {
         if let (Stat::Quantile(_), SeriesKind::Gauge, true) = (q.stat, s.kind, default_merge) {
             return Err(QueryError::Bad("internal: gauge quantile handled by caller".into()));
         }
-        if let Some(v) = stat_of(s.kind, q.stat, acc, window_s) {
+        if let Some(v) = stat_of(s.kind, q.stat, &acc, window_s) {
             g.vals.push(v);
             g.min = g.min.min(v);
             g.max = g.max.max(v);
@@ -669,7 +703,7 @@ impl Store {
                 continue;
             }
             let acc = self.series_acc(s, a, b, want_hist && s.kind == SeriesKind::Histogram)?;
-            self.fold(q, s, &acc, g, window_s)?;
+            self.fold(q, s, acc, g, window_s)?;
         }
         let mut out = Vec::with_capacity(grouper.groups.len());
         for mut g in grouper.groups {

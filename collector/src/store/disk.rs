@@ -342,7 +342,7 @@ fn push_replayed(d: &mut SeriesData, ts: u64, rec: WalRecord<'_>) {
         WalRecord::Hist { delta, cum, .. } => {
             d.ts.push(ts);
             d.vals.push(delta.sum);
-            d.hists.push(delta);
+            d.push_hist(ts, &delta);
             if let Some((start, prev)) = cum {
                 d.cum = Cumulative::Hist { start, prev };
             }
@@ -428,7 +428,7 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
                     earliest = earliest.min(*t);
                 }
                 let pts: Vec<AggPoint> = (d.flushed..d.ts.len())
-                    .map(|i| AggPoint::raw(d.ts[i], d.vals[i], d.hists.get(i).cloned()))
+                    .map(|i| AggPoint::raw(d.ts[i], d.vals[i], d.hists.get(i, d.vals[i])))
                     .collect();
                 d.flushed = d.ts.len();
                 let row = if d.dirty {
@@ -479,7 +479,7 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
                         if k == 1 && d.mem_start <= a {
                             let i0 = d.ts.partition_point(|t| *t < a);
                             let i1 = d.ts.partition_point(|t| *t <= b);
-                            (i0..i1).map(|i| AggPoint::raw(d.ts[i], d.vals[i], d.hists.get(i).cloned())).collect()
+                            (i0..i1).map(|i| AggPoint::raw(d.ts[i], d.vals[i], d.hists.get(i, d.vals[i]))).collect()
                         } else {
                             Vec::new()
                         }
@@ -585,8 +585,9 @@ fn evict(store: &Store, now: u64) {
         d.ts.drain(..n);
         d.vals.drain(..n);
         if s.kind == super::SeriesKind::Histogram {
-            let h = n.min(d.hists.len());
-            d.hists.drain(..h);
+            d.hists.drain_front(n);
+            let first = d.ts.first().copied().unwrap_or(u64::MAX);
+            d.trim_rollups(first);
         }
         d.flushed -= n.min(d.flushed);
         d.older_on_disk = persistent;

@@ -145,21 +145,96 @@ pub(crate) fn series_hash<'a>(metric: &str, pairs: impl Iterator<Item = (&'a str
     h.finish()
 }
 
-/// A second, independent identity hash (FNV-1a). The store matches series by both hashes
-/// (128 bits) instead of comparing every attribute string on the ingest path; a false match
-/// would need a simultaneous collision of two unrelated 64-bit hashes.
-pub(crate) fn series_hash2<'a>(metric: &str, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8], sep: u8| {
-        for b in bytes.iter().chain(std::iter::once(&sep)) {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+/// The identity of a series as two independent 64-bit hashes (128 bits): the metric name plus
+/// the *set* of its attribute pairs, combined by addition so the order of the pairs does not
+/// matter. Ingest computes the resource attributes' share once per resource and adds each
+/// point's own pairs, so finding a known series needs neither a merged, sorted attribute list
+/// nor any allocation; the store matches series by this key instead of comparing strings
+/// (a false match would need a simultaneous collision of two unrelated 64-bit hashes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SeriesKey(u64, u64);
+
+const LANE_A: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+const LANE_B: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline]
+fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[inline]
+fn lanes(tag: u64, parts: [&[u8]; 2]) -> SeriesKey {
+    let (mut a, mut b) = (tag, !tag);
+    let mut eat = |w: u64| {
+        a = (a.rotate_left(5) ^ w).wrapping_mul(LANE_A);
+        b = (b ^ w).wrapping_mul(LANE_B).rotate_left(29);
     };
-    eat(metric.as_bytes(), 0xff);
-    for (k, v) in pairs {
-        eat(k.as_bytes(), 0xfe);
-        eat(v.as_bytes(), 0xfd);
+    for p in parts {
+        eat(p.len() as u64);
+        let mut chunks = p.chunks_exact(8);
+        for c in &mut chunks {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(c);
+            eat(u64::from_le_bytes(x));
+        }
+        let rem = chunks.remainder();
+        if !rem.is_empty() {
+            let mut x = [0u8; 8];
+            x[..rem.len()].copy_from_slice(rem);
+            eat(u64::from_le_bytes(x));
+        }
     }
-    h
+    SeriesKey(fmix(a), fmix(b ^ 0x2545_f491_4f6c_dd1d))
+}
+
+impl SeriesKey {
+    /// The key of a metric name with no attributes.
+    #[inline]
+    pub fn metric(name: &str) -> Self {
+        lanes(1, [name.as_bytes(), &[]])
+    }
+
+    /// The share of one attribute pair.
+    #[inline]
+    pub fn pair(key: &str, value: &str) -> Self {
+        lanes(2, [key.as_bytes(), value.as_bytes()])
+    }
+
+    /// `self` plus the pair's share.
+    #[inline]
+    pub fn with(self, key: &str, value: &str) -> Self {
+        self.plus(Self::pair(key, value))
+    }
+
+    /// The sum of two shares (e.g. a metric and a precomputed set of resource pairs).
+    #[inline]
+    pub fn plus(self, o: Self) -> Self {
+        SeriesKey(self.0.wrapping_add(o.0), self.1.wrapping_add(o.1))
+    }
+
+    /// The key of `metric` with these pairs (unique keys, any order).
+    pub fn of<'a>(metric: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        pairs.into_iter().fold(Self::metric(metric), |k, (a, b)| k.with(a, b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ignores_pair_order_and_separates_fields() {
+        let a = SeriesKey::of("m", [("a", "1"), ("b", "2")]);
+        assert_eq!(a, SeriesKey::of("m", [("b", "2"), ("a", "1")]));
+        assert_eq!(a, SeriesKey::metric("m").plus(SeriesKey::pair("b", "2")).with("a", "1"));
+        assert_ne!(a, SeriesKey::of("m", [("a", "2"), ("b", "1")]));
+        assert_ne!(SeriesKey::of("m", [("ab", "c")]), SeriesKey::of("m", [("a", "bc")]));
+        assert_ne!(SeriesKey::of("m", [("a", "12345678")]), SeriesKey::of("m", [("a", "1234567")]));
+        assert_ne!(SeriesKey::of("m", []), SeriesKey::of("n", []));
+        assert_ne!(SeriesKey::of("m", [("a", "")]), SeriesKey::of("m", []));
+    }
 }

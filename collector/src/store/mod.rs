@@ -38,6 +38,7 @@
 mod codec;
 mod disk;
 mod hist;
+mod histcol;
 mod labels;
 #[cfg(test)]
 mod tests;
@@ -48,9 +49,9 @@ use std::time::Duration;
 
 pub use disk::{StoreConfig, TierConfig};
 pub use hist::{Buckets, ExpSide, Histogram};
-pub use labels::Labels;
+pub(crate) use histcol::HistCols;
+pub use labels::{Labels, SeriesKey};
 pub(crate) use labels::{FxHashMap, series_hash};
-use labels::series_hash2;
 
 pub(crate) use codec::AggPoint;
 
@@ -238,6 +239,43 @@ pub(crate) enum Cumulative {
     Hist { start: u64, prev: Histogram },
 }
 
+/// Width of the pre-merged histogram rollups a histogram series keeps next to its raw points.
+pub(crate) const ROLLUP_NANOS: u64 = 10_000_000_000;
+
+/// Per-series merges of a histogram series' points in aligned 10 s intervals (`k * 10 s ..`),
+/// as columns: a window that holds all `n[r]` points of rollup `r` merges that one value
+/// instead of its points. They cover a contiguous suffix of the series' points, oldest first
+/// (eviction drops a rollup as soon as it drops any of its points).
+#[derive(Debug, Default)]
+pub(crate) struct Rollups {
+    /// Interval numbers (`ts / ROLLUP_NANOS`).
+    pub k: Vec<u64>,
+    /// Timestamp of each rollup's first point.
+    pub first_ts: Vec<u64>,
+    /// Points merged into each.
+    pub n: Vec<usize>,
+    /// Sums of observations.
+    pub sums: Vec<f64>,
+    /// The merged buckets.
+    pub hists: HistCols,
+}
+
+impl Rollups {
+    /// Number of rollups.
+    pub fn len(&self) -> usize {
+        self.k.len()
+    }
+
+    fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.k.drain(..n);
+        self.first_ts.drain(..n);
+        self.n.drain(..n);
+        self.sums.drain(..n);
+        self.hists.drain_front(n);
+    }
+}
+
 /// The points of one series that live in memory.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesData {
@@ -245,8 +283,11 @@ pub(crate) struct SeriesData {
     pub ts: Vec<u64>,
     /// Gauge value | counter running total | histogram sum of the interval.
     pub vals: Vec<f64>,
-    /// Histogram deltas, one per point (histogram series only).
-    pub hists: Vec<Histogram>,
+    /// Histogram deltas, one per point (histogram series only), as columns.
+    pub hists: HistCols,
+    /// Rollups of `hists`, oldest first, covering a contiguous suffix of the points (eviction
+    /// drops a rollup as soon as it drops any of its points).
+    pub rollups: Rollups,
     /// Counter total just before `ts[0]` (the last point dropped from memory).
     pub base_total: f64,
     /// Cumulative conversion state.
@@ -266,6 +307,37 @@ pub(crate) struct SeriesData {
     pub older_on_disk: bool,
 }
 
+impl SeriesData {
+    /// Appends a histogram point's buckets (the caller pushes its timestamp and sum) and folds
+    /// it into its interval's rollup.
+    pub(crate) fn push_hist(&mut self, ts: u64, h: &Histogram) {
+        self.hists.push(h);
+        let k = ts / ROLLUP_NANOS;
+        let r = &mut self.rollups;
+        match r.k.last() {
+            Some(last) if *last == k => {
+                let i = r.len() - 1;
+                r.n[i] += 1;
+                r.sums[i] += h.sum;
+                r.hists.merge_into_last(h);
+            }
+            _ => {
+                r.k.push(k);
+                r.first_ts.push(ts);
+                r.n.push(1);
+                r.sums.push(h.sum);
+                r.hists.push(h);
+            }
+        }
+    }
+
+    /// Drops rollups that lost any point to eviction (the first kept point is `first`).
+    pub(crate) fn trim_rollups(&mut self, first: u64) {
+        let cut = self.rollups.first_ts.partition_point(|t| *t < first);
+        self.rollups.drain_front(cut);
+    }
+}
+
 /// One series: identity plus its in-memory data.
 #[derive(Debug)]
 pub(crate) struct Series {
@@ -276,8 +348,6 @@ pub(crate) struct Series {
     pub node: Option<u32>,
     /// The node's last-seen clock, shared so appends need no index lock.
     pub node_seen: Option<Arc<AtomicU64>>,
-    /// Second identity hash (see `series_hash2`).
-    pub hash2: u64,
     pub data: RwLock<SeriesData>,
 }
 
@@ -307,7 +377,7 @@ pub struct NodeEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     pub series: Vec<Arc<Series>>,
-    pub by_hash: FxHashMap<u64, Vec<u32>>,
+    pub by_key: FxHashMap<SeriesKey, u32>,
     pub by_metric: FxHashMap<Arc<str>, MetricIndex>,
     pub interner: std::collections::HashSet<Arc<str>, labels::FxBuild>,
     pub nodes: Vec<Arc<NodeEntry>>,
@@ -324,9 +394,9 @@ impl Index {
         a
     }
 
-    fn lookup(&self, hash: u64, hash2: u64) -> Option<&Arc<Series>> {
-        let ids = self.by_hash.get(&hash)?;
-        ids.iter().map(|i| &self.series[*i as usize]).find(|s| s.hash2 == hash2)
+    #[inline]
+    fn lookup(&self, key: SeriesKey) -> Option<&Arc<Series>> {
+        self.by_key.get(&key).and_then(|i| self.series.get(*i as usize))
     }
 
     /// Adds a series with a given id (used by recovery and by new writes).
@@ -348,11 +418,9 @@ impl Index {
             kind,
             node,
             node_seen,
-            hash2: series_hash2(metric, pairs.iter().copied()),
             data: RwLock::new(SeriesData { dirty: true, ..SeriesData::default() }),
         });
-        let hash = series_hash(metric, pairs.iter().copied());
-        self.by_hash.entry(hash).or_default().push(id);
+        self.by_key.insert(SeriesKey::of(metric, pairs.iter().copied()), id);
         let mi = self.by_metric.entry(metric_a).or_default();
         mi.kind.get_or_insert(kind);
         mi.ids.push(id);
@@ -463,7 +531,15 @@ impl Store {
     /// Starts a batch of writes. Call [`Writer::finish`] to hand its log records to the
     /// committer; the points are visible to queries as soon as each append returns.
     pub fn writer(&self) -> Writer<'_> {
-        Writer { store: self, wal: Vec::new(), accepted: 0 }
+        Writer { store: self, wal: Vec::new(), accepted: 0, held: None, hold: false }
+    }
+
+    /// A writer for one large batch (an export request): it keeps the series index
+    /// read-locked between appends (letting go only to add a new series), so known series are
+    /// found without taking the lock per point. While it lives, do not open another writer or
+    /// query the store on the same thread.
+    pub fn batch_writer(&self) -> Writer<'_> {
+        Writer { store: self, wal: Vec::new(), accepted: 0, held: self.index.read().ok(), hold: true }
     }
 
     /// Number of series.
@@ -522,33 +598,6 @@ impl Store {
         disk::run_background(self, cancel).await
     }
 
-    fn resolve(&self, metric: &str, pairs: &[(&str, &str)], kind: SeriesKind, wal: &mut Vec<u8>) -> Result<Arc<Series>, Refusal> {
-        let hash = series_hash(metric, pairs.iter().copied());
-        let hash2 = series_hash2(metric, pairs.iter().copied());
-        {
-            let idx = self.index.read().map_err(|_| Refusal::Invalid)?;
-            if let Some(s) = idx.lookup(hash, hash2) {
-                return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
-            }
-            if let Some(mi) = idx.by_metric.get(metric) {
-                if mi.kind.is_some_and(|k| k != kind) {
-                    return Err(Refusal::KindConflict);
-                }
-            }
-        }
-        let mut idx = self.index.write().map_err(|_| Refusal::Invalid)?;
-        if let Some(s) = idx.lookup(hash, hash2) {
-            return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
-        }
-        if idx.series.len() >= self.config.max_series {
-            return Err(Refusal::Cardinality);
-        }
-        let id = idx.series.len() as u32;
-        let s = idx.insert(id, metric, pairs, kind);
-        drop(idx);
-        codec::wal_define(wal, id, metric, kind, pairs);
-        Ok(s)
-    }
 }
 
 /// A batch of writes; see [`Store::writer`].
@@ -557,13 +606,23 @@ pub struct Writer<'a> {
     store: &'a Store,
     wal: Vec<u8>,
     accepted: u64,
+    /// The index read guard a batch writer keeps between appends.
+    held: Option<std::sync::RwLockReadGuard<'a, Index>>,
+    hold: bool,
 }
 
 impl Writer<'_> {
-    /// Appends one point to the series `metric{pairs}`. `pairs` must be sorted by key without
-    /// duplicates (use [`sort_pairs`]).
+    /// Appends one point to the series `metric{pairs}`. `pairs` must not repeat a key (use
+    /// [`sort_pairs`] to resolve duplicates); their order does not matter.
     pub fn append(&mut self, metric: &str, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
-        let r = self.append_inner(metric, pairs, ts, value);
+        self.append_keyed(metric, SeriesKey::of(metric, pairs.iter().copied()), pairs, ts, value)
+    }
+
+    /// [`Writer::append`] with the series key already computed (`key` must be
+    /// `SeriesKey::of(metric, pairs)`; ingest sums it from per-resource and per-point shares).
+    /// `pairs` are read only when the series is new.
+    pub fn append_keyed(&mut self, metric: &str, key: SeriesKey, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
+        let r = self.append_inner(metric, key, pairs, ts, value);
         match r {
             Ok(()) => self.accepted += 1,
             Err(e) => self.store.refusals.count(e),
@@ -571,7 +630,54 @@ impl Writer<'_> {
         r
     }
 
-    fn append_inner(&mut self, metric: &str, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
+    fn resolve(&mut self, metric: &str, key: SeriesKey, pairs: &[(&str, &str)], kind: SeriesKind) -> Result<Arc<Series>, Refusal> {
+        {
+            let guard;
+            let idx: &Index = match &self.held {
+                Some(g) => g,
+                None => {
+                    guard = self.store.index.read().map_err(|_| Refusal::Invalid)?;
+                    &guard
+                }
+            };
+            if let Some(s) = idx.lookup(key) {
+                return if s.kind == kind { Ok(s.clone()) } else { Err(Refusal::KindConflict) };
+            }
+            if let Some(mi) = idx.by_metric.get(metric) {
+                if mi.kind.is_some_and(|k| k != kind) {
+                    return Err(Refusal::KindConflict);
+                }
+            }
+        }
+        // A new series: sort its pairs, take the write lock (letting go of a held read guard).
+        self.held = None;
+        let mut sorted: Vec<(&str, &str)> = pairs.to_vec();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let key = SeriesKey::of(metric, sorted.iter().copied());
+        let r = (|| {
+            let mut idx = self.store.index.write().map_err(|_| Refusal::Invalid)?;
+            if let Some(s) = idx.lookup(key) {
+                return if s.kind == kind { Ok((s.clone(), false)) } else { Err(Refusal::KindConflict) };
+            }
+            if idx.series.len() >= self.store.config.max_series {
+                return Err(Refusal::Cardinality);
+            }
+            let id = idx.series.len() as u32;
+            Ok((idx.insert(id, metric, &sorted, kind), true))
+        })();
+        let r = r.map(|(s, created)| {
+            if created {
+                codec::wal_define(&mut self.wal, s.id, metric, kind, &sorted);
+            }
+            s
+        });
+        if self.hold {
+            self.held = self.store.index.read().ok();
+        }
+        r
+    }
+
+    fn append_inner(&mut self, metric: &str, key: SeriesKey, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
         match &value {
             PointValue::Gauge(v) | PointValue::CounterDelta(v) | PointValue::CounterCumulative { value: v, .. } => {
                 if !v.is_finite() {
@@ -589,7 +695,7 @@ impl Writer<'_> {
                 }
             }
         }
-        let series = self.store.resolve(metric, pairs, value.kind(), &mut self.wal)?;
+        let series = self.resolve(metric, key, pairs, value.kind())?;
         let mut d = series.data.write().map_err(|_| Refusal::Invalid)?;
         if d.last_ts != 0 {
             if ts == d.last_ts {
@@ -616,6 +722,7 @@ impl Writer<'_> {
     /// memory) when the log is over its bound because the disk is not keeping up: callers
     /// should answer "unavailable, retry".
     pub fn finish(mut self) -> bool {
+        self.held = None;
         self.store.refusals.accepted.fetch_add(self.accepted, Ordering::Relaxed);
         let wal = std::mem::take(&mut self.wal);
         if self.store.disk.is_none() || wal.is_empty() {
@@ -648,16 +755,6 @@ pub fn sort_pairs<'a>(pairs: &mut Vec<(&'a str, &'a str)>) {
 }
 
 /// Applies a point to series data (ingest and log replay), writing a log record if asked.
-/// Makes `h` share the bucket bounds of the series' previous point when they are equal, so
-/// memory holds one copy and merges compare pointers instead of floats.
-fn share_bounds(d: &SeriesData, h: &mut Histogram) {
-    if let (Some(Histogram { buckets: Buckets::Explicit { bounds: prev, .. }, .. }), Buckets::Explicit { bounds, .. }) = (d.hists.last(), &mut h.buckets) {
-        if !Arc::ptr_eq(prev, bounds) && prev == bounds {
-            *bounds = prev.clone();
-        }
-    }
-}
-
 pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<(&mut Vec<u8>, u32)>) {
     if d.ts.is_empty() && d.mem_start == 0 {
         d.mem_start = ts;
@@ -700,14 +797,13 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                 codec::wal_counter(w, id, ts, total, Some((start, value)));
             }
         }
-        PointValue::HistogramDelta(mut h) => {
-            share_bounds(d, &mut h);
+        PointValue::HistogramDelta(h) => {
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &h, None);
             }
             d.ts.push(ts);
             d.vals.push(h.sum);
-            d.hists.push(h);
+            d.push_hist(ts, &h);
         }
         PointValue::HistogramCumulative { start, hist } => {
             let delta = match &d.cum {
@@ -741,15 +837,13 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                     }
                 }
             };
-            let mut delta = delta;
-            share_bounds(d, &mut delta);
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &delta, Some((start, &hist)));
             }
             d.cum = Cumulative::Hist { start, prev: hist };
             d.ts.push(ts);
             d.vals.push(delta.sum);
-            d.hists.push(delta);
+            d.push_hist(ts, &delta);
         }
     }
     d.last_ts = ts;

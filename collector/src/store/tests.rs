@@ -356,3 +356,53 @@ proptest! {
         prop_assert!(truth >= lo_b - 1e-9 && truth <= hi_b + 1e-9 || rank == 1, "truth {truth} outside bucket ({lo}, {hi}]");
     }
 }
+
+/// Windows answered with the 10 s rollups merge exactly what point-by-point merging gives,
+/// across changing bucket layouts and after eviction cut into a rollup's interval.
+#[test]
+fn histogram_rollups_match_point_by_point_merges() {
+    let clock = ManualClock::new(T0);
+    let cfg = StoreConfig { raw_retention: crate::duration::HumanDuration::from_secs(200), ..StoreConfig::default() };
+    let store = Store::in_memory(cfg, Arc::new(clock.clone()));
+    let mut pts: Vec<(u64, Histogram)> = Vec::new();
+    for i in 0..120u64 {
+        let ts = T0 + i * 3 * S + (i % 7) * 100_000_000;
+        let bounds = if (40..50).contains(&i) { vec![0.1, 0.5, 2.0] } else { vec![0.1, 1.0] };
+        let n = bounds.len() + 1;
+        let counts: Vec<u64> = (0..n as u64).map(|b| (i * 7 + b * 3) % 5).collect();
+        let h = Histogram::explicit(bounds, counts, i as f64 * 0.25);
+        let mut w = store.writer();
+        w.append("lat", &[("host.name", "a")], ts, PointValue::HistogramDelta(h.clone())).expect("append");
+        w.finish();
+        pts.push((ts, h));
+    }
+    let sel = Selector::new("lat");
+    let check = |pts: &[(u64, Histogram)]| {
+        for (a, b) in [(0, 400), (5, 95), (29, 31), (100, 200), (0, 10), (31, 359), (150, 151)] {
+            let (a, b) = (T0 + a * S, T0 + b * S);
+            let mut want: Option<Histogram> = None;
+            for (_, h) in pts.iter().filter(|(t, _)| (a..=b).contains(t)) {
+                match &mut want {
+                    Some(m) => m.merge(h),
+                    None => want = Some(h.clone()),
+                }
+            }
+            let got = store.histogram_window(&sel, a, b, &[]).expect("window").into_iter().next().map(|(_, h)| h);
+            match (&got, &want) {
+                (Some(g), Some(w)) => {
+                    assert_eq!((g.count, &g.buckets, g.min, g.max), (w.count, &w.buckets, w.min, w.max), "{a}..{b}");
+                    assert!((g.sum - w.sum).abs() < 1e-9, "{a}..{b}");
+                }
+                _ => assert_eq!(got, want, "{a}..{b}"),
+            }
+        }
+    };
+    check(&pts);
+    // Evict: raw retention 200 s at T0 + 305.5 s drops points before T0 + 105.5 s, inside a
+    // 10 s interval.
+    clock.set(T0 + 305 * S + S / 2);
+    store.checkpoint().expect("evict");
+    let kept: Vec<(u64, Histogram)> = pts.iter().filter(|(t, _)| *t >= T0 + 105 * S + S / 2).cloned().collect();
+    assert!(kept.len() < pts.len());
+    check(&kept);
+}

@@ -41,7 +41,7 @@ assert provider.force_flush(10000), "flush failed"
 provider.shutdown()
 "#;
 
-fn python_ok() -> bool {
+pub(crate) fn python_ok() -> bool {
     std::process::Command::new("python3")
         .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http"])
         .output()
@@ -49,13 +49,21 @@ fn python_ok() -> bool {
         .unwrap_or(false)
 }
 
-async fn run_python(transport: &str, endpoint: String, host: &str) {
+/// Runs the SDK script; `compression` sets `OTEL_EXPORTER_OTLP_COMPRESSION` (e.g. `gzip`).
+pub(crate) async fn run_python(transport: &str, endpoint: String, host: &str, compression: Option<&str>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("send.py");
     std::fs::write(&path, SCRIPT).expect("write script");
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(60),
-        tokio::process::Command::new("python3").arg(&path).args([transport, &endpoint, host]).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").output(),
+        {
+            let mut cmd = tokio::process::Command::new("python3");
+            cmd.arg(&path).args([transport, &endpoint, host]).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").env_remove("OTEL_EXPORTER_OTLP_COMPRESSION");
+            if let Some(c) = compression {
+                cmd.env("OTEL_EXPORTER_OTLP_COMPRESSION", c);
+            }
+            cmd.output()
+        },
     )
     .await
     .expect("python finished in time")
@@ -69,8 +77,8 @@ async fn python_sdk_over_grpc_and_http() {
         return;
     }
     let srv = common::start().await;
-    run_python("grpc", format!("http://{}", srv.bound.otlp_grpc), "py-grpc").await;
-    run_python("http", format!("http://{}", srv.bound.otlp_http), "py-http").await;
+    run_python("grpc", format!("http://{}", srv.bound.otlp_grpc), "py-grpc", None).await;
+    run_python("http", format!("http://{}", srv.bound.otlp_http), "py-http", None).await;
     let c = common::client();
     let api = srv.bound.api;
     for host in ["py-grpc", "py-http"] {

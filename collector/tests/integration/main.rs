@@ -7,6 +7,8 @@ mod closed_loop;
 mod common;
 mod crash_recovery;
 mod ingest_bad_input;
+mod ingest_gzip;
 mod ingest_python;
 mod ingest_rust_sdk;
 mod policy;
+mod tls;
