@@ -114,6 +114,13 @@ pub struct ExportConfig {
     /// How long shutdown waits to flush what is queued.
     #[serde(with = "human_duration")]
     pub shutdown_grace: Duration,
+    /// Environment variable holding the bearer token sent to the collector (its write token).
+    pub token_env: String,
+    /// File holding that token; wins over the environment variable.
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA (or self-signed certificate) that signed an `https://` collector's
+    /// certificate, trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ExportConfig {
@@ -125,6 +132,9 @@ impl Default for ExportConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            token_env: "STOKER_WRITE_TOKEN".into(),
+            token_file: None,
+            ca_file: None,
         }
     }
 }
@@ -144,6 +154,25 @@ pub struct ProcessMatch {
     /// Match processes whose command line (arguments joined by spaces) contains this.
     #[serde(default)]
     pub cmdline_contains: Option<String>,
+}
+
+/// Credentials for the collector, resolved from files and the environment at start.
+#[derive(Clone, Default)]
+pub struct ExportAuth {
+    /// Bearer token sent as `authorization: Bearer <token>` on every export.
+    pub token: Option<String>,
+    /// Extra trusted CA certificates (PEM) for an `https://` collector.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ExportAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ExportAuth")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 /// Why a configuration was refused.
@@ -209,6 +238,63 @@ impl AgentConfig {
                 message,
             }
         })
+    }
+
+    /// Resolve the collector credentials: the token from `export.token_file`, else from the
+    /// `export.token_env` variable (unset or empty: no token); the CA file's contents.
+    /// Unreadable or empty files, a token that cannot be an HTTP header value, and a CA file
+    /// for a plain `http://` collector are refused, each naming the key.
+    pub fn export_auth(&self, source_name: &Path) -> Result<ExportAuth, ConfigError> {
+        let mut problems = Vec::new();
+        let token = match &self.export.token_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().is_empty() => {
+                    problems.push(format!("export.token_file: {} is empty", path.display()));
+                    None
+                }
+                Ok(text) => Some(text.trim().to_owned()),
+                Err(e) => {
+                    problems.push(format!("export.token_file: cannot read {}: {e}", path.display()));
+                    None
+                }
+            },
+            None => std::env::var(&self.export.token_env)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+        };
+        if let Some(t) = &token {
+            if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                problems.push("export.token_file / token_env: the token must be printable ASCII without spaces".into());
+            }
+        }
+        let ca_pem = match &self.export.ca_file {
+            Some(path) if !self.collector.starts_with("https://") => {
+                problems.push(format!(
+                    "export.ca_file: {} is set but the collector {:?} is not an https:// URL",
+                    path.display(),
+                    self.collector
+                ));
+                None
+            }
+            Some(path) => match std::fs::read(path) {
+                Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
+                Ok(_) => {
+                    problems.push(format!("export.ca_file: {} holds no PEM certificate", path.display()));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("export.ca_file: cannot read {}: {e}", path.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        if problems.is_empty() {
+            Ok(ExportAuth { token, ca_pem })
+        } else {
+            Err(ConfigError::Invalid { source_name: source_name.to_owned(), problems })
+        }
     }
 
     /// Check the values, reporting every problem at once.

@@ -6,6 +6,7 @@
 //! the exporter is told to flush.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub struct RunOptions {
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The collector credentials could not be resolved (see [`AgentConfig::export_auth`]).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// `/metrics` could not bind its address.
     #[error("cannot listen on {addr} for /metrics: {source}")]
     MetricsBind {
@@ -63,6 +67,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let start = unix_nanos();
+    let auth = cfg.export_auth(Path::new("configuration"))?;
     let resource = node_resource(&cfg.node);
     let outbox = Outbox::new(cfg.export.queue_batches);
     let counters = Arc::new(ExportCounters::default());
@@ -158,6 +163,7 @@ pub async fn run(
                 backoff_max: cfg.export.backoff_max,
                 max_batches_per_request: cfg.export.max_batches_per_request,
                 shutdown_grace: cfg.export.shutdown_grace,
+                auth,
             },
             outbox.clone(),
             counters.clone(),

@@ -74,6 +74,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(daemon::DaemonError::Config(e)) => {
+            eprintln!("stoker-agent: bad configuration: {e}");
+            ExitCode::from(ConfigError::EXIT_CODE as u8)
+        }
         Err(e) => {
             error!(error = %e, "Agent failed.");
             ExitCode::FAILURE
@@ -127,6 +131,8 @@ fn build_config(cli: &Cli) -> Result<(AgentConfig, RunOptions), ConfigError> {
             .transpose()?,
     };
     cfg.validate(Path::new(&source))?;
+    // Resolved again when the daemon starts; checked here so a bad token or CA file exits 64.
+    cfg.export_auth(Path::new(&source))?;
     Ok((cfg, opts))
 }
 

@@ -15,11 +15,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, info, warn};
 
 use super::Outbox;
 use super::outbox::count_points;
+use crate::config::ExportAuth;
 
 /// How the exporter reaches the collector.
 #[derive(Clone, Debug)]
@@ -36,6 +37,8 @@ pub struct ExporterSettings {
     pub max_batches_per_request: usize,
     /// How long the final flush may take.
     pub shutdown_grace: Duration,
+    /// Bearer token and extra trusted CAs.
+    pub auth: ExportAuth,
 }
 
 /// Counters the exporter keeps; exported as the agent's own telemetry.
@@ -146,6 +149,19 @@ impl Connection {
                 .connect_timeout(self.settings.timeout)
                 .timeout(self.settings.timeout)
                 .tcp_nodelay(true);
+            let endpoint = if self.settings.endpoint.starts_with("https://") {
+                // rustls with the system's roots, plus the configured CA when there is one.
+                let mut tls = ClientTlsConfig::new().with_native_roots();
+                if let Some(pem) = &self.settings.auth.ca_pem {
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                endpoint.tls_config(tls).map_err(|source| ExportError::Endpoint {
+                    endpoint: self.settings.endpoint.clone(),
+                    source,
+                })?
+            } else {
+                endpoint
+            };
             let channel = endpoint
                 .connect()
                 .await
@@ -169,9 +185,22 @@ impl Connection {
         counters: &ExportCounters,
     ) -> Result<(), ExportError> {
         let points: u64 = batches.iter().map(count_points).sum();
-        let request = ExportMetricsServiceRequest {
+        let mut request = tonic::Request::new(ExportMetricsServiceRequest {
             resource_metrics: batches.to_vec(),
-        };
+        });
+        if let Some(token) = &self.settings.auth.token {
+            match format!("Bearer {token}").parse() {
+                Ok(value) => {
+                    request.metadata_mut().insert("authorization", value);
+                }
+                // Checked when the config was resolved; refuse rather than send unauthenticated.
+                Err(_) => {
+                    return Err(ExportError::Status(tonic::Status::unauthenticated(
+                        "the configured token is not a valid header value",
+                    )));
+                }
+            }
+        }
         let result = match self.client().await {
             Ok(client) => client.export(request).await.map_err(ExportError::from),
             Err(e) => Err(e),

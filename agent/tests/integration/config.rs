@@ -83,3 +83,41 @@ fn help_lists_the_design_flags() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn unreadable_token_and_ca_files_exit_64_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "  \n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "collector = \"https://127.0.0.1:4417\"\n[export]\ntoken_file = {:?}\nca_file = \"/nonexistent/ca.pem\"\n",
+            empty.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = agent().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}: export.token_file: {} is empty", path.display(), empty.display())), "{err}");
+    assert!(err.contains("export.ca_file: cannot read /nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn a_ca_file_for_a_plain_http_collector_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &path,
+        format!("collector = \"http://127.0.0.1:4417\"\n[export]\nca_file = {:?}\n", ca.display().to_string()),
+    )
+    .unwrap();
+    let out = agent().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("export.ca_file:") && err.contains("is not an https:// URL"), "{err}");
+}

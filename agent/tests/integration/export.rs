@@ -200,6 +200,47 @@ async fn partial_success_rejections_are_counted() {
     );
 }
 
+/// An https:// collector trusted through `export.ca_file`, with the bearer token from
+/// `export.token_file`. The peer is a local tonic OTLP/gRPC receiver serving TLS with a
+/// self-signed certificate made here (rcgen), so the wire is real TLS and gRPC metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_collector_with_a_configured_ca_gets_the_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = ck.cert.pem();
+    let (ca, token) = (dir.path().join("ca.pem"), dir.path().join("token"));
+    std::fs::write(&ca, &cert_pem).unwrap();
+    std::fs::write(&token, "s3cret-write-token\n").unwrap();
+    let receiver = Receiver::start_tls(&cert_pem, &ck.signing_key.serialize_pem()).await;
+    let url = format!("https://127.0.0.1:{}", receiver.addr.port());
+    let extra = format!("[export]\ntoken_file = {:?}\nca_file = {:?}\n", token.display().to_string(), ca.display().to_string());
+    let agent = Agent::start(NO_GPU, &config(&url, "200ms", &extra), None);
+    let points = receiver
+        .wait_for(Duration::from_secs(10), |ps| ps.iter().any(|p| p.metric == "system.cpu.utilization"))
+        .await;
+    let (status, log) = agent.stop().await;
+    assert!(status.success(), "{log}");
+    assert!(points.iter().any(|p| p.metric == "system.cpu.utilization"), "nothing arrived over TLS: {log}");
+    let auths = receiver.authorizations();
+    assert!(!auths.is_empty());
+    assert!(auths.iter().all(|a| a == "Bearer s3cret-write-token"), "{auths:?}");
+}
+
+/// Without the CA the same collector's certificate is not trusted: nothing is delivered, the
+/// agent says why and keeps running (the batches wait in the outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_collector_with_an_untrusted_certificate_gets_nothing() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let receiver = Receiver::start_tls(&ck.cert.pem(), &ck.signing_key.serialize_pem()).await;
+    let url = format!("https://127.0.0.1:{}", receiver.addr.port());
+    let agent = Agent::start(NO_GPU, &config(&url, "200ms", ""), None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, log) = agent.stop().await;
+    assert!(status.success(), "{log}");
+    assert_eq!(receiver.request_count(), 0, "{log}");
+    assert!(log.contains("cannot connect to the collector"), "{log}");
+}
+
 /// The `sleep` program, copied under a unique name by the test above.
 fn which_sleep() -> std::path::PathBuf {
     ["/usr/bin/sleep", "/bin/sleep"]

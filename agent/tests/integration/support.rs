@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Default)]
 struct Sink {
     requests: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    /// The `authorization` metadata of each request ("" when absent).
+    authorizations: Arc<Mutex<Vec<String>>>,
     reject_points: Arc<AtomicI64>,
 }
 
@@ -31,6 +33,13 @@ impl MetricsService for Sink {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let auth = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        self.authorizations.lock().unwrap().push(auth);
         self.requests.lock().unwrap().push(request.into_inner());
         let reject = self.reject_points.load(Ordering::Relaxed);
         let partial_success = (reject > 0).then(|| ExportMetricsPartialSuccess {
@@ -59,11 +68,27 @@ impl Receiver {
 
     /// Start on `addr`.
     pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::start_with(addr, None).await
+    }
+
+    /// Start on an OS-assigned port serving TLS with this certificate and key (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+        Self::start_with("127.0.0.1:0".parse().unwrap(), Some(identity)).await
+    }
+
+    async fn start_with(addr: SocketAddr, tls: Option<tonic::transport::Identity>) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sink = Sink::default();
         let stop = CancellationToken::new();
-        let server = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = tls {
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
+        let server = builder
             .add_service(MetricsServiceServer::new(sink.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
@@ -86,6 +111,11 @@ impl Receiver {
     /// Every data point received so far.
     pub fn points(&self) -> Vec<Point> {
         flatten(&self.sink.requests.lock().unwrap())
+    }
+
+    /// The `authorization` metadata of every request so far ("" when absent).
+    pub fn authorizations(&self) -> Vec<String> {
+        self.sink.authorizations.lock().unwrap().clone()
     }
 
     /// Number of export requests received so far.

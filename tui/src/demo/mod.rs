@@ -49,6 +49,8 @@ const STOP_LOAD: Duration = Duration::from_secs(10);
 const STOP_SERVICE: Duration = Duration::from_secs(15);
 /// How long the agent gets to stop and flush (its `export.shutdown_grace` is 5 s).
 const STOP_AGENT: Duration = Duration::from_secs(10);
+/// How long a retrain job still running at shutdown gets after SIGTERM.
+const STOP_JOBS: Duration = Duration::from_secs(5);
 /// How long the collector's tasks get to stop after cancellation.
 const STOP_COLLECTOR: Duration = Duration::from_secs(15);
 /// The observer's poll period.
@@ -468,7 +470,25 @@ async fn stop_service(stack: &Stack) {
     }
 }
 
-/// Stops everything in reverse start order: load → service → agent (flush) → collector.
+/// Stops a retrain job still running (Ctrl-C during the drift phase): once the replicas are
+/// gone, whatever child still names the demo's directory is a job the command actuator
+/// started. SIGTERM, then at most [`STOP_JOBS`] to exit; [`kill_strays`] handles the rest.
+async fn stop_jobs(stack: &Stack) {
+    let jobs = processes_mentioning(stack.dir.path());
+    if jobs.is_empty() {
+        return;
+    }
+    println!("demo: stopping {} running retrain job process(es)", jobs.len());
+    for pid in &jobs {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = tokio::time::Instant::now() + STOP_JOBS;
+    while !processes_mentioning(stack.dir.path()).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops everything in reverse start order: load → service → jobs → agent (flush) → collector.
 async fn shutdown(stack: &Stack) {
     println!("demo: stopping the load, the service, the agent and the collector, in that order");
     let began = tokio::time::Instant::now();
@@ -483,12 +503,14 @@ async fn shutdown(stack: &Stack) {
     let load = lap();
     stop_service(stack).await;
     let service = lap();
+    stop_jobs(stack).await;
+    let jobs = lap();
     stop_stage("agent", &stack.agent, &stack.agent_tasks, STOP_AGENT).await;
     let agent = lap();
     stop_stage("collector", &stack.collector, &stack.collector_tasks, STOP_COLLECTOR).await;
     let collector = lap();
     println!(
-        "demo: stopped in {:.1} s (load {load:.1} s, service {service:.1} s, agent {agent:.1} s, collector {collector:.1} s)",
+        "demo: stopped in {:.1} s (load {load:.1} s, service {service:.1} s, jobs {jobs:.1} s, agent {agent:.1} s, collector {collector:.1} s)",
         began.elapsed().as_secs_f64()
     );
 }
