@@ -340,8 +340,6 @@ fn push_replayed(d: &mut SeriesData, ts: u64, rec: WalRecord<'_>) {
             }
         }
         WalRecord::Hist { delta, cum, .. } => {
-            d.ts.push(ts);
-            d.vals.push(delta.sum);
             d.push_hist(ts, &delta);
             if let Some((start, prev)) = cum {
                 d.cum = Cumulative::Hist { start, prev };

@@ -248,9 +248,7 @@ pub(crate) const ROLLUP_NANOS: u64 = 10_000_000_000;
 /// (eviction drops a rollup as soon as it drops any of its points).
 #[derive(Debug, Default)]
 pub(crate) struct Rollups {
-    /// Interval numbers (`ts / ROLLUP_NANOS`).
-    pub k: Vec<u64>,
-    /// Timestamp of each rollup's first point.
+    /// Timestamp of each rollup's first point (its interval is `first_ts / ROLLUP_NANOS`).
     pub first_ts: Vec<u64>,
     /// Points merged into each.
     pub n: Vec<usize>,
@@ -263,12 +261,11 @@ pub(crate) struct Rollups {
 impl Rollups {
     /// Number of rollups.
     pub fn len(&self) -> usize {
-        self.k.len()
+        self.first_ts.len()
     }
 
     fn drain_front(&mut self, n: usize) {
         let n = n.min(self.len());
-        self.k.drain(..n);
         self.first_ts.drain(..n);
         self.n.drain(..n);
         self.sums.drain(..n);
@@ -308,21 +305,22 @@ pub(crate) struct SeriesData {
 }
 
 impl SeriesData {
-    /// Appends a histogram point's buckets (the caller pushes its timestamp and sum) and folds
-    /// it into its interval's rollup.
+    /// Appends a histogram point (its timestamp, sum and buckets) and folds it into its
+    /// interval's rollup.
     pub(crate) fn push_hist(&mut self, ts: u64, h: &Histogram) {
+        self.ts.push(ts);
+        self.vals.push(h.sum);
         self.hists.push(h);
         let k = ts / ROLLUP_NANOS;
         let r = &mut self.rollups;
-        match r.k.last() {
-            Some(last) if *last == k => {
+        match r.first_ts.last().map(|t| t / ROLLUP_NANOS) {
+            Some(last) if last == k => {
                 let i = r.len() - 1;
                 r.n[i] += 1;
                 r.sums[i] += h.sum;
                 r.hists.merge_into_last(h);
             }
             _ => {
-                r.k.push(k);
                 r.first_ts.push(ts);
                 r.n.push(1);
                 r.sums.push(h.sum);
@@ -651,9 +649,9 @@ impl Writer<'_> {
         }
         // A new series: sort its pairs, take the write lock (letting go of a held read guard).
         self.held = None;
+        // `key` does not depend on the pairs' order, so the caller's stands for the sorted pairs.
         let mut sorted: Vec<(&str, &str)> = pairs.to_vec();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let key = SeriesKey::of(metric, sorted.iter().copied());
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let r = (|| {
             let mut idx = self.store.index.write().map_err(|_| Refusal::Invalid)?;
             if let Some(s) = idx.lookup(key) {
@@ -801,8 +799,6 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
             if let Some((w, id)) = wal {
                 codec::wal_hist(w, id, ts, &h, None);
             }
-            d.ts.push(ts);
-            d.vals.push(h.sum);
             d.push_hist(ts, &h);
         }
         PointValue::HistogramCumulative { start, hist } => {
@@ -841,8 +837,6 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                 codec::wal_hist(w, id, ts, &delta, Some((start, &hist)));
             }
             d.cum = Cumulative::Hist { start, prev: hist };
-            d.ts.push(ts);
-            d.vals.push(delta.sum);
             d.push_hist(ts, &delta);
         }
     }
