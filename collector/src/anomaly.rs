@@ -30,10 +30,11 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use stoker_learn::anomaly::{Anomaly, Baseline, HistoryConfig, HistoryModel, PeerDetector, Subject};
 use tokio_util::sync::CancellationToken;
 
+use crate::policy::signal::nanos;
 use crate::query::{Query, Selector, Stat};
 use crate::store::{PointValue, Store};
 
@@ -84,7 +85,7 @@ impl Default for AnomalyConfig {
 }
 
 /// `GET /api/v1/anomalies`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnomaliesResponse {
     /// When the scorer last ran, Unix nanos; `null` before its first run.
@@ -94,7 +95,7 @@ pub struct AnomaliesResponse {
 }
 
 /// One flagged subject.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnomalyItem {
     /// `node` or `node/model`.
@@ -201,7 +202,7 @@ impl AnomalyScorer {
             by_model.entry(model.clone()).or_default().push(Obs { node: node.clone(), model: Some(model.clone()), util: *u, value: *l });
         }
 
-        let mut found: Vec<(Obs, Anomaly, f64)> = Vec::new();
+        let mut found: Vec<(Obs, Anomaly)> = Vec::new();
         found.extend(peers_at_load(POWER, "W", &node_obs));
         for obs in by_model.values() {
             found.extend(peers_at_load(LATENCY, "s", obs));
@@ -217,8 +218,7 @@ impl AnomalyScorer {
         for (o, feature) in all {
             if let Some(Some(m)) = self.history.get(&(o.subject(), feature.to_owned())) {
                 if let Some(a) = m.check(&o.subject(), &[o.util, o.value]) {
-                    let expected = a.expected;
-                    found.push((o.clone(), a, expected));
+                    found.push((o.clone(), a));
                 }
             }
         }
@@ -227,7 +227,7 @@ impl AnomalyScorer {
         let mut since = HashMap::new();
         let mut written = HashMap::new();
         let mut writer = store.writer();
-        for (o, a, expected) in found {
+        for (o, a) in found {
             let baseline = match a.baseline {
                 Baseline::Peers => "peers",
                 Baseline::History => "history",
@@ -244,7 +244,7 @@ impl AnomalyScorer {
                 baseline: baseline.to_owned(),
                 feature: a.feature.clone(),
                 value: a.value,
-                expected,
+                expected: a.expected,
                 score: a.score,
                 why: a.why.clone(),
                 since: start,
@@ -308,10 +308,6 @@ impl AnomalyScorer {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 type GroupKey = Vec<Option<String>>;
 
 fn key_of(labels: &crate::store::Labels, keys: &[String]) -> GroupKey {
@@ -355,8 +351,8 @@ fn write_score(w: &mut crate::store::Writer<'_>, node: &str, model: Option<&str>
 }
 
 /// Peer comparison at the same GPU load: fits the fleet's `y ~ utilisation`, flags subjects
-/// whose ratio to the fit is unlike the fleet's; returns (subject, anomaly, expected value).
-fn peers_at_load(feature: &str, unit: &str, obs: &[Obs]) -> Vec<(Obs, Anomaly, f64)> {
+/// whose ratio to the fit is unlike the fleet's; returns (subject, anomaly).
+fn peers_at_load(feature: &str, unit: &str, obs: &[Obs]) -> Vec<(Obs, Anomaly)> {
     let usable: Vec<&Obs> = obs.iter().filter(|o| o.util.is_finite() && o.value.is_finite()).collect();
     let n = usable.len() as f64;
     if usable.len() < 3 {
@@ -396,7 +392,7 @@ fn peers_at_load(feature: &str, unit: &str, obs: &[Obs]) -> Vec<(Obs, Anomaly, f
                 subjects.len()
             );
             let a = Anomaly { feature: feature.to_owned(), value: o.value, expected, why, ..a };
-            Some(((*o).clone(), a, expected))
+            Some(((*o).clone(), a))
         })
         .collect()
 }

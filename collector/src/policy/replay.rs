@@ -627,36 +627,34 @@ fn simulate(
         let now = trace.start + i as u64 * nanos(trace.step);
         let values = svc.step(*load, t, dt);
         let scored = i >= score_from;
+        src.record(values);
         if i == score_from {
             r.max_replicas = svc.size();
         }
         if scored {
             r.worst_p95 = r.worst_p95.max(values[0]);
-        }
-        src.record(values);
-        if scored {
             r.replica_hours += f64::from(svc.size()) * dt / 3600.0;
-        }
-        if scored && slo_violated(slo, &src, now) == Some(true) {
-            if let Some(m) = r.slo_violation_minutes.as_mut() {
-                *m += dt / 60.0;
+            if slo_violated(slo, &src, now) == Some(true) {
+                if let Some(m) = r.slo_violation_minutes.as_mut() {
+                    *m += dt / 60.0;
+                }
             }
         }
         if i % every_steps == 0 {
             let (to, jobs) = decide(now, &src, svc.size());
             if scored {
                 r.retrain_jobs += jobs;
-            }
-            if let Some(to) = to {
-                if scored && to > svc.size() {
-                    r.scale_ups += 1;
-                } else if scored && to < svc.size() {
-                    r.scale_downs += 1;
-                }
-                svc.resize(to, t);
-                if scored {
+                if let Some(to) = to {
+                    if to > svc.size() {
+                        r.scale_ups += 1;
+                    } else if to < svc.size() {
+                        r.scale_downs += 1;
+                    }
                     r.max_replicas = r.max_replicas.max(to);
                 }
+            }
+            if let Some(to) = to {
+                svc.resize(to, t);
             }
         }
     }

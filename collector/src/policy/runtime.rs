@@ -28,7 +28,6 @@ use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
 use super::signal::{nanos, SignalSource};
 use crate::actuate::spec::{JobSpec, ResizeSpec};
 
-
 /// How often the runtime wakes to evaluate the policies that are due.
 const TICK: Duration = Duration::from_secs(1);
 
