@@ -6,7 +6,6 @@
 //! the exporter is told to flush.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ExportAuth};
 use crate::export::{ExportCounters, ExporterSettings, Outbox, exporter};
 use crate::inference::{self, InferenceContext, InferenceError};
 use crate::resource::node_resource;
@@ -35,14 +34,15 @@ pub struct RunOptions {
     pub otlp_grpc_listen: Option<SocketAddr>,
     /// Override of the local OTLP/HTTP receiver address.
     pub otlp_http_listen: Option<SocketAddr>,
+    /// Collector credentials, resolved by the caller ([`AgentConfig::export_auth`]) so file
+    /// errors name the configuration file; the default sends no token and trusts only the
+    /// system's roots.
+    pub export_auth: ExportAuth,
 }
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The collector credentials could not be resolved (see [`AgentConfig::export_auth`]).
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
     /// `/metrics` could not bind its address.
     #[error("cannot listen on {addr} for /metrics: {source}")]
     MetricsBind {
@@ -67,7 +67,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let start = unix_nanos();
-    let auth = cfg.export_auth(Path::new("configuration"))?;
     let resource = node_resource(&cfg.node);
     let outbox = Outbox::new(cfg.export.queue_batches);
     let counters = Arc::new(ExportCounters::default());
@@ -163,7 +162,7 @@ pub async fn run(
                 backoff_max: cfg.export.backoff_max,
                 max_batches_per_request: cfg.export.max_batches_per_request,
                 shutdown_grace: cfg.export.shutdown_grace,
-                auth,
+                auth: opts.export_auth,
             },
             outbox.clone(),
             counters.clone(),

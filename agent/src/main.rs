@@ -74,10 +74,6 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(daemon::DaemonError::Config(e)) => {
-            eprintln!("stoker-agent: bad configuration: {e}");
-            ExitCode::from(ConfigError::EXIT_CODE as u8)
-        }
         Err(e) => {
             error!(error = %e, "Agent failed.");
             ExitCode::FAILURE
@@ -118,6 +114,7 @@ fn build_config(cli: &Cli) -> Result<(AgentConfig, RunOptions), ConfigError> {
     if let Some(text) = &cli.metrics_listen {
         cfg.metrics_listen = Some(parse_addr("--metrics-listen", text)?);
     }
+    cfg.validate(Path::new(&source))?;
     let opts = RunOptions {
         otlp_grpc_listen: cli
             .otlp_grpc_listen
@@ -129,10 +126,8 @@ fn build_config(cli: &Cli) -> Result<(AgentConfig, RunOptions), ConfigError> {
             .as_deref()
             .map(|t| parse_addr("--otlp-http-listen", t))
             .transpose()?,
+        export_auth: cfg.export_auth(Path::new(&source))?,
     };
-    cfg.validate(Path::new(&source))?;
-    // Resolved again when the daemon starts; checked here so a bad token or CA file exits 64.
-    cfg.export_auth(Path::new(&source))?;
     Ok((cfg, opts))
 }
 
