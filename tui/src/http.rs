@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
+use stoker_collector::anomaly::{AnomaliesResponse, AnomalyItem};
 use stoker_collector::api::types::{
     InstantGroup, NodesResponse, QueryParams, QueryResponse, QueryResult, RangeGroup,
 };
@@ -49,43 +50,8 @@ const CONFIDENCE_BOUNDS: [f64; 5] = [0.5, 0.6, 0.7, 0.8, 0.9];
 /// query API answers quantiles, not bucket counts.
 const CONFIDENCE_QUANTILES: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
 
-/// `GET /api/v1/anomalies`, as the collector's anomaly detection serves it.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AnomaliesResponse {
-    /// When the detector last ran, Unix nanos.
-    pub evaluated_at: Option<u64>,
-    /// The anomalies flagged now.
-    pub anomalies: Vec<WireAnomaly>,
-}
-
-/// One entry of [`AnomaliesResponse`].
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct WireAnomaly {
-    /// `node` or `node/model`.
-    pub subject: String,
-    /// The node.
-    pub node: String,
-    /// `model.name`, for a model's anomaly.
-    pub model: Option<String>,
-    /// `peers` or `history`.
-    pub baseline: String,
-    /// Feature name.
-    pub feature: String,
-    /// Its value.
-    pub value: f64,
-    /// What the baseline expects.
-    pub expected: f64,
-    /// How far off.
-    pub score: f64,
-    /// Why, as a sentence.
-    pub why: String,
-    /// Flagged since, Unix nanos.
-    pub since: u64,
-}
-
-impl From<&WireAnomaly> for Anomaly {
-    fn from(a: &WireAnomaly) -> Anomaly {
+impl From<&AnomalyItem> for Anomaly {
+    fn from(a: &AnomalyItem) -> Anomaly {
         Anomaly {
             subject: a.subject.clone(),
             node: a.node.clone(),
@@ -207,7 +173,7 @@ impl HttpSource {
     }
 
     /// The anomalies flagged now; none when the collector has no anomaly detection (404).
-    async fn anomalies(&self) -> Result<Vec<WireAnomaly>, SourceError> {
+    async fn anomalies(&self) -> Result<Vec<AnomalyItem>, SourceError> {
         match self.get::<AnomaliesResponse>("/api/v1/anomalies", &[]).await {
             Ok(r) => Ok(r.anomalies),
             Err(SourceError::NotFound(_)) => Ok(Vec::new()),
@@ -314,7 +280,7 @@ impl HttpSource {
                         anomalies: u32::try_from(
                             anomalies
                                 .iter()
-                                .filter(|a| a.node == n.name || a.node == n.host_id)
+                                .filter(|a| a.node == n.name)
                                 .count(),
                         )
                         .unwrap_or(u32::MAX),
@@ -420,12 +386,12 @@ impl HttpSource {
             self.anomalies(),
         )
         .await?;
-        let mut anomalies: Vec<Anomaly> = anomalies
+        // The collector lists them highest score first; the filter keeps that order.
+        let anomalies: Vec<Anomaly> = anomalies
             .iter()
             .filter(|a| a.node == node)
             .map(Anomaly::from)
             .collect();
-        anomalies.sort_by(|a, b| b.score.total_cmp(&a.score));
         let status = instant_groups(&r[9]);
         let cpu = range_groups(&r[3]);
         if status.is_empty() && range_groups(&r[0]).is_empty() && cpu.is_empty() {

@@ -188,7 +188,7 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
     };
     let agent_stop = agent_cancel.clone();
     agent_tasks.spawn(async move {
-        let opts = stoker_agent::daemon::RunOptions { otlp_grpc_listen: Some(agent_grpc), otlp_http_listen: Some(agent_http) };
+        let opts = stoker_agent::daemon::RunOptions { otlp_grpc_listen: Some(agent_grpc), otlp_http_listen: Some(agent_http), ..Default::default() };
         if let Err(e) = stoker_agent::daemon::run(agent_cfg, opts, agent_stop).await {
             tracing::error!(error = %e, "The agent stopped.");
         }
@@ -440,12 +440,7 @@ async fn stop_stage(what: &str, token: &CancellationToken, tasks: &TaskTracker, 
 
 /// Replicas of the demo service still running (their command line names the state dir).
 fn replicas_running(dir: &Path) -> usize {
-    processes_mentioning(dir)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(child::SERVE))
-        })
-        .count()
+    processes_with(&[&dir.to_string_lossy(), child::SERVE]).len()
 }
 
 /// Stops the service before the agent: withdraws the demo's policy so the collector's
@@ -517,7 +512,11 @@ async fn shutdown(stack: &Stack) {
 
 /// Processes whose command line mentions `dir` (every child of the demo does: the model dir).
 pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
-    let needle = dir.to_string_lossy().into_owned();
+    processes_with(&[&dir.to_string_lossy()])
+}
+
+/// Processes (other than this one) whose command line contains every one of `needles`.
+fn processes_with(needles: &[&str]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -526,7 +525,10 @@ pub fn processes_mentioning(dir: &Path) -> Vec<i32> {
         .filter(|pid| *pid != me)
         .filter(|pid| {
             std::fs::read(PathBuf::from(format!("/proc/{pid}/cmdline")))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle))
+                .map(|c| {
+                    let cmdline = String::from_utf8_lossy(&c).replace('\0', " ");
+                    needles.iter().all(|n| cmdline.contains(n))
+                })
                 .unwrap_or(false)
         })
         .collect()

@@ -17,8 +17,7 @@ pub const RETRAIN_RULE: &str = "confidence-drift";
 pub const SLO_SECONDS: f64 = 0.150;
 /// The window of the policy's latency signal, as the query API writes it.
 pub const LATENCY_WINDOW: &str = "10s";
-/// The policy's effective evaluation period, seconds: the collector runtime's 1 s tick (the
-/// policy's `interval` is 500ms, shorter than the tick, so every tick evaluates it).
+/// The policy's evaluation period, seconds (its `interval`, the collector runtime's tick).
 pub const EVAL_INTERVAL_SECONDS: f64 = 1.0;
 /// Mean confidence below which the policy's accuracy estimate fires.
 pub const CONFIDENCE_FLOOR: f64 = 0.85;

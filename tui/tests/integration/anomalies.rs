@@ -28,7 +28,7 @@ const ANOMALIES: &str = r#"{"evaluatedAt": 1700000000000000000, "anomalies": [
   {"subject": "node-b/cnn", "node": "node-b", "model": "cnn", "baseline": "history",
    "feature": "power_at_util", "value": 410.0, "expected": 330.0, "score": 5.0,
    "why": "410 W at 70 % utilisation; its history says 330 W", "since": 1699999940000000000},
-  {"subject": "node-c", "node": "id-c", "model": null, "baseline": "history",
+  {"subject": "node-c", "node": "node-c", "model": null, "baseline": "history",
    "feature": "cpu", "value": 0.9, "expected": 0.2, "score": 3.0,
    "why": "CPU 90 % against 20 % usually", "since": 1699999900000000000}
 ]}"#;
@@ -120,7 +120,6 @@ async fn anomalies_reach_the_fleet_rows_and_the_node_screen() {
     let mut src = source(&url);
     let Snapshot::Fleet(rows) = src.fetch(&Need::Fleet).await.unwrap() else { panic!("not a fleet") };
     let count = |name: &str| rows.iter().find(|r| r.node == name).unwrap().health.anomalies;
-    // node-c's anomaly names the node by its host.id.
     assert_eq!((count("node-a"), count("node-b"), count("node-c")), (0, 2, 1));
     let Snapshot::Node(d) = src.fetch(&node_need("node-b")).await.unwrap() else { panic!("not a node") };
     assert_eq!(d.anomalies.len(), 2);

@@ -66,7 +66,8 @@ fn demo_headless_short_closes_the_loop() {
     let status = loop {
         while let Ok(l) = rx.try_recv() {
             if l.starts_with("demo: stopping") {
-                stopping = Some(Instant::now());
+                // The first such line starts the shutdown; later ones (a retrain job) do not move it.
+                stopping.get_or_insert_with(Instant::now);
             }
             lines.push(l);
         }
@@ -96,8 +97,9 @@ fn demo_headless_short_closes_the_loop() {
     let num = |k: &str| summary[k].as_f64().unwrap_or_else(|| panic!("{k} in {summary}"));
     assert!(num("scale_outs") >= 1.0, "{summary}");
     assert!(num("breach_to_scale_seconds") <= 2.0, "scale-out within 2 evaluation intervals: {summary}");
-    // The margin by design: the policy is evaluated at every 1 s tick of the collector's
-    // runtime (with `interval: 1s` half the ticks were skipped: mean gap 1.59 s, max 2.02 s).
+    // The margin by design: the 1 s policy is evaluated at every 1 s tick of the collector's
+    // runtime (a tick that wakes a little early still counts; when it did not, the mean gap
+    // was 1.59 s, the max 2.02 s).
     assert!(num("evaluation_gap_mean_seconds") < 1.25, "evaluated every second: {summary}");
     assert_eq!(summary["latency_recovered"], true, "{summary}");
     assert!(num("retrain_jobs") >= 1.0, "{summary}");
@@ -117,7 +119,7 @@ fn demo_headless_short_closes_the_loop() {
     let stopping = stopping.expect("the demo announces its shutdown");
     let bad: Vec<&String> = logs
         .iter()
-        .filter(|(t, l)| *t >= stopping && (l.contains("ERROR") || l.contains("WARN") || l.to_lowercase().contains("error")))
+        .filter(|(t, l)| *t >= stopping && (l.contains("WARN") || l.to_lowercase().contains("error")))
         .map(|(_, l)| l)
         .collect();
     assert!(bad.is_empty(), "warnings or errors at shutdown: {bad:#?}");
