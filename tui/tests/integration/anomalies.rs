@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 
 const T: u64 = 1_700_000_000 * NANOS_PER_SEC;
 
-/// The anomalies endpoint's answer, written out as the contract gives it.
+/// The anomalies endpoint's answer, written out as the contract gives it (highest score first).
 const ANOMALIES: &str = r#"{"evaluatedAt": 1700000000000000000, "anomalies": [
-  {"subject": "node-b", "node": "node-b", "model": null, "baseline": "peers",
-   "feature": "latency_at_gpu_load", "value": 0.094, "expected": 0.041, "score": 4.2,
-   "why": "p95 94 ms at 60 % GPU load; peers see 41 ms", "since": 1699999880000000000},
   {"subject": "node-b/cnn", "node": "node-b", "model": "cnn", "baseline": "history",
    "feature": "power_at_util", "value": 410.0, "expected": 330.0, "score": 5.0,
    "why": "410 W at 70 % utilisation; its history says 330 W", "since": 1699999940000000000},
+  {"subject": "node-b", "node": "node-b", "model": null, "baseline": "peers",
+   "feature": "latency_at_gpu_load", "value": 0.094, "expected": 0.041, "score": 4.2,
+   "why": "p95 94 ms at 60 % GPU load; peers see 41 ms", "since": 1699999880000000000},
   {"subject": "node-c", "node": "node-c", "model": null, "baseline": "history",
    "feature": "cpu", "value": 0.9, "expected": 0.2, "score": 3.0,
    "why": "CPU 90 % against 20 % usually", "since": 1699999900000000000}
@@ -123,7 +123,7 @@ async fn anomalies_reach_the_fleet_rows_and_the_node_screen() {
     assert_eq!((count("node-a"), count("node-b"), count("node-c")), (0, 2, 1));
     let Snapshot::Node(d) = src.fetch(&node_need("node-b")).await.unwrap() else { panic!("not a node") };
     assert_eq!(d.anomalies.len(), 2);
-    // Highest score first.
+    // The collector's order (highest score first) is kept.
     let a = &d.anomalies[0];
     assert_eq!((a.subject.as_str(), a.model.as_deref(), a.baseline.as_str()), ("node-b/cnn", Some("cnn"), "history"));
     assert_eq!((a.feature.as_str(), a.value, a.expected, a.score), ("power_at_util", 410.0, 330.0, 5.0));
