@@ -34,9 +34,7 @@ use stoker_agent::inference::{InferenceConfig, InferenceContext, start};
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
 }
@@ -55,10 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Some("agent") => agent().await,
         Some("load") => {
             let pid: u32 = args.get(2).ok_or_else(|| anyhow::anyhow!("pid"))?.parse()?;
-            let grpc = args
-                .get(3)
-                .ok_or_else(|| anyhow::anyhow!("grpc address"))?
-                .clone();
+            let grpc = args.get(3).ok_or_else(|| anyhow::anyhow!("grpc address"))?.clone();
             load(pid, &grpc).await
         }
         _ => anyhow::bail!("usage: inference_load agent | load <agent pid> <grpc addr>"),
@@ -112,14 +107,8 @@ fn proc_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status
         .lines()
@@ -169,10 +158,7 @@ fn spans_request(service: &str, n: usize, model: &str) -> ExportTraceServiceRequ
                 ],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
     }
@@ -259,9 +245,8 @@ fn metrics_request(service: &str, start: u64, tick: u64) -> ExportMetricsService
 
 async fn load(pid: u32, grpc: &str) -> anyhow::Result<()> {
     let hz = clock_ticks();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
-        .connect()
-        .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?.connect().await?;
 
     // Idle baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -294,10 +279,7 @@ async fn load(pid: u32, grpc: &str) -> anyhow::Result<()> {
                     Err(_) => refused.fetch_add(1, Ordering::Relaxed),
                 };
                 if i % 10 == 9
-                    && metrics
-                        .export(metrics_request(&service, start, i / 10 + 1))
-                        .await
-                        .is_err()
+                    && metrics.export(metrics_request(&service, start, i / 10 + 1)).await.is_err()
                 {
                     refused.fetch_add(1, Ordering::Relaxed);
                 }

@@ -32,16 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let confidence = meter
         .f64_histogram("inference.prediction.confidence")
         .with_unit("1")
-        .with_boundaries(vec![
-            0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99,
-        ])
+        .with_boundaries(vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99])
         .build();
     let classes = meter.u64_counter("inference.prediction.class").build();
 
-    let model = [
-        KeyValue::new("model.name", "resnet50"),
-        KeyValue::new("model.version", "3"),
-    ];
+    let model = [KeyValue::new("model.name", "resnet50"), KeyValue::new("model.version", "3")];
     for (seconds, top1, class) in [(0.012, 0.97, "cat"), (0.018, 0.88, "dog")] {
         latency.record(seconds, &model);
         confidence.record(top1, &model);

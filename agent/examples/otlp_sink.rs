@@ -98,10 +98,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let sink = Sink {
-        seen: seen.clone(),
-        show,
-    };
+    let sink = Sink { seen: seen.clone(), show };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("otlp_sink: listening on {}", listener.local_addr()?);
     let stop = async move {

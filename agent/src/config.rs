@@ -215,10 +215,8 @@ impl ConfigError {
 impl AgentConfig {
     /// Read and parse a configuration file (not yet validated).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text, path)
     }
 
@@ -232,11 +230,7 @@ impl AgentConfig {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let message = e.into_inner().message().to_owned();
-            ConfigError::Parse {
-                path: path.to_owned(),
-                key,
-                message,
-            }
+            ConfigError::Parse { path: path.to_owned(), key, message }
         })
     }
 
@@ -254,7 +248,8 @@ impl AgentConfig {
                 }
                 Ok(text) => Some(text.trim().to_owned()),
                 Err(e) => {
-                    problems.push(format!("export.token_file: cannot read {}: {e}", path.display()));
+                    problems
+                        .push(format!("export.token_file: cannot read {}: {e}", path.display()));
                     None
                 }
             },
@@ -280,7 +275,10 @@ impl AgentConfig {
             Some(path) => match std::fs::read(path) {
                 Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(pem),
                 Ok(_) => {
-                    problems.push(format!("export.ca_file: {} holds no PEM certificate", path.display()));
+                    problems.push(format!(
+                        "export.ca_file: {} holds no PEM certificate",
+                        path.display()
+                    ));
                     None
                 }
                 Err(e) => {
@@ -301,10 +299,8 @@ impl AgentConfig {
     pub fn validate(&self, source_name: &Path) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
-            problems.push(format!(
-                "collector: {:?} is not an http:// or https:// URL",
-                self.collector
-            ));
+            problems
+                .push(format!("collector: {:?} is not an http:// or https:// URL", self.collector));
         }
         if self.interval < MIN_INTERVAL {
             problems.push(format!(
@@ -328,14 +324,11 @@ impl AgentConfig {
             problems.push("export.timeout: must be more than 0".into());
         }
         for (i, p) in self.processes.iter().enumerate() {
-            let matchers = [
-                p.process_name.is_some(),
-                p.pid_file.is_some(),
-                p.cmdline_contains.is_some(),
-            ]
-            .iter()
-            .filter(|m| **m)
-            .count();
+            let matchers =
+                [p.process_name.is_some(), p.pid_file.is_some(), p.cmdline_contains.is_some()]
+                    .iter()
+                    .filter(|m| **m)
+                    .count();
             if matchers != 1 {
                 problems.push(format!(
                     "processes[{i}]: give exactly one of process_name, pid_file, cmdline_contains (found {matchers})"
@@ -353,10 +346,7 @@ impl AgentConfig {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid {
-                source_name: source_name.to_owned(),
-                problems,
-            })
+            Err(ConfigError::Invalid { source_name: source_name.to_owned(), problems })
         }
     }
 }

@@ -175,19 +175,10 @@ pub async fn run(
     shutdown.cancelled().await;
     info!("Shutting down.");
     tasks.close();
-    if tokio::time::timeout(STOP_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(STOP_GRACE, tasks.wait()).await.is_err() {
         warn!("Some tasks did not stop in time; flushing anyway.");
     }
-    publisher.publish(telemetry::self_batch(
-        unix_nanos(),
-        start,
-        &outbox,
-        &counters,
-        &resource,
-    ));
+    publisher.publish(telemetry::self_batch(unix_nanos(), start, &outbox, &counters, &resource));
     export_stop.cancel();
     if let Err(e) = exporter_task.await {
         error!(error = %e, "The exporter task failed.");

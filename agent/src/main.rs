@@ -134,9 +134,7 @@ fn build_config(cli: &Cli) -> Result<(AgentConfig, RunOptions), ConfigError> {
 fn parse_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse().map_err(|e| ConfigError::Invalid {
         source_name: PathBuf::from("command line"),
-        problems: vec![format!(
-            "{flag}: {text:?} is not an address like 127.0.0.1:9464: {e}"
-        )],
+        problems: vec![format!("{flag}: {text:?} is not an address like 127.0.0.1:9464: {e}")],
     })
 }
 

@@ -79,10 +79,8 @@ impl Latest {
 /// The Prometheus name of an OTLP metric, as the OpenTelemetry-to-Prometheus translation
 /// spells it: dots to underscores, unit suffix, `_total` for counters.
 pub fn prometheus_name(name: &str, unit: &str, counter: bool) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let mut out: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let suffix = match unit {
         "By" => "_bytes",
         "By/s" => "_bytes_per_second",
@@ -111,11 +109,8 @@ fn labels(attrs: &[KeyValue]) -> String {
     let parts: Vec<String> = attrs
         .iter()
         .map(|kv| {
-            let key: String = kv
-                .key
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
+            let key: String =
+                kv.key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
             let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(any_value::Value::StringValue(s)) => s.clone(),
                 Some(any_value::Value::IntValue(i)) => i.to_string(),
@@ -123,10 +118,7 @@ fn labels(attrs: &[KeyValue]) -> String {
                 Some(any_value::Value::BoolValue(b)) => b.to_string(),
                 _ => String::new(),
             };
-            let value = value
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+            let value = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             format!("{key}=\"{value}\"")
         })
         .collect();
@@ -221,16 +213,11 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(latest);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
 async fn metrics(State(latest): State<Arc<Latest>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        latest.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], latest.render())
 }
 
 /// Bind the `/metrics` listener; separate so the daemon can fail before starting anything.
@@ -246,40 +233,19 @@ mod tests {
     #[test]
     fn prometheus_names_follow_the_otel_translation() {
         assert_eq!(prometheus_name("hw.power", "W", false), "hw_power_watts");
-        assert_eq!(
-            prometheus_name("hw.energy", "J", true),
-            "hw_energy_joules_total"
-        );
-        assert_eq!(
-            prometheus_name("hw.gpu.utilization", "1", false),
-            "hw_gpu_utilization_ratio"
-        );
-        assert_eq!(
-            prometheus_name("hw.errors", "{error}", true),
-            "hw_errors_total"
-        );
+        assert_eq!(prometheus_name("hw.energy", "J", true), "hw_energy_joules_total");
+        assert_eq!(prometheus_name("hw.gpu.utilization", "1", false), "hw_gpu_utilization_ratio");
+        assert_eq!(prometheus_name("hw.errors", "{error}", true), "hw_errors_total");
     }
 
     #[test]
     fn render_shows_latest_batch_per_scope_with_labels() {
         let latest = Latest::default();
         let mut b = BatchBuilder::new(1, 0);
-        b.f64(
-            "hw.power",
-            "W",
-            Kind::Gauge,
-            vec![kv_str("hw.id", "GPU-\"1\"")],
-            1.0,
-        );
+        b.f64("hw.power", "W", Kind::Gauge, vec![kv_str("hw.id", "GPU-\"1\"")], 1.0);
         latest.store(&b.finish(&[], "s"));
         let mut b = BatchBuilder::new(2, 0);
-        b.f64(
-            "hw.power",
-            "W",
-            Kind::Gauge,
-            vec![kv_str("hw.id", "GPU-\"1\"")],
-            2.5,
-        );
+        b.f64("hw.power", "W", Kind::Gauge, vec![kv_str("hw.id", "GPU-\"1\"")], 2.5);
         latest.store(&b.finish(&[], "s"));
         let text = latest.render();
         assert_eq!(

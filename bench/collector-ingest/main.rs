@@ -17,10 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -87,14 +90,23 @@ fn parse_args() -> Args {
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 fn gauge(name: &str, attrs: Vec<KeyValue>) -> Metric {
     Metric {
         name: name.into(),
         data: Some(metric::Data::Gauge(Gauge {
-            data_points: vec![NumberDataPoint { attributes: attrs, time_unix_nano: TS_SENTINEL, value: Some(number_data_point::Value::AsDouble(VAL_SENTINEL)), ..Default::default() }],
+            data_points: vec![NumberDataPoint {
+                attributes: attrs,
+                time_unix_nano: TS_SENTINEL,
+                value: Some(number_data_point::Value::AsDouble(VAL_SENTINEL)),
+                ..Default::default()
+            }],
         })),
         ..Default::default()
     }
@@ -141,29 +153,50 @@ fn histogram(name: &str, attrs: Vec<KeyValue>) -> Metric {
 
 /// The agent's series for one node, as OTLP metrics (one point each).
 fn node_metrics(node: usize, gpus: usize) -> (Vec<KeyValue>, Vec<Metric>) {
-    let res = vec![kv("host.name", &format!("node-{node:04}")), kv("host.id", &format!("id-{node:04}")), kv("cloud.region", "eu-west-1"), kv("pool", "inference")];
+    let res = vec![
+        kv("host.name", &format!("node-{node:04}")),
+        kv("host.id", &format!("id-{node:04}")),
+        kv("cloud.region", "eu-west-1"),
+        kv("pool", "inference"),
+    ];
     let mut m = Vec::new();
     for g in 0..gpus {
         let gpu = |extra: Vec<KeyValue>| {
-            let mut a = vec![kv("hw.id", &format!("GPU-{node:04}-{g}")), kv("hw.model", "NVIDIA A10G")];
+            let mut a =
+                vec![kv("hw.id", &format!("GPU-{node:04}-{g}")), kv("hw.model", "NVIDIA A10G")];
             a.extend(extra);
             a
         };
         for task in ["general", "encoder", "decoder"] {
             m.push(gauge("hw.gpu.utilization", gpu(vec![kv("hw.gpu.task", task)])));
         }
-        for name in ["hw.gpu.memory.usage", "hw.gpu.memory.limit", "gpu.memory_controller.utilization", "hw.power", "hw.temperature", "gpu.clock.sm", "gpu.throttle.reasons", "hw.status"] {
+        for name in [
+            "hw.gpu.memory.usage",
+            "hw.gpu.memory.limit",
+            "gpu.memory_controller.utilization",
+            "hw.power",
+            "hw.temperature",
+            "gpu.clock.sm",
+            "gpu.throttle.reasons",
+            "hw.status",
+        ] {
             m.push(gauge(name, gpu(vec![])));
         }
         m.push(counter("hw.energy", gpu(vec![])));
         m.push(counter("hw.errors", gpu(vec![kv("error.type", "ecc")])));
     }
-    for name in ["system.cpu.utilization", "system.memory.usage", "process.cpu.utilization", "process.memory.usage"] {
+    for name in [
+        "system.cpu.utilization",
+        "system.memory.usage",
+        "process.cpu.utilization",
+        "process.memory.usage",
+    ] {
         m.push(gauge(name, vec![]));
     }
     for svc in ["resnet", "bert"] {
         let inf = |extra: Vec<KeyValue>| {
-            let mut a = vec![kv("service.name", svc), kv("model.name", svc), kv("model.version", "7")];
+            let mut a =
+                vec![kv("service.name", svc), kv("model.name", svc), kv("model.version", "7")];
             a.extend(extra);
             a
         };
@@ -251,7 +284,13 @@ fn prom_name(s: &str) -> String {
 
 /// The same points as Prometheus series (classic histograms: buckets + sum + count), for
 /// `nodes` nodes at timestamp `ts_ms`; returns (samples, OTLP points they represent).
-fn prom_request(first_node: usize, nodes: usize, gpus: usize, ts_ms: i64, v: f64) -> (WriteRequest, u64, u64) {
+fn prom_request(
+    first_node: usize,
+    nodes: usize,
+    gpus: usize,
+    ts_ms: i64,
+    v: f64,
+) -> (WriteRequest, u64, u64) {
     let mut wr = WriteRequest::default();
     let mut otlp_points = 0;
     for n in first_node..first_node + nodes {
@@ -283,16 +322,22 @@ fn prom_request(first_node: usize, nodes: usize, gpus: usize, ts_ms: i64, v: f64
                     l.push(Label { name: k.into(), value: v });
                 }
                 l.sort_by(|a, b| a.name.cmp(&b.name));
-                wr.timeseries.push(TimeSeries { labels: l, samples: vec![Sample { value, timestamp: ts_ms }] });
+                wr.timeseries.push(TimeSeries {
+                    labels: l,
+                    samples: vec![Sample { value, timestamp: ts_ms }],
+                });
             };
             match kind {
                 0 => push(base, None, v),
                 1 => push(format!("{base}_total"), None, v),
                 _ => {
                     let mut cum = 0.0;
-                    for (i, c) in [40.0, 30.0, 15.0, 8.0, 4.0, 2.0, 1.0, 0.0, 0.0].iter().enumerate() {
+                    for (i, c) in
+                        [40.0, 30.0, 15.0, 8.0, 4.0, 2.0, 1.0, 0.0, 0.0].iter().enumerate()
+                    {
                         cum += c;
-                        let le = BOUNDS.get(i).map(|b| b.to_string()).unwrap_or_else(|| "+Inf".into());
+                        let le =
+                            BOUNDS.get(i).map(|b| b.to_string()).unwrap_or_else(|| "+Inf".into());
                         let _ = cum;
                         push(format!("{base}_bucket"), Some(("le", le)), v);
                     }
@@ -313,13 +358,20 @@ fn proc_cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 fn proc_rss_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 struct Server {
@@ -338,14 +390,28 @@ fn start_collector(bin: &str, dir: &std::path::Path) -> (Server, String, String)
     let mut child = Command::new(bin)
         .args(["serve", "--data-dir"])
         .arg(dir)
-        .args(["--api-listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {bin}: {e} (build it: cargo build --release -p stoker-collector)"));
+        .unwrap_or_else(|e| {
+            panic!("start {bin}: {e} (build it: cargo build --release -p stoker-collector)")
+        });
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string).unwrap_or_default();
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
     let (api, http) = (field("api="), field("otlp_http="));
     (Server { child, name: "stoker-collector" }, api, http)
 }
@@ -387,7 +453,17 @@ struct Report {
 
 /// Sends `jobs` (a generator of bodies) with `workers` concurrent connections.
 #[allow(clippy::too_many_arguments)] // a benchmark driver: each argument is one of its knobs
-async fn drive<F>(c: &reqwest::Client, url: &str, ct: &'static str, snappy: bool, pid: u32, jobs: Vec<(u64, u64)>, workers: usize, pace: Option<Duration>, make: Arc<F>) -> Report
+async fn drive<F>(
+    c: &reqwest::Client,
+    url: &str,
+    ct: &'static str,
+    snappy: bool,
+    pid: u32,
+    jobs: Vec<(u64, u64)>,
+    workers: usize,
+    pace: Option<Duration>,
+    make: Arc<F>,
+) -> Report
 where
     F: Fn(u64, u64) -> (Vec<u8>, u64) + Send + Sync + 'static,
 {
@@ -403,7 +479,8 @@ where
     }
     let mut handles = Vec::new();
     for mine in per_worker {
-        let (c, url, points, errors, make) = (c.clone(), url.to_string(), points.clone(), errors.clone(), make.clone());
+        let (c, url, points, errors, make) =
+            (c.clone(), url.to_string(), points.clone(), errors.clone(), make.clone());
         handles.push(tokio::spawn(async move {
             for (sec, chunk) in mine {
                 if let Some(p) = pace {
@@ -413,7 +490,9 @@ where
                 let (body, n) = (*make)(sec, chunk);
                 let mut req = c.post(&url).header("content-type", ct);
                 if snappy {
-                    req = req.header("content-encoding", "snappy").header("x-prometheus-remote-write-version", "0.1.0");
+                    req = req
+                        .header("content-encoding", "snappy")
+                        .header("x-prometheus-remote-write-version", "0.1.0");
                 }
                 match req.body(body).send().await {
                     Ok(r) if r.status().is_success() => {
@@ -421,7 +500,13 @@ where
                         let rejected = if snappy {
                             0
                         } else {
-                            r.bytes().await.ok().and_then(|b| ExportMetricsServiceResponse::decode(b.as_ref()).ok()).and_then(|x| x.partial_success).map(|p| p.rejected_data_points as u64).unwrap_or(0)
+                            r.bytes()
+                                .await
+                                .ok()
+                                .and_then(|b| ExportMetricsServiceResponse::decode(b.as_ref()).ok())
+                                .and_then(|x| x.partial_success)
+                                .map(|p| p.rejected_data_points as u64)
+                                .unwrap_or(0)
                         };
                         points.fetch_add(n - rejected.min(n), Ordering::Relaxed);
                         if rejected > 0 {
@@ -430,7 +515,16 @@ where
                     }
                     Ok(r) => {
                         if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                            eprintln!("  {url}: {} {}", r.status(), r.text().await.unwrap_or_default().chars().take(200).collect::<String>());
+                            eprintln!(
+                                "  {url}: {} {}",
+                                r.status(),
+                                r.text()
+                                    .await
+                                    .unwrap_or_default()
+                                    .chars()
+                                    .take(200)
+                                    .collect::<String>()
+                            );
                         }
                     }
                     Err(e) => {
@@ -446,7 +540,12 @@ where
         let _ = h.await;
     }
     let secs = started.elapsed().as_secs_f64();
-    Report { points: points.load(Ordering::Relaxed), secs, cpu: proc_cpu_secs(pid) - cpu0, errors: errors.load(Ordering::Relaxed) }
+    Report {
+        points: points.load(Ordering::Relaxed),
+        secs,
+        cpu: proc_cpu_secs(pid) - cpu0,
+        errors: errors.load(Ordering::Relaxed),
+    }
 }
 
 fn print_report(what: &str, who: &str, r: &Report, pid: u32, unit: &str) {
@@ -465,7 +564,13 @@ fn print_report(what: &str, who: &str, r: &Report, pid: u32, unit: &str) {
 /// The store's own capacity without HTTP or a load generator competing for the cores: decode
 /// pre-encoded OTLP bodies and write them on one thread; then time policy-style instant
 /// queries on the same store.
-fn inprocess(templates: &[Template], chunks: u64, ts_of: &dyn Fn(u64) -> u64, nodes: usize, dir: &std::path::Path) {
+fn inprocess(
+    templates: &[Template],
+    chunks: u64,
+    ts_of: &dyn Fn(u64) -> u64,
+    nodes: usize,
+    dir: &std::path::Path,
+) {
     use stoker_collector::query::{Matcher, Query, Selector, Stat};
     use stoker_collector::store::{Store, StoreConfig};
     let secs = 60u64;
@@ -475,7 +580,10 @@ fn inprocess(templates: &[Template], chunks: u64, ts_of: &dyn Fn(u64) -> u64, no
         println!("cannot open an in-process store");
         return;
     };
-    let bodies: Vec<Vec<u8>> = (0..secs).flat_map(|s| (0..chunks).map(move |c| (s, c))).map(|(s, c)| instantiate(&templates[c as usize], ts_of(s), 0.5 + (s % 50) as f64 / 100.0)).collect();
+    let bodies: Vec<Vec<u8>> = (0..secs)
+        .flat_map(|s| (0..chunks).map(move |c| (s, c)))
+        .map(|(s, c)| instantiate(&templates[c as usize], ts_of(s), 0.5 + (s % 50) as f64 / 100.0))
+        .collect();
     let started = Instant::now();
     let mut points = 0u64;
     for (i, b) in bodies.iter().enumerate() {
@@ -487,7 +595,10 @@ fn inprocess(templates: &[Template], chunks: u64, ts_of: &dyn Fn(u64) -> u64, no
     }
     let _ = store.commit();
     let secs_taken = started.elapsed().as_secs_f64();
-    println!("decode + store (1 core)      {:>12.0} points/s  ({points} in {secs_taken:.1} s, log commits included)", points as f64 / secs_taken);
+    println!(
+        "decode + store (1 core)      {:>12.0} points/s  ({points} in {secs_taken:.1} s, log commits included)",
+        points as f64 / secs_taken
+    );
     let now = ts_of(secs - 1);
     let time = |label: &str, q: &Query, n: usize| {
         let t = Instant::now();
@@ -495,27 +606,49 @@ fn inprocess(templates: &[Template], chunks: u64, ts_of: &dyn Fn(u64) -> u64, no
         for _ in 0..n {
             groups = store.instant(q, now).map(|g| g.len()).unwrap_or(0);
         }
-        println!("{label:<60} {:>8.1} µs/query  ({groups} groups)", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        println!(
+            "{label:<60} {:>8.1} µs/query  ({groups} groups)",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
     };
     let node = "node-0042";
     time(
         "mean 60s hw.gpu.utilization of one node (24 series)",
-        &Query::new(Selector::new("hw.gpu.utilization").with(Matcher::eq("host.name", node)), Stat::Mean, Duration::from_secs(60)),
+        &Query::new(
+            Selector::new("hw.gpu.utilization").with(Matcher::eq("host.name", node)),
+            Stat::Mean,
+            Duration::from_secs(60),
+        ),
         1000,
     );
     time(
         "p95 30s inference.request.duration{service.name=resnet,host.name=one}",
-        &Query::new(Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet")).with(Matcher::eq("host.name", node)), Stat::Quantile(0.95), Duration::from_secs(30)),
+        &Query::new(
+            Selector::new("inference.request.duration")
+                .with(Matcher::eq("service.name", "resnet"))
+                .with(Matcher::eq("host.name", node)),
+            Stat::Quantile(0.95),
+            Duration::from_secs(30),
+        ),
         1000,
     );
     time(
         &format!("p95 60s inference.request.duration{{service.name=resnet}} ({nodes} nodes)"),
-        &Query::new(Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet")), Stat::Quantile(0.95), Duration::from_secs(60)),
+        &Query::new(
+            Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet")),
+            Stat::Quantile(0.95),
+            Duration::from_secs(60),
+        ),
         20,
     );
     time(
         &format!("mean 60s hw.gpu.utilization{{hw.gpu.task=general}} by host ({nodes} nodes)"),
-        &Query::new(Selector::new("hw.gpu.utilization").with(Matcher::eq("hw.gpu.task", "general")), Stat::Mean, Duration::from_secs(60)).group_by(["host.name"]),
+        &Query::new(
+            Selector::new("hw.gpu.utilization").with(Matcher::eq("hw.gpu.task", "general")),
+            Stat::Mean,
+            Duration::from_secs(60),
+        )
+        .group_by(["host.name"]),
         20,
     );
 }
@@ -524,16 +657,25 @@ fn inprocess(templates: &[Template], chunks: u64, ts_of: &dyn Fn(u64) -> u64, no
 async fn main() {
     let args = parse_args();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(64).build().expect("client");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (collector, api, otlp_http) = start_collector(&args.collector_bin, &dir.path().join("collector"));
+    let (collector, api, otlp_http) =
+        start_collector(&args.collector_bin, &dir.path().join("collector"));
     let cpid = collector.child.id();
     assert!(wait_ready(&c, &format!("http://{api}/readyz")).await, "collector did not get ready");
     let prom = start_prometheus(&args.prometheus_bin, dir.path());
     let prom = match prom {
-        Some((s, addr)) if wait_ready(&c, &format!("http://{addr}/-/ready")).await => Some((s, addr)),
+        Some((s, addr)) if wait_ready(&c, &format!("http://{addr}/-/ready")).await => {
+            Some((s, addr))
+        }
         _ => {
-            println!("prometheus: not available (run bench/collector-ingest/run.sh, which installs it); comparing nothing");
+            println!(
+                "prometheus: not available (run bench/collector-ingest/run.sh, which installs it); comparing nothing"
+            );
             None
         }
     };
@@ -547,10 +689,22 @@ async fn main() {
         args.nodes_per_request
     );
     let chunks = args.nodes.div_ceil(args.nodes_per_request) as u64;
-    let templates: Arc<Vec<Template>> =
-        Arc::new((0..chunks as usize).map(|i| otlp_template(i * args.nodes_per_request, args.nodes_per_request.min(args.nodes - i * args.nodes_per_request), args.gpus)).collect());
+    let templates: Arc<Vec<Template>> = Arc::new(
+        (0..chunks as usize)
+            .map(|i| {
+                otlp_template(
+                    i * args.nodes_per_request,
+                    args.nodes_per_request.min(args.nodes - i * args.nodes_per_request),
+                    args.gpus,
+                )
+            })
+            .collect(),
+    );
     let total_secs = args.rate_secs + args.flat_secs;
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos() as u64;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos() as u64;
     // Data timestamps: one interval per simulated second, ending now, so both stores accept it.
     let t_start = now_ns - (total_secs + 5) * 1_000_000_000;
     let ts_of = move |sec: u64| t_start + sec * 1_000_000_000;
@@ -568,7 +722,13 @@ async fn main() {
         Arc::new(
             (0..chunks as usize)
                 .map(|i| {
-                    let (wr, n, _) = prom_request(i * args.nodes_per_request, args.nodes_per_request.min(args.nodes - i * args.nodes_per_request), args.gpus, PROM_TS_SENTINEL, VAL_SENTINEL);
+                    let (wr, n, _) = prom_request(
+                        i * args.nodes_per_request,
+                        args.nodes_per_request.min(args.nodes - i * args.nodes_per_request),
+                        args.gpus,
+                        PROM_TS_SENTINEL,
+                        VAL_SENTINEL,
+                    );
                     let bytes = wr.encode_to_vec();
                     let mut ts_enc = Vec::new();
                     prost::encoding::encode_varint(PROM_TS_SENTINEL as u64, &mut ts_enc);
@@ -598,21 +758,56 @@ async fn main() {
             (body, tpl.points)
         })
     });
-    let jobs = |from: u64, to: u64| -> Vec<(u64, u64)> { (from..to).flat_map(|s| (0..chunks).map(move |c| (s, c))).collect() };
+    let jobs = |from: u64, to: u64| -> Vec<(u64, u64)> {
+        (from..to).flat_map(|s| (0..chunks).map(move |c| (s, c))).collect()
+    };
 
     inprocess(&templates, chunks, &ts_of, args.nodes, dir.path());
 
     println!("\n== 1 Hz: {} s of the fleet in real time ==", args.rate_secs);
-    let r = drive(&c, &otlp_url, "application/x-protobuf", false, cpid, jobs(0, args.rate_secs), args.workers, Some(Duration::from_secs(1)), make_otlp.clone()).await;
+    let r = drive(
+        &c,
+        &otlp_url,
+        "application/x-protobuf",
+        false,
+        cpid,
+        jobs(0, args.rate_secs),
+        args.workers,
+        Some(Duration::from_secs(1)),
+        make_otlp.clone(),
+    )
+    .await;
     print_report("1 Hz fleet", collector.name, &r, cpid, "points");
     if let (Some((ps, addr)), Some(mp)) = (&prom, &make_prom) {
         let url = format!("http://{addr}/api/v1/write");
-        let r = drive(&c, &url, "application/x-protobuf", true, ps.child.id(), jobs(0, args.rate_secs), args.workers, Some(Duration::from_secs(1)), mp.clone()).await;
+        let r = drive(
+            &c,
+            &url,
+            "application/x-protobuf",
+            true,
+            ps.child.id(),
+            jobs(0, args.rate_secs),
+            args.workers,
+            Some(Duration::from_secs(1)),
+            mp.clone(),
+        )
+        .await;
         print_report("1 Hz fleet", ps.name, &r, ps.child.id(), "samples");
     }
 
     println!("\n== flat out: {} s of fleet data as fast as it is taken ==", args.flat_secs);
-    let r = drive(&c, &otlp_url, "application/x-protobuf", false, cpid, jobs(args.rate_secs, total_secs), args.workers, None, make_otlp.clone()).await;
+    let r = drive(
+        &c,
+        &otlp_url,
+        "application/x-protobuf",
+        false,
+        cpid,
+        jobs(args.rate_secs, total_secs),
+        args.workers,
+        None,
+        make_otlp.clone(),
+    )
+    .await;
     print_report("flat out", collector.name, &r, cpid, "points");
     let ours = r.points as f64 / r.secs;
     if let (Some((ps, addr)), Some(mp)) = (&prom, &make_prom) {
@@ -620,9 +815,21 @@ async fn main() {
         // Prometheus takes the first `prom_flat_secs` of the same flat-out data (it is slower;
         // the full 5 minutes would take too long in one run).
         let prom_end = (args.rate_secs + args.prom_flat_secs).min(total_secs);
-        let r = drive(&c, &url, "application/x-protobuf", true, ps.child.id(), jobs(args.rate_secs, prom_end), args.workers, None, mp.clone()).await;
+        let r = drive(
+            &c,
+            &url,
+            "application/x-protobuf",
+            true,
+            ps.child.id(),
+            jobs(args.rate_secs, prom_end),
+            args.workers,
+            None,
+            mp.clone(),
+        )
+        .await;
         print_report("flat out", ps.name, &r, ps.child.id(), "samples");
-        let samples_per_point = prom_samples_per_interval as f64 / (per_node * args.nodes as u64) as f64;
+        let samples_per_point =
+            prom_samples_per_interval as f64 / (per_node * args.nodes as u64) as f64;
         let theirs_points = r.points as f64 / r.secs / samples_per_point;
         println!(
             "  Prometheus stores {samples_per_point:.2} samples per OTLP point (classic histograms); in OTLP points/s it took {theirs_points:.0}; stoker/prometheus = {:.2}×",
@@ -642,7 +849,12 @@ async fn main() {
         let t = Instant::now();
         let r = c
             .get(format!("http://{api}/api/v1/query"))
-            .query(&[("selector", "inference.request.duration{service.name=\"resnet\"}"), ("stat", "p95"), ("window", "5m"), ("time", at_ns_s.as_str())])
+            .query(&[
+                ("selector", "inference.request.duration{service.name=\"resnet\"}"),
+                ("stat", "p95"),
+                ("window", "5m"),
+                ("time", at_ns_s.as_str()),
+            ])
             .send()
             .await;
         times.push(t.elapsed());
@@ -651,7 +863,10 @@ async fn main() {
         }
     }
     let (p50, p95) = p50_p95(times);
-    println!("stoker-collector   median {p50:.2} ms  p95 {p95:.2} ms  ({QUERY_RUNS} runs, HTTP round trip)  answer {}", answer.chars().take(160).collect::<String>());
+    println!(
+        "stoker-collector   median {p50:.2} ms  p95 {p95:.2} ms  ({QUERY_RUNS} runs, HTTP round trip)  answer {}",
+        answer.chars().take(160).collect::<String>()
+    );
     if let Some((_, addr)) = &prom {
         let mut times = Vec::new();
         let mut answer = String::new();
@@ -668,12 +883,19 @@ async fn main() {
             }
         }
         let (p50, p95) = p50_p95(times);
-        println!("prometheus         median {p50:.2} ms  p95 {p95:.2} ms  ({QUERY_RUNS} runs, HTTP round trip)  answer {}", answer.chars().take(160).collect::<String>());
+        println!(
+            "prometheus         median {p50:.2} ms  p95 {p95:.2} ms  ({QUERY_RUNS} runs, HTTP round trip)  answer {}",
+            answer.chars().take(160).collect::<String>()
+        );
     }
     let m = c.get(format!("http://{api}/metrics")).send().await.ok();
     if let Some(m) = m {
         let text = m.text().await.unwrap_or_default();
-        for l in text.lines().filter(|l| l.starts_with("stoker_collector_points_accepted_total") || l.starts_with("stoker_collector_series ") || l.starts_with("stoker_collector_store_bytes")) {
+        for l in text.lines().filter(|l| {
+            l.starts_with("stoker_collector_points_accepted_total")
+                || l.starts_with("stoker_collector_series ")
+                || l.starts_with("stoker_collector_store_bytes")
+        }) {
             println!("  {l}");
         }
     }

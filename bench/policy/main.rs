@@ -21,11 +21,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stoker_collector::policy::check::{check_paths, check_text, Policy};
+use stoker_collector::policy::check::{Policy, check_paths, check_text};
 use stoker_collector::policy::engine::{self, PolicyState};
 use stoker_collector::policy::replay::{self, Baseline, ReplayOptions, Trace};
 use stoker_collector::policy::signal::{
-    nanos, Histogram, SignalError, SignalQuery, SignalSource, Selector, Stat, VersionSeen, NANOS,
+    Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
 };
 
 const NODES: usize = 1000;
@@ -176,7 +176,13 @@ impl SignalSource for FleetSource {
         Ok(None)
     }
 
-    fn counts_by(&self, _: &Selector, _: &str, _: u64, _: u64) -> Result<BTreeMap<String, f64>, SignalError> {
+    fn counts_by(
+        &self,
+        _: &Selector,
+        _: &str,
+        _: u64,
+        _: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError> {
         Ok(BTreeMap::new())
     }
 
@@ -201,11 +207,22 @@ impl SignalSource for TimedSource<'_> {
         r
     }
 
-    fn histogram(&self, s: &Selector, from: u64, to: u64) -> Result<Option<Histogram>, SignalError> {
+    fn histogram(
+        &self,
+        s: &Selector,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Histogram>, SignalError> {
         self.inner.histogram(s, from, to)
     }
 
-    fn counts_by(&self, s: &Selector, by: &str, from: u64, to: u64) -> Result<BTreeMap<String, f64>, SignalError> {
+    fn counts_by(
+        &self,
+        s: &Selector,
+        by: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError> {
         self.inner.counts_by(s, by, from, to)
     }
 
@@ -274,7 +291,11 @@ fn bench_evaluation() {
     }
     // Where a tick goes: 10 more ticks with every read timed (outside the figures above, since
     // timing each read adds to the tick), to split the source's reads from the engine's work.
-    let timed = TimedSource { inner: &src, reads: std::cell::Cell::new(0), spent: std::cell::Cell::new(Duration::ZERO) };
+    let timed = TimedSource {
+        inner: &src,
+        reads: std::cell::Cell::new(0),
+        spent: std::cell::Cell::new(Duration::ZERO),
+    };
     let t0 = Instant::now();
     let now = start + (src.len as u64 - 1) * NANOS;
     for _ in 0..10 {
@@ -348,7 +369,13 @@ fn bench_replay(root: &Path) {
     let generated = t0.elapsed();
     let policies = load_policies(&root.join("policies"));
     let t1 = Instant::now();
-    let report = replay::replay("7d x 100 nodes (generated)", &policies, &trace, None, &ReplayOptions::default());
+    let report = replay::replay(
+        "7d x 100 nodes (generated)",
+        &policies,
+        &trace,
+        None,
+        &ReplayOptions::default(),
+    );
     let took = t1.elapsed();
     let report = match report {
         Ok(r) => r,
@@ -391,15 +418,21 @@ fn bench_quality(root: &Path) {
         .unwrap_or_default();
     traces.sort();
     println!();
-    println!("decision quality (SLO: p95 of inference.request.duration over 30 s <= 150 ms; scored after the history):");
-    println!("{:<16} {:<18} {:>9} {:>14} {:>12} {:>10} {:>10}", "trace", "contender", "history", "SLO-viol-min", "replica-h", "ups", "downs");
+    println!(
+        "decision quality (SLO: p95 of inference.request.duration over 30 s <= 150 ms; scored after the history):"
+    );
+    println!(
+        "{:<16} {:<18} {:>9} {:>14} {:>12} {:>10} {:>10}",
+        "trace", "contender", "history", "SLO-viol-min", "replica-h", "ups", "downs"
+    );
     for file in traces {
         let trace = match replay::load_trace(&file) {
             Ok(t) => t,
             Err(e) => panic!("{e}"),
         };
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let opts = ReplayOptions { history: Some(quality_history(&name)), ..ReplayOptions::default() };
+        let opts =
+            ReplayOptions { history: Some(quality_history(&name)), ..ReplayOptions::default() };
         let t0 = Instant::now();
         let mut rows = Vec::new();
         for (label, b) in [("hpa", Baseline::Hpa), ("kpa", Baseline::Kpa)] {
@@ -413,7 +446,10 @@ fn bench_quality(root: &Path) {
                 Err(e) => panic!("{e}"),
             }
         }
-        for (i, (label, p)) in [("reactive (80 %)", &reactive), ("predictive (80 %)", &predictive)].into_iter().enumerate() {
+        for (i, (label, p)) in [("reactive (80 %)", &reactive), ("predictive (80 %)", &predictive)]
+            .into_iter()
+            .enumerate()
+        {
             if let Some(p) = p {
                 match replay::replay(&name, p, &trace, None, &opts) {
                     Ok(r) => rows.insert(1 + i, (label.to_owned(), r.contenders[0].clone())),

@@ -31,7 +31,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use stoker_learn::anomaly::{Anomaly, Baseline, HistoryConfig, HistoryModel, PeerDetector, Subject};
+use stoker_learn::anomaly::{
+    Anomaly, Baseline, HistoryConfig, HistoryModel, PeerDetector, Subject,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::policy::signal::nanos;
@@ -182,11 +184,20 @@ impl AnomalyScorer {
     /// and returns the board.
     pub fn score(&mut self, store: &Store, now: u64) -> AnomaliesResponse {
         let w = self.cfg.window;
-        let util = by_group(store, &Query::new(Selector::new(UTIL), Stat::Mean, w).group_by(["host.name"]), now);
-        let power = by_group(store, &Query::new(Selector::new(POWER), Stat::Mean, w).group_by(["host.name"]), now);
+        let util = by_group(
+            store,
+            &Query::new(Selector::new(UTIL), Stat::Mean, w).group_by(["host.name"]),
+            now,
+        );
+        let power = by_group(
+            store,
+            &Query::new(Selector::new(POWER), Stat::Mean, w).group_by(["host.name"]),
+            now,
+        );
         let latency = by_group(
             store,
-            &Query::new(Selector::new(LATENCY), Stat::Quantile(0.95), w).group_by(["host.name", "model.name"]),
+            &Query::new(Selector::new(LATENCY), Stat::Quantile(0.95), w)
+                .group_by(["host.name", "model.name"]),
             now,
         );
         let mut node_obs = Vec::new();
@@ -199,7 +210,12 @@ impl AnomalyScorer {
         for (k, l) in &latency {
             let (Some(Some(node)), Some(Some(model))) = (k.first(), k.get(1)) else { continue };
             let Some(u) = util.get(&k[..1]) else { continue };
-            by_model.entry(model.clone()).or_default().push(Obs { node: node.clone(), model: Some(model.clone()), util: *u, value: *l });
+            by_model.entry(model.clone()).or_default().push(Obs {
+                node: node.clone(),
+                model: Some(model.clone()),
+                util: *u,
+                value: *l,
+            });
         }
 
         let mut found: Vec<(Obs, Anomaly)> = Vec::new();
@@ -211,10 +227,15 @@ impl AnomalyScorer {
         // Own history: refit all subjects at once when due.
         let since_fit = self.fitted_at.map(|t| now.saturating_sub(t));
         let none_fitted = self.history.values().all(Option::is_none);
-        if since_fit.is_none_or(|d| d >= nanos(self.cfg.refit_every) || (none_fitted && d >= nanos(RETRY_WITHOUT_MODELS))) {
+        if since_fit.is_none_or(|d| {
+            d >= nanos(self.cfg.refit_every) || (none_fitted && d >= nanos(RETRY_WITHOUT_MODELS))
+        }) {
             self.refit(store, now);
         }
-        let all = node_obs.iter().map(|o| (o, POWER)).chain(by_model.values().flatten().map(|o| (o, LATENCY)));
+        let all = node_obs
+            .iter()
+            .map(|o| (o, POWER))
+            .chain(by_model.values().flatten().map(|o| (o, LATENCY)));
         for (o, feature) in all {
             if let Some(Some(m)) = self.history.get(&(o.subject(), feature.to_owned())) {
                 if let Some(a) = m.check(&o.subject(), &[o.util, o.value]) {
@@ -235,7 +256,15 @@ impl AnomalyScorer {
             let key = (o.subject(), baseline.to_owned(), a.feature.clone());
             let start = self.since.get(&key).copied().unwrap_or(now);
             since.insert(key.clone(), start);
-            write_score(&mut writer, &o.node, o.model.as_deref(), baseline, &a.feature, now, a.score);
+            write_score(
+                &mut writer,
+                &o.node,
+                o.model.as_deref(),
+                baseline,
+                &a.feature,
+                now,
+                a.score,
+            );
             written.insert(key, (o.node.clone(), o.model.clone()));
             items.push(AnomalyItem {
                 subject: o.subject(),
@@ -275,24 +304,39 @@ impl AnomalyScorer {
         let to = now.saturating_sub(nanos(self.cfg.window));
         let from = now.saturating_sub(nanos(self.cfg.history));
         let step = self.cfg.history_step;
-        let util: BTreeMap<GroupKey, BTreeMap<u64, f64>> =
-            range_by_group(store, &Query::new(Selector::new(UTIL), Stat::Mean, step).group_by(["host.name"]), from, to, step)
-                .into_iter()
-                .map(|(k, pts)| (k, pts.into_iter().collect()))
-                .collect();
-        let power = range_by_group(store, &Query::new(Selector::new(POWER), Stat::Mean, step).group_by(["host.name"]), from, to, step);
-        let latency = range_by_group(
+        let util: BTreeMap<GroupKey, BTreeMap<u64, f64>> = range_by_group(
             store,
-            &Query::new(Selector::new(LATENCY), Stat::Quantile(0.95), step).group_by(["host.name", "model.name"]),
+            &Query::new(Selector::new(UTIL), Stat::Mean, step).group_by(["host.name"]),
+            from,
+            to,
+            step,
+        )
+        .into_iter()
+        .map(|(k, pts)| (k, pts.into_iter().collect()))
+        .collect();
+        let power = range_by_group(
+            store,
+            &Query::new(Selector::new(POWER), Stat::Mean, step).group_by(["host.name"]),
             from,
             to,
             step,
         );
-        let mut fit_one = |subject: String, feature: &str, u: &BTreeMap<u64, f64>, y: &[(u64, f64)]| {
-            let rows: Vec<[f64; 2]> = y.iter().filter_map(|(t, v)| u.get(t).map(|u| [*u, *v])).collect();
-            let cfg = HistoryConfig::new(vec![UTIL.to_owned(), feature.to_owned()]);
-            self.history.insert((subject, feature.to_owned()), HistoryModel::fit(&rows, &cfg).ok());
-        };
+        let latency = range_by_group(
+            store,
+            &Query::new(Selector::new(LATENCY), Stat::Quantile(0.95), step)
+                .group_by(["host.name", "model.name"]),
+            from,
+            to,
+            step,
+        );
+        let mut fit_one =
+            |subject: String, feature: &str, u: &BTreeMap<u64, f64>, y: &[(u64, f64)]| {
+                let rows: Vec<[f64; 2]> =
+                    y.iter().filter_map(|(t, v)| u.get(t).map(|u| [*u, *v])).collect();
+                let cfg = HistoryConfig::new(vec![UTIL.to_owned(), feature.to_owned()]);
+                self.history
+                    .insert((subject, feature.to_owned()), HistoryModel::fit(&rows, &cfg).ok());
+            };
         for (k, pts) in &power {
             let Some(Some(node)) = k.first() else { continue };
             if let Some(u) = util.get(&k[..1]) {
@@ -316,7 +360,11 @@ fn key_of(labels: &crate::store::Labels, keys: &[String]) -> GroupKey {
 
 fn by_group(store: &Store, q: &Query, at: u64) -> BTreeMap<GroupKey, f64> {
     match store.instant(q, at) {
-        Ok(groups) => groups.into_iter().filter(|g| g.value.is_finite()).map(|g| (key_of(&g.group, &q.group_by), g.value)).collect(),
+        Ok(groups) => groups
+            .into_iter()
+            .filter(|g| g.value.is_finite())
+            .map(|g| (key_of(&g.group, &q.group_by), g.value))
+            .collect(),
         Err(e) => {
             tracing::debug!(error = %e, "anomaly features: query failed");
             BTreeMap::new()
@@ -324,14 +372,25 @@ fn by_group(store: &Store, q: &Query, at: u64) -> BTreeMap<GroupKey, f64> {
     }
 }
 
-fn range_by_group(store: &Store, q: &Query, from: u64, to: u64, step: Duration) -> BTreeMap<GroupKey, Vec<(u64, f64)>> {
+fn range_by_group(
+    store: &Store,
+    q: &Query,
+    from: u64,
+    to: u64,
+    step: Duration,
+) -> BTreeMap<GroupKey, Vec<(u64, f64)>> {
     if to <= from {
         return BTreeMap::new();
     }
     match store.range(q, from, to, step) {
         Ok(groups) => groups
             .into_iter()
-            .map(|g| (key_of(&g.group, &q.group_by), g.points.into_iter().filter(|(_, v)| v.is_finite()).collect()))
+            .map(|g| {
+                (
+                    key_of(&g.group, &q.group_by),
+                    g.points.into_iter().filter(|(_, v)| v.is_finite()).collect(),
+                )
+            })
             .collect(),
         Err(e) => {
             tracing::debug!(error = %e, "anomaly history: query failed");
@@ -340,8 +399,17 @@ fn range_by_group(store: &Store, q: &Query, from: u64, to: u64, step: Duration) 
     }
 }
 
-fn write_score(w: &mut crate::store::Writer<'_>, node: &str, model: Option<&str>, baseline: &str, feature: &str, now: u64, score: f64) {
-    let mut pairs: Vec<(&str, &str)> = vec![(ATTR_BASELINE, baseline), (ATTR_FEATURE, feature), (ATTR_NODE, node)];
+fn write_score(
+    w: &mut crate::store::Writer<'_>,
+    node: &str,
+    model: Option<&str>,
+    baseline: &str,
+    feature: &str,
+    now: u64,
+    score: f64,
+) {
+    let mut pairs: Vec<(&str, &str)> =
+        vec![(ATTR_BASELINE, baseline), (ATTR_FEATURE, feature), (ATTR_NODE, node)];
     if let Some(m) = model {
         pairs.push((ATTR_MODEL, m));
     }
@@ -353,7 +421,8 @@ fn write_score(w: &mut crate::store::Writer<'_>, node: &str, model: Option<&str>
 /// Peer comparison at the same GPU load: fits the fleet's `y ~ utilisation`, flags subjects
 /// whose ratio to the fit is unlike the fleet's; returns (subject, anomaly).
 fn peers_at_load(feature: &str, unit: &str, obs: &[Obs]) -> Vec<(Obs, Anomaly)> {
-    let usable: Vec<&Obs> = obs.iter().filter(|o| o.util.is_finite() && o.value.is_finite()).collect();
+    let usable: Vec<&Obs> =
+        obs.iter().filter(|o| o.util.is_finite() && o.value.is_finite()).collect();
     let n = usable.len() as f64;
     if usable.len() < 3 {
         return Vec::new();
@@ -376,7 +445,8 @@ fn peers_at_load(feature: &str, unit: &str, obs: &[Obs]) -> Vec<(Obs, Anomaly)> 
     }
     ratios.sort_by(f64::total_cmp);
     let median_ratio = if ratios.is_empty() { 1.0 } else { ratios[ratios.len() / 2] };
-    let detector = PeerDetector::new(vec![format!("{feature} relative to the fleet at the same load")]);
+    let detector =
+        PeerDetector::new(vec![format!("{feature} relative to the fleet at the same load")]);
     let Ok(flags) = detector.detect(&subjects) else { return Vec::new() };
     flags
         .into_iter()

@@ -77,7 +77,12 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { dir: None, reload_poll: HumanDuration::from_secs(2), job_poll: HumanDuration::from_secs(30), otlp_logs_endpoint: None }
+        PolicyConfig {
+            dir: None,
+            reload_poll: HumanDuration::from_secs(2),
+            job_poll: HumanDuration::from_secs(30),
+            otlp_logs_endpoint: None,
+        }
     }
 }
 
@@ -162,24 +167,36 @@ pub struct Tokens {
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens").field("read", &self.read.as_ref().map(|_| "<set>")).field("write", &self.write.as_ref().map(|_| "<set>")).finish()
+        f.debug_struct("Tokens")
+            .field("read", &self.read.as_ref().map(|_| "<set>"))
+            .field("write", &self.write.as_ref().map(|_| "<set>"))
+            .finish()
     }
 }
 
 impl AuthConfig {
     /// Reads the tokens from their files or environment variables.
     pub fn tokens(&self) -> Result<Tokens, ConfigError> {
-        let one = |file: &Option<PathBuf>, env: &str, key: &str| -> Result<Option<String>, ConfigError> {
-            if let Some(f) = file {
-                let t = std::fs::read_to_string(f).map_err(|e| ConfigError::Invalid { path: f.display().to_string(), key: format!("auth.{key}"), message: format!("cannot read token file: {e}") })?;
-                let t = t.trim().to_string();
-                if t.is_empty() {
-                    return Err(ConfigError::Invalid { path: f.display().to_string(), key: format!("auth.{key}"), message: "token file is empty".into() });
+        let one =
+            |file: &Option<PathBuf>, env: &str, key: &str| -> Result<Option<String>, ConfigError> {
+                if let Some(f) = file {
+                    let t = std::fs::read_to_string(f).map_err(|e| ConfigError::Invalid {
+                        path: f.display().to_string(),
+                        key: format!("auth.{key}"),
+                        message: format!("cannot read token file: {e}"),
+                    })?;
+                    let t = t.trim().to_string();
+                    if t.is_empty() {
+                        return Err(ConfigError::Invalid {
+                            path: f.display().to_string(),
+                            key: format!("auth.{key}"),
+                            message: "token file is empty".into(),
+                        });
+                    }
+                    return Ok(Some(t));
                 }
-                return Ok(Some(t));
-            }
-            Ok(std::env::var(env).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
-        };
+                Ok(std::env::var(env).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+            };
         Ok(Tokens {
             read: one(&self.read_token_file, &self.read_token_env, "read_token_file")?,
             write: one(&self.write_token_file, &self.write_token_env, "write_token_file")?,
@@ -190,12 +207,17 @@ impl AuthConfig {
 impl CollectorConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid { path: origin.into(), key: "(syntax)".into(), message: e.to_string() })?;
-        let cfg: CollectorConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
             path: origin.into(),
-            key: e.path().to_string(),
-            message: e.inner().message().to_string(),
+            key: "(syntax)".into(),
+            message: e.to_string(),
         })?;
+        let cfg: CollectorConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+                path: origin.into(),
+                key: e.path().to_string(),
+                message: e.inner().message().to_string(),
+            })?;
         let problems = cfg.store.validate();
         if let Some((key, message)) = problems.into_iter().next() {
             return Err(ConfigError::Invalid { path: origin.into(), key, message });
@@ -203,21 +225,33 @@ impl CollectorConfig {
         if let Err(problems) = crate::actuate::Secrets::from_config(cfg.secrets.clone()) {
             // Each problem reads `secrets.<name>: message`.
             let all = problems.join("; ");
-            let (key, message) = all.split_once(": ").map(|(k, m)| (k.to_string(), m.to_string())).unwrap_or(("secrets".into(), all.clone()));
+            let (key, message) = all
+                .split_once(": ")
+                .map(|(k, m)| (k.to_string(), m.to_string()))
+                .unwrap_or(("secrets".into(), all.clone()));
             return Err(ConfigError::Invalid { path: origin.into(), key, message });
         }
         if cfg.policy.reload_poll.get().is_zero() {
-            return Err(ConfigError::Invalid { path: origin.into(), key: "policy.reload_poll".into(), message: "must be positive".into() });
+            return Err(ConfigError::Invalid {
+                path: origin.into(),
+                key: "policy.reload_poll".into(),
+                message: "must be positive".into(),
+            });
         }
         if cfg.policy.job_poll.get().is_zero() {
-            return Err(ConfigError::Invalid { path: origin.into(), key: "policy.job_poll".into(), message: "must be positive".into() });
+            return Err(ConfigError::Invalid {
+                path: origin.into(),
+                key: "policy.job_poll".into(),
+                message: "must be positive".into(),
+            });
         }
         Ok(cfg)
     }
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 }
@@ -228,14 +262,21 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = CollectorConfig::parse("[server]\napi_listen = \"nonsense\"\n", "c.toml").expect_err("bad addr");
+        let err = CollectorConfig::parse("[server]\napi_listen = \"nonsense\"\n", "c.toml")
+            .expect_err("bad addr");
         assert!(err.to_string().starts_with("c.toml: server.api_listen:"), "{err}");
-        let err = CollectorConfig::parse("[store]\nmax_seriess = 3\n", "c.toml").expect_err("unknown key");
+        let err = CollectorConfig::parse("[store]\nmax_seriess = 3\n", "c.toml")
+            .expect_err("unknown key");
         assert!(err.to_string().contains("store"), "{err}");
         assert!(err.to_string().contains("max_seriess"), "{err}");
-        let err = CollectorConfig::parse("[store]\ncommit_interval = \"5s\"\n", "c.toml").expect_err("too long");
+        let err = CollectorConfig::parse("[store]\ncommit_interval = \"5s\"\n", "c.toml")
+            .expect_err("too long");
         assert!(err.to_string().contains("store.commit_interval"), "{err}");
-        let ok = CollectorConfig::parse("[store]\nmax_series = 10\n[[store.tiers]]\nresolution = \"10s\"\nretention = \"1d\"\n", "c.toml").expect("valid");
+        let ok = CollectorConfig::parse(
+            "[store]\nmax_series = 10\n[[store.tiers]]\nresolution = \"10s\"\nretention = \"1d\"\n",
+            "c.toml",
+        )
+        .expect("valid");
         assert_eq!(ok.store.max_series, 10);
         assert_eq!(ok.store.tiers.len(), 1);
     }
@@ -253,14 +294,18 @@ mod tests {
         assert_eq!(ok.policy.job_poll.get(), std::time::Duration::from_secs(30));
         assert_eq!(ok.actuators.retry.max_attempts, Some(3));
         assert!(ok.secrets.contains_key("gh"));
-        let err = CollectorConfig::parse("[policy]\ndirectory = \"p\"\n", "c.toml").expect_err("unknown key");
+        let err = CollectorConfig::parse("[policy]\ndirectory = \"p\"\n", "c.toml")
+            .expect_err("unknown key");
         assert!(err.to_string().starts_with("c.toml: policy"), "{err}");
         assert!(err.to_string().contains("directory"), "{err}");
-        let err = CollectorConfig::parse("[secrets.gh]\nenv = \"A\"\nfile = \"/x\"\n", "c.toml").expect_err("both");
+        let err = CollectorConfig::parse("[secrets.gh]\nenv = \"A\"\nfile = \"/x\"\n", "c.toml")
+            .expect_err("both");
         assert!(err.to_string().starts_with("c.toml: secrets.gh: "), "{err}");
-        let err = CollectorConfig::parse("[actuators.retry]\nmax_attemps = 3\n", "c.toml").expect_err("typo");
+        let err = CollectorConfig::parse("[actuators.retry]\nmax_attemps = 3\n", "c.toml")
+            .expect_err("typo");
         assert!(err.to_string().contains("actuators.retry"), "{err}");
-        let err = CollectorConfig::parse("[policy]\njob_poll = \"0s\"\n", "c.toml").expect_err("zero");
+        let err =
+            CollectorConfig::parse("[policy]\njob_poll = \"0s\"\n", "c.toml").expect_err("zero");
         assert!(err.to_string().contains("policy.job_poll"), "{err}");
     }
 }

@@ -2,16 +2,16 @@
 //! and the HTTP API.
 
 pub mod actuate;
+pub mod anomaly;
 pub mod duration;
 pub mod policy;
-pub mod anomaly;
 
-pub mod clock;
-pub mod query;
-pub mod store;
-pub mod ingest;
 pub mod api;
+pub mod clock;
 pub mod config;
-pub mod telemetry;
+pub mod ingest;
+pub mod query;
 pub mod serve;
 pub mod server;
+pub mod store;
+pub mod telemetry;

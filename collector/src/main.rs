@@ -114,7 +114,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
 
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
@@ -127,9 +130,31 @@ fn policy(command: PolicyCommand) -> ExitCode {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let code = match command {
         PolicyCommand::Check { paths } => policy_cli::check(&paths, &mut out, &mut err),
-        PolicyCommand::Test { paths, junit } => policy_cli::test(&paths, junit.as_ref(), &mut out, &mut err),
-        PolicyCommand::Replay { policies, data, baseline, json, throughput, service_time, warmup, start_size, history } => {
-            let args = policy_cli::ReplayArgs { policies, data, baseline, json, throughput, service_time, warmup, start_size, history };
+        PolicyCommand::Test { paths, junit } => {
+            policy_cli::test(&paths, junit.as_ref(), &mut out, &mut err)
+        }
+        PolicyCommand::Replay {
+            policies,
+            data,
+            baseline,
+            json,
+            throughput,
+            service_time,
+            warmup,
+            start_size,
+            history,
+        } => {
+            let args = policy_cli::ReplayArgs {
+                policies,
+                data,
+                baseline,
+                json,
+                throughput,
+                service_time,
+                warmup,
+                start_size,
+                history,
+            };
             policy_cli::replay(&args, &mut out, &mut err)
         }
     };
@@ -181,16 +206,27 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(config: CollectorConfig, data_dir: PathBuf, policies: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(
+    config: CollectorConfig,
+    data_dir: PathBuf,
+    policies: Option<PathBuf>,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let running = serve::start(CollectorSettings { config, data_dir, policies }, cancel.clone(), tracker.clone())
-        .await
-        .context("start the collector")?;
+    let running = serve::start(
+        CollectorSettings { config, data_dir, policies },
+        cancel.clone(),
+        tracker.clone(),
+    )
+    .await
+    .context("start the collector")?;
     let bound = running.bound;
     // Machine-readable line for scripts and tests that ask for port 0.
-    println!("listening api={} otlp_grpc={} otlp_http={}", bound.api, bound.otlp_grpc, bound.otlp_http);
+    println!(
+        "listening api={} otlp_grpc={} otlp_http={}",
+        bound.api, bound.otlp_grpc, bound.otlp_http
+    );
     shutdown_signal().await;
     tracing::info!("Shutting down: flushing the store.");
     cancel.cancel();
@@ -208,13 +244,14 @@ async fn run(config: CollectorConfig, data_dir: PathBuf, policies: Option<PathBu
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

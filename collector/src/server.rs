@@ -113,15 +113,25 @@ async fn require_token(State(st): State<AuthState>, req: Request, next: Next) ->
         return next.run(req).await;
     }
     st.ingest.unauthorized.fetch_add(1, Ordering::Relaxed);
-    let is_grpc = st.grpc || req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/grpc"));
+    let is_grpc = st.grpc
+        || req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/grpc"));
     if is_grpc {
         let mut r = Response::new(axum::body::Body::empty());
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         r.headers_mut().insert("grpc-status", HeaderValue::from_static("16"));
-        r.headers_mut().insert("grpc-message", HeaderValue::from_static("missing or wrong bearer token"));
+        r.headers_mut()
+            .insert("grpc-message", HeaderValue::from_static("missing or wrong bearer token"));
         return r;
     }
-    let mut r = (StatusCode::UNAUTHORIZED, axum::Json(api::types::ApiError { error: "missing or wrong bearer token".into() })).into_response();
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(api::types::ApiError { error: "missing or wrong bearer token".into() }),
+    )
+        .into_response();
     r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }
@@ -139,14 +149,19 @@ fn guard_addr(addr: SocketAddr, token: &Option<String>, what: &str) -> SocketAdd
 fn tls_config(server: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
     let Some(tls) = &server.tls else { return Ok(None) };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let certs_pem = std::fs::read(&tls.cert_file).map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
-    let key_pem = std::fs::read(&tls.key_file).map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?;
+    let certs_pem = std::fs::read(&tls.cert_file)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
+    let key_pem = std::fs::read(&tls.key_file)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut certs_pem.as_slice()).collect();
     let certs = certs.map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert_file.display())))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key_file.display())))?
         .ok_or_else(|| ServerError::Tls(format!("{}: no private key", tls.key_file.display())))?;
-    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(Arc::new(cfg)))
 }
@@ -156,7 +171,13 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 }
 
 /// Serves `router` on `listener` (HTTP/1.1 and HTTP/2, TLS when configured) until cancelled.
-async fn serve_router(listener: TcpListener, router: Router, tls: Option<Arc<rustls::ServerConfig>>, cancel: CancellationToken, tracker: TaskTracker) {
+async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -209,7 +230,11 @@ async fn serve_router(listener: TcpListener, router: Router, tls: Option<Arc<rus
 
 /// Binds all listeners and starts serving. Returns the bound addresses and handles; the
 /// servers stop when `cancel` fires, and `tracker` can be waited on for their connections.
-pub async fn start(opts: ServeOptions, cancel: CancellationToken, tracker: TaskTracker) -> Result<(Bound, Handles), ServerError> {
+pub async fn start(
+    opts: ServeOptions,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<(Bound, Handles), ServerError> {
     let tls = tls_config(&opts.server)?;
     let ingest_stats = Arc::new(IngestStats::default());
     let queries = Arc::new(QueryStats::default());
@@ -217,7 +242,11 @@ pub async fn start(opts: ServeOptions, cancel: CancellationToken, tracker: TaskT
     let read_token: Option<Arc<str>> = opts.tokens.read.as_deref().map(Arc::from);
     let write_token: Option<Arc<str>> = opts.tokens.write.as_deref().map(Arc::from);
 
-    let ingest_state = IngestState { store: opts.store.clone(), stats: ingest_stats.clone(), max_body_bytes: opts.server.max_body_bytes };
+    let ingest_state = IngestState {
+        store: opts.store.clone(),
+        stats: ingest_stats.clone(),
+        max_body_bytes: opts.server.max_body_bytes,
+    };
     let api_state = ApiState {
         store: opts.store.clone(),
         queries: queries.clone(),
@@ -238,7 +267,8 @@ pub async fn start(opts: ServeOptions, cancel: CancellationToken, tracker: TaskT
         .route(
             "/metrics",
             get(move || {
-                let (s, i, q, extra) = (metrics_store.clone(), mi.clone(), mq.clone(), extra_metrics.clone());
+                let (s, i, q, extra) =
+                    (metrics_store.clone(), mi.clone(), mq.clone(), extra_metrics.clone());
                 async move {
                     let mut text = telemetry::render(&s, &i, &q);
                     for m in extra.iter() {
@@ -253,22 +283,47 @@ pub async fn start(opts: ServeOptions, cancel: CancellationToken, tracker: TaskT
             "/readyz",
             get(move || {
                 let r = ready_flag.load(Ordering::Relaxed);
-                async move { if r { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") } }
+                async move {
+                    if r {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                    }
+                }
             }),
         )
-        .layer(middleware::from_fn_with_state(AuthState { token: read_token, ingest: ingest_stats.clone(), grpc: false }, require_token));
+        .layer(middleware::from_fn_with_state(
+            AuthState { token: read_token, ingest: ingest_stats.clone(), grpc: false },
+            require_token,
+        ));
 
     let grpc_router = tonic::service::Routes::new(ingest::grpc_service(ingest_state.clone()))
         .into_axum_router()
-        .layer(middleware::from_fn_with_state(AuthState { token: write_token.clone(), ingest: ingest_stats.clone(), grpc: true }, require_token));
+        .layer(middleware::from_fn_with_state(
+            AuthState { token: write_token.clone(), ingest: ingest_stats.clone(), grpc: true },
+            require_token,
+        ));
     let http_router = ingest::http_router(ingest_state)
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(middleware::from_fn_with_state(AuthState { token: write_token, ingest: ingest_stats.clone(), grpc: false }, require_token));
+        .layer(middleware::from_fn_with_state(
+            AuthState { token: write_token, ingest: ingest_stats.clone(), grpc: false },
+            require_token,
+        ));
 
     let api_l = bind("api", guard_addr(opts.server.api_listen, &opts.tokens.read, "api")).await?;
-    let grpc_l = bind("otlp-grpc", guard_addr(opts.server.otlp_grpc_listen, &opts.tokens.write, "otlp-grpc")).await?;
-    let http_l = bind("otlp-http", guard_addr(opts.server.otlp_http_listen, &opts.tokens.write, "otlp-http")).await?;
-    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| l.local_addr().map_err(|source| ServerError::Bind { what, addr, source });
+    let grpc_l = bind(
+        "otlp-grpc",
+        guard_addr(opts.server.otlp_grpc_listen, &opts.tokens.write, "otlp-grpc"),
+    )
+    .await?;
+    let http_l = bind(
+        "otlp-http",
+        guard_addr(opts.server.otlp_http_listen, &opts.tokens.write, "otlp-http"),
+    )
+    .await?;
+    let local = |l: &TcpListener, what: &'static str, addr: SocketAddr| {
+        l.local_addr().map_err(|source| ServerError::Bind { what, addr, source })
+    };
     let bound = Bound {
         api: local(&api_l, "api", opts.server.api_listen)?,
         otlp_grpc: local(&grpc_l, "otlp-grpc", opts.server.otlp_grpc_listen)?,

@@ -56,37 +56,101 @@ fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
 pub fn render(store: &Store, ingest: &IngestStats, queries: &QueryStats) -> String {
     let mut out = String::with_capacity(4096);
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    counter(&mut out, "stoker_collector_ingest_requests_total", "OTLP export requests received.", &[
-        ("transport=\"grpc\"", l(&ingest.grpc_requests)),
-        ("transport=\"http\"", l(&ingest.http_requests)),
-    ]);
-    counter(&mut out, "stoker_collector_ingest_request_errors_total", "OTLP export requests answered with an error, by cause.", &[
-        ("cause=\"decode\"", l(&ingest.decode_errors)),
-        ("cause=\"content_type\"", l(&ingest.bad_content_type)),
-        ("cause=\"too_large\"", l(&ingest.too_large)),
-        ("cause=\"backlogged\"", l(&ingest.backlogged)),
-        ("cause=\"unauthorized\"", l(&ingest.unauthorized)),
-    ]);
-    counter(&mut out, "stoker_collector_points_accepted_total", "Data points stored.", &[("", l(&store.refusals.accepted))]);
+    counter(
+        &mut out,
+        "stoker_collector_ingest_requests_total",
+        "OTLP export requests received.",
+        &[
+            ("transport=\"grpc\"", l(&ingest.grpc_requests)),
+            ("transport=\"http\"", l(&ingest.http_requests)),
+        ],
+    );
+    counter(
+        &mut out,
+        "stoker_collector_ingest_request_errors_total",
+        "OTLP export requests answered with an error, by cause.",
+        &[
+            ("cause=\"decode\"", l(&ingest.decode_errors)),
+            ("cause=\"content_type\"", l(&ingest.bad_content_type)),
+            ("cause=\"too_large\"", l(&ingest.too_large)),
+            ("cause=\"backlogged\"", l(&ingest.backlogged)),
+            ("cause=\"unauthorized\"", l(&ingest.unauthorized)),
+        ],
+    );
+    counter(
+        &mut out,
+        "stoker_collector_points_accepted_total",
+        "Data points stored.",
+        &[("", l(&store.refusals.accepted))],
+    );
     let refused = store.refusals.snapshot();
     let labels: Vec<String> = refused.iter().map(|(r, _)| format!("reason=\"{r}\"")).collect();
-    let samples: Vec<(&str, u64)> = labels.iter().zip(&refused).map(|(lbl, (_, v))| (lbl.as_str(), *v)).collect();
-    counter(&mut out, "stoker_collector_points_refused_total", "Data points refused, by reason.", &samples);
-    gauge(&mut out, "stoker_collector_series", "Series in the store.", &[("", store.series_count() as u64)]);
-    gauge(&mut out, "stoker_collector_series_limit", "Configured series limit.", &[("", store.config().max_series as u64)]);
+    let samples: Vec<(&str, u64)> =
+        labels.iter().zip(&refused).map(|(lbl, (_, v))| (lbl.as_str(), *v)).collect();
+    counter(
+        &mut out,
+        "stoker_collector_points_refused_total",
+        "Data points refused, by reason.",
+        &samples,
+    );
+    gauge(
+        &mut out,
+        "stoker_collector_series",
+        "Series in the store.",
+        &[("", store.series_count() as u64)],
+    );
+    gauge(
+        &mut out,
+        "stoker_collector_series_limit",
+        "Configured series limit.",
+        &[("", store.config().max_series as u64)],
+    );
     gauge(&mut out, "stoker_collector_nodes", "Nodes seen.", &[("", store.nodes().len() as u64)]);
-    gauge(&mut out, "stoker_collector_memory_points", "Points held in memory.", &[("", store.memory_points() as u64)]);
+    gauge(
+        &mut out,
+        "stoker_collector_memory_points",
+        "Points held in memory.",
+        &[("", store.memory_points() as u64)],
+    );
     let ds = store.disk_stats();
-    gauge(&mut out, "stoker_collector_store_bytes", "Bytes stored on disk, by part.", &[
-        ("part=\"blocks\"", l(&ds.block_bytes)),
-        ("part=\"log\"", l(&ds.wal_bytes)),
-        ("part=\"file\"", store.file_bytes()),
-    ]);
-    counter(&mut out, "stoker_collector_store_commits_total", "Write-ahead log commits (fsync).", &[("", l(&ds.commits))]);
-    counter(&mut out, "stoker_collector_store_checkpoints_total", "Checkpoints into blocks.", &[("", l(&ds.checkpoints))]);
-    counter(&mut out, "stoker_collector_store_errors_total", "Failed commits or checkpoints.", &[("", l(&ds.errors))]);
-    counter(&mut out, "stoker_collector_store_retention_deleted_bytes_total", "Block bytes deleted by retention.", &[("", l(&ds.retention_deleted_bytes))]);
-    let _ = writeln!(out, "# HELP stoker_collector_query_duration_seconds API query latency.\n# TYPE stoker_collector_query_duration_seconds histogram");
+    gauge(
+        &mut out,
+        "stoker_collector_store_bytes",
+        "Bytes stored on disk, by part.",
+        &[
+            ("part=\"blocks\"", l(&ds.block_bytes)),
+            ("part=\"log\"", l(&ds.wal_bytes)),
+            ("part=\"file\"", store.file_bytes()),
+        ],
+    );
+    counter(
+        &mut out,
+        "stoker_collector_store_commits_total",
+        "Write-ahead log commits (fsync).",
+        &[("", l(&ds.commits))],
+    );
+    counter(
+        &mut out,
+        "stoker_collector_store_checkpoints_total",
+        "Checkpoints into blocks.",
+        &[("", l(&ds.checkpoints))],
+    );
+    counter(
+        &mut out,
+        "stoker_collector_store_errors_total",
+        "Failed commits or checkpoints.",
+        &[("", l(&ds.errors))],
+    );
+    counter(
+        &mut out,
+        "stoker_collector_store_retention_deleted_bytes_total",
+        "Block bytes deleted by retention.",
+        &[("", l(&ds.retention_deleted_bytes))],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP stoker_collector_query_duration_seconds API query latency.\n# TYPE stoker_collector_query_duration_seconds histogram"
+    );
     let mut cum = 0;
     for (i, b) in BUCKETS.iter().enumerate() {
         cum += l(&queries.counts[i]);
@@ -94,8 +158,17 @@ pub fn render(store: &Store, ingest: &IngestStats, queries: &QueryStats) -> Stri
     }
     cum += l(&queries.counts[BUCKETS.len()]);
     let _ = writeln!(out, "stoker_collector_query_duration_seconds_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(out, "stoker_collector_query_duration_seconds_sum {}", l(&queries.sum_nanos) as f64 / 1e9);
+    let _ = writeln!(
+        out,
+        "stoker_collector_query_duration_seconds_sum {}",
+        l(&queries.sum_nanos) as f64 / 1e9
+    );
     let _ = writeln!(out, "stoker_collector_query_duration_seconds_count {cum}");
-    counter(&mut out, "stoker_collector_query_errors_total", "API queries that failed.", &[("", l(&queries.errors))]);
+    counter(
+        &mut out,
+        "stoker_collector_query_errors_total",
+        "API queries that failed.",
+        &[("", l(&queries.errors))],
+    );
     out
 }

@@ -44,24 +44,15 @@ fn cpu_ns() -> u64 {
 
 fn now_unix() -> u64 {
     u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
     )
     .unwrap()
 }
 
 fn main() {
-    let secs: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let server_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cancel = CancellationToken::new();
     let (api, points) = server_rt.block_on(async {
@@ -73,9 +64,7 @@ fn main() {
         settings.config.server.api_listen = any;
         settings.config.server.otlp_grpc_listen = any;
         settings.config.server.otlp_http_listen = any;
-        let srv = start(settings, cancel.clone(), TaskTracker::new())
-            .await
-            .unwrap();
+        let srv = start(settings, cancel.clone(), TaskTracker::new()).await.unwrap();
         let mut grpc = MetricsServiceClient::connect(format!("http://{}", srv.bound.otlp_grpc))
             .await
             .unwrap()
@@ -90,10 +79,8 @@ fn main() {
         for tick in 1..=ticks {
             let ts = t0 + u64::from(tick) * step;
             for chunk in (0..NODES).collect::<Vec<_>>().chunks(25) {
-                let mut batch: Vec<_> = chunk
-                    .iter()
-                    .map(|&n| otlp_fleet::node_batch(n, GPUS, ts))
-                    .collect();
+                let mut batch: Vec<_> =
+                    chunk.iter().map(|&n| otlp_fleet::node_batch(n, GPUS, ts)).collect();
                 for &n in chunk.iter().filter(|n| *n % 10 == 0) {
                     batch.push(otlp_fleet::service_batch(
                         n,
@@ -130,10 +117,7 @@ fn main() {
     });
     let _ = points;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let base = format!("http://{api}");
     println!(
         "dashboard loop: 160x48, draw every {} ms, fetch+apply every 4th frame, {secs} s per screen",
@@ -155,10 +139,7 @@ fn main() {
         ),
         (
             "models",
-            Need::Models {
-                window: Duration::from_secs(300),
-                step: Duration::from_secs(10),
-            },
+            Need::Models { window: Duration::from_secs(300), step: Duration::from_secs(10) },
         ),
     ];
     let (mut all_cpu, mut all_wall, mut all_frames) = (0u64, 0f64, 0u64);
@@ -170,10 +151,7 @@ fn main() {
             let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
             // Warm the connection pool before measuring.
             let snapshot = src.fetch(&need).await.unwrap();
-            app.apply(Update::Data {
-                at: now_unix(),
-                snapshot,
-            });
+            app.apply(Update::Data { at: now_unix(), snapshot });
             let (r0, b0) = traffic.totals();
             let mut tick = tokio::time::interval(FRAME);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -186,15 +164,10 @@ fn main() {
                     let f0 = Instant::now();
                     let snapshot = src.fetch(&need).await.unwrap();
                     fetch_time += f0.elapsed();
-                    app.apply(Update::Data {
-                        at: now_unix(),
-                        snapshot,
-                    });
+                    app.apply(Update::Data { at: now_unix(), snapshot });
                     refreshes += 1;
                 }
-                terminal
-                    .draw(|f| view::render(f, &app, now_unix()))
-                    .unwrap();
+                terminal.draw(|f| view::render(f, &app, now_unix())).unwrap();
                 frames += 1;
             }
             let (r1, b1) = traffic.totals();

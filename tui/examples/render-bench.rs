@@ -56,14 +56,10 @@ fn run<B: Backend>(
             let snapshot = snaps[(i / 4) as usize % snaps.len()].clone();
             app.apply(Update::Data { at: now, snapshot });
         }
-        term.draw(|f| view::render(f, app, now))
-            .map_err(|_| ())
-            .unwrap();
+        term.draw(|f| view::render(f, app, now)).map_err(|_| ()).unwrap();
     }
     let wall = t0.elapsed() / frames as u32;
-    let cpu = c0
-        .zip(cpu_ns())
-        .map(|(a, b)| Duration::from_nanos((b - a) / frames));
+    let cpu = c0.zip(cpu_ns()).map(|(a, b)| Duration::from_nanos((b - a) / frames));
     Result { wall, cpu }
 }
 
@@ -96,10 +92,7 @@ fn points(s: &Snapshot) -> usize {
 }
 
 fn main() {
-    let frames: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(400);
+    let frames: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(400);
     let fleet = FakeFleet::new(500, 8);
     println!(
         "render-bench: {} nodes x {} GPUs, {frames} frames per case, data refresh every 4th frame",
@@ -114,14 +107,8 @@ fn main() {
     for (w, h) in [(80u16, 24u16), (200, 60)] {
         for (name, keys) in [
             ("fleet", vec![KeyCode::Char('s')]),
-            (
-                "node",
-                vec![KeyCode::Enter, KeyCode::Char('-'), KeyCode::Char('-')],
-            ),
-            (
-                "models",
-                vec![KeyCode::Char('3'), KeyCode::Char('-'), KeyCode::Char('-')],
-            ),
+            ("node", vec![KeyCode::Enter, KeyCode::Char('-'), KeyCode::Char('-')]),
+            ("models", vec![KeyCode::Char('3'), KeyCode::Char('-'), KeyCode::Char('-')]),
             ("policies", vec![KeyCode::Char('4')]),
             ("decisions", vec![KeyCode::Char('5')]),
         ] {
@@ -135,9 +122,8 @@ fn main() {
                     press(&mut app, *k);
                 }
                 let need = app.need();
-                let snaps: Vec<Snapshot> = (0..4)
-                    .map(|i| fleet.answer(&need, NOW + i * NANOS_PER_SEC).unwrap())
-                    .collect();
+                let snaps: Vec<Snapshot> =
+                    (0..4).map(|i| fleet.answer(&need, NOW + i * NANOS_PER_SEC).unwrap()).collect();
                 let asked = match &need {
                     Need::Fleet => format!("Fleet: {} summary rows, no series", points(&snaps[0])),
                     Need::Node { node, window, .. } => format!(
@@ -145,11 +131,9 @@ fn main() {
                         window.as_secs() / 60,
                         points(&snaps[0])
                     ),
-                    Need::Models { window, .. } => format!(
-                        "Models, {}m: {} points",
-                        window.as_secs() / 60,
-                        points(&snaps[0])
-                    ),
+                    Need::Models { window, .. } => {
+                        format!("Models, {}m: {} points", window.as_secs() / 60, points(&snaps[0]))
+                    }
                     Need::Policies => format!("Policies: {} rules", points(&snaps[0])),
                     Need::Decisions { limit } => format!("Decisions: newest {limit}"),
                 };
@@ -158,9 +142,8 @@ fn main() {
                     run(&mut term, &mut app, &snaps, 20);
                     run(&mut term, &mut app, &snaps, frames)
                 } else {
-                    let options = TerminalOptions {
-                        viewport: Viewport::Fixed(Rect::new(0, 0, w, h)),
-                    };
+                    let options =
+                        TerminalOptions { viewport: Viewport::Fixed(Rect::new(0, 0, w, h)) };
                     let Ok(mut term) =
                         Terminal::with_options(CrosstermBackend::new(std::io::sink()), options)
                     else {

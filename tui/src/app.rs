@@ -52,13 +52,7 @@ pub enum Tab {
 
 impl Tab {
     /// All tabs in number-key order.
-    pub const ALL: [Tab; 5] = [
-        Tab::Fleet,
-        Tab::Node,
-        Tab::Models,
-        Tab::Policies,
-        Tab::Decisions,
-    ];
+    pub const ALL: [Tab; 5] = [Tab::Fleet, Tab::Node, Tab::Models, Tab::Policies, Tab::Decisions];
 
     /// The title shown in the tab bar.
     pub fn title(self) -> &'static str {
@@ -276,14 +270,9 @@ impl App {
                 // Nothing chosen yet: the screen offers the fleet list to choose from.
                 None => Need::Fleet,
             },
-            Tab::Models => Need::Models {
-                window: self.zoom,
-                step: history_step(self.zoom),
-            },
+            Tab::Models => Need::Models { window: self.zoom, step: history_step(self.zoom) },
             Tab::Policies => Need::Policies,
-            Tab::Decisions => Need::Decisions {
-                limit: DECISIONS_PAGE,
-            },
+            Tab::Decisions => Need::Decisions { limit: DECISIONS_PAGE },
         }
     }
 
@@ -301,18 +290,9 @@ impl App {
                     self.node_missing = Some(what);
                 }
             }
-            Update::Disconnected {
-                at,
-                error,
-                retry_at,
-            } => {
+            Update::Disconnected { at, error, retry_at } => {
                 self.connection = match &self.connection {
-                    Connection::Down {
-                        since,
-                        last_ok,
-                        attempts,
-                        ..
-                    } => Connection::Down {
+                    Connection::Down { since, last_ok, attempts, .. } => Connection::Down {
                         since: *since,
                         last_ok: *last_ok,
                         error,
@@ -326,13 +306,9 @@ impl App {
                         retry_at,
                         attempts: 1,
                     },
-                    Connection::Connecting => Connection::Down {
-                        since: at,
-                        last_ok: None,
-                        error,
-                        retry_at,
-                        attempts: 1,
-                    },
+                    Connection::Connecting => {
+                        Connection::Down { since: at, last_ok: None, error, retry_at, attempts: 1 }
+                    }
                 };
             }
         }
@@ -355,9 +331,7 @@ impl App {
             }
             Snapshot::Models(models) => {
                 self.models = Some(Fetched { data: models, at });
-                self.model_sel = self
-                    .model_sel
-                    .min(self.model_rows().len().saturating_sub(1));
+                self.model_sel = self.model_sel.min(self.model_rows().len().saturating_sub(1));
             }
             Snapshot::Policies(rules) => {
                 self.policy_sel = self.policy_sel.min(rules.len().saturating_sub(1));
@@ -429,11 +403,7 @@ impl App {
             _ => {}
         }
         let after = self.need();
-        if after != before {
-            Effect::Need(after)
-        } else {
-            Effect::None
-        }
+        if after != before { Effect::Need(after) } else { Effect::None }
     }
 
     fn filter_key(&mut self, key: KeyEvent) {
@@ -499,10 +469,7 @@ impl App {
     }
 
     fn zoom_step(&mut self, dir: isize) {
-        let i = ZOOM_STEPS
-            .iter()
-            .position(|z| *z >= self.zoom)
-            .unwrap_or(ZOOM_STEPS.len() - 1);
+        let i = ZOOM_STEPS.iter().position(|z| *z >= self.zoom).unwrap_or(ZOOM_STEPS.len() - 1);
         let j = i.saturating_add_signed(dir).min(ZOOM_STEPS.len() - 1);
         self.zoom = ZOOM_STEPS[j];
     }
@@ -510,22 +477,17 @@ impl App {
     fn move_selection(&mut self, delta: isize) {
         let (sel, len) = match self.tab {
             Tab::Fleet => (&mut self.fleet_sel, self.fleet_order.len()),
-            Tab::Node => (
-                &mut self.gpu_sel,
-                self.node.as_ref().map_or(0, |n| n.data.gpus.len()),
-            ),
+            Tab::Node => (&mut self.gpu_sel, self.node.as_ref().map_or(0, |n| n.data.gpus.len())),
             Tab::Models => {
                 let len = self.model_rows().len();
                 (&mut self.model_sel, len)
             }
-            Tab::Policies => (
-                &mut self.policy_sel,
-                self.policies.as_ref().map_or(0, |p| p.data.len()),
-            ),
-            Tab::Decisions => (
-                &mut self.decision_sel,
-                self.decisions.as_ref().map_or(0, |d| d.data.len()),
-            ),
+            Tab::Policies => {
+                (&mut self.policy_sel, self.policies.as_ref().map_or(0, |p| p.data.len()))
+            }
+            Tab::Decisions => {
+                (&mut self.decision_sel, self.decisions.as_ref().map_or(0, |d| d.data.len()))
+            }
         };
         *sel = sel.saturating_add_signed(delta).min(len.saturating_sub(1));
     }
@@ -655,10 +617,9 @@ fn compare_rows(a: &FleetRow, b: &FleetRow, sort: FleetSort) -> Ordering {
         FleetSort::Power => desc(a.power_w, b.power_w),
         FleetSort::Temp => desc(a.temp_max_c, b.temp_max_c),
         FleetSort::Cpu => desc(a.cpu, b.cpu),
-        FleetSort::Mem => desc(
-            fraction(a.mem_used, a.mem_total),
-            fraction(b.mem_used, b.mem_total),
-        ),
+        FleetSort::Mem => {
+            desc(fraction(a.mem_used, a.mem_total), fraction(b.mem_used, b.mem_total))
+        }
         FleetSort::Health => severity(b).cmp(&severity(a)),
     }
 }
@@ -695,10 +656,7 @@ mod tests {
 
     fn shown(app: &App) -> Vec<String> {
         let rows = &app.fleet.as_ref().unwrap().data;
-        app.fleet_order
-            .iter()
-            .map(|&i| rows[i].node.clone())
-            .collect()
+        app.fleet_order.iter().map(|&i| rows[i].node.clone()).collect()
     }
 
     #[test]
@@ -706,18 +664,13 @@ mod tests {
         let (mut app, _) = fed();
         assert_eq!(
             app.handle_key(key('3')),
-            Effect::Need(Need::Models {
-                window: ZOOM_STEPS[2],
-                step: history_step(ZOOM_STEPS[2])
-            })
+            Effect::Need(Need::Models { window: ZOOM_STEPS[2], step: history_step(ZOOM_STEPS[2]) })
         );
         assert_eq!(app.tab, Tab::Models);
         assert_eq!(app.handle_key(key('4')), Effect::Need(Need::Policies));
         assert_eq!(
             app.handle_key(key('5')),
-            Effect::Need(Need::Decisions {
-                limit: DECISIONS_PAGE
-            })
+            Effect::Need(Need::Decisions { limit: DECISIONS_PAGE })
         );
         assert_eq!(app.handle_key(key('1')), Effect::Need(Need::Fleet));
         // Same tab again: nothing new to fetch.
@@ -745,10 +698,7 @@ mod tests {
         assert!(
             matches!(effect, Effect::Need(Need::Node { ref node, .. }) if node == "gpu-node-002")
         );
-        assert_eq!(
-            app.handle_key(code(KeyCode::Esc)),
-            Effect::Need(Need::Fleet)
-        );
+        assert_eq!(app.handle_key(code(KeyCode::Esc)), Effect::Need(Need::Fleet));
         assert_eq!(app.tab, Tab::Fleet);
     }
 
@@ -774,10 +724,7 @@ mod tests {
             app.handle_key(key(c));
         }
         // While typing, q is text, not quit.
-        assert_eq!(
-            shown(&app),
-            ["gpu-node-010", "gpu-node-011", "gpu-node-012"]
-        );
+        assert_eq!(shown(&app), ["gpu-node-010", "gpu-node-011", "gpu-node-012"]);
         app.handle_key(code(KeyCode::Enter));
         assert!(!app.filter_editing);
         assert_eq!(app.filter, "node-01");
@@ -807,22 +754,13 @@ mod tests {
         assert_eq!(app.sort, FleetSort::GpuBusy);
         assert_eq!(app.selected_node_name().map(str::to_owned), before);
         let rows = &app.fleet.as_ref().unwrap().data;
-        let busy: Vec<f64> = app
-            .fleet_order
-            .iter()
-            .map(|&i| rows[i].gpu_busy_mean.unwrap())
-            .collect();
-        assert!(
-            busy.windows(2).all(|w| w[0] >= w[1]),
-            "busiest first: {busy:?}"
-        );
+        let busy: Vec<f64> =
+            app.fleet_order.iter().map(|&i| rows[i].gpu_busy_mean.unwrap()).collect();
+        assert!(busy.windows(2).all(|w| w[0] >= w[1]), "busiest first: {busy:?}");
         app.handle_key(key('r'));
         let rows = &app.fleet.as_ref().unwrap().data;
-        let busy: Vec<f64> = app
-            .fleet_order
-            .iter()
-            .map(|&i| rows[i].gpu_busy_mean.unwrap())
-            .collect();
+        let busy: Vec<f64> =
+            app.fleet_order.iter().map(|&i| rows[i].gpu_busy_mean.unwrap()).collect();
         assert!(busy.windows(2).all(|w| w[0] <= w[1]), "reversed: {busy:?}");
         for _ in 0..8 {
             app.handle_key(key('s'));
@@ -837,20 +775,13 @@ mod tests {
             app.handle_key(key('s'));
         }
         // gpu-node-008 lost a GPU, gpu-node-005 saw an XID, gpu-node-012 has a degraded GPU.
-        assert_eq!(
-            &shown(&app)[..3],
-            ["gpu-node-008", "gpu-node-005", "gpu-node-012"]
-        );
+        assert_eq!(&shown(&app)[..3], ["gpu-node-008", "gpu-node-005", "gpu-node-012"]);
     }
 
     #[test]
     fn zoom_steps_between_5_and_60_minutes_and_refetches_histories() {
         let (mut app, _) = fed();
-        assert_eq!(
-            app.handle_key(key('-')),
-            Effect::None,
-            "the fleet shows no history"
-        );
+        assert_eq!(app.handle_key(key('-')), Effect::None, "the fleet shows no history");
         assert_eq!(app.zoom, ZOOM_STEPS[3]);
         app.handle_key(code(KeyCode::Enter));
         let e = app.handle_key(key('-'));
@@ -858,11 +789,7 @@ mod tests {
         assert!(
             matches!(e, Effect::Need(Need::Node { window, .. }) if window == Duration::from_secs(3600))
         );
-        assert_eq!(
-            app.handle_key(key('-')),
-            Effect::None,
-            "60 minutes is the widest"
-        );
+        assert_eq!(app.handle_key(key('-')), Effect::None, "60 minutes is the widest");
         for _ in 0..6 {
             app.handle_key(key('+'));
         }
@@ -891,17 +818,9 @@ mod tests {
         let (mut app, fleet) = fed();
         app.handle_key(code(KeyCode::Enter));
         let other = fleet
-            .node_detail(
-                "gpu-node-003",
-                NOW,
-                ZOOM_STEPS[2],
-                history_step(ZOOM_STEPS[2]),
-            )
+            .node_detail("gpu-node-003", NOW, ZOOM_STEPS[2], history_step(ZOOM_STEPS[2]))
             .unwrap();
-        app.apply(Update::Data {
-            at: NOW,
-            snapshot: Snapshot::Node(other),
-        });
+        app.apply(Update::Data { at: NOW, snapshot: Snapshot::Node(other) });
         assert!(app.node.is_none());
         feed(&mut app, &fleet);
         assert_eq!(app.node.as_ref().unwrap().data.node, "gpu-node-001");
@@ -932,12 +851,7 @@ mod tests {
             }
         );
         app.apply(Update::Connected { at: NOW + 5 * s });
-        assert_eq!(
-            app.connection,
-            Connection::Up {
-                last_ok: NOW + 5 * s
-            }
-        );
+        assert_eq!(app.connection, Connection::Up { last_ok: NOW + 5 * s });
         // The data kept through the outage is still there to show.
         assert!(app.fleet.is_some());
     }

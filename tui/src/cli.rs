@@ -66,10 +66,7 @@ pub fn parse_collector_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s)
         .map_err(|e| format!("not a URL ({e}); expected e.g. http://127.0.0.1:7700"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme must be http or https, not {}",
-            url.scheme()
-        ));
+        return Err(format!("scheme must be http or https, not {}", url.scheme()));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host; expected e.g. http://127.0.0.1:7700".to_owned());
@@ -79,17 +76,10 @@ pub fn parse_collector_url(s: &str) -> Result<Url, String> {
 
 /// Parse `NxM` into a fake fleet size.
 pub fn parse_fake(s: &str) -> Result<FakeFleet, String> {
-    let (n, m) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("expected NxM such as 500x8, got {s}"))?;
-    let nodes: u32 = n
-        .trim()
-        .parse()
-        .map_err(|e| format!("node count {n}: {e}"))?;
-    let gpus: u32 = m
-        .trim()
-        .parse()
-        .map_err(|e| format!("GPU count {m}: {e}"))?;
+    let (n, m) =
+        s.split_once(['x', 'X']).ok_or_else(|| format!("expected NxM such as 500x8, got {s}"))?;
+    let nodes: u32 = n.trim().parse().map_err(|e| format!("node count {n}: {e}"))?;
+    let gpus: u32 = m.trim().parse().map_err(|e| format!("GPU count {m}: {e}"))?;
     if nodes == 0 || nodes > 100_000 || gpus > 64 {
         return Err(format!("{s}: nodes must be 1..=100000 and GPUs 0..=64"));
     }
@@ -98,10 +88,7 @@ pub fn parse_fake(s: &str) -> Result<FakeFleet, String> {
 
 /// Read a bearer token from `path`: trimmed, non-empty, one line.
 pub fn read_token(path: &Path) -> Result<String, TuiError> {
-    let err = |reason: String| TuiError::Config {
-        path: path.display().to_string(),
-        reason,
-    };
+    let err = |reason: String| TuiError::Config { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("cannot read the token file: {e}")))?;
     let token = text.trim();
@@ -109,9 +96,7 @@ pub fn read_token(path: &Path) -> Result<String, TuiError> {
         return Err(err("the token file is empty".to_owned()));
     }
     if token.contains(char::is_whitespace) {
-        return Err(err(
-            "the token file must hold one token on one line".to_owned()
-        ));
+        return Err(err("the token file must hold one token on one line".to_owned()));
     }
     Ok(token.to_owned())
 }
@@ -136,18 +121,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             cli.command,
-            Some(Command::Demo(DemoOpts {
-                headless: true,
-                scenario: Scenario::Full
-            }))
+            Some(Command::Demo(DemoOpts { headless: true, scenario: Scenario::Full }))
         );
         let cli = Cli::try_parse_from(["stoker-tui", "demo"]).unwrap();
         assert_eq!(
             cli.command,
-            Some(Command::Demo(DemoOpts {
-                headless: false,
-                scenario: Scenario::Short
-            }))
+            Some(Command::Demo(DemoOpts { headless: false, scenario: Scenario::Short }))
         );
         assert!(Cli::try_parse_from(["stoker-tui", "demo", "--scenario", "long"]).is_err());
     }
@@ -168,20 +147,12 @@ mod tests {
         std::fs::write(&empty, "\n").unwrap();
         let e = read_token(&empty).unwrap_err();
         assert_eq!(e.exit_code(), 64);
-        assert!(
-            e.to_string().contains("empty") && e.to_string().contains("empty: "),
-            "{e}"
-        );
+        assert!(e.to_string().contains("empty") && e.to_string().contains("empty: "), "{e}");
         let good = dir.join("good");
         std::fs::write(&good, "s3cret\n").unwrap();
         assert_eq!(read_token(&good).unwrap(), "s3cret");
         let missing = dir.join("missing");
-        assert!(
-            read_token(&missing)
-                .unwrap_err()
-                .to_string()
-                .contains("missing: cannot read")
-        );
+        assert!(read_token(&missing).unwrap_err().to_string().contains("missing: cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -134,10 +134,7 @@ pub struct Clock {
 impl Clock {
     /// A clock reading `unix` now and advancing with tokio's time.
     pub fn starting_at(unix: UnixNanos) -> Clock {
-        Clock {
-            base_unix: unix,
-            base: tokio::time::Instant::now(),
-        }
+        Clock { base_unix: unix, base: tokio::time::Instant::now() }
     }
 
     /// A clock set from the system's wall clock.
@@ -167,11 +164,7 @@ pub struct Backoff {
 impl Backoff {
     /// Start at `first`, double each failure, never above `max`.
     pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            first,
-            max,
-            next: first,
-        }
+        Backoff { first, max, next: first }
     }
 
     /// The wait before the next attempt; doubles the one after.
@@ -343,12 +336,7 @@ mod tests {
             FetchConfig::default(),
             cancel.clone(),
         ));
-        Harness {
-            need,
-            updates,
-            cancel,
-            task,
-        }
+        Harness { need, updates, cancel, task }
     }
 
     #[tokio::test(start_paused = true)]
@@ -361,11 +349,7 @@ mod tests {
         let mut retry_gaps = Vec::new();
         for _ in 0..4 {
             match h.updates.recv().await.unwrap() {
-                Update::Disconnected {
-                    at,
-                    error,
-                    retry_at,
-                } => {
+                Update::Disconnected { at, error, retry_at } => {
                     assert_eq!(error, "collector unreachable: connection refused");
                     retry_gaps.push((retry_at - at) / 1_000_000);
                 }
@@ -374,14 +358,8 @@ mod tests {
         }
         assert_eq!(retry_gaps, [500, 1000, 2000, 4000]);
         *fail.lock().unwrap() = None;
-        assert!(matches!(
-            h.updates.recv().await.unwrap(),
-            Update::Connected { .. }
-        ));
-        let Update::Data {
-            at,
-            snapshot: Snapshot::Fleet(rows),
-        } = h.updates.recv().await.unwrap()
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Connected { .. }));
+        let Update::Data { at, snapshot: Snapshot::Fleet(rows) } = h.updates.recv().await.unwrap()
         else {
             panic!("expected fleet data");
         };
@@ -416,10 +394,7 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(
                 h.updates.recv().await.unwrap(),
-                Update::Data {
-                    snapshot: Snapshot::Fleet(_),
-                    ..
-                }
+                Update::Data { snapshot: Snapshot::Fleet(_), .. }
             ));
         }
         let t_switch = clock.now();
@@ -431,10 +406,8 @@ mod tests {
         h.need.send_replace(node.clone());
         // Whatever was in flight may still arrive; the node answer follows without waiting a full interval.
         let at = loop {
-            if let Update::Data {
-                at,
-                snapshot: Snapshot::Node(d),
-            } = h.updates.recv().await.unwrap()
+            if let Update::Data { at, snapshot: Snapshot::Node(d) } =
+                h.updates.recv().await.unwrap()
             {
                 assert_eq!(d.node, "gpu-node-004");
                 assert_eq!(d.gpus.len(), 8);
@@ -446,17 +419,10 @@ mod tests {
         h.cancel.cancel();
         h.task.await.unwrap();
         let log = log.lock().unwrap();
-        assert!(
-            log.needs.iter().all(|n| *n == Need::Fleet || *n == node),
-            "{:?}",
-            log.needs
-        );
+        assert!(log.needs.iter().all(|n| *n == Need::Fleet || *n == node), "{:?}", log.needs);
         assert_eq!(log.needs.iter().filter(|n| **n == Need::Fleet).count(), 3);
         // Only the node's history was shipped: 8 GPUs × 3 series + CPU, 61 points each.
-        assert_eq!(
-            log.points,
-            25 * 61 * log.needs.iter().filter(|n| **n == node).count() as u64
-        );
+        assert_eq!(log.points, 25 * 61 * log.needs.iter().filter(|n| **n == node).count() as u64);
     }
 
     #[tokio::test(start_paused = true)]
@@ -474,10 +440,7 @@ mod tests {
                     assert_eq!(what, "node gpu-node-999");
                     break;
                 }
-                Update::Data {
-                    snapshot: Snapshot::Fleet(_),
-                    ..
-                } => {}
+                Update::Data { snapshot: Snapshot::Fleet(_), .. } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -491,9 +454,6 @@ mod tests {
         let h = start(FakeSource::new(FakeFleet::new(1, 1), clock), clock);
         drop(h.updates);
         drop(h.need);
-        tokio::time::timeout(Duration::from_secs(10), h.task)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), h.task).await.unwrap().unwrap();
     }
 }

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::client::{Clock, Need, Snapshot, Source, SourceError};
 use crate::model::{
-    ActuatorOutcome, Anomaly, ForecastView, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
-    DecisionView, DriftStats, FleetRow, GpuStatus, GpuView, JobStatus, LatencyHistory,
-    ModelVersionView, ModelView, NANOS_PER_SEC, NextAction, NodeDetail, NodeHealth, Percentiles,
-    ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView, Series, ServiceView, Unit,
-    UnixNanos, XidEvent,
+    ActuatorOutcome, Anomaly, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
+    DecisionView, DriftStats, FleetRow, ForecastView, GpuStatus, GpuView, JobStatus,
+    LatencyHistory, ModelVersionView, ModelView, NANOS_PER_SEC, NextAction, NodeDetail, NodeHealth,
+    Percentiles, ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView, Series,
+    ServiceView, Unit, UnixNanos, XidEvent,
 };
 
 const GIB: u64 = 1 << 30;
@@ -59,18 +59,11 @@ fn history(
     now: UnixNanos,
     f: impl Fn(UnixNanos) -> f64,
 ) -> Series {
-    let step_ns = u64::try_from(step.as_nanos())
-        .unwrap_or(NANOS_PER_SEC)
-        .max(1);
+    let step_ns = u64::try_from(step.as_nanos()).unwrap_or(NANOS_PER_SEC).max(1);
     let window_ns = u64::try_from(window.as_nanos()).unwrap_or(0);
     let n = window_ns / step_ns;
     let start = now.saturating_sub(n * step_ns);
-    Series {
-        points: (0..=n)
-            .map(|i| start + i * step_ns)
-            .map(|t| (t, f(t)))
-            .collect(),
-    }
+    Series { points: (0..=n).map(|i| start + i * step_ns).map(|t| (t, f(t))).collect() }
 }
 
 impl FakeFleet {
@@ -207,9 +200,8 @@ impl FakeFleet {
         step: Duration,
     ) -> Option<NodeDetail> {
         let n = self.node_index(node)?;
-        let gpus: Vec<GpuView> = (0..self.gpus)
-            .map(|g| self.gpu(n, g, now, window, step))
-            .collect();
+        let gpus: Vec<GpuView> =
+            (0..self.gpus).map(|g| self.gpu(n, g, now, window, step)).collect();
         let mut processes: Vec<ProcessView> = gpus
             .iter()
             .filter(|g| g.status != GpuStatus::Failed)
@@ -376,12 +368,7 @@ impl FakeFleet {
                     target: 0.050,
                     unit: Unit::Seconds,
                 }],
-                replicas: Some(Replicas {
-                    current: 6,
-                    desired: 9,
-                    min: 2,
-                    max: 40,
-                }),
+                replicas: Some(Replicas { current: 6, desired: 9, min: 2, max: 40 }),
                 next_action: NextAction::Now,
                 forecast: Some(ForecastView {
                     mode: "floor".to_owned(),
@@ -397,21 +384,14 @@ impl FakeFleet {
                 policy: "resnet-serving".to_owned(),
                 rule: "gpu-busy".to_owned(),
                 kind: RuleKind::Scale,
-                state: RuleState::Pending {
-                    since: now - 42 * s,
-                },
+                state: RuleState::Pending { since: now - 42 * s },
                 inputs: vec![RuleInput {
                     name: "mean hw.gpu.utilization".to_owned(),
                     current: Some(0.78),
                     target: 0.70,
                     unit: Unit::Ratio,
                 }],
-                replicas: Some(Replicas {
-                    current: 6,
-                    desired: 7,
-                    min: 2,
-                    max: 40,
-                }),
+                replicas: Some(Replicas { current: 6, desired: 7, min: 2, max: 40 }),
                 next_action: NextAction::At {
                     at: now + 18 * s,
                     reason: "rate limit 4 pods/15s".to_owned(),
@@ -422,9 +402,7 @@ impl FakeFleet {
                 policy: "resnet-serving".to_owned(),
                 rule: "confidence-drift".to_owned(),
                 kind: RuleKind::Retrain,
-                state: RuleState::Cooling {
-                    until: now + 20 * 3600 * s,
-                },
+                state: RuleState::Cooling { until: now + 20 * 3600 * s },
                 inputs: vec![
                     RuleInput {
                         name: "psi confidence".to_owned(),
@@ -457,12 +435,7 @@ impl FakeFleet {
                     target: 0.040,
                     unit: Unit::Seconds,
                 }],
-                replicas: Some(Replicas {
-                    current: 4,
-                    desired: 3,
-                    min: 2,
-                    max: 12,
-                }),
+                replicas: Some(Replicas { current: 4, desired: 3, min: 2, max: 12 }),
                 next_action: NextAction::Blocked("dry-run: decides, never acts".to_owned()),
                 forecast: Some(ForecastView {
                     mode: "forecast-only".to_owned(),
@@ -485,12 +458,7 @@ impl FakeFleet {
                     target: 0.65,
                     unit: Unit::Ratio,
                 }],
-                replicas: Some(Replicas {
-                    current: 3,
-                    desired: 3,
-                    min: 3,
-                    max: 10,
-                }),
+                replicas: Some(Replicas { current: 3, desired: 3, min: 3, max: 10 }),
                 next_action: NextAction::Blocked("missing data: hold".to_owned()),
                 forecast: None,
             },
@@ -633,11 +601,7 @@ impl FakeFleet {
 
 fn latency_at(key: u64, load: f64) -> Percentiles {
     let base = 0.008 + 0.02 * unit(key, 4) + 0.03 * load * load;
-    Percentiles {
-        p50: Some(base),
-        p95: Some(base * 2.1),
-        p99: Some(base * 3.4),
-    }
+    Percentiles { p50: Some(base), p95: Some(base * 2.1), p99: Some(base * 3.4) }
 }
 
 fn confidence(key: u64, psi: f64) -> ConfidenceHistogram {
@@ -652,18 +616,10 @@ fn confidence(key: u64, psi: f64) -> ConfidenceHistogram {
         .collect();
     let total: u64 = counts.iter().sum();
     let mean = (total > 0).then(|| {
-        counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i as f64 + 0.5) / 10.0 * *c as f64)
-            .sum::<f64>()
+        counts.iter().enumerate().map(|(i, c)| (i as f64 + 0.5) / 10.0 * *c as f64).sum::<f64>()
             / total as f64
     });
-    ConfidenceHistogram {
-        bounds,
-        counts,
-        mean,
-    }
+    ConfidenceHistogram { bounds, counts, mean }
 }
 
 /// What a [`FakeSource`] was asked, for tests and the benchmark.

@@ -27,10 +27,10 @@ use stoker_collector::policy::engine::{Action, Decision, RuleKind as WireRuleKin
 
 use crate::client::{Need, Snapshot, Source, SourceError};
 use crate::model::{
-    Anomaly, ActuatorOutcome, ForecastView, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
-    DecisionView, FleetRow, GpuStatus, GpuView, JobStatus, LatencyHistory, ModelVersionView,
-    ModelView, NextAction, NodeDetail, NodeHealth, Percentiles, ProcessView, RuleInput, RuleKind,
-    RuleState, RuleView, Series, ServiceView, Unit, XidEvent,
+    ActuatorOutcome, Anomaly, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
+    DecisionView, FleetRow, ForecastView, GpuStatus, GpuView, JobStatus, LatencyHistory,
+    ModelVersionView, ModelView, NextAction, NodeDetail, NodeHealth, Percentiles, ProcessView,
+    RuleInput, RuleKind, RuleState, RuleView, Series, ServiceView, Unit, XidEvent,
 };
 
 /// Per-request timeout: the fetch loop has its own overall timeout; this one keeps a single
@@ -77,10 +77,7 @@ pub struct Traffic {
 impl Traffic {
     /// `(requests, bytes)` so far.
     pub fn totals(&self) -> (u64, u64) {
-        (
-            self.requests.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
+        (self.requests.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
     }
 }
 
@@ -106,12 +103,7 @@ impl HttpSource {
             .connect_timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| SourceError::Unreachable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpSource {
-            client,
-            base,
-            token: token.map(Arc::from),
-            traffic: Arc::default(),
-        })
+        Ok(HttpSource { client, base, token: token.map(Arc::from), traffic: Arc::default() })
     }
 
     /// The request and byte counters, shared with clones of this source.
@@ -142,17 +134,12 @@ impl HttpSource {
         let resp = req.send().await.map_err(|e| unreachable(&e))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| unreachable(&e))?;
-        self.traffic
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.traffic.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         if status == StatusCode::NOT_FOUND {
             return Err(SourceError::NotFound(path.to_owned()));
         }
         if !status.is_success() {
-            return Err(SourceError::Status {
-                status: status.as_u16(),
-                path: path.to_owned(),
-            });
+            return Err(SourceError::Status { status: status.as_u16(), path: path.to_owned() });
         }
         serde_json::from_slice(&body).map_err(|e| SourceError::Decode(format!("{path}: {e}")))
     }
@@ -195,19 +182,9 @@ impl HttpSource {
             instant("system.memory.usage", "last", by, Some("sum")),
             instant("system.memory.limit", "last", by, Some("sum")),
             // One series per GPU and state, valued 1 for the state the GPU is in.
-            instant(
-                "hw.status{hw.state!=\"ok\"}",
-                "last",
-                "host.name,hw.state",
-                Some("sum"),
-            ),
+            instant("hw.status{hw.state!=\"ok\"}", "last", "host.name,hw.state", Some("sum")),
             window(
-                instant(
-                    XID_SELECTOR,
-                    "increase",
-                    "host.name,error.type",
-                    Some("sum"),
-                ),
+                instant(XID_SELECTOR, "increase", "host.name,error.type", Some("sum")),
                 XID_WINDOW,
             ),
         ];
@@ -215,11 +192,8 @@ impl HttpSource {
         let queries = try_join_all(cols.into_iter().map(|p| self.query(p)));
         let (nodes, cols, anomalies) =
             futures_util::future::try_join3(nodes, queries, self.anomalies()).await?;
-        let per_host: Vec<HashMap<&str, f64>> = cols
-            .iter()
-            .take(9)
-            .map(|r| by_label(r, "host.name"))
-            .collect();
+        let per_host: Vec<HashMap<&str, f64>> =
+            cols.iter().take(9).map(|r| by_label(r, "host.name")).collect();
         let mut states: HashMap<&str, (u32, u32)> = HashMap::new();
         for g in instant_groups(&cols[9]) {
             let (Some(host), Some(state)) = (g.group.get("host.name"), g.group.get("hw.state"))
@@ -239,10 +213,9 @@ impl HttpSource {
             if g.value <= 0.0 {
                 continue;
             }
-            let (Some(host), Some(code)) = (
-                g.group.get("host.name"),
-                g.group.get("error.type").and_then(|t| xid_code(t)),
-            ) else {
+            let (Some(host), Some(code)) =
+                (g.group.get("host.name"), g.group.get("error.type").and_then(|t| xid_code(t)))
+            else {
                 continue;
             };
             let e = xids.entry(host.as_str()).or_insert(code);
@@ -273,15 +246,11 @@ impl HttpSource {
                         gpus_degraded,
                         // The query says an XID happened within XID_WINDOW, not when: the
                         // answer's time is the latest it can have been.
-                        last_xid: xids.get(n.name.as_str()).map(|&code| XidEvent {
-                            code,
-                            at: cols[10].time_unix_nano,
-                        }),
+                        last_xid: xids
+                            .get(n.name.as_str())
+                            .map(|&code| XidEvent { code, at: cols[10].time_unix_nano }),
                         anomalies: u32::try_from(
-                            anomalies
-                                .iter()
-                                .filter(|a| a.node == n.name)
-                                .count(),
+                            anomalies.iter().filter(|a| a.node == n.name).count(),
                         )
                         .unwrap_or(u32::MAX),
                     },
@@ -315,21 +284,11 @@ impl HttpSource {
             range(on("hw.power", ""), gpu),
             range(on("system.cpu.utilization", ""), "host.name"),
             instant(&on("hw.gpu.memory.limit", ""), "last", gpu, None),
-            instant(
-                &on("gpu.memory_controller.utilization", ""),
-                "last",
-                gpu,
-                None,
-            ),
+            instant(&on("gpu.memory_controller.utilization", ""), "last", gpu, None),
             instant(&on("hw.temperature", ""), "last", gpu, None),
             instant(&on("gpu.clock.sm", ""), "last", gpu, None),
             instant(&on("gpu.power.limit", ""), "last", gpu, None),
-            instant(
-                &on("hw.status", ""),
-                "last",
-                "hw.id,hw.model,gpu.index,hw.state",
-                None,
-            ),
+            instant(&on("hw.status", ""), "last", "hw.id,hw.model,gpu.index,hw.state", None),
             window(
                 instant(
                     &on("hw.errors", "error.type=~\"xid_.*\""),
@@ -339,30 +298,10 @@ impl HttpSource {
                 ),
                 XID_WINDOW,
             ),
-            instant(
-                &on("system.memory.usage", ""),
-                "last",
-                "host.name",
-                Some("sum"),
-            ),
-            instant(
-                &on("system.memory.limit", ""),
-                "last",
-                "host.name",
-                Some("sum"),
-            ),
-            instant(
-                &on("process.gpu.memory.usage", ""),
-                "last",
-                "process.pid,gpu.index",
-                None,
-            ),
-            instant(
-                &on("process.gpu.utilization", ""),
-                "last",
-                "process.pid,gpu.index",
-                None,
-            ),
+            instant(&on("system.memory.usage", ""), "last", "host.name", Some("sum")),
+            instant(&on("system.memory.limit", ""), "last", "host.name", Some("sum")),
+            instant(&on("process.gpu.memory.usage", ""), "last", "process.pid,gpu.index", None),
+            instant(&on("process.gpu.utilization", ""), "last", "process.pid,gpu.index", None),
             instant(
                 &on("process.cpu.utilization", ""),
                 "last",
@@ -374,12 +313,7 @@ impl HttpSource {
             instant(&on("inference.request.duration", ""), "p95", svc, None),
             instant(&on("inference.request.duration", ""), "p99", svc, None),
             instant(&on("inference.requests", ""), "rate", svc, None),
-            instant(
-                &on("inference.requests", "outcome!=\"success\""),
-                "rate",
-                svc,
-                None,
-            ),
+            instant(&on("inference.requests", "outcome!=\"success\""), "rate", svc, None),
         ];
         let (r, anomalies) = futures_util::future::try_join(
             try_join_all(qs.into_iter().map(|p| self.query(p))),
@@ -387,11 +321,8 @@ impl HttpSource {
         )
         .await?;
         // The collector lists them highest score first; the filter keeps that order.
-        let anomalies: Vec<Anomaly> = anomalies
-            .iter()
-            .filter(|a| a.node == node)
-            .map(Anomaly::from)
-            .collect();
+        let anomalies: Vec<Anomaly> =
+            anomalies.iter().filter(|a| a.node == node).map(Anomaly::from).collect();
         let status = instant_groups(&r[9]);
         let cpu = range_groups(&r[3]);
         if status.is_empty() && range_groups(&r[0]).is_empty() && cpu.is_empty() {
@@ -410,11 +341,7 @@ impl HttpSource {
                 continue;
             };
             let v = gpus.entry(id.clone()).or_insert_with(|| GpuView {
-                index: g
-                    .group
-                    .get("gpu.index")
-                    .and_then(|i| i.parse().ok())
-                    .unwrap_or(0),
+                index: g.group.get("gpu.index").and_then(|i| i.parse().ok()).unwrap_or(0),
                 uuid: id.clone(),
                 model: g.group.get("hw.model").cloned().unwrap_or_default(),
                 status: GpuStatus::Ok,
@@ -480,10 +407,7 @@ impl HttpSource {
             let code = g.group.get("error.type").and_then(|t| xid_code(t));
             let v = g.group.get("hw.id").and_then(|id| gpus.get_mut(id));
             if let (Some(code), Some(v), true) = (code, v, g.value > 0.0) {
-                v.last_xid = Some(XidEvent {
-                    code,
-                    at: r[10].time_unix_nano,
-                });
+                v.last_xid = Some(XidEvent { code, at: r[10].time_unix_nano });
             }
         }
         let mut gpus: Vec<GpuView> = gpus.into_values().collect();
@@ -519,12 +443,7 @@ impl HttpSource {
             window(instant(conf, "mean", by, None), &whole),
             window(instant(conf, "count", by, None), &whole),
             window(
-                instant(
-                    "inference.feedback",
-                    "increase",
-                    "model.name,model.version,correct",
-                    None,
-                ),
+                instant("inference.feedback", "increase", "model.name,model.version,correct", None),
                 &whole,
             ),
         ];
@@ -536,10 +455,7 @@ impl HttpSource {
         let r = try_join_all(qs.into_iter().map(|p| self.query(p))).await?;
         type Key = (String, String);
         let key = |g: &BTreeMap<String, String>| -> Option<Key> {
-            Some((
-                g.get("model.name")?.clone(),
-                g.get("model.version")?.clone(),
-            ))
+            Some((g.get("model.name")?.clone(), g.get("model.version")?.clone()))
         };
         let mut versions: BTreeMap<Key, ModelVersionView> = BTreeMap::new();
         let blank = |k: &Key| ModelVersionView {
@@ -560,11 +476,7 @@ impl HttpSource {
                 let v = versions.entry(k.clone()).or_insert_with(|| blank(&k));
                 let s = series(g);
                 if let Some(&(t, _)) = s.points.first() {
-                    v.first_seen = if v.first_seen == 0 {
-                        t
-                    } else {
-                        v.first_seen.min(t)
-                    };
+                    v.first_seen = if v.first_seen == 0 { t } else { v.first_seen.min(t) };
                 }
                 match i {
                     0 => {
@@ -619,24 +531,14 @@ impl HttpSource {
             .into_iter()
             .map(|(name, mut versions)| {
                 versions.sort_by(|a, b| {
-                    b.first_seen
-                        .cmp(&a.first_seen)
-                        .then(b.version.cmp(&a.version))
+                    b.first_seen.cmp(&a.first_seen).then(b.version.cmp(&a.version))
                 });
                 let current_version = versions
                     .iter()
-                    .max_by(|a, b| {
-                        a.rate_rps
-                            .unwrap_or(0.0)
-                            .total_cmp(&b.rate_rps.unwrap_or(0.0))
-                    })
+                    .max_by(|a, b| a.rate_rps.unwrap_or(0.0).total_cmp(&b.rate_rps.unwrap_or(0.0)))
                     .map(|v| v.version.clone())
                     .unwrap_or_default();
-                ModelView {
-                    name,
-                    current_version,
-                    versions,
-                }
+                ModelView { name, current_version, versions }
             })
             .collect();
         Ok(Snapshot::Models(views))
@@ -678,21 +580,10 @@ impl HttpSource {
                     .and_then(|o| o.remote_ids.first().cloned())
                     .unwrap_or_else(|| r.key.clone());
                 let state = kebab(&r.status);
-                (
-                    r.key.as_str(),
-                    JobStatus {
-                        id,
-                        state,
-                        url: None,
-                    },
-                )
+                (r.key.as_str(), JobStatus { id, state, url: None })
             })
             .collect();
-        let views = d
-            .decisions
-            .iter()
-            .map(|x| decision_view(x, &jobs))
-            .collect();
+        let views = d.decisions.iter().map(|x| decision_view(x, &jobs)).collect();
         Ok(Snapshot::Decisions(views))
     }
 }
@@ -733,9 +624,7 @@ fn by_label<'a>(r: &'a QueryResponse, label: &str) -> HashMap<&'a str, f64> {
 }
 
 fn series(g: &RangeGroup) -> Series {
-    Series {
-        points: g.points.iter().map(|p| (p.t, p.v)).collect(),
-    }
+    Series { points: g.points.iter().map(|p| (p.t, p.v)).collect() }
 }
 
 fn bytes(v: f64) -> u64 {
@@ -768,34 +657,21 @@ fn processes(
     cpu: &QueryResponse,
     mem: &QueryResponse,
 ) -> Vec<ProcessView> {
-    let pid_of = |g: &InstantGroup| {
-        g.group
-            .get("process.pid")
-            .and_then(|p| p.parse::<u32>().ok())
-    };
+    let pid_of = |g: &InstantGroup| g.group.get("process.pid").and_then(|p| p.parse::<u32>().ok());
     let names: HashMap<u32, (&str, f64)> = instant_groups(cpu)
         .iter()
         .filter_map(|g| {
-            let name = g
-                .group
-                .get("process.executable.name")
-                .map_or("", String::as_str);
+            let name = g.group.get("process.executable.name").map_or("", String::as_str);
             Some((pid_of(g)?, (name, g.value)))
         })
         .collect();
-    let mems: HashMap<u32, f64> = instant_groups(mem)
-        .iter()
-        .filter_map(|g| Some((pid_of(g)?, g.value)))
-        .collect();
+    let mems: HashMap<u32, f64> =
+        instant_groups(mem).iter().filter_map(|g| Some((pid_of(g)?, g.value))).collect();
     let mut out: BTreeMap<(u32, u32), ProcessView> = BTreeMap::new();
     for (util, q) in [(false, gpu_mem), (true, gpu_util)] {
         for g in instant_groups(q) {
             let Some(pid) = pid_of(g) else { continue };
-            let gpu_index = g
-                .group
-                .get("gpu.index")
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0);
+            let gpu_index = g.group.get("gpu.index").and_then(|i| i.parse().ok()).unwrap_or(0);
             let p = out.entry((pid, gpu_index)).or_insert_with(|| ProcessView {
                 pid,
                 name: names
@@ -905,11 +781,7 @@ fn confidence(
         below = c.max(below);
     }
     counts.push(((1.0 - below).max(0.0) * total).round() as u64);
-    ConfidenceHistogram {
-        bounds: CONFIDENCE_BOUNDS.to_vec(),
-        counts,
-        mean,
-    }
+    ConfidenceHistogram { bounds: CONFIDENCE_BOUNDS.to_vec(), counts, mean }
 }
 
 fn unit_of(query: &str) -> Unit {
@@ -961,21 +833,16 @@ fn rule_view(policy: &str, r: &stoker_collector::policy::api::RuleStatus) -> Rul
         .unwrap_or_default();
     let state = match r.state {
         WireRuleState::Ok => RuleState::Ok,
-        WireRuleState::Pending => RuleState::Pending {
-            since: r.pending_since.unwrap_or(0),
-        },
+        WireRuleState::Pending => RuleState::Pending { since: r.pending_since.unwrap_or(0) },
         WireRuleState::Firing => RuleState::Firing,
-        WireRuleState::CoolingDown => RuleState::Cooling {
-            until: r.cooling_down_until.unwrap_or(0),
-        },
+        WireRuleState::CoolingDown => {
+            RuleState::Cooling { until: r.cooling_down_until.unwrap_or(0) }
+        }
         WireRuleState::DryRun => RuleState::DryRun,
     };
     let next_action = match (r.state, r.cooling_down_until) {
         (WireRuleState::DryRun, _) => NextAction::Blocked("dry-run".to_owned()),
-        (_, Some(at)) => NextAction::At {
-            at,
-            reason: "cooldown".to_owned(),
-        },
+        (_, Some(at)) => NextAction::At { at, reason: "cooldown".to_owned() },
         _ => NextAction::Now,
     };
     RuleView {
@@ -1012,10 +879,7 @@ fn decision_view(d: &Decision, jobs: &HashMap<&str, JobStatus>) -> DecisionView 
             DecisionOutcome::Action(format!("start retrain job for {}", d.rule))
         }
     };
-    let id = d
-        .key
-        .clone()
-        .unwrap_or_else(|| format!("{}/{}/{}", d.policy, d.rule, d.time));
+    let id = d.key.clone().unwrap_or_else(|| format!("{}/{}/{}", d.policy, d.rule, d.time));
     DecisionView {
         time: d.time,
         policy: d.policy.clone(),

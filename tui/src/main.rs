@@ -40,13 +40,8 @@ fn run_cli(cli: Cli) -> Result<(), TuiError> {
         Some(fleet) => runtime.block_on(async {
             let clock = Clock::system();
             let label = format!("fake {}x{}", fleet.nodes, fleet.gpus);
-            run::dashboard(
-                FakeSource::new(fleet, clock),
-                label,
-                clock,
-                FetchConfig::default(),
-            )
-            .await
+            run::dashboard(FakeSource::new(fleet, clock), label, clock, FetchConfig::default())
+                .await
         }),
         None => runtime.block_on(async {
             let url = cli.collector.as_str();
@@ -54,13 +49,7 @@ fn run_cli(cli: Cli) -> Result<(), TuiError> {
                 path: "--collector".to_owned(),
                 reason: e.to_string(),
             })?;
-            run::dashboard(
-                source,
-                url.to_owned(),
-                Clock::system(),
-                FetchConfig::default(),
-            )
-            .await
+            run::dashboard(source, url.to_owned(), Clock::system(), FetchConfig::default()).await
         }),
     }
 }
@@ -73,5 +62,6 @@ fn init_demo_logs(headless: bool) {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOKER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

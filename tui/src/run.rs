@@ -42,15 +42,7 @@ pub async fn dashboard<S: Source>(
         .name("stoker-tui-input".to_owned())
         .spawn(move || read_input(&key_tx))
         .map_err(|e| TuiError::Terminal(e.to_string()))?;
-    let result = event_loop(
-        &mut terminal,
-        App::new(collector),
-        source,
-        key_rx,
-        clock,
-        cfg,
-    )
-    .await;
+    let result = event_loop(&mut terminal, App::new(collector), source, key_rx, clock, cfg).await;
     ratatui::restore();
     // The thread notices the closed channel within one poll period and ends.
     let _ = input.join();
@@ -96,14 +88,7 @@ pub async fn event_loop<B: Backend, S: Source>(
     let (need_tx, need_rx) = watch::channel(app.need());
     let (update_tx, mut updates) = mpsc::channel::<Update>(UPDATE_QUEUE);
     let cancel = CancellationToken::new();
-    let fetch = tokio::spawn(fetch_loop(
-        source,
-        need_rx,
-        update_tx,
-        clock,
-        cfg,
-        cancel.clone(),
-    ));
+    let fetch = tokio::spawn(fetch_loop(source, need_rx, update_tx, clock, cfg, cancel.clone()));
     let mut tick = tokio::time::interval(FRAME_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let result = loop {

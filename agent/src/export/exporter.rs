@@ -65,11 +65,7 @@ pub struct Backoff {
 impl Backoff {
     /// Start at `initial`, double up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
+        Self { initial, max, next: initial }
     }
 
     /// The delay to wait now; the following one doubles.
@@ -162,13 +158,10 @@ impl Connection {
             } else {
                 endpoint
             };
-            let channel = endpoint
-                .connect()
-                .await
-                .map_err(|source| ExportError::Connect {
-                    endpoint: self.settings.endpoint.clone(),
-                    source,
-                })?;
+            let channel = endpoint.connect().await.map_err(|source| ExportError::Connect {
+                endpoint: self.settings.endpoint.clone(),
+                source,
+            })?;
             self.client = Some(MetricsServiceClient::new(channel));
         }
         match self.client.as_mut() {
@@ -185,9 +178,8 @@ impl Connection {
         counters: &ExportCounters,
     ) -> Result<(), ExportError> {
         let points: u64 = batches.iter().map(count_points).sum();
-        let mut request = tonic::Request::new(ExportMetricsServiceRequest {
-            resource_metrics: batches.to_vec(),
-        });
+        let mut request =
+            tonic::Request::new(ExportMetricsServiceRequest { resource_metrics: batches.to_vec() });
         if let Some(token) = &self.settings.auth.token {
             match format!("Bearer {token}").parse() {
                 Ok(value) => {
@@ -223,12 +215,8 @@ impl Connection {
                     })
                     .unwrap_or(0)
                     .min(points);
-                counters
-                    .sent_points
-                    .fetch_add(points - rejected, Ordering::Relaxed);
-                counters
-                    .rejected_points
-                    .fetch_add(rejected, Ordering::Relaxed);
+                counters.sent_points.fetch_add(points - rejected, Ordering::Relaxed);
+                counters.rejected_points.fetch_add(rejected, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -237,9 +225,7 @@ impl Connection {
                     counters.connected.store(false, Ordering::Relaxed);
                     self.client = None;
                 } else {
-                    counters
-                        .rejected_points
-                        .fetch_add(points, Ordering::Relaxed);
+                    counters.rejected_points.fetch_add(points, Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -257,10 +243,7 @@ pub async fn run(
     let max = settings.max_batches_per_request.max(1);
     let grace = settings.shutdown_grace;
     let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max);
-    let mut conn = Connection {
-        settings,
-        client: None,
-    };
+    let mut conn = Connection { settings, client: None };
     let mut failing = false;
     loop {
         tokio::select! {

@@ -55,15 +55,11 @@ impl Outbox {
     /// Queue one batch; if the queue is full, drop the oldest batch first.
     pub fn push(&self, batch: ResourceMetrics) {
         let points = count_points(&batch);
-        self.inner
-            .pushed_points
-            .fetch_add(points, Ordering::Relaxed);
+        self.inner.pushed_points.fetch_add(points, Ordering::Relaxed);
         let mut queue = self.lock();
         while queue.len() >= self.inner.capacity {
             if let Some(old) = queue.pop_front() {
-                self.inner
-                    .dropped_points
-                    .fetch_add(count_points(&old), Ordering::Relaxed);
+                self.inner.dropped_points.fetch_add(count_points(&old), Ordering::Relaxed);
             }
         }
         queue.push_back(batch);
@@ -84,9 +80,7 @@ impl Outbox {
         let mut queue = self.lock();
         for batch in batches.into_iter().rev() {
             if queue.len() >= self.inner.capacity {
-                self.inner
-                    .dropped_points
-                    .fetch_add(count_points(&batch), Ordering::Relaxed);
+                self.inner.dropped_points.fetch_add(count_points(&batch), Ordering::Relaxed);
                 continue;
             }
             queue.push_front(batch);
@@ -112,10 +106,7 @@ impl Outbox {
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<ResourceMetrics>> {
         // A producer that panicked mid-push leaves a consistent queue; keep serving it.
-        self.inner
-            .queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

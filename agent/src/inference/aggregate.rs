@@ -47,11 +47,7 @@ pub struct MetricMeta {
 impl MetricMeta {
     /// A metric identity without description.
     pub fn new(name: &str, unit: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            unit: unit.to_owned(),
-            description: String::new(),
-        }
+        Self { name: name.to_owned(), unit: unit.to_owned(), description: String::new() }
     }
 }
 
@@ -323,11 +319,7 @@ impl Aggregator {
         rm: &ResourceMetrics,
         rename: &dyn Fn(&Metric) -> Option<(MetricMeta, f64)>,
     ) -> Ingested {
-        let service_attrs = rm
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or(&[]);
+        let service_attrs = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
         let resource = self.resource(service_attrs);
         let mut result = Ingested::default();
         for sm in &rm.scope_metrics {
@@ -374,10 +366,7 @@ impl Aggregator {
                 Observation::Gauge(_) => SeriesData::Gauge(NumberDataPoint::default()),
             })
         else {
-            return Ingested {
-                accepted: 0,
-                shed: 1,
-            };
+            return Ingested { accepted: 0, shed: 1 };
         };
         match (&mut series.data, observation) {
             (SeriesData::Histogram(h), Observation::Histogram { value, .. }) => h.observe(value),
@@ -390,10 +379,7 @@ impl Aggregator {
             // The key includes the kind, so a series never changes kind.
             _ => {}
         }
-        Ingested {
-            accepted: 1,
-            shed: 0,
-        }
+        Ingested { accepted: 1, shed: 0 }
     }
 
     /// Close the interval at `now`: one `ResourceMetrics` per resource, and a fresh interval.
@@ -402,8 +388,7 @@ impl Aggregator {
         self.interval_start = now;
         self.flushes += 1;
         let flushes = self.flushes;
-        self.baselines
-            .retain(|_, b| flushes.saturating_sub(b.seen_flush) <= BASELINE_TTL_FLUSHES);
+        self.baselines.retain(|_, b| flushes.saturating_sub(b.seen_flush) <= BASELINE_TTL_FLUSHES);
 
         // resource key -> (resource, metric meta + kind -> points)
         type PerResource = (Arc<ResourceEntry>, BTreeMap<(Arc<MetricMeta>, u8), Metric>);
@@ -413,10 +398,8 @@ impl Aggregator {
                 .entry(series.resource.key.clone())
                 .or_insert_with(|| (Arc::clone(&series.resource), BTreeMap::new()));
             let kind = series.data.kind();
-            let metric = entry
-                .1
-                .entry((Arc::clone(&series.meta), kind))
-                .or_insert_with(|| Metric {
+            let metric =
+                entry.1.entry((Arc::clone(&series.meta), kind)).or_insert_with(|| Metric {
                     name: series.meta.name.clone(),
                     description: series.meta.description.clone(),
                     unit: series.meta.unit.clone(),
@@ -458,12 +441,11 @@ impl Aggregator {
         attrs.sort_by(|a, b| a.key.cmp(&b.key));
         let mut key = Vec::new();
         encode_attrs(&attrs, &mut key);
-        Arc::clone(self.resources.entry(key.clone()).or_insert_with(|| {
-            Arc::new(ResourceEntry {
-                key,
-                attributes: attrs,
-            })
-        }))
+        Arc::clone(
+            self.resources
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(ResourceEntry { key, attributes: attrs })),
+        )
     }
 
     fn meta(&mut self, meta: MetricMeta) -> Arc<MetricMeta> {
@@ -548,10 +530,7 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Histogram(HistogramAcc::empty(&bounds))
                     }) {
-                        Some(Series {
-                            data: SeriesData::Histogram(h),
-                            ..
-                        }) => {
+                        Some(Series { data: SeriesData::Histogram(h), .. }) => {
                             h.merge(&delta);
                             result.accepted += 1;
                         }
@@ -591,10 +570,7 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Counter(Num::Int(0))
                     }) {
-                        Some(Series {
-                            data: SeriesData::Counter(c),
-                            ..
-                        }) => {
+                        Some(Series { data: SeriesData::Counter(c), .. }) => {
                             *c = c.add(delta);
                             result.accepted += 1;
                         }
@@ -611,10 +587,7 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Level(NumberDataPoint::default())
                     }) {
-                        Some(Series {
-                            data: SeriesData::Level(last),
-                            ..
-                        }) => {
+                        Some(Series { data: SeriesData::Level(last), .. }) => {
                             if delta_input && last.value.is_some() {
                                 // An up-down delta adds to what the interval holds.
                                 let sum =
@@ -638,10 +611,7 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Gauge(NumberDataPoint::default())
                     }) {
-                        Some(Series {
-                            data: SeriesData::Gauge(last),
-                            ..
-                        }) => {
+                        Some(Series { data: SeriesData::Gauge(last), .. }) => {
                             if point.time_unix_nano >= last.time_unix_nano {
                                 *last = point;
                             }
@@ -658,18 +628,12 @@ impl Aggregator {
                     let mut point = p.clone();
                     if scale != 1.0 {
                         point.sum *= scale;
-                        point
-                            .quantile_values
-                            .iter_mut()
-                            .for_each(|q| q.value *= scale);
+                        point.quantile_values.iter_mut().for_each(|q| q.value *= scale);
                     }
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Summary(SummaryDataPoint::default())
                     }) {
-                        Some(Series {
-                            data: SeriesData::Summary(last),
-                            ..
-                        }) => {
+                        Some(Series { data: SeriesData::Summary(last), .. }) => {
                             *last = point;
                             result.accepted += 1;
                         }
@@ -685,10 +649,7 @@ impl Aggregator {
                     match self.series_entry(key, resource, meta, &p.attributes, || {
                         SeriesData::Exponential(Vec::new(), temporality)
                     }) {
-                        Some(Series {
-                            data: SeriesData::Exponential(points, _),
-                            ..
-                        }) => {
+                        Some(Series { data: SeriesData::Exponential(points, _), .. }) => {
                             if temporality == cumulative {
                                 // A later cumulative point supersedes the earlier ones.
                                 points.clear();
@@ -738,11 +699,7 @@ impl Aggregator {
                 }
                 other => other.clone(),
             });
-            *base = Baseline {
-                start,
-                value,
-                seen_flush: flushes,
-            };
+            *base = Baseline { start, value, seen_flush: flushes };
             return Delta::Increment(delta);
         }
         if self.baselines.len() >= self.max_series.saturating_mul(2) {
@@ -750,28 +707,17 @@ impl Aggregator {
         }
         // The series began after the agent did: every increment since its start is ours to count.
         let whole = start != 0 && start >= self.started_at;
-        self.baselines.insert(
-            key.to_vec(),
-            Baseline {
-                start,
-                value: value.clone(),
-                seen_flush: flushes,
-            },
-        );
-        if whole {
-            Delta::Increment(value)
-        } else {
-            Delta::Baseline
-        }
+        self.baselines
+            .insert(key.to_vec(), Baseline { start, value: value.clone(), seen_flush: flushes });
+        if whole { Delta::Increment(value) } else { Delta::Baseline }
     }
 }
 
 fn scaled_point(p: &NumberDataPoint, scale: f64) -> NumberDataPoint {
     let mut point = p.clone();
     if scale != 1.0 {
-        point.value = Some(number_data_point::Value::AsDouble(
-            Num::from_point(p.value).as_f64() * scale,
-        ));
+        point.value =
+            Some(number_data_point::Value::AsDouble(Num::from_point(p.value).as_f64() * scale));
     }
     point.exemplars.clear();
     point
@@ -830,11 +776,7 @@ fn push_point(metric: &mut Metric, series: Series, start: u64, now: u64) {
             }
             match &mut metric.data {
                 Some(Data::Gauge(g)) => g.data_points.push(point),
-                _ => {
-                    metric.data = Some(Data::Gauge(Gauge {
-                        data_points: vec![point],
-                    }))
-                }
+                _ => metric.data = Some(Data::Gauge(Gauge { data_points: vec![point] })),
             }
         }
         SeriesData::Level(mut point) => {
@@ -852,11 +794,7 @@ fn push_point(metric: &mut Metric, series: Series, start: u64, now: u64) {
         }
         SeriesData::Summary(point) => match &mut metric.data {
             Some(Data::Summary(s)) => s.data_points.push(point),
-            _ => {
-                metric.data = Some(Data::Summary(Summary {
-                    data_points: vec![point],
-                }))
-            }
+            _ => metric.data = Some(Data::Summary(Summary { data_points: vec![point] })),
         },
         SeriesData::Exponential(points, temporality) => match &mut metric.data {
             Some(Data::ExponentialHistogram(e)) => e.data_points.extend(points),
@@ -918,22 +856,14 @@ pub use crate::export::count_points;
 pub fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
 }
 
 /// The string form of an attribute value (for matching service and model names).
 pub fn attr_string<'a>(attrs: &'a [KeyValue], key: &str) -> Option<std::borrow::Cow<'a, str>> {
-    let value = attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?;
+    let value = attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()?;
     Some(match value {
         any_value::Value::StringValue(s) => std::borrow::Cow::Borrowed(s.as_str()),
         any_value::Value::IntValue(i) => std::borrow::Cow::Owned(i.to_string()),
@@ -971,10 +901,7 @@ mod tests {
                 attributes: vec![kv_str("service.name", service)],
                 ..Default::default()
             }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![metric],
-                ..Default::default()
-            }],
+            scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
             ..Default::default()
         }
     }
@@ -1008,20 +935,12 @@ mod tests {
         let m = |c| {
             histogram(
                 AggregationTemporality::Delta,
-                vec![hist_point(
-                    1_000,
-                    c,
-                    0.5,
-                    vec![kv_str("model.name", "resnet")],
-                )],
+                vec![hist_point(1_000, c, 0.5, vec![kv_str("model.name", "resnet")])],
             )
         };
         assert_eq!(
             agg.ingest(&batch("svc", m(vec![1, 2, 3])), &no_rename),
-            Ingested {
-                accepted: 1,
-                shed: 0
-            }
+            Ingested { accepted: 1, shed: 0 }
         );
         agg.ingest(&batch("svc", m(vec![0, 1, 4])), &no_rename);
         let out = agg.flush(2_000);
@@ -1032,34 +951,21 @@ mod tests {
         assert_eq!(p.count, 11);
         assert_eq!(p.sum, Some(1.0));
         assert_eq!((p.start_time_unix_nano, p.time_unix_nano), (1_000, 2_000));
-        let attrs = &out[0]
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.clone())
-            .unwrap_or_default();
+        let attrs = &out[0].resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
         assert_eq!(attr_string(attrs, "host.name").as_deref(), Some("node-1"));
         assert_eq!(attr_string(attrs, "service.name").as_deref(), Some("svc"));
-        assert!(
-            agg.flush(3_000).is_empty(),
-            "a flushed interval starts empty"
-        );
+        assert!(agg.flush(3_000).is_empty(), "a flushed interval starts empty");
     }
 
     #[test]
     fn cumulative_histograms_become_increments_with_resets() {
         let mut agg = Aggregator::new(vec![], 100, 1_000);
         let m = |start, c: Vec<u64>, sum| {
-            histogram(
-                AggregationTemporality::Cumulative,
-                vec![hist_point(start, c, sum, vec![])],
-            )
+            histogram(AggregationTemporality::Cumulative, vec![hist_point(start, c, sum, vec![])])
         };
         // Started after the agent: the first point counts whole.
         agg.ingest(&batch("svc", m(1_500, vec![1, 1, 0], 0.1)), &no_rename);
-        assert_eq!(
-            only_histogram(&agg.flush(2_000)).bucket_counts,
-            vec![1, 1, 0]
-        );
+        assert_eq!(only_histogram(&agg.flush(2_000)).bucket_counts, vec![1, 1, 0]);
         agg.ingest(&batch("svc", m(1_500, vec![3, 1, 2], 0.5)), &no_rename);
         let out = agg.flush(3_000);
         let p = only_histogram(&out);
@@ -1067,10 +973,7 @@ mod tests {
         assert!((p.sum.unwrap_or_default() - 0.4).abs() < 1e-12);
         // Restart of the service: new start time, counts from zero again.
         agg.ingest(&batch("svc", m(2_500, vec![0, 1, 0], 0.05)), &no_rename);
-        assert_eq!(
-            only_histogram(&agg.flush(4_000)).bucket_counts,
-            vec![0, 1, 0]
-        );
+        assert_eq!(only_histogram(&agg.flush(4_000)).bucket_counts, vec![0, 1, 0]);
     }
 
     #[test]
@@ -1096,24 +999,17 @@ mod tests {
         let out = agg.flush(3_000);
         match &out[0].scope_metrics[0].metrics[0].data {
             Some(Data::Sum(s)) => {
-                assert_eq!(
-                    s.aggregation_temporality,
-                    AggregationTemporality::Delta as i32
-                );
-                assert_eq!(
-                    s.data_points[0].value,
-                    Some(number_data_point::Value::AsInt(35))
-                );
+                assert_eq!(s.aggregation_temporality, AggregationTemporality::Delta as i32);
+                assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(35)));
             }
             other => panic!("{other:?}"),
         }
         // A counter going down is a reset: the new value is all increment.
         agg.ingest(&batch("svc", counter(7)), &no_rename);
         match &agg.flush(4_000)[0].scope_metrics[0].metrics[0].data {
-            Some(Data::Sum(s)) => assert_eq!(
-                s.data_points[0].value,
-                Some(number_data_point::Value::AsInt(7))
-            ),
+            Some(Data::Sum(s)) => {
+                assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(7)))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1127,10 +1023,7 @@ mod tests {
                 &[],
                 &meta,
                 vec![],
-                Observation::Histogram {
-                    bounds: &[0.01, 0.1],
-                    value: v,
-                },
+                Observation::Histogram { bounds: &[0.01, 0.1], value: v },
             );
         }
         let out = agg.flush(10);
@@ -1144,12 +1037,7 @@ mod tests {
         let mut agg = Aggregator::new(vec![], 2, 0);
         let meta = MetricMeta::new("inference.requests", "{request}");
         let obs = |agg: &mut Aggregator, model: &str| {
-            agg.observe(
-                &[],
-                &meta,
-                vec![kv_str("model.name", model)],
-                Observation::Count(1),
-            )
+            agg.observe(&[], &meta, vec![kv_str("model.name", model)], Observation::Count(1))
         };
         assert_eq!(obs(&mut agg, "a").shed, 0);
         assert_eq!(obs(&mut agg, "b").shed, 0);
@@ -1189,10 +1077,7 @@ mod tests {
         let metric = Metric {
             name: "x".into(),
             data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: vec![ExponentialHistogramDataPoint {
-                    count: 1,
-                    ..Default::default()
-                }],
+                data_points: vec![ExponentialHistogramDataPoint { count: 1, ..Default::default() }],
                 aggregation_temporality: AggregationTemporality::Delta as i32,
             })),
             ..Default::default()
@@ -1203,13 +1088,7 @@ mod tests {
             total.accepted += got.accepted;
             total.shed += got.shed;
         }
-        assert_eq!(
-            total,
-            Ingested {
-                accepted: MAX_EXPONENTIAL_POINTS as u64,
-                shed: 1
-            }
-        );
+        assert_eq!(total, Ingested { accepted: MAX_EXPONENTIAL_POINTS as u64, shed: 1 });
         let out = agg.flush(1);
         match &out[0].scope_metrics[0].metrics[0].data {
             Some(Data::ExponentialHistogram(e)) => {
@@ -1234,10 +1113,7 @@ mod tests {
         };
         agg.ingest(&batch("svc", metric), &rename);
         let out = agg.flush(1);
-        assert_eq!(
-            out[0].scope_metrics[0].metrics[0].name,
-            "inference.request.duration"
-        );
+        assert_eq!(out[0].scope_metrics[0].metrics[0].name, "inference.request.duration");
         let p = only_histogram(&out);
         assert_eq!(p.explicit_bounds, vec![0.01 * 0.001, 0.1 * 0.001]);
         assert_eq!(p.sum, Some(0.005));

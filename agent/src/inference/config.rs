@@ -235,29 +235,17 @@ impl InferenceConfig {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut problem = |key: String, message: &str| {
-            problems.push(ConfigProblem {
-                key,
-                message: message.to_owned(),
-            })
+            problems.push(ConfigProblem { key, message: message.to_owned() })
         };
         let r = &self.receiver;
         if r.max_body_bytes == 0 {
-            problem(
-                "inference.receiver.max_body_bytes".into(),
-                "must be greater than 0",
-            );
+            problem("inference.receiver.max_body_bytes".into(), "must be greater than 0");
         }
         if r.max_in_flight == 0 {
-            problem(
-                "inference.receiver.max_in_flight".into(),
-                "must be greater than 0",
-            );
+            problem("inference.receiver.max_in_flight".into(), "must be greater than 0");
         }
         if r.max_series == 0 {
-            problem(
-                "inference.receiver.max_series".into(),
-                "must be greater than 0",
-            );
+            problem("inference.receiver.max_series".into(), "must be greater than 0");
         }
         if !r.span_buckets.windows(2).all(|w| w[0] < w[1])
             || r.span_buckets.iter().any(|b| !b.is_finite())
@@ -275,9 +263,7 @@ impl InferenceConfig {
             } else if !names.insert(("scrape", s.name.clone())) {
                 problem(key("name"), "is used by another scrape target");
             }
-            if reqwest::Url::parse(&s.url)
-                .map(|u| !u.scheme().starts_with("http"))
-                .unwrap_or(true)
+            if reqwest::Url::parse(&s.url).map(|u| !u.scheme().starts_with("http")).unwrap_or(true)
             {
                 problem(key("url"), "must be an http:// or https:// URL");
             }
@@ -295,9 +281,7 @@ impl InferenceConfig {
             } else if !names.insert(("probe", p.name.clone())) {
                 problem(key("name"), "is used by another probe");
             }
-            if reqwest::Url::parse(&p.url)
-                .map(|u| !u.scheme().starts_with("http"))
-                .unwrap_or(true)
+            if reqwest::Url::parse(&p.url).map(|u| !u.scheme().starts_with("http")).unwrap_or(true)
             {
                 problem(key("url"), "must be an http:// or https:// URL");
             }
@@ -308,10 +292,7 @@ impl InferenceConfig {
                 if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                     || reqwest::header::HeaderValue::from_str(value).is_err()
                 {
-                    problem(
-                        key(&format!("headers.{name}")),
-                        "is not a valid HTTP header",
-                    );
+                    problem(key(&format!("headers.{name}")), "is not a valid HTTP header");
                 }
             }
             if p.interval.is_some_and(|d| d.is_zero()) {
@@ -356,8 +337,7 @@ mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom)).transpose()
     }
 }
 
@@ -392,8 +372,7 @@ mod tests {
             l.starts_with("[[")
                 || l.split_once(" = ").is_some_and(|(k, _)| {
                     !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+                        && k.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
                 })
         };
         let uncommented = DEFAULT_INFERENCE_CONFIG

@@ -126,20 +126,14 @@ pub fn spawn(cfg: &InferenceConfig, ctx: InferenceContext) -> Result<(), Inferen
 
 /// The counters of the room started by the last [`spawn`], for the core's `/metrics`.
 pub fn stats() -> Option<Arc<InferenceStats>> {
-    LATEST_STATS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
+    LATEST_STATS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Messages to the aggregator task.
 #[derive(Debug)]
 pub(crate) enum Work {
     /// Batches to fold in; the reply, when asked, says how many points were shed.
-    Batches {
-        batches: Vec<ResourceMetrics>,
-        reply: Option<oneshot::Sender<Ingested>>,
-    },
+    Batches { batches: Vec<ResourceMetrics>, reply: Option<oneshot::Sender<Ingested>> },
 }
 
 /// The sending side of the work queue, shared by receivers, scrapers and probes.
@@ -188,10 +182,7 @@ pub fn start(
     }
     let stats = Arc::new(InferenceStats::default());
     let (tx, rx) = mpsc::channel(queue_capacity(&cfg.receiver));
-    let queue = WorkQueue {
-        tx,
-        stats: Arc::clone(&stats),
-    };
+    let queue = WorkQueue { tx, stats: Arc::clone(&stats) };
 
     let mut receiver_cfg = cfg.receiver.clone();
     if let Some(addr) = ctx.otlp_grpc_listen {
@@ -221,25 +212,18 @@ pub fn start(
     for scraper in scrapers {
         let span = info_span!("scrape", target = %scraper.name());
         ctx.tasks.spawn(
-            scraper
-                .run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone())
-                .instrument(span),
+            scraper.run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone()).instrument(span),
         );
     }
     for prober in probes {
         let span = info_span!("probe", probe = %prober.name());
         ctx.tasks.spawn(
-            prober
-                .run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone())
-                .instrument(span),
+            prober.run(queue.clone(), Arc::clone(&stats), ctx.shutdown.clone()).instrument(span),
         );
     }
     let map_http = receiver_cfg.map_http_server_duration;
-    let aggregator = Aggregator::new(
-        ctx.node_resource.clone(),
-        receiver_cfg.max_series,
-        now_unix_nanos(),
-    );
+    let aggregator =
+        Aggregator::new(ctx.node_resource.clone(), receiver_cfg.max_series, now_unix_nanos());
     let tasks = ctx.tasks.clone();
     tasks.spawn(
         run_aggregator(aggregator, rx, map_http, ctx, Arc::clone(&stats))
@@ -306,14 +290,7 @@ async fn run_aggregator(
         }
         drop(reply);
     }
-    flush(
-        &mut aggregator,
-        &ctx,
-        &stats,
-        &mut exported,
-        last_flush,
-        now_unix_nanos(),
-    );
+    flush(&mut aggregator, &ctx, &stats, &mut exported, last_flush, now_unix_nanos());
     info!("Inference aggregator stopped.");
 }
 
@@ -330,13 +307,7 @@ fn flush(
         ctx.outbox.push(batch);
     }
     let current = stats.snapshot();
-    ctx.outbox.push(stats_batch(
-        &ctx.node_resource,
-        exported,
-        &current,
-        start,
-        now,
-    ));
+    ctx.outbox.push(stats_batch(&ctx.node_resource, exported, &current, start, now));
     *exported = current;
 }
 
@@ -372,18 +343,13 @@ fn stats_batch(
         })
         .collect();
     ResourceMetrics {
-        resource: Some(Resource {
-            attributes: node_resource.to_vec(),
-            ..Default::default()
-        }),
+        resource: Some(Resource { attributes: node_resource.to_vec(), ..Default::default() }),
         scope_metrics: vec![ScopeMetrics {
-            scope: Some(
-                opentelemetry_proto::tonic::common::v1::InstrumentationScope {
-                    name: aggregate::SCOPE_NAME.to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ..Default::default()
-                },
-            ),
+            scope: Some(opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                name: aggregate::SCOPE_NAME.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                ..Default::default()
+            }),
             metrics,
             ..Default::default()
         }],

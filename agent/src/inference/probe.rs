@@ -60,21 +60,13 @@ impl Prober {
         default_interval: Duration,
     ) -> Result<Self, InferenceError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|source| InferenceError::HttpClient {
-                what: format!("probe {}", cfg.name),
-                source,
-            })?;
+        let client = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(|source| {
+            InferenceError::HttpClient { what: format!("probe {}", cfg.name), source }
+        })?;
         let body = match &cfg.body_file {
-            Some(path) => Some(bytes::Bytes::from(std::fs::read(path).map_err(
-                |source| InferenceError::ProbeBody {
-                    probe: cfg.name.clone(),
-                    path: path.clone(),
-                    source,
-                },
-            )?)),
+            Some(path) => Some(bytes::Bytes::from(std::fs::read(path).map_err(|source| {
+                InferenceError::ProbeBody { probe: cfg.name.clone(), path: path.clone(), source }
+            })?)),
             None => None,
         };
         // Validation has checked method and headers; anything still invalid is skipped.
@@ -133,10 +125,8 @@ impl Prober {
 
     /// Send the request once. Latency is measured on tokio's clock.
     pub(crate) async fn probe_once(&self) -> ProbeOutcome {
-        let mut request = self
-            .client
-            .request(self.method.clone(), &self.cfg.url)
-            .headers(self.headers.clone());
+        let mut request =
+            self.client.request(self.method.clone(), &self.cfg.url).headers(self.headers.clone());
         if let Some(body) = &self.body {
             request = request.body(body.clone());
         }
@@ -159,10 +149,7 @@ impl Prober {
         if let Err(e) = response.bytes().await {
             return classify(e);
         }
-        ProbeOutcome::Response {
-            status,
-            latency: started.elapsed(),
-        }
+        ProbeOutcome::Response { status, latency: started.elapsed() }
     }
 }
 
@@ -199,14 +186,7 @@ pub fn outcome_batch(cfg: &ProbeConfig, outcome: &ProbeOutcome, now: u64) -> Res
         );
     }
     let mut a = attrs;
-    a.push(kv_str(
-        "outcome",
-        if error_type.is_none() {
-            "success"
-        } else {
-            "failure"
-        },
-    ));
+    a.push(kv_str("outcome", if error_type.is_none() { "success" } else { "failure" }));
     if let Some(e) = error_type {
         a.push(kv_str("error.type", e));
     }

@@ -40,10 +40,7 @@ pub struct Sample {
 impl Sample {
     /// The value of label `key`.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -97,19 +94,14 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
     let mut exposition = Exposition::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
-        let err = |message: &str| ParseError {
-            line: i + 1,
-            message: message.to_owned(),
-        };
+        let err = |message: &str| ParseError { line: i + 1, message: message.to_owned() };
         if line.is_empty() {
             continue;
         }
         if let Some(comment) = line.strip_prefix('#') {
             let mut words = comment.split_whitespace();
             if words.next() == Some("TYPE") {
-                let name = words
-                    .next()
-                    .ok_or_else(|| err("TYPE without a metric name"))?;
+                let name = words.next().ok_or_else(|| err("TYPE without a metric name"))?;
                 let kind = match words.next() {
                     Some("counter") => FamilyType::Counter,
                     Some("gauge") => FamilyType::Gauge,
@@ -122,9 +114,7 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
             }
             continue;
         }
-        exposition
-            .samples
-            .push(parse_sample(line).map_err(|m| err(&m))?);
+        exposition.samples.push(parse_sample(line).map_err(|m| err(&m))?);
     }
     Ok(exposition)
 }
@@ -152,17 +142,12 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     let value = fields.next().ok_or("expected a value")?;
     let value = parse_float(value).ok_or_else(|| format!("invalid value {value:?}"))?;
     if let Some(ts) = fields.next() {
-        ts.parse::<i64>()
-            .map_err(|_| format!("invalid timestamp {ts:?}"))?;
+        ts.parse::<i64>().map_err(|_| format!("invalid timestamp {ts:?}"))?;
     }
     if fields.next().is_some() {
         return Err("unexpected text after the timestamp".to_owned());
     }
-    Ok(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
+    Ok(Sample { name: name.to_owned(), labels, value })
 }
 
 /// Parse `a="x",b="y"}` and return what follows the closing brace.
@@ -172,18 +157,14 @@ fn parse_labels<'a>(mut s: &'a str, labels: &mut Vec<(String, String)>) -> Resul
         if let Some(after) = s.strip_prefix('}') {
             return Ok(after);
         }
-        let name_end = s
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(s.len());
+        let name_end =
+            s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
         let name = &s[..name_end];
         if name.is_empty() {
             return Err("expected a label name".to_owned());
         }
         s = s[name_end..].trim_start();
-        s = s
-            .strip_prefix('=')
-            .ok_or("expected '=' after a label name")?
-            .trim_start();
+        s = s.strip_prefix('=').ok_or("expected '=' after a label name")?.trim_start();
         s = s.strip_prefix('"').ok_or("expected a quoted label value")?;
         let mut value = String::new();
         let mut chars = s.char_indices();
@@ -249,11 +230,7 @@ impl Exposition {
                 let Some(le) = s.label("le").and_then(parse_float) else {
                     continue;
                 };
-                by_labels
-                    .entry(labels.clone())
-                    .or_insert_with(entry)
-                    .buckets
-                    .push((le, s.value));
+                by_labels.entry(labels.clone()).or_insert_with(entry).buckets.push((le, s.value));
             } else if s.name == sum {
                 by_labels.entry(labels.clone()).or_insert_with(entry).sum = s.value;
             } else if s.name == count {
@@ -289,11 +266,7 @@ impl Exposition {
                 let Some(q) = s.label("quantile").and_then(parse_float) else {
                     continue;
                 };
-                by_labels
-                    .entry(labels.clone())
-                    .or_insert_with(entry)
-                    .quantiles
-                    .push((q, s.value));
+                by_labels.entry(labels.clone()).or_insert_with(entry).quantiles.push((q, s.value));
             } else if s.name == sum {
                 by_labels.entry(labels.clone()).or_insert_with(entry).sum = s.value;
             } else if s.name == count {
@@ -333,10 +306,7 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_their_line() {
-        assert_eq!(
-            parse("ok 1\nbad{a=\"x} 1\n").expect_err("must fail").line,
-            2
-        );
+        assert_eq!(parse("ok 1\nbad{a=\"x} 1\n").expect_err("must fail").line, 2);
         assert_eq!(
             parse("x{a=b} 1").expect_err("must fail").message,
             "expected a quoted label value"
@@ -357,10 +327,7 @@ mod tests {
         let h = exp.histograms("h");
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].labels, vec![("m".to_owned(), "a".to_owned())]);
-        assert_eq!(
-            h[0].buckets,
-            vec![(0.01, 0.0), (0.1, 1.0), (f64::INFINITY, 3.0)]
-        );
+        assert_eq!(h[0].buckets, vec![(0.01, 0.0), (0.1, 1.0), (f64::INFINITY, 3.0)]);
         assert_eq!((h[0].sum, h[0].count), (0.7, 3.0));
         let s = exp.summaries("s");
         assert_eq!(s[0].quantiles, vec![(0.5, 10.0), (0.9, 12.0)]);

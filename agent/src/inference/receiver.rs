@@ -56,11 +56,7 @@ impl Ingress {
         &self,
         req: ExportMetricsServiceRequest,
     ) -> Result<ExportMetricsServiceResponse, Refusal> {
-        let points: u64 = req
-            .resource_metrics
-            .iter()
-            .map(super::aggregate::count_points)
-            .sum();
+        let points: u64 = req.resource_metrics.iter().map(super::aggregate::count_points).sum();
         InferenceStats::add(&self.stats.points_received, points);
         if points == 0 {
             return Ok(ExportMetricsServiceResponse::default());
@@ -115,10 +111,7 @@ impl MetricsService for Ingress {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics(request.into_inner())
-            .await
-            .map(tonic::Response::new)
-            .map_err(grpc_status)
+        self.metrics(request.into_inner()).await.map(tonic::Response::new).map_err(grpc_status)
     }
 }
 
@@ -128,9 +121,7 @@ impl TraceService for Ingress {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces(request.get_ref())
-            .map(tonic::Response::new)
-            .map_err(grpc_status)
+        self.traces(request.get_ref()).map(tonic::Response::new).map_err(grpc_status)
     }
 }
 
@@ -153,11 +144,7 @@ impl Receivers {
         stats: Arc<InferenceStats>,
     ) -> Result<Self, InferenceError> {
         let bind = |protocol: &'static str, addr: SocketAddr| {
-            let err = |source| InferenceError::Bind {
-                protocol,
-                addr,
-                source,
-            };
+            let err = |source| InferenceError::Bind { protocol, addr, source };
             let std_listener = std::net::TcpListener::bind(addr).map_err(err)?;
             std_listener.set_nonblocking(true).map_err(err)?;
             let listener = tokio::net::TcpListener::from_std(std_listener).map_err(err)?;
@@ -169,11 +156,7 @@ impl Receivers {
         Ok(Self {
             grpc,
             http,
-            ingress: Ingress {
-                queue,
-                stats,
-                cfg: Arc::new(cfg.clone()),
-            },
+            ingress: Ingress { queue, stats, cfg: Arc::new(cfg.clone()) },
             grpc_addr,
             http_addr,
         })
@@ -198,9 +181,8 @@ impl Receivers {
         let stop = shutdown.clone();
         tasks.spawn(
             async move {
-                if let Err(error) = grpc_router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
+                if let Err(error) =
+                    grpc_router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
                 {
                     warn!(%error, "OTLP gRPC receiver stopped with an error.");
                 }
@@ -270,10 +252,8 @@ fn http_encoding(
                 .into_response());
         }
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     match essence {
         "application/x-protobuf" | "application/protobuf" => Ok((Encoding::Protobuf, compression)),
@@ -345,12 +325,10 @@ fn encode<T: Message + serde::Serialize>(encoding: Encoding, message: &T) -> Res
 fn http_refusal(refusal: Refusal) -> Response {
     match refusal {
         // OTLP/HTTP: 429 and 503 are retryable; Retry-After paces the exporter.
-        Refusal::Busy => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            "agent busy: retry later",
-        )
-            .into_response(),
+        Refusal::Busy => {
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "agent busy: retry later")
+                .into_response()
+        }
         Refusal::Stopped => {
             (StatusCode::SERVICE_UNAVAILABLE, "agent shutting down").into_response()
         }
@@ -379,20 +357,12 @@ fn read_request<T: Message + Default + serde::de::DeserializeOwned>(
 ) -> Result<(Encoding, T), Response> {
     let (encoding, compression) = http_encoding(headers, &ingress.stats)?;
     let body = body_or_reject(body, &ingress.stats)?;
-    let body = plain_body(
-        body,
-        compression,
-        ingress.cfg.max_body_bytes,
-        &ingress.stats,
-    )?;
+    let body = plain_body(body, compression, ingress.cfg.max_body_bytes, &ingress.stats)?;
     match decode(encoding, &body) {
         Ok(request) => Ok((encoding, request)),
         Err(error) => {
             InferenceStats::add(&ingress.stats.requests_malformed, 1);
-            Err((
-                StatusCode::BAD_REQUEST,
-                format!("malformed OTLP {signal} request: {error}"),
-            )
+            Err((StatusCode::BAD_REQUEST, format!("malformed OTLP {signal} request: {error}"))
                 .into_response())
         }
     }

@@ -47,18 +47,10 @@ impl Scraper {
         default_interval: Duration,
     ) -> Result<Self, InferenceError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|source| InferenceError::HttpClient {
-                what: format!("scrape {}", cfg.name),
-                source,
-            })?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            interval: cfg.interval.unwrap_or(default_interval),
-            client,
-        })
+        let client = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(|source| {
+            InferenceError::HttpClient { what: format!("scrape {}", cfg.name), source }
+        })?;
+        Ok(Self { cfg: cfg.clone(), interval: cfg.interval.unwrap_or(default_interval), client })
     }
 
     /// The target's name.
@@ -144,10 +136,7 @@ fn target_batch(cfg: &ScrapeConfig, metrics: Vec<Metric>) -> ResourceMetrics {
             ],
             ..Default::default()
         }),
-        scope_metrics: vec![ScopeMetrics {
-            metrics,
-            ..Default::default()
-        }],
+        scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
         ..Default::default()
     }
 }
@@ -162,13 +151,7 @@ pub fn map_exposition(cfg: &ScrapeConfig, exposition: &Exposition, now: u64) -> 
         ScrapeKind::Prometheus => Vec::new(),
     };
     for family in &cfg.histograms {
-        metrics.push(histogram_family(
-            exposition,
-            family,
-            family,
-            unit_of(family),
-            now,
-        ));
+        metrics.push(histogram_family(exposition, family, family, unit_of(family), now));
     }
     for family in &cfg.summaries {
         metrics.push(summary_family(exposition, family, now));
@@ -230,12 +213,8 @@ fn collect(
     keep: &[&str],
 ) {
     for s in exposition.samples_named(name) {
-        let mut key: Vec<(String, String)> = s
-            .labels
-            .iter()
-            .filter(|(k, _)| keep.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let mut key: Vec<(String, String)> =
+            s.labels.iter().filter(|(k, _)| keep.contains(&k.as_str())).cloned().collect();
         key.sort();
         *counters.entry(key).or_default().entry(field).or_insert(0.0) += s.value;
     }
@@ -405,11 +384,8 @@ fn map_torchserve(exposition: &Exposition, now: u64) -> Vec<Metric> {
 
 fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
     let mut metrics = Vec::new();
-    let mut families: Vec<(&String, &prom_text::FamilyType)> = exposition
-        .types
-        .iter()
-        .filter(|(name, _)| name.starts_with("vllm:"))
-        .collect();
+    let mut families: Vec<(&String, &prom_text::FamilyType)> =
+        exposition.types.iter().filter(|(name, _)| name.starts_with("vllm:")).collect();
     families.sort();
     for (family, kind) in families {
         let otel_name = match family.as_str() {
@@ -435,10 +411,7 @@ fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
                 let points = exposition
                     .samples_named(&total)
                     .map(|s| {
-                        (
-                            with(&normalise_labels(&s.labels, &[]), "outcome", "success"),
-                            s.value,
-                        )
+                        (with(&normalise_labels(&s.labels, &[]), "outcome", "success"), s.value)
                     })
                     .collect();
                 metrics.push(counter("inference.requests", "{request}", points, now));
@@ -451,12 +424,7 @@ fn map_vllm(exposition: &Exposition, now: u64) -> Vec<Metric> {
                     .filter(|s| s.name == *family || s.name == format!("{family}_total"))
                     .map(|s| (normalise_labels(&s.labels, &[]), s.value))
                     .collect();
-                metrics.push(counter(
-                    otel_name.trim_end_matches("_total"),
-                    "",
-                    points,
-                    now,
-                ));
+                metrics.push(counter(otel_name.trim_end_matches("_total"), "", points, now));
             }
             prom_text::FamilyType::Gauge => {
                 for s in exposition.samples_named(family) {
@@ -537,10 +505,7 @@ fn summary_family(exposition: &Exposition, family: &str, now: u64) -> Metric {
             quantile_values: s
                 .quantiles
                 .iter()
-                .map(|(q, v)| ValueAtQuantile {
-                    quantile: *q,
-                    value: *v,
-                })
+                .map(|(q, v)| ValueAtQuantile { quantile: *q, value: *v })
                 .collect(),
             ..Default::default()
         })

@@ -70,11 +70,8 @@ pub fn derive(request: &ExportTraceServiceRequest, cfg: &ReceiverConfig, now: u6
         description: "Inference requests by outcome, from server spans.".to_owned(),
     };
     for rs in &request.resource_spans {
-        let resource_attrs: &[KeyValue] = rs
-            .resource
-            .as_ref()
-            .map(|r| r.attributes.as_slice())
-            .unwrap_or(&[]);
+        let resource_attrs: &[KeyValue] =
+            rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
         let spans: u64 = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
         derived.spans += spans;
         let service = attr_string(resource_attrs, "service.name").unwrap_or_default();
@@ -101,22 +98,13 @@ pub fn derive(request: &ExportTraceServiceRequest, cfg: &ReceiverConfig, now: u6
                 resource_attrs,
                 &duration,
                 attrs.clone(),
-                Observation::Histogram {
-                    bounds: &cfg.span_buckets,
-                    value: seconds,
-                },
+                Observation::Histogram { bounds: &cfg.span_buckets, value: seconds },
             );
-            let failed = span
-                .status
-                .as_ref()
-                .is_some_and(|s| s.code == StatusCode::Error as i32)
+            let failed = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32)
                 || attr_string(&span.attributes, "http.response.status_code")
                     .and_then(|c| c.parse::<u16>().ok())
                     .is_some_and(|c| c >= 500);
-            attrs.push(kv_str(
-                "outcome",
-                if failed { "failure" } else { "success" },
-            ));
+            attrs.push(kv_str("outcome", if failed { "failure" } else { "success" }));
             attrs.sort_by(|a, b| a.key.cmp(&b.key));
             local.observe(resource_attrs, &requests, attrs, Observation::Count(1));
         }
@@ -140,10 +128,7 @@ mod tests {
             start_time_unix_nano: 1_000_000_000,
             end_time_unix_nano: 1_000_000_000 + ms * 1_000_000,
             attributes: vec![kv_str("model.name", model), kv_str("http.route", "/infer")],
-            status: error.then(|| Status {
-                code: StatusCode::Error as i32,
-                ..Default::default()
-            }),
+            status: error.then(|| Status { code: StatusCode::Error as i32, ..Default::default() }),
             ..Default::default()
         }
     }
@@ -155,10 +140,7 @@ mod tests {
                     attributes: vec![kv_str("service.name", service)],
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
                 ..Default::default()
             }],
         }
@@ -182,47 +164,31 @@ mod tests {
         let derived = derive(&req, &cfg, 7);
         assert_eq!((derived.spans, derived.used), (3, 2));
         let metrics = &derived.batches[0].scope_metrics[0].metrics;
-        let duration = metrics
-            .iter()
-            .find(|m| m.name == REQUEST_DURATION)
-            .expect("duration");
+        let duration = metrics.iter().find(|m| m.name == REQUEST_DURATION).expect("duration");
         match &duration.data {
             Some(Data::Histogram(h)) => {
                 assert_eq!(h.data_points[0].bucket_counts, vec![1, 1, 0]);
-                assert_eq!(
-                    h.data_points[0].attributes,
-                    vec![kv_str("model.name", "resnet")]
-                );
+                assert_eq!(h.data_points[0].attributes, vec![kv_str("model.name", "resnet")]);
             }
             other => panic!("{other:?}"),
         }
-        let count = metrics
-            .iter()
-            .find(|m| m.name == REQUESTS)
-            .expect("requests");
+        let count = metrics.iter().find(|m| m.name == REQUESTS).expect("requests");
         match &count.data {
             Some(Data::Sum(s)) => assert_eq!(s.data_points.len(), 2, "success and failure"),
             other => panic!("{other:?}"),
         }
         // A service not in the list yields nothing.
         assert!(
-            derive(
-                &request("other", vec![span(SpanKind::Server, 5, "x", false)]),
-                &cfg,
-                7
-            )
-            .batches
-            .is_empty()
+            derive(&request("other", vec![span(SpanKind::Server, 5, "x", false)]), &cfg, 7)
+                .batches
+                .is_empty()
         );
     }
 
     #[test]
     fn http_durations_are_renamed_in_seconds() {
-        let m = Metric {
-            name: "http.server.duration".into(),
-            unit: "ms".into(),
-            ..Default::default()
-        };
+        let m =
+            Metric { name: "http.server.duration".into(), unit: "ms".into(), ..Default::default() };
         assert_eq!(
             rename_metric(&m, true).map(|(meta, s)| (meta.name, s)),
             Some((REQUEST_DURATION.into(), 0.001))

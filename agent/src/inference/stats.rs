@@ -81,10 +81,7 @@ impl InferenceStats {
         use std::fmt::Write;
         for (name, help, value) in self.snapshot().named() {
             let prom = name.replace('.', "_") + "_total";
-            let _ = writeln!(
-                out,
-                "# HELP {prom} {help}\n# TYPE {prom} counter\n{prom} {value}"
-            );
+            let _ = writeln!(out, "# HELP {prom} {help}\n# TYPE {prom} counter\n{prom} {value}");
         }
     }
 }
@@ -133,11 +130,7 @@ impl InferenceStatsSnapshot {
                 "Failed scrapes of model servers.",
                 self.scrape_failures,
             ),
-            (
-                "stoker.agent.inference.probes",
-                "Probe requests sent.",
-                self.probes,
-            ),
+            ("stoker.agent.inference.probes", "Probe requests sent.", self.probes),
             (
                 "stoker.agent.inference.probe.failures",
                 "Probe requests that failed.",
@@ -157,10 +150,7 @@ mod tests {
         InferenceStats::add(&stats.points_shed, 3);
         let mut out = String::new();
         stats.render_prometheus(&mut out);
-        assert!(
-            out.contains("\nstoker_agent_inference_points_shed_total 3\n"),
-            "{out}"
-        );
+        assert!(out.contains("\nstoker_agent_inference_points_shed_total 3\n"), "{out}");
         assert_eq!(out.matches("# TYPE").count(), 10);
     }
 }

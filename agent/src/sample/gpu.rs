@@ -116,10 +116,7 @@ impl GpuSampler {
         let nvml = Nvml::builder()
             .lib_path(lib)
             .init()
-            .map_err(|source| GpuError::Init {
-                lib: lib.to_string_lossy().into_owned(),
-                source,
-            })?;
+            .map_err(|source| GpuError::Init { lib: lib.to_string_lossy().into_owned(), source })?;
         let count = nvml.device_count().map_err(GpuError::Count)?;
         let driver_version = nvml.sys_driver_version().unwrap_or_else(|e| {
             warn!(error = %e, "NVML does not report the driver version.");
@@ -227,10 +224,7 @@ fn sample_device(
     if dev.uuid.is_none() {
         identify(nvml, dev);
     }
-    let hw_id = dev
-        .uuid
-        .clone()
-        .unwrap_or_else(|| format!("gpu-{}", dev.index));
+    let hw_id = dev.uuid.clone().unwrap_or_else(|| format!("gpu-{}", dev.index));
     let base = vec![
         kv_str("hw.id", &hw_id),
         kv_str("hw.model", &dev.model),
@@ -255,20 +249,10 @@ fn sample_device(
     };
     let mut state = HwState::Failed;
     if let Some(device) = device {
-        let mut p = Probe {
-            dev,
-            lost: false,
-            degraded: false,
-        };
+        let mut p = Probe { dev, lost: false, degraded: false };
         if let Some(u) = p.read("utilization", || device.utilization_rates()) {
             let task = [kv_str("hw.gpu.task", "general")];
-            b.f64(
-                "hw.gpu.utilization",
-                "1",
-                Kind::Gauge,
-                with(&task),
-                f64::from(u.gpu) / 100.0,
-            );
+            b.f64("hw.gpu.utilization", "1", Kind::Gauge, with(&task), f64::from(u.gpu) / 100.0);
             b.f64(
                 "gpu.memory_controller.utilization",
                 "1",
@@ -298,79 +282,30 @@ fn sample_device(
             );
         }
         if let Some(m) = p.read("memory", || device.memory_info()) {
-            b.i64(
-                "hw.gpu.memory.usage",
-                "By",
-                Kind::UpDown,
-                with(&[]),
-                clamp(m.used),
-            );
-            b.i64(
-                "hw.gpu.memory.limit",
-                "By",
-                Kind::UpDown,
-                with(&[]),
-                clamp(m.total),
-            );
+            b.i64("hw.gpu.memory.usage", "By", Kind::UpDown, with(&[]), clamp(m.used));
+            b.i64("hw.gpu.memory.limit", "By", Kind::UpDown, with(&[]), clamp(m.total));
         }
         if let Some(mw) = p.read("power", || device.power_usage()) {
-            b.f64(
-                "hw.power",
-                "W",
-                Kind::Gauge,
-                with(&[]),
-                f64::from(mw) / 1000.0,
-            );
+            b.f64("hw.power", "W", Kind::Gauge, with(&[]), f64::from(mw) / 1000.0);
         }
         if let Some(mw) = p.read("power_limit", || device.enforced_power_limit()) {
-            b.f64(
-                "gpu.power.limit",
-                "W",
-                Kind::Gauge,
-                with(&[]),
-                f64::from(mw) / 1000.0,
-            );
+            b.f64("gpu.power.limit", "W", Kind::Gauge, with(&[]), f64::from(mw) / 1000.0);
         }
         if let Some(mj) = p.read("energy", || device.total_energy_consumption()) {
-            b.f64(
-                "hw.energy",
-                "J",
-                Kind::Counter,
-                with(&[]),
-                mj as f64 / 1000.0,
-            );
+            b.f64("hw.energy", "J", Kind::Counter, with(&[]), mj as f64 / 1000.0);
         }
         if let Some(c) = p.read("temperature", || device.temperature(TemperatureSensor::Gpu)) {
-            b.f64(
-                "hw.temperature",
-                "Cel",
-                Kind::Gauge,
-                with(&[]),
-                f64::from(c),
-            );
+            b.f64("hw.temperature", "Cel", Kind::Gauge, with(&[]), f64::from(c));
         }
         if let Some(mhz) = p.read("sm_clock", || device.clock_info(Clock::SM)) {
-            b.f64(
-                "gpu.clock.sm",
-                "MHz",
-                Kind::Gauge,
-                with(&[]),
-                f64::from(mhz),
-            );
+            b.f64("gpu.clock.sm", "MHz", Kind::Gauge, with(&[]), f64::from(mhz));
         }
         if let Some(r) = p.read("throttle_reasons", || device.current_throttle_reasons()) {
-            b.i64(
-                "gpu.throttle.reasons",
-                "",
-                Kind::Gauge,
-                with(&[]),
-                clamp(r.bits()),
-            );
+            b.i64("gpu.throttle.reasons", "", Kind::Gauge, with(&[]), clamp(r.bits()));
         }
-        for (direction, counter) in [
-            ("transmit", PcieUtilCounter::Send),
-            ("receive", PcieUtilCounter::Receive),
-        ] {
+        for (direction, counter) in
+            [("transmit", PcieUtilCounter::Send), ("receive", PcieUtilCounter::Receive)]
+        {
             if let Some(kbs) = p.read("pcie_throughput", || device.pcie_throughput(counter)) {
                 let dir = [kv_str("network.io.direction", direction)];
                 b.f64(
@@ -386,9 +321,8 @@ fn sample_device(
             ("ecc_corrected", MemoryError::Corrected),
             ("ecc_uncorrected", MemoryError::Uncorrected),
         ] {
-            if let Some(n) = p.read("ecc", || {
-                device.total_ecc_errors(error, EccCounter::Aggregate)
-            }) {
+            if let Some(n) = p.read("ecc", || device.total_ecc_errors(error, EccCounter::Aggregate))
+            {
                 b.i64(
                     "hw.errors",
                     "{error}",
@@ -402,13 +336,7 @@ fn sample_device(
             for proc_ in procs {
                 if let UsedGpuMemory::Used(bytes) = proc_.used_gpu_memory {
                     let pid = [kv_int("process.pid", i64::from(proc_.pid))];
-                    b.i64(
-                        "process.gpu.memory.usage",
-                        "By",
-                        Kind::Gauge,
-                        with(&pid),
-                        clamp(bytes),
-                    );
+                    b.i64("process.gpu.memory.usage", "By", Kind::Gauge, with(&pid), clamp(bytes));
                 }
             }
         }
@@ -456,11 +384,8 @@ fn sample_device(
         dev.lost = p.lost;
     }
     for (code, n) in xids.of(index) {
-        let kind = if code == XID_UNKNOWN {
-            "xid_unknown".to_owned()
-        } else {
-            format!("xid_{code}")
-        };
+        let kind =
+            if code == XID_UNKNOWN { "xid_unknown".to_owned() } else { format!("xid_{code}") };
         b.i64(
             "hw.errors",
             "{error}",
@@ -469,11 +394,9 @@ fn sample_device(
             clamp(n),
         );
     }
-    for (name, s) in [
-        ("ok", HwState::Ok),
-        ("degraded", HwState::Degraded),
-        ("failed", HwState::Failed),
-    ] {
+    for (name, s) in
+        [("ok", HwState::Ok), ("degraded", HwState::Degraded), ("failed", HwState::Failed)]
+    {
         b.i64(
             "hw.status",
             "1",
@@ -508,10 +431,7 @@ pub fn watch_xids(
     };
     for index in 0..devices {
         let Ok(device) = nvml.device_by_index(index) else {
-            warn!(
-                gpu = index,
-                "GPU does not answer; its XID errors will not be counted."
-            );
+            warn!(gpu = index, "GPU does not answer; its XID errors will not be counted.");
             continue;
         };
         match device.register_events(EventTypes::CRITICAL_XID_ERROR, set) {
@@ -565,9 +485,7 @@ fn rebuild_set<'n>(nvml: &'n Nvml, indices: &[u32]) -> Option<nvml_wrapper::Even
     let mut set = nvml.create_event_set().ok()?;
     for index in indices {
         let device = nvml.device_by_index(*index).ok()?;
-        set = device
-            .register_events(EventTypes::CRITICAL_XID_ERROR, set)
-            .ok()?;
+        set = device.register_events(EventTypes::CRITICAL_XID_ERROR, set).ok()?;
     }
     Some(set)
 }

@@ -53,23 +53,14 @@ impl HostSampler {
         system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
         let cpu_count = system.cpus().len().max(1);
         let matched = vec![Vec::new(); processes.len()];
-        Ok(Self {
-            system,
-            processes,
-            matched,
-            samples_since_scan: RESCAN_EVERY,
-            cpu_count,
-            start,
-        })
+        Ok(Self { system, processes, matched, samples_since_scan: RESCAN_EVERY, cpu_count, start })
     }
 
     /// Take one sample stamped `now` (Unix ns) and build its batch under `resource`.
     pub fn sample(&mut self, now: u64, resource: &[KeyValue]) -> ResourceMetrics {
         let mut b = BatchBuilder::new(now, self.start);
-        self.system
-            .refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
-        self.system
-            .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        self.system.refresh_cpu_specifics(CpuRefreshKind::nothing().with_usage());
+        self.system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
 
         b.f64(
             "system.cpu.utilization",
@@ -97,13 +88,7 @@ impl HostSampler {
             vec![kv_str("system.memory.state", "used")],
             clamp_i64(used),
         );
-        b.i64(
-            "system.memory.limit",
-            "By",
-            Kind::UpDown,
-            Vec::new(),
-            clamp_i64(total),
-        );
+        b.i64("system.memory.limit", "By", Kind::UpDown, Vec::new(), clamp_i64(total));
         b.i64(
             "system.linux.memory.available",
             "By",
@@ -127,10 +112,8 @@ impl HostSampler {
     }
 
     fn sample_processes(&mut self, b: &mut BatchBuilder) {
-        let needs_scan = self
-            .processes
-            .iter()
-            .any(|p| p.process_name.is_some() || p.cmdline_contains.is_some());
+        let needs_scan =
+            self.processes.iter().any(|p| p.process_name.is_some() || p.cmdline_contains.is_some());
         if needs_scan && self.samples_since_scan >= RESCAN_EVERY {
             self.scan();
         }
@@ -149,10 +132,7 @@ impl HostSampler {
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&pids),
             true,
-            ProcessRefreshKind::nothing()
-                .with_cpu()
-                .with_memory()
-                .without_tasks(),
+            ProcessRefreshKind::nothing().with_cpu().with_memory().without_tasks(),
         );
         let mut lost = false;
         for (i, p) in self.processes.iter().enumerate() {
@@ -214,11 +194,8 @@ impl HostSampler {
                 let hit = if let Some(name) = &p.process_name {
                     proc_.name() == name.as_str()
                 } else if let Some(needle) = &p.cmdline_contains {
-                    let cmd: Vec<String> = proc_
-                        .cmd()
-                        .iter()
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect();
+                    let cmd: Vec<String> =
+                        proc_.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect();
                     cmd.join(" ").contains(needle.as_str())
                 } else {
                     false

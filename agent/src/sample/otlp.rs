@@ -14,9 +14,7 @@ pub fn kv_str(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         key_strindex: 0,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
     }
 }
 
@@ -25,9 +23,7 @@ pub fn kv_int(key: &str, value: i64) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         key_strindex: 0,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
     }
 }
 
@@ -63,11 +59,7 @@ pub enum Kind {
 impl BatchBuilder {
     /// A builder whose points are stamped `time`; cumulative sums start at `start`.
     pub fn new(time: u64, start: u64) -> Self {
-        Self {
-            time,
-            start,
-            metrics: Vec::new(),
-        }
+        Self { time, start, metrics: Vec::new() }
     }
 
     fn metric(&mut self, name: &str, unit: &str, kind: Kind) -> &mut Vec<NumberDataPoint> {
@@ -75,9 +67,7 @@ impl BatchBuilder {
             Some(pos) => pos,
             None => {
                 let data = match kind {
-                    Kind::Gauge => Data::Gauge(Gauge {
-                        data_points: Vec::new(),
-                    }),
+                    Kind::Gauge => Data::Gauge(Gauge { data_points: Vec::new() }),
                     Kind::Counter | Kind::UpDown => Data::Sum(Sum {
                         data_points: Vec::new(),
                         aggregation_temporality: AggregationTemporality::Cumulative as i32,
@@ -131,10 +121,7 @@ impl BatchBuilder {
     /// Finish the batch under `resource`, from instrumentation scope `scope`.
     pub fn finish(self, resource: &[KeyValue], scope: &str) -> ResourceMetrics {
         ResourceMetrics {
-            resource: Some(Resource {
-                attributes: resource.to_vec(),
-                ..Default::default()
-            }),
+            resource: Some(Resource { attributes: resource.to_vec(), ..Default::default() }),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(InstrumentationScope {
                     name: scope.to_owned(),

@@ -13,10 +13,7 @@ fn printed_default_config_matches_the_checked_in_example() {
     let printed = String::from_utf8(out.stdout).unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/stoker-agent.example.toml");
     let file = std::fs::read_to_string(path).unwrap();
-    assert_eq!(
-        printed, file,
-        "regenerate with: stoker-agent --print-default-config > {path}"
-    );
+    assert_eq!(printed, file, "regenerate with: stoker-agent --print-default-config > {path}");
 }
 
 #[test]
@@ -27,10 +24,7 @@ fn unknown_key_exits_64_naming_file_and_key() {
     let out = agent().arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}: export", path.display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{}: export", path.display())), "{err}");
     assert!(err.contains("queue_batchez"), "{err}");
 }
 
@@ -42,14 +36,8 @@ fn invalid_values_exit_64_listing_every_problem() {
     let out = agent().arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{}: collector:", path.display())),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!("{}: interval:", path.display())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{}: collector:", path.display())), "{err}");
+    assert!(err.contains(&format!("{}: interval:", path.display())), "{err}");
 }
 
 #[test]
@@ -58,10 +46,7 @@ fn bad_flag_value_exits_64_naming_the_flag() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--interval"), "{err}");
-    let out = agent()
-        .args(["--metrics-listen", "localhost"])
-        .output()
-        .unwrap();
+    let out = agent().args(["--metrics-listen", "localhost"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -101,7 +86,14 @@ fn unreadable_token_and_ca_files_exit_64_naming_the_keys() {
     let out = agent().arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}: export.token_file: {} is empty", path.display(), empty.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: export.token_file: {} is empty",
+            path.display(),
+            empty.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("export.ca_file: cannot read /nonexistent/ca.pem"), "{err}");
 }
 
@@ -113,7 +105,10 @@ fn a_ca_file_for_a_plain_http_collector_is_refused() {
     std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
     std::fs::write(
         &path,
-        format!("collector = \"http://127.0.0.1:4417\"\n[export]\nca_file = {:?}\n", ca.display().to_string()),
+        format!(
+            "collector = \"http://127.0.0.1:4417\"\n[export]\nca_file = {:?}\n",
+            ca.display().to_string()
+        ),
     )
     .unwrap();
     let out = agent().arg("--config").arg(&path).output().unwrap();

@@ -18,11 +18,7 @@ async fn host_and_process_metrics_reach_the_receiver_and_shutdown_flushes() {
     let exe = dir.path().join(&exe_name);
     std::fs::copy(which_sleep(), &exe).unwrap();
     let marker = format!("{}", 600 + std::process::id() % 1000);
-    let mut sleeper = Command::new(&exe)
-        .arg(&marker)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sleeper = Command::new(&exe).arg(&marker).stdout(Stdio::null()).spawn().unwrap();
     let pid = sleeper.id();
     let pid_file = dir.path().join("server.pid");
     std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
@@ -60,10 +56,7 @@ async fn host_and_process_metrics_reach_the_receiver_and_shutdown_flushes() {
         .filter(|p| p.metric == "system.cpu.utilization" && p.attrs.is_empty())
         .collect();
     assert!(!total.is_empty(), "no total CPU point");
-    for p in points
-        .iter()
-        .filter(|p| p.metric == "system.cpu.utilization")
-    {
+    for p in points.iter().filter(|p| p.metric == "system.cpu.utilization") {
         assert!((0.0..=1.0).contains(&p.value), "{p:?}");
         assert_eq!((p.unit.as_str(), p.kind), ("1", "gauge"));
     }
@@ -79,10 +72,7 @@ async fn host_and_process_metrics_reach_the_receiver_and_shutdown_flushes() {
         "system.cpu.load_average.5m",
         "system.cpu.load_average.15m",
     ] {
-        assert!(
-            points.iter().any(|p| p.metric == metric),
-            "{metric} missing"
-        );
+        assert!(points.iter().any(|p| p.metric == metric), "{metric} missing");
     }
     for group in ["by-pid", "by-name", "by-cmd"] {
         let mem = points
@@ -97,17 +87,11 @@ async fn host_and_process_metrics_reach_the_receiver_and_shutdown_flushes() {
             && p.unit == "1"));
     }
     let host = &points[0].resource;
-    assert_eq!(
-        host.get("service.name").map(String::as_str),
-        Some("stoker-agent")
-    );
+    assert_eq!(host.get("service.name").map(String::as_str), Some("stoker-agent"));
     assert!(host.get("host.name").is_some_and(|h| !h.is_empty()));
 
     // SIGTERM flushed a last batch of the agent's own counters.
-    assert!(
-        receiver.request_count() > before_stop,
-        "nothing flushed at shutdown\n{log}"
-    );
+    assert!(receiver.request_count() > before_stop, "nothing flushed at shutdown\n{log}");
     assert!(log.contains("Outbox flushed."), "{log}");
     let sent = receiver
         .points()
@@ -129,19 +113,12 @@ async fn collector_outage_drops_oldest_counts_drops_and_reconnects() {
     let cfg = config(&format!("http://{addr}"), "100ms", extra);
     let mut agent = Agent::start(NO_GPU, &cfg, None);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        agent.running(),
-        "agent died during the outage\n{}",
-        agent.log()
-    );
+    assert!(agent.running(), "agent died during the outage\n{}", agent.log());
     let receiver = Receiver::start_on(addr).await;
     let points = receiver
         .wait_for(Duration::from_secs(10), |ps| {
-            ps.iter()
-                .any(|p| p.metric == "stoker.agent.export.dropped" && p.value > 0.0)
-                && ps
-                    .iter()
-                    .any(|p| p.metric == "stoker.agent.export.connected" && p.value == 1.0)
+            ps.iter().any(|p| p.metric == "stoker.agent.export.dropped" && p.value > 0.0)
+                && ps.iter().any(|p| p.metric == "stoker.agent.export.connected" && p.value == 1.0)
         })
         .await;
     let (status, log) = agent.stop().await;
@@ -160,18 +137,11 @@ async fn collector_outage_drops_oldest_counts_drops_and_reconnects() {
     assert!(failures >= 2.0, "reconnects not counted: {failures}");
     assert!(log.contains("Collector reachable again"), "{log}");
     // The warning is logged once per outage, not per retry.
-    assert_eq!(
-        log.matches("Export failed; keeping data").count(),
-        1,
-        "{log}"
-    );
+    assert_eq!(log.matches("Export failed; keeping data").count(), 1, "{log}");
     // Oldest first were dropped: what survived the outage is at most queue_batches old.
     let earliest = points.iter().map(|p| p.time).min().unwrap();
     let latest = points.iter().map(|p| p.time).max().unwrap();
-    assert!(
-        latest - earliest < 1_500_000_000,
-        "old batches survived the outage"
-    );
+    assert!(latest - earliest < 1_500_000_000, "old batches survived the outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,22 +152,16 @@ async fn partial_success_rejections_are_counted() {
     let agent = Agent::start(NO_GPU, &cfg, None);
     let points = receiver
         .wait_for(Duration::from_secs(10), |ps| {
-            ps.iter()
-                .any(|p| p.metric == "stoker.agent.export.rejected" && p.value >= 2.0)
+            ps.iter().any(|p| p.metric == "stoker.agent.export.rejected" && p.value >= 2.0)
         })
         .await;
     let (status, log) = agent.stop().await;
     assert!(status.success(), "{log}");
     assert!(
-        points
-            .iter()
-            .any(|p| p.metric == "stoker.agent.export.rejected" && p.value >= 2.0),
+        points.iter().any(|p| p.metric == "stoker.agent.export.rejected" && p.value >= 2.0),
         "{log}"
     );
-    assert!(
-        log.contains("Collector accepted the export only in part."),
-        "{log}"
-    );
+    assert!(log.contains("Collector accepted the export only in part."), "{log}");
 }
 
 /// An https:// collector trusted through `export.ca_file`, with the bearer token from
@@ -213,14 +177,23 @@ async fn https_collector_with_a_configured_ca_gets_the_bearer_token() {
     std::fs::write(&token, "s3cret-write-token\n").unwrap();
     let receiver = Receiver::start_tls(&cert_pem, &ck.signing_key.serialize_pem()).await;
     let url = format!("https://127.0.0.1:{}", receiver.addr.port());
-    let extra = format!("[export]\ntoken_file = {:?}\nca_file = {:?}\n", token.display().to_string(), ca.display().to_string());
+    let extra = format!(
+        "[export]\ntoken_file = {:?}\nca_file = {:?}\n",
+        token.display().to_string(),
+        ca.display().to_string()
+    );
     let agent = Agent::start(NO_GPU, &config(&url, "200ms", &extra), None);
     let points = receiver
-        .wait_for(Duration::from_secs(10), |ps| ps.iter().any(|p| p.metric == "system.cpu.utilization"))
+        .wait_for(Duration::from_secs(10), |ps| {
+            ps.iter().any(|p| p.metric == "system.cpu.utilization")
+        })
         .await;
     let (status, log) = agent.stop().await;
     assert!(status.success(), "{log}");
-    assert!(points.iter().any(|p| p.metric == "system.cpu.utilization"), "nothing arrived over TLS: {log}");
+    assert!(
+        points.iter().any(|p| p.metric == "system.cpu.utilization"),
+        "nothing arrived over TLS: {log}"
+    );
     let auths = receiver.authorizations();
     assert!(!auths.is_empty());
     assert!(auths.iter().all(|a| a == "Bearer s3cret-write-token"), "{auths:?}");

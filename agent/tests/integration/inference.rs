@@ -38,9 +38,7 @@ struct Agent {
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
 }
@@ -70,12 +68,7 @@ fn start_agent(cfg: &InferenceConfig, interval: Duration) -> Agent {
         },
     )
     .expect("inference room starts");
-    Agent {
-        handle,
-        outbox,
-        shutdown,
-        tasks,
-    }
+    Agent { handle, outbox, shutdown, tasks }
 }
 
 impl Agent {
@@ -91,14 +84,7 @@ impl Agent {
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?
-    {
+    match attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()? {
         any_value::Value::StringValue(s) => Some(s),
         _ => None,
     }
@@ -139,27 +125,18 @@ fn hist_total(
 ) -> HistTotal {
     let mut total = HistTotal::default();
     for m in metrics(batches, service, name) {
-        let Some(Data::Histogram(h)) = &m.data else {
-            panic!("{name} is not a histogram: {m:?}")
-        };
+        let Some(Data::Histogram(h)) = &m.data else { panic!("{name} is not a histogram: {m:?}") };
         assert_eq!(
             h.aggregation_temporality,
             AggregationTemporality::Delta as i32,
             "{name} is delta"
         );
-        for p in h
-            .data_points
-            .iter()
-            .filter(|p| matches(&p.attributes, want))
-        {
+        for p in h.data_points.iter().filter(|p| matches(&p.attributes, want)) {
             if total.counts.is_empty() {
                 total.bounds = p.explicit_bounds.clone();
                 total.counts = vec![0; p.bucket_counts.len()];
             }
-            assert_eq!(
-                total.bounds, p.explicit_bounds,
-                "{name}: bounds stable across intervals"
-            );
+            assert_eq!(total.bounds, p.explicit_bounds, "{name}: bounds stable across intervals");
             for (t, c) in total.counts.iter_mut().zip(&p.bucket_counts) {
                 *t += c;
             }
@@ -179,19 +156,13 @@ fn counter_total(
 ) -> f64 {
     let mut total = 0.0;
     for m in metrics(batches, service, name) {
-        let Some(Data::Sum(s)) = &m.data else {
-            panic!("{name} is not a sum: {m:?}")
-        };
+        let Some(Data::Sum(s)) = &m.data else { panic!("{name} is not a sum: {m:?}") };
         assert_eq!(
             s.aggregation_temporality,
             AggregationTemporality::Delta as i32,
             "{name} is delta"
         );
-        for p in s
-            .data_points
-            .iter()
-            .filter(|p| matches(&p.attributes, want))
-        {
+        for p in s.data_points.iter().filter(|p| matches(&p.attributes, want)) {
             total += match p.value {
                 Some(number_data_point::Value::AsInt(i)) => i as f64,
                 Some(number_data_point::Value::AsDouble(d)) => d,
@@ -203,10 +174,7 @@ fn counter_total(
 }
 
 fn assert_close(actual: f64, expected: f64, what: &str) {
-    assert!(
-        (actual - expected).abs() < 1e-9,
-        "{what}: {actual} != {expected}"
-    );
+    assert!((actual - expected).abs() < 1e-9, "{what}: {actual} != {expected}");
 }
 
 fn histogram_metric(
@@ -244,10 +212,7 @@ fn request(service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
                 attributes: vec![kv("service.name", service)],
                 ..Default::default()
             }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics,
-                ..Default::default()
-            }],
+            scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
             ..Default::default()
         }],
     }
@@ -262,9 +227,7 @@ fn now_nanos() -> u64 {
 
 /// A local HTTP server; returns its address.
 async fn serve(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind test server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind test server");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -363,18 +326,13 @@ async fn grpc_metrics_are_aggregated_per_interval_enriched_and_buckets_kept() {
         .and_then(|b| b.resource.clone())
         .expect("service resource");
     assert_eq!(attr(&resource.attributes, "host.name"), Some("node-7"));
-    assert_eq!(
-        attr(&resource.attributes, "cloud.region"),
-        Some("eu-west-1")
-    );
+    assert_eq!(attr(&resource.attributes, "cloud.region"), Some("eu-west-1"));
     assert_eq!(stats.snapshot().points_received, 4);
     // The room's own counters travel under the node's resource.
     let own: f64 = batches
         .iter()
         .filter(|b| {
-            b.resource
-                .as_ref()
-                .is_some_and(|r| attr(&r.attributes, "service.name").is_none())
+            b.resource.as_ref().is_some_and(|r| attr(&r.attributes, "service.name").is_none())
         })
         .flat_map(|b| b.scope_metrics.iter().flat_map(|s| s.metrics.iter()))
         .filter(|m| m.name == "stoker.agent.inference.points.received")
@@ -417,30 +375,18 @@ async fn series_cap_answers_partial_success_and_counts_shed_points() {
     let resp = client
         .export(request(
             "svc",
-            vec![
-                counter("cat"),
-                counter("dog"),
-                counter("fox"),
-                counter("owl"),
-            ],
+            vec![counter("cat"), counter("dog"), counter("fox"), counter("owl")],
         ))
         .await
         .expect("export is answered, not refused")
         .into_inner();
     let partial = resp.partial_success.expect("partial success");
     assert_eq!(partial.rejected_data_points, 2);
-    assert!(
-        partial.error_message.contains("max_series = 2"),
-        "{}",
-        partial.error_message
-    );
+    assert!(partial.error_message.contains("max_series = 2"), "{}", partial.error_message);
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
     assert_eq!(stats.snapshot().points_shed, 2);
-    assert_eq!(
-        counter_total(&batches, "svc", "inference.prediction.class", &[]),
-        2.0
-    );
+    assert_eq!(counter_total(&batches, "svc", "inference.prediction.class", &[]), 2.0);
 }
 
 const TRACES_JSON: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-svc"}}]},
@@ -467,20 +413,12 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
     let base = format!("http://{}", agent.handle.http_addr);
 
     let post = |path: &str, ct: &str, body: Vec<u8>| {
-        client
-            .post(format!("{base}{path}"))
-            .header("content-type", ct)
-            .body(body)
-            .send()
+        client.post(format!("{base}{path}")).header("content-type", ct).body(body).send()
     };
-    let r = post("/v1/traces", "application/json", TRACES_JSON.into())
-        .await
-        .expect("post");
+    let r = post("/v1/traces", "application/json", TRACES_JSON.into()).await.expect("post");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
-    let r = post("/v1/metrics", "application/json", METRICS_JSON.into())
-        .await
-        .expect("post");
+    let r = post("/v1/metrics", "application/json", METRICS_JSON.into()).await.expect("post");
     assert_eq!(r.status(), 200);
     let body = request(
         "proto-svc",
@@ -494,9 +432,7 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
         )],
     )
     .encode_to_vec();
-    let r = post("/v1/metrics", "application/x-protobuf", body)
-        .await
-        .expect("post");
+    let r = post("/v1/metrics", "application/x-protobuf", body).await.expect("post");
     assert_eq!(r.status(), 200);
     let decoded =
         opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse::decode(
@@ -506,14 +442,10 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
     assert_eq!(decoded.partial_success, None);
 
     assert_eq!(
-        post(
-            "/v1/metrics",
-            "application/x-protobuf",
-            vec![0xff, 0xff, 0xff]
-        )
-        .await
-        .expect("post")
-        .status(),
+        post("/v1/metrics", "application/x-protobuf", vec![0xff, 0xff, 0xff])
+            .await
+            .expect("post")
+            .status(),
         400
     );
     assert_eq!(
@@ -523,19 +455,10 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
             .status(),
         400
     );
-    assert_eq!(
-        post("/v1/metrics", "text/plain", b"x".to_vec())
-            .await
-            .expect("post")
-            .status(),
-        415
-    );
+    assert_eq!(post("/v1/metrics", "text/plain", b"x".to_vec()).await.expect("post").status(), 415);
     let big = vec![0u8; cfg.receiver.max_body_bytes + 1];
     assert_eq!(
-        post("/v1/metrics", "application/x-protobuf", big)
-            .await
-            .expect("post")
-            .status(),
+        post("/v1/metrics", "application/x-protobuf", big).await.expect("post").status(),
         413
     );
 
@@ -582,41 +505,22 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
         vec![0, 2, 0, 1]
     );
     assert_eq!(s.spans_received, 2);
-    let d = hist_total(
-        &batches,
-        "json-svc",
-        "inference.request.duration",
-        &[("model.name", "resnet")],
-    );
+    let d =
+        hist_total(&batches, "json-svc", "inference.request.duration", &[("model.name", "resnet")]);
     assert_eq!(d.bounds, vec![0.01, 0.1]);
     assert_eq!(d.counts, vec![0, 1, 1]);
     assert_close(d.sum, 0.212, "span durations");
     assert_eq!(
-        counter_total(
-            &batches,
-            "json-svc",
-            "inference.requests",
-            &[("outcome", "success")]
-        ),
+        counter_total(&batches, "json-svc", "inference.requests", &[("outcome", "success")]),
         1.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "json-svc",
-            "inference.requests",
-            &[("outcome", "failure")]
-        ),
+        counter_total(&batches, "json-svc", "inference.requests", &[("outcome", "failure")]),
         1.0
     );
     // aggregationTemporality 1 is DELTA in OTLP: counted as sent, buckets kept.
     assert_eq!(
-        counter_total(
-            &batches,
-            "json-svc",
-            "inference.feedback",
-            &[("correct", "true")]
-        ),
+        counter_total(&batches, "json-svc", "inference.feedback", &[("correct", "true")]),
         5.0
     );
     assert_eq!(
@@ -624,13 +528,7 @@ async fn http_receiver_takes_protobuf_and_json_and_rejects_garbage() {
         vec![0, 1, 2]
     );
     assert_eq!(
-        hist_total(
-            &batches,
-            "proto-svc",
-            "inference.prediction.confidence",
-            &[]
-        )
-        .counts,
+        hist_total(&batches, "proto-svc", "inference.prediction.confidence", &[]).counts,
         vec![1, 1, 1, 1]
     );
 }
@@ -699,71 +597,33 @@ async fn python_sdk_push(protocol: &str, compression: &str) {
     assert_eq!(d.counts, vec![2, 3, 2, 1, 0, 1]);
     assert_eq!(d.count, 9);
     assert_close(d.sum, 0.301, "request duration sum");
-    assert!(
-        metrics(&batches, "resnet-svc", "http.server.request.duration").is_empty(),
-        "renamed"
-    );
-    let c = hist_total(
-        &batches,
-        "resnet-svc",
-        "inference.prediction.confidence",
-        &model,
-    );
+    assert!(metrics(&batches, "resnet-svc", "http.server.request.duration").is_empty(), "renamed");
+    let c = hist_total(&batches, "resnet-svc", "inference.prediction.confidence", &model);
     assert_eq!(c.bounds, vec![0.5, 0.7, 0.9, 0.95, 0.99]);
     assert_eq!(c.counts, vec![0, 1, 0, 1, 2, 1]);
     assert_close(c.sum, 0.96 + 0.98 + 0.6 + 0.999 + 0.92, "confidence sum");
     assert_eq!(
-        counter_total(
-            &batches,
-            "resnet-svc",
-            "inference.prediction.class",
-            &[("class", "cat")]
-        ),
+        counter_total(&batches, "resnet-svc", "inference.prediction.class", &[("class", "cat")]),
         3.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "resnet-svc",
-            "inference.prediction.class",
-            &[("class", "dog")]
-        ),
+        counter_total(&batches, "resnet-svc", "inference.prediction.class", &[("class", "dog")]),
         2.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "resnet-svc",
-            "inference.feedback",
-            &[("correct", "true")]
-        ),
+        counter_total(&batches, "resnet-svc", "inference.feedback", &[("correct", "true")]),
         4.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "resnet-svc",
-            "inference.feedback",
-            &[("correct", "false")]
-        ),
+        counter_total(&batches, "resnet-svc", "inference.feedback", &[("correct", "false")]),
         1.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "resnet-svc",
-            "inference.requests",
-            &[("outcome", "success")]
-        ),
+        counter_total(&batches, "resnet-svc", "inference.requests", &[("outcome", "success")]),
         2.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "resnet-svc",
-            "inference.requests",
-            &[("outcome", "failure")]
-        ),
+        counter_total(&batches, "resnet-svc", "inference.requests", &[("outcome", "failure")]),
         1.0
     );
     // The node's host.name wins over the container's.
@@ -773,10 +633,7 @@ async fn python_sdk_push(protocol: &str, compression: &str) {
         .find(|r| attr(&r.attributes, "service.name") == Some("resnet-svc"))
         .expect("resource");
     assert_eq!(attr(&r.attributes, "host.name"), Some("node-7"));
-    assert_eq!(
-        attr(&r.attributes, "telemetry.sdk.language"),
-        Some("python")
-    );
+    assert_eq!(attr(&r.attributes, "telemetry.sdk.language"), Some("python"));
 }
 
 #[tokio::test]
@@ -832,10 +689,7 @@ async fn scrape_fixture(
     fixture: &'static str,
     kind: ScrapeKind,
     name: &str,
-) -> (
-    Vec<ResourceMetrics>,
-    stoker_agent::inference::InferenceStatsSnapshot,
-) {
+) -> (Vec<ResourceMetrics>, stoker_agent::inference::InferenceStatsSnapshot) {
     let served = Arc::new(AtomicUsize::new(0));
     let addr = serve_fixture(fixture, Arc::clone(&served)).await;
     let mut cfg = local_config();
@@ -857,21 +711,14 @@ async fn scrape_fixture(
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
-    assert!(
-        served.load(Ordering::SeqCst) >= 5,
-        "scraped at least 5 times"
-    );
+    assert!(served.load(Ordering::SeqCst) >= 5, "scraped at least 5 times");
     (batches, stats.snapshot())
 }
 
 #[tokio::test]
 async fn triton_counters_become_interval_means_across_a_restart() {
-    let (batches, stats) = scrape_fixture(
-        include_str!("../fixtures/triton.prom"),
-        ScrapeKind::Triton,
-        "triton",
-    )
-    .await;
+    let (batches, stats) =
+        scrape_fixture(include_str!("../fixtures/triton.prom"), ScrapeKind::Triton, "triton").await;
     assert_eq!(stats.scrape_failures, 0);
     let densenet = [("model.name", "densenet_onnx"), ("model.version", "1")];
     // Increments: (3-1)x + 2x after the reset = 4x the fixture.
@@ -896,19 +743,11 @@ async fn triton_counters_become_interval_means_across_a_restart() {
     let request = hist_total(&batches, "triton", "inference.request.duration", &densenet);
     assert_eq!((request.count, request.bounds.len()), (800, 0));
     assert_close(request.sum, 12.0, "request seconds");
-    assert_close(
-        request.sum / request.count as f64,
-        0.015,
-        "mean request latency",
-    );
+    assert_close(request.sum / request.count as f64, 0.015, "mean request latency");
     let queue = hist_total(&batches, "triton", "inference.queue.duration", &densenet);
     assert_close(queue.sum / queue.count as f64, 0.002, "mean queue latency");
     let compute = hist_total(&batches, "triton", "inference.compute.duration", &densenet);
-    assert_close(
-        compute.sum / compute.count as f64,
-        0.012,
-        "mean compute latency",
-    );
+    assert_close(compute.sum / compute.count as f64, 0.012, "mean compute latency");
     let batch = hist_total(&batches, "triton", "inference.batch.size", &densenet);
     assert_close(batch.sum / batch.count as f64, 8.0, "mean batch size");
     let resnet = hist_total(
@@ -917,11 +756,7 @@ async fn triton_counters_become_interval_means_across_a_restart() {
         "inference.request.duration",
         &[("model.name", "resnet50"), ("model.version", "2")],
     );
-    assert_close(
-        resnet.sum / resnet.count as f64,
-        0.01,
-        "resnet mean latency",
-    );
+    assert_close(resnet.sum / resnet.count as f64, 0.01, "resnet mean latency");
     // Every delta point is an increment: none negative, even across the reset.
     for m in metrics(&batches, "triton", "inference.requests") {
         if let Some(Data::Sum(s)) = &m.data {
@@ -944,44 +779,24 @@ async fn torchserve_latency_counters_become_interval_means() {
     )
     .await;
     let resnet = [("model.name", "resnet-18"), ("model.version", "default")];
-    assert_eq!(
-        counter_total(&batches, "torchserve", "inference.requests", &resnet),
-        200.0
-    );
-    let request = hist_total(
-        &batches,
-        "torchserve",
-        "inference.request.duration",
-        &resnet,
-    );
+    assert_eq!(counter_total(&batches, "torchserve", "inference.requests", &resnet), 200.0);
+    let request = hist_total(&batches, "torchserve", "inference.request.duration", &resnet);
     assert_eq!(request.count, 200);
-    assert_close(
-        request.sum / request.count as f64,
-        0.04,
-        "mean inference latency",
-    );
+    assert_close(request.sum / request.count as f64, 0.04, "mean inference latency");
     let queue = hist_total(&batches, "torchserve", "inference.queue.duration", &resnet);
     assert_close(queue.sum / queue.count as f64, 0.002, "mean queue latency");
     // The uuid label is not a series of its own.
     for m in metrics(&batches, "torchserve", "inference.request.duration") {
         if let Some(Data::Histogram(h)) = &m.data {
-            assert!(
-                h.data_points
-                    .iter()
-                    .all(|p| attr(&p.attributes, "uuid").is_none())
-            );
+            assert!(h.data_points.iter().all(|p| attr(&p.attributes, "uuid").is_none()));
         }
     }
 }
 
 #[tokio::test]
 async fn vllm_histograms_keep_their_buckets_across_a_restart() {
-    let (batches, _) = scrape_fixture(
-        include_str!("../fixtures/vllm.prom"),
-        ScrapeKind::Vllm,
-        "vllm",
-    )
-    .await;
+    let (batches, _) =
+        scrape_fixture(include_str!("../fixtures/vllm.prom"), ScrapeKind::Vllm, "vllm").await;
     let model = [("model.name", "facebook/opt-125m")];
     let e2e = hist_total(&batches, "vllm", "inference.request.duration", &model);
     assert_eq!(e2e.bounds, vec![0.3, 0.5, 1.0, 2.5]);
@@ -993,12 +808,7 @@ async fn vllm_histograms_keep_their_buckets_across_a_restart() {
     let ttft = hist_total(&batches, "vllm", "vllm.time_to_first_token_seconds", &model);
     assert_eq!(ttft.counts, vec![32, 24, 0]);
     assert_eq!(
-        counter_total(
-            &batches,
-            "vllm",
-            "inference.requests",
-            &[("finished_reason", "stop")]
-        ),
+        counter_total(&batches, "vllm", "inference.requests", &[("finished_reason", "stop")]),
         48.0
     );
 }
@@ -1102,37 +912,20 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
     std::fs::write(&body_path, br#"{"inputs":[]}"#).expect("write body");
 
     let mut cfg = local_config();
-    let mut ok = probe(
-        "ok",
-        format!("http://{addr}/v2/models/resnet/infer"),
-        Duration::from_secs(2),
-    );
+    let mut ok =
+        probe("ok", format!("http://{addr}/v2/models/resnet/infer"), Duration::from_secs(2));
     ok.body_file = Some(body_path);
     cfg.probe = vec![
         ok,
-        probe(
-            "fail",
-            format!("http://{addr}/fail"),
-            Duration::from_secs(2),
-        ),
-        probe(
-            "hang",
-            format!("http://{addr}/hang"),
-            Duration::from_millis(150),
-        ),
-        probe(
-            "refused",
-            format!("http://{}/", closed_port()),
-            Duration::from_secs(2),
-        ),
+        probe("fail", format!("http://{addr}/fail"), Duration::from_secs(2)),
+        probe("hang", format!("http://{addr}/hang"), Duration::from_millis(150)),
+        probe("refused", format!("http://{}/", closed_port()), Duration::from_secs(2)),
     ];
     let agent = start_agent(&cfg, Duration::from_millis(200));
     // Bounded wait until every probe has run at least 3 times (the refused one is the fastest).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline
-        && [&body_seen, &fail_hits, &hang_hits]
-            .iter()
-            .any(|c| c.load(Ordering::SeqCst) < 3)
+        && [&body_seen, &fail_hits, &hang_hits].iter().any(|c| c.load(Ordering::SeqCst) < 3)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1148,10 +941,7 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
         &[("outcome", "success"), ("model.name", "resnet")],
     );
     assert!(ok_count >= 3.0, "ok probes: {ok_count}");
-    assert!(
-        body_seen.load(Ordering::SeqCst) >= 3,
-        "the body file was sent"
-    );
+    assert!(body_seen.load(Ordering::SeqCst) >= 3, "the body file was sent");
     let latency = hist_total(
         &batches,
         "ok",
@@ -1189,20 +979,11 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
         counter_total(&batches, "fail", "inference.probe.requests", &[])
     );
     assert!(
-        counter_total(
-            &batches,
-            "hang",
-            "inference.probe.requests",
-            &[("error.type", "timeout")]
-        ) >= 2.0
+        counter_total(&batches, "hang", "inference.probe.requests", &[("error.type", "timeout")])
+            >= 2.0
     );
     assert_eq!(
-        counter_total(
-            &batches,
-            "hang",
-            "inference.probe.requests",
-            &[("outcome", "success")]
-        ),
+        counter_total(&batches, "hang", "inference.probe.requests", &[("outcome", "success")]),
         0.0
     );
     assert!(
@@ -1214,10 +995,7 @@ async fn probes_record_latency_errors_timeouts_and_refusals() {
         ) >= 3.0
     );
     let s = stats.snapshot();
-    assert!(
-        s.probe_failures >= 8 && s.probes > s.probe_failures,
-        "{s:?}"
-    );
+    assert!(s.probe_failures >= 8 && s.probes > s.probe_failures, "{s:?}");
 }
 
 #[tokio::test]
@@ -1236,18 +1014,12 @@ async fn a_missing_probe_body_file_fails_at_start_and_a_bad_config_names_its_key
         otlp_http_listen: None,
     };
     let err = start(&cfg, ctx()).expect_err("missing body file");
-    assert!(
-        err.to_string().contains("/nonexistent/stoker/body.json"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent/stoker/body.json"), "{err}");
 
     let mut cfg = local_config();
     cfg.receiver.max_series = 0;
     let err = start(&cfg, ctx()).expect_err("invalid");
-    assert!(
-        err.to_string().contains("inference.receiver.max_series"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("inference.receiver.max_series"), "{err}");
 
     // A port in use is an error at start, naming the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -1287,10 +1059,7 @@ async fn a_full_work_queue_refuses_with_resource_exhausted_and_counts_what_it_sh
                 attributes: vec![kv("service.name", "burst")],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
     };
@@ -1302,13 +1071,9 @@ async fn a_full_work_queue_refuses_with_resource_exhausted_and_counts_what_it_sh
         for _ in 0..200 {
             let mut client = TraceServiceClient::new(channel.clone());
             let request = request.clone();
-            calls.spawn(async move {
-                client
-                    .export(request)
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| s.code())
-            });
+            calls.spawn(
+                async move { client.export(request).await.map(|_| ()).map_err(|s| s.code()) },
+            );
         }
         while let Some(result) = calls.join_next().await {
             match result.expect("task") {
@@ -1318,10 +1083,7 @@ async fn a_full_work_queue_refuses_with_resource_exhausted_and_counts_what_it_sh
             }
         }
     }
-    assert!(
-        refused > 0,
-        "no refusal in {rounds} bursts of 200 against a queue of 1"
-    );
+    assert!(refused > 0, "no refusal in {rounds} bursts of 200 against a queue of 1");
     let stats = agent.handle.stats.clone();
     let batches = agent.stop().await;
     let s = stats.snapshot();

@@ -46,9 +46,7 @@ impl MetricsService for Sink {
             rejected_data_points: reject,
             error_message: "test rejects some points".into(),
         });
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success,
-        }))
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success }))
     }
 }
 
@@ -182,17 +180,9 @@ fn flatten(requests: &[ExportMetricsServiceRequest]) -> Vec<Point> {
     let mut out = Vec::new();
     for req in requests {
         for rm in &req.resource_metrics {
-            let resource = rm
-                .resource
-                .as_ref()
-                .map(|r| attrs(&r.attributes))
-                .unwrap_or_default();
+            let resource = rm.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
             for sm in &rm.scope_metrics {
-                let scope = sm
-                    .scope
-                    .as_ref()
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
+                let scope = sm.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
                 for m in &sm.metrics {
                     let (kind, points) = match &m.data {
                         Some(Data::Gauge(g)) => ("gauge", &g.data_points),
@@ -233,8 +223,7 @@ pub fn fake_nvml() -> PathBuf {
             let dir = exe.parent().unwrap().to_path_buf();
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
             let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "--quiet", "-p", "fake-nvml"])
-                .current_dir(root);
+            cmd.args(["build", "--quiet", "-p", "fake-nvml"]).current_dir(root);
             if dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
@@ -273,16 +262,9 @@ impl Agent {
             std::fs::write(&script_path, script).unwrap();
             cmd.env("FAKE_NVML_SCRIPT", &script_path);
         }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            log,
-            _dir: dir,
-        }
+        let child =
+            cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        Self { child, log, _dir: dir }
     }
 
     /// What the agent has logged so far.

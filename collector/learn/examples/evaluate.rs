@@ -15,10 +15,7 @@ fn pct(v: Option<f64>) -> String {
 fn main() -> Result<(), stoker_learn::LearnError> {
     let seed = 42;
     println!("Forecast at a 5-minute horizon (10 s steps, hourly refits)");
-    println!(
-        "{:<10} {:>10} {:>10} {:>8} {:>7}",
-        "trace", "model", "naive", "points", "refits"
-    );
+    println!("{:<10} {:>10} {:>10} {:>8} {:>7}", "trace", "model", "naive", "points", "refits");
     for row in eval::forecast_evaluation(seed)? {
         let r = row.report;
         println!(
@@ -38,10 +35,7 @@ fn main() -> Result<(), stoker_learn::LearnError> {
     );
     for (name, d) in [
         ("peers (DBSCAN, 100x40)", eval::peer_evaluation(100, seed)?),
-        (
-            "history (k-means, 5000)",
-            eval::history_evaluation(5000, seed)?,
-        ),
+        ("history (k-means, 5000)", eval::history_evaluation(5000, seed)?),
     ] {
         println!(
             "{:<26} {:>9.3} {:>7.3} {:>4} {:>4} {:>4}",
@@ -91,10 +85,8 @@ fn main() -> Result<(), stoker_learn::LearnError> {
         "trace", "scaler", "SLO-viol. min", "replica-hours", "scale-outs"
     );
     for row in eval::scaling_evaluation(seed) {
-        for (name, r) in [
-            ("reactive", row.reactive),
-            ("reactive + forecast floor", row.predictive),
-        ] {
+        for (name, r) in [("reactive", row.reactive), ("reactive + forecast floor", row.predictive)]
+        {
             println!(
                 "{:<10} {:<26} {:>14.1} {:>14.1} {:>10}",
                 row.trace, name, r.slo_violation_minutes, r.replica_hours, r.scale_outs

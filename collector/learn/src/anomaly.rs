@@ -82,13 +82,7 @@ pub struct PeerDetector {
 impl PeerDetector {
     /// Defaults: eps 1.5, 4 neighbours, 3.5 σ minimum deviation, at least 8 subjects.
     pub fn new(features: Vec<String>) -> Self {
-        Self {
-            features,
-            eps: 1.5,
-            min_points: 4,
-            min_deviation: 3.5,
-            min_subjects: 8,
-        }
+        Self { features, eps: 1.5, min_points: 4, min_deviation: 3.5, min_subjects: 8 }
     }
 
     /// Flags the subjects unlike the fleet. Subjects with a non-finite value are skipped.
@@ -107,25 +101,16 @@ impl PeerDetector {
                 s.values.len()
             )));
         }
-        let usable: Vec<&Subject> = subjects
-            .iter()
-            .filter(|s| s.values.iter().all(|v| v.is_finite()))
-            .collect();
+        let usable: Vec<&Subject> =
+            subjects.iter().filter(|s| s.values.iter().all(|v| v.is_finite())).collect();
         if usable.len() < self.min_subjects.max(3) {
             return Ok(Vec::new());
         }
-        let (median, sigma): (Vec<f64>, Vec<f64>) = (0..width)
-            .map(|j| robust_centre(usable.iter().map(|s| s.values[j])))
-            .unzip();
+        let (median, sigma): (Vec<f64>, Vec<f64>) =
+            (0..width).map(|j| robust_centre(usable.iter().map(|s| s.values[j]))).unzip();
         let z: Vec<f64> = usable
             .iter()
-            .flat_map(|s| {
-                s.values
-                    .iter()
-                    .zip(&median)
-                    .zip(&sigma)
-                    .map(|((v, m), sd)| (v - m) / sd)
-            })
+            .flat_map(|s| s.values.iter().zip(&median).zip(&sigma).map(|((v, m), sd)| (v - m) / sd))
             .collect();
         let records = Array2::from_shape_vec((usable.len(), width), z)
             .map_err(|e| LearnError::InvalidInput(format!("peer matrix: {e}")))?;
@@ -201,14 +186,7 @@ pub struct HistoryConfig {
 impl HistoryConfig {
     /// Defaults: 12 clusters, 99th percentile, margin 1.5, 100 vectors minimum.
     pub fn new(features: Vec<String>) -> Self {
-        Self {
-            features,
-            clusters: 12,
-            quantile: 0.99,
-            margin: 1.5,
-            min_history: 100,
-            seed: 0x5EED,
-        }
+        Self { features, clusters: 12, quantile: 0.99, margin: 1.5, min_history: 100, seed: 0x5EED }
     }
 }
 
@@ -245,19 +223,16 @@ impl HistoryModel {
             )));
         }
         let n = rows.len() as f64;
-        let mean: Vec<f64> = (0..width)
-            .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
-            .collect();
+        let mean: Vec<f64> =
+            (0..width).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect();
         let scale: Vec<f64> = (0..width)
             .map(|j| {
                 let v = rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n;
                 if v > 1e-24 { v.sqrt() } else { 1.0 }
             })
             .collect();
-        let z: Vec<f64> = rows
-            .iter()
-            .flat_map(|r| (0..width).map(|j| (r[j] - mean[j]) / scale[j]))
-            .collect();
+        let z: Vec<f64> =
+            rows.iter().flat_map(|r| (0..width).map(|j| (r[j] - mean[j]) / scale[j])).collect();
         let records = Array2::from_shape_vec((rows.len(), width), z)
             .map_err(|e| LearnError::InvalidInput(format!("history matrix: {e}")))?;
         let model = KMeans::params_with_rng(cfg.clusters, SmallRng::seed_from_u64(cfg.seed))
@@ -266,12 +241,8 @@ impl HistoryModel {
             .tolerance(1e-4)
             .fit(&DatasetBase::from(records.clone()))
             .map_err(|e| LearnError::fit("history k-means", e))?;
-        let centroids: Vec<Vec<f64>> = model
-            .centroids()
-            .rows()
-            .into_iter()
-            .map(|c| c.to_vec())
-            .collect();
+        let centroids: Vec<Vec<f64>> =
+            model.centroids().rows().into_iter().map(|c| c.to_vec()).collect();
         let mut dists: Vec<f64> = records
             .rows()
             .into_iter()
@@ -345,12 +316,7 @@ impl HistoryModel {
 
     fn standardise(&self, values: &[f64]) -> Option<Vec<f64>> {
         (values.len() == self.mean.len() && values.iter().all(|v| v.is_finite())).then(|| {
-            values
-                .iter()
-                .zip(&self.mean)
-                .zip(&self.scale)
-                .map(|((v, m), s)| (v - m) / s)
-                .collect()
+            values.iter().zip(&self.mean).zip(&self.scale).map(|((v, m), s)| (v - m) / s).collect()
         })
     }
 }
@@ -465,9 +431,8 @@ mod tests {
         let history: Vec<Vec<f64>> = (0..2000).map(|_| sample(0.0, &mut g)).collect();
         let cfg = HistoryConfig::new(vec!["gpu_utilization".into(), "power_w".into()]);
         let model = HistoryModel::fit(&history, &cfg).expect("fit");
-        let normal_flags = (0..500)
-            .filter(|_| model.check("gpu-0", &sample(0.0, &mut g)).is_some())
-            .count();
+        let normal_flags =
+            (0..500).filter(|_| model.check("gpu-0", &sample(0.0, &mut g)).is_some()).count();
         assert!(normal_flags <= 5, "{normal_flags} false flags in 500");
         let mut hot = sample(60.0, &mut g);
         hot[0] = 0.5;
@@ -476,9 +441,6 @@ mod tests {
         assert_eq!(a.feature, "power_w");
         assert!(a.why.starts_with("power_w 250 is"), "{}", a.why);
         assert!(a.why.contains("at gpu_utilization 0.50"), "{}", a.why);
-        assert!(
-            model.check("gpu-0", &[0.5]).is_none(),
-            "wrong width is not an anomaly"
-        );
+        assert!(model.check("gpu-0", &[0.5]).is_none(), "wrong width is not an anomaly");
     }
 }

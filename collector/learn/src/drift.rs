@@ -86,12 +86,7 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
             reason: format!("{} folds: at least 2 are needed", cfg.folds),
         });
     }
-    if cfg
-        .band
-        .0
-        .partial_cmp(&cfg.band.1)
-        .is_none_or(|o| o.is_gt())
-    {
+    if cfg.band.0.partial_cmp(&cfg.band.1).is_none_or(|o| o.is_gt()) {
         return Err(LearnError::InvalidConfig {
             key: "band",
             reason: format!("{:?} is empty", cfg.band),
@@ -107,11 +102,7 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
     }
     let width = reference[0].as_ref().len();
     let rows: Vec<&[f64]> = reference.iter().chain(current).map(AsRef::as_ref).collect();
-    if width == 0
-        || rows
-            .iter()
-            .any(|r| r.len() != width || r.iter().any(|v| !v.is_finite()))
-    {
+    if width == 0 || rows.iter().any(|r| r.len() != width || r.iter().any(|v| !v.is_finite())) {
         return Err(LearnError::InvalidInput(format!(
             "drift rows must all have {width} finite features"
         )));
@@ -126,13 +117,7 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
         let matrix = |idx: &[usize]| {
             let mut x = Vec::with_capacity(idx.len() * width);
             for &i in idx {
-                x.extend(
-                    rows[i]
-                        .iter()
-                        .zip(&mean)
-                        .zip(&scale)
-                        .map(|((v, m), s)| (v - m) / s),
-                );
+                x.extend(rows[i].iter().zip(&mean).zip(&scale).map(|((v, m), s)| (v - m) / s));
             }
             Array2::from_shape_vec((idx.len(), width), x)
                 .map_err(|e| LearnError::InvalidInput(format!("feature matrix: {e}")))
@@ -156,9 +141,7 @@ pub fn classifier_drift<R: AsRef<[f64]>>(
         }
     }
     if fold_aucs.is_empty() {
-        return Err(LearnError::InvalidInput(
-            "no fold could be scored".to_owned(),
-        ));
+        return Err(LearnError::InvalidInput("no fold could be scored".to_owned()));
     }
     let auc = fold_aucs.iter().sum::<f64>() / fold_aucs.len() as f64;
     let (lo, hi) = cfg.band;
@@ -203,10 +186,7 @@ fn standardiser(rows: &[&[f64]], idx: &[usize], width: usize) -> (Vec<f64>, Vec<
             *s += (v - m).powi(2) / n;
         }
     }
-    let scale = var
-        .into_iter()
-        .map(|v| if v > 1e-24 { v.sqrt() } else { 1.0 })
-        .collect();
+    let scale = var.into_iter().map(|v| if v > 1e-24 { v.sqrt() } else { 1.0 }).collect();
     (mean, scale)
 }
 
@@ -216,9 +196,7 @@ mod tests {
     use crate::eval::Gauss;
 
     fn confidences(n: usize, mean: f64, sd: f64, rng: &mut Gauss) -> Vec<[f64; 3]> {
-        (0..n)
-            .map(|_| confidence_features((mean + sd * rng.normal()).clamp(0.01, 0.999)))
-            .collect()
+        (0..n).map(|_| confidence_features((mean + sd * rng.normal()).clamp(0.01, 0.999))).collect()
     }
 
     #[test]
@@ -262,10 +240,7 @@ mod tests {
         let mut b = vec![vec![1.0]; 60];
         b[3] = vec![1.0, 2.0];
         assert!(classifier_drift(&b.clone(), &b, &DriftConfig::default()).is_err());
-        let cfg = DriftConfig {
-            folds: 1,
-            ..DriftConfig::default()
-        };
+        let cfg = DriftConfig { folds: 1, ..DriftConfig::default() };
         assert!(matches!(
             classifier_drift(&b.clone(), &b, &cfg),
             Err(LearnError::InvalidConfig { key: "folds", .. })

@@ -21,10 +21,7 @@ pub struct Gauss {
 impl Gauss {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self {
-            rng: SmallRng::seed_from_u64(seed),
-            spare: None,
-        }
+        Self { rng: SmallRng::seed_from_u64(seed), spare: None }
     }
 
     /// The next N(0, 1) draw.
@@ -63,26 +60,17 @@ fn build(name: &'static str, step_s: u64, n: usize, mut f: impl FnMut(f64) -> f6
     let samples = (0..n)
         .map(|i| {
             let t_s = i as u64 * step_s;
-            Sample::new(
-                (TRACE_START_S + t_s) * 1_000_000_000,
-                f(t_s as f64).max(0.0),
-            )
+            Sample::new((TRACE_START_S + t_s) * 1_000_000_000, f(t_s as f64).max(0.0))
         })
         .collect();
-    Trace {
-        name,
-        step: Duration::from_secs(step_s),
-        samples,
-    }
+    Trace { name, step: Duration::from_secs(step_s), samples }
 }
 
 /// Daily cycle plus noise: quiet at night (~30 rps), a morning ramp to a ~300 rps afternoon
 /// plateau, an evening decline; multiplicative noise of `noise` (e.g. 0.04) per 10 s sample.
 pub fn diurnal(days: u32, noise: f64, seed: u64) -> Trace {
     let mut g = Gauss::new(seed);
-    build("diurnal", 10, days as usize * 8640, |t| {
-        diurnal_level(t) * (1.0 + noise * g.normal())
-    })
+    build("diurnal", 10, days as usize * 8640, |t| diurnal_level(t) * (1.0 + noise * g.normal()))
 }
 
 /// The noiseless level of [`diurnal`] at `t` seconds after midnight.
@@ -99,9 +87,7 @@ pub fn slow_ramp(hours: u32, from: f64, to: f64, noise: f64, seed: u64) -> Trace
     let mut g = Gauss::new(seed);
     let n = hours as usize * 360;
     let span = f64::from(hours) * 3600.0;
-    build("slow-ramp", 10, n, |t| {
-        (from + (to - from) * t / span) * (1.0 + noise * g.normal())
-    })
+    build("slow-ramp", 10, n, |t| (from + (to - from) * t / span) * (1.0 + noise * g.normal()))
 }
 
 /// A step change: `before` rps, then `after` from `at_hour` on, with noise.
@@ -131,16 +117,10 @@ pub fn spike(
     seed: u64,
 ) -> Trace {
     let mut g = Gauss::new(seed);
-    let (a, b) = (
-        f64::from(at_hour) * 3600.0,
-        f64::from(at_hour) * 3600.0 + f64::from(minutes) * 60.0,
-    );
+    let (a, b) =
+        (f64::from(at_hour) * 3600.0, f64::from(at_hour) * 3600.0 + f64::from(minutes) * 60.0);
     build("spike", 10, hours as usize * 360, |t| {
-        let l = if (a..b).contains(&t) {
-            level * factor
-        } else {
-            level
-        };
+        let l = if (a..b).contains(&t) { level * factor } else { level };
         l * (1.0 + noise * g.normal())
     })
 }
@@ -210,17 +190,11 @@ pub fn simulate(
     let per = capacity.per_replica_rps * capacity.target_utilization;
     let clamp = |r: f64| (r.ceil().max(0.0) as u32).clamp(capacity.min, capacity.max);
 
-    let series = RegularSeries::from_values(
-        trace.samples.first().map_or(0, |s| s.t_ns),
-        trace.step,
-        &load,
-    );
+    let series =
+        RegularSeries::from_values(trace.samples.first().map_or(0, |s| s.t_ns), trace.step, &load);
     let floor_source = match scaler {
         Scaler::Reactive => None,
-        Scaler::ForecastFloor {
-            config,
-            refit_every,
-        } => Some((
+        Scaler::ForecastFloor { config, refit_every } => Some((
             forecast::Features::new(&series, config.max_gap_steps),
             config,
             ((refit_every.as_secs_f64() / step_s).ceil() as usize).max(1),
@@ -249,20 +223,13 @@ pub fn simulate(
         let lo = (i + 1).saturating_sub(metric_steps);
         let observed = load[lo..=i].iter().sum::<f64>() / (i + 1 - lo) as f64;
         let ratio = observed / (f64::from(total) * per);
-        let raw = if (ratio - 1.0).abs() <= 0.1 {
-            total
-        } else {
-            clamp(observed / per)
-        };
+        let raw = if (ratio - 1.0).abs() <= 0.1 { total } else { clamp(observed / per) };
         recent.push_back(raw);
         if recent.len() > stab_steps {
             recent.pop_front();
         }
-        let stabilised = if raw >= total {
-            raw
-        } else {
-            recent.iter().copied().max().unwrap_or(raw).min(total)
-        };
+        let stabilised =
+            if raw >= total { raw } else { recent.iter().copied().max().unwrap_or(raw).min(total) };
         let mut desired = stabilised;
         if let Some((features, config, refit)) = &floor_source {
             if last_fit.is_none_or(|f| i - f >= *refit) {
@@ -313,10 +280,7 @@ mod tests {
         let xs: Vec<f64> = (0..20_000).map(|_| g.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(
-            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
-            "{mean} {var}"
-        );
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
         assert_eq!(Gauss::new(9).normal(), xs[0]);
     }
 
@@ -372,10 +336,7 @@ pub fn forecast_evaluation(seed: u64) -> Result<Vec<ForecastRow>, crate::LearnEr
     cases
         .into_iter()
         .map(|(trace, warmup)| {
-            let plan = crate::forecast::BacktestPlan {
-                warmup,
-                refit_every: hour,
-            };
+            let plan = crate::forecast::BacktestPlan { warmup, refit_every: hour };
             Ok(ForecastRow {
                 trace: trace.name,
                 report: crate::forecast::backtest(&trace.samples, &cfg, &plan)?,
@@ -399,21 +360,13 @@ impl Detection {
     /// TP / (TP + FP); 1 when nothing was flagged.
     pub fn precision(&self) -> f64 {
         let flagged = self.true_positives + self.false_positives;
-        if flagged == 0 {
-            1.0
-        } else {
-            self.true_positives as f64 / flagged as f64
-        }
+        if flagged == 0 { 1.0 } else { self.true_positives as f64 / flagged as f64 }
     }
 
     /// TP / (TP + FN); 1 when nothing was injected.
     pub fn recall(&self) -> f64 {
         let injected = self.true_positives + self.false_negatives;
-        if injected == 0 {
-            1.0
-        } else {
-            self.true_positives as f64 / injected as f64
-        }
+        if injected == 0 { 1.0 } else { self.true_positives as f64 / injected as f64 }
     }
 
     fn count(&mut self, flagged: bool, injected: bool) {
@@ -450,17 +403,11 @@ pub fn peer_evaluation(rounds: usize, seed: u64) -> Result<Detection, crate::Lea
                     }
                 }
                 injected.push(bad);
-                crate::anomaly::Subject {
-                    id: format!("node-{i}"),
-                    values,
-                }
+                crate::anomaly::Subject { id: format!("node-{i}"), values }
             })
             .collect();
-        let flagged: std::collections::HashSet<String> = det
-            .detect(&subjects)?
-            .into_iter()
-            .map(|a| a.subject)
-            .collect();
+        let flagged: std::collections::HashSet<String> =
+            det.detect(&subjects)?.into_iter().map(|a| a.subject).collect();
         for (s, bad) in subjects.iter().zip(injected) {
             d.count(flagged.contains(&s.id), bad);
         }
@@ -553,11 +500,7 @@ pub fn drift_evaluation(
         let mut reference = window(&mut g, 0.86, 0.07);
         reference.extend(window(&mut g, 0.86, 0.07));
         for w in 2..WINDOWS {
-            let k = if drifting && w >= ONSET {
-                (w - ONSET + 1) as f64
-            } else {
-                0.0
-            };
+            let k = if drifting && w >= ONSET { (w - ONSET + 1) as f64 } else { 0.0 };
             let current = window(&mut g, 0.86 - 0.01 * k, 0.07 + 0.005 * k);
             let alert = classifier_drift(&reference, &current, cfg)?.alert;
             if !drifting || w < ONSET {
@@ -606,10 +549,7 @@ pub fn scaling_evaluation(seed: u64) -> Vec<ScalingRow> {
     };
     [
         (diurnal(3, 0.04, seed), Duration::from_secs(86_400)),
-        (
-            slow_ramp(6, 10.0, 370.0, 0.04, seed + 3),
-            Duration::from_secs(3600),
-        ),
+        (slow_ramp(6, 10.0, 370.0, 0.04, seed + 3), Duration::from_secs(3600)),
     ]
     .into_iter()
     .map(|(trace, from)| ScalingRow {

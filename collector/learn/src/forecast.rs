@@ -101,12 +101,8 @@ impl ForecastConfig {
     }
 
     fn validate(&self) -> Result<(), LearnError> {
-        let bad = |key, reason: &str| {
-            Err(LearnError::InvalidConfig {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
+        let bad =
+            |key, reason: &str| Err(LearnError::InvalidConfig { key, reason: reason.to_owned() });
         if self.step.is_zero() {
             return bad("step", "must be greater than zero");
         }
@@ -204,8 +200,7 @@ impl Features {
     }
 
     fn time_of(&self, i: usize) -> u64 {
-        self.start_ns
-            .saturating_add(self.step_ns.saturating_mul(i as u64))
+        self.start_ns.saturating_add(self.step_ns.saturating_mul(i as u64))
     }
 
     fn mean(&self, i: usize, w: usize) -> Option<f64> {
@@ -280,31 +275,17 @@ pub(crate) fn fit_window(
     cfg: &ForecastConfig,
 ) -> Result<ForecastModel, LearnError> {
     let start = end.saturating_sub(steps(cfg.history, cfg.step));
-    let observed = series.values[start..end]
-        .iter()
-        .filter(|v| v.is_some())
-        .count();
-    let have = cfg
-        .step
-        .saturating_mul(u32::try_from(observed).unwrap_or(u32::MAX));
+    let observed = series.values[start..end].iter().filter(|v| v.is_some()).count();
+    let have = cfg.step.saturating_mul(u32::try_from(observed).unwrap_or(u32::MAX));
     if have < cfg.min_history {
-        return Err(LearnError::InsufficientHistory {
-            have,
-            need: cfg.min_history,
-        });
+        return Err(LearnError::InsufficientHistory { have, need: cfg.min_history });
     }
     let h = cfg.horizon_steps();
-    let span = cfg
-        .step
-        .saturating_mul(u32::try_from(end - start).unwrap_or(u32::MAX));
+    let span = cfg.step.saturating_mul(u32::try_from(end - start).unwrap_or(u32::MAX));
     let layout = Layout {
         lags: cfg.lags,
         windows: [h.max(2), (6 * h).max(4)],
-        fourier: if span >= cfg.period {
-            cfg.fourier_order
-        } else {
-            0
-        },
+        fourier: if span >= cfg.period { cfg.fourier_order } else { 0 },
         period_s: cfg.period.as_secs_f64(),
         h,
     };
@@ -394,16 +375,7 @@ pub(crate) fn fit_window(
         step: series.step,
         values: series.values[tail_start..end].to_vec(),
     };
-    Ok(ForecastModel {
-        cfg: cfg.clone(),
-        layout,
-        mean,
-        scale,
-        coef,
-        intercept,
-        rows,
-        tail,
-    })
+    Ok(ForecastModel { cfg: cfg.clone(), layout, mean, scale, coef, intercept, rows, tail })
 }
 
 impl ForecastModel {
@@ -414,9 +386,7 @@ impl ForecastModel {
 
     /// The horizon this model forecasts at (whole steps).
     pub fn horizon(&self) -> Duration {
-        self.cfg
-            .step
-            .saturating_mul(u32::try_from(self.layout.h).unwrap_or(u32::MAX))
+        self.cfg.step.saturating_mul(u32::try_from(self.layout.h).unwrap_or(u32::MAX))
     }
 
     /// Number of training rows it was fitted on.
@@ -566,10 +536,7 @@ mod tests {
                 if have == Duration::from_secs(1800) && need == Duration::from_secs(3600)),
             "{err}"
         );
-        assert!(matches!(
-            fit(&[], &cfg),
-            Err(LearnError::InsufficientHistory { .. })
-        ));
+        assert!(matches!(fit(&[], &cfg), Err(LearnError::InsufficientHistory { .. })));
     }
 
     #[test]
@@ -577,10 +544,7 @@ mod tests {
         // y = 50 + 0.5 i: the value 30 steps ahead is last + 15, which the model must find.
         let cfg = ForecastConfig::new(Duration::from_secs(10), Duration::from_secs(300));
         let model = fit(&samples((0..720).map(|i| 50.0 + 0.5 * i as f64), 10), &cfg).expect("fit");
-        assert!(
-            !model.seasonal(),
-            "2 hours of history must not use a daily period"
-        );
+        assert!(!model.seasonal(), "2 hours of history must not use a daily period");
         let f = model.predict().expect("forecast");
         assert!((f.last_value - (50.0 + 0.5 * 719.0)).abs() < 1e-9);
         assert!((f.value - (50.0 + 0.5 * 749.0)).abs() < 1e-3, "{f:?}");
@@ -641,10 +605,7 @@ mod tests {
     #[test]
     fn elastic_net_fits_too() {
         let mut cfg = ForecastConfig::new(Duration::from_secs(10), Duration::from_secs(60));
-        cfg.regressor = Regressor::ElasticNet {
-            penalty: 0.01,
-            l1_ratio: 0.5,
-        };
+        cfg.regressor = Regressor::ElasticNet { penalty: 0.01, l1_ratio: 0.5 };
         let model = fit(&samples((0..800).map(|i| 30.0 + 0.1 * i as f64), 10), &cfg).expect("fit");
         let f = model.predict().expect("forecast");
         assert!((f.value - (30.0 + 0.1 * 805.0)).abs() < 1.0, "{f:?}");

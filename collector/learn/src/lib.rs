@@ -63,9 +63,6 @@ impl LearnError {
         model: &'static str,
         source: E,
     ) -> Self {
-        Self::Fit {
-            model,
-            source: Box::new(source),
-        }
+        Self::Fit { model, source: Box::new(source) }
     }
 }

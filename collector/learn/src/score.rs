@@ -16,9 +16,7 @@ pub fn mape(pairs: impl IntoIterator<Item = (f64, f64)>) -> Option<f64> {
     let (sum, n) = pairs
         .into_iter()
         .filter(|(a, f)| a.is_finite() && f.is_finite() && a.abs() >= MAPE_MIN_ACTUAL)
-        .fold((0.0, 0_usize), |(sum, n), (a, f)| {
-            (sum + ((a - f) / a).abs(), n + 1)
-        });
+        .fold((0.0, 0_usize), |(sum, n), (a, f)| (sum + ((a - f) / a).abs(), n + 1));
     (n > 0).then(|| sum / n as f64)
 }
 
@@ -91,14 +89,8 @@ mod tests {
     #[test]
     fn auc_matches_hand_computation() {
         // Perfect separation and its reverse.
-        assert_eq!(
-            roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]),
-            Some(1.0)
-        );
-        assert_eq!(
-            roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]),
-            Some(0.0)
-        );
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[false, false, true, true]), Some(1.0));
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &[false, false, true, true]), Some(0.0));
         // Pairs (pos, neg): pos 0.35 beats neg 0.1, loses to neg 0.4; pos 0.8 beats both -> 3/4.
         let auc = roc_auc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).expect("auc");
         assert!((auc - 0.75).abs() < 1e-12, "{auc}");

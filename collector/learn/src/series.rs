@@ -50,24 +50,13 @@ impl RegularSeries {
             sums[i].0 += s.value;
             sums[i].1 += 1;
         }
-        let values = sums
-            .into_iter()
-            .map(|(sum, n)| (n > 0).then(|| sum / f64::from(n)))
-            .collect();
-        Some(Self {
-            start_ns,
-            step,
-            values,
-        })
+        let values = sums.into_iter().map(|(sum, n)| (n > 0).then(|| sum / f64::from(n))).collect();
+        Some(Self { start_ns, step, values })
     }
 
     /// A gap-free series from plain values.
     pub fn from_values(start_ns: u64, step: Duration, values: &[f64]) -> Self {
-        Self {
-            start_ns,
-            step,
-            values: values.iter().map(|v| Some(*v)).collect(),
-        }
+        Self { start_ns, step, values: values.iter().map(|v| Some(*v)).collect() }
     }
 
     /// Number of grid slots.
@@ -88,8 +77,7 @@ impl RegularSeries {
     /// Time of slot `i`, Unix nanoseconds.
     pub fn time_of(&self, i: usize) -> u64 {
         let step_ns = u64::try_from(self.step.as_nanos()).unwrap_or(u64::MAX);
-        self.start_ns
-            .saturating_add(step_ns.saturating_mul(i as u64))
+        self.start_ns.saturating_add(step_ns.saturating_mul(i as u64))
     }
 
     /// The series with gaps of at most `max_gap` slots filled with the last observed value.
@@ -130,10 +118,7 @@ mod tests {
         assert_eq!(s.values, vec![Some(1.0), Some(2.0), None, None, Some(4.0)]);
         assert_eq!(s.observed(), 3);
         assert_eq!(s.time_of(4), 140 * S);
-        assert_eq!(
-            s.forward_filled(1),
-            vec![Some(1.0), Some(2.0), Some(2.0), None, Some(4.0)]
-        );
+        assert_eq!(s.forward_filled(1), vec![Some(1.0), Some(2.0), Some(2.0), None, Some(4.0)]);
     }
 
     #[test]

@@ -38,11 +38,7 @@ pub struct ForecastSpec {
     /// Floor or forecast-only.
     pub mode: ForecastMode,
     /// Seasonal period of the Fourier terms; daily when absent.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "human_duration_opt"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "human_duration_opt")]
     pub period: Option<Duration>,
 }
 

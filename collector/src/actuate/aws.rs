@@ -46,25 +46,42 @@ pub struct AwsCredentials {
 impl AwsCredentials {
     /// From the environment, else the profile file.
     pub fn load(profile: Option<&str>) -> Result<Self, ActuateError> {
-        if let (Ok(id), Ok(secret)) = (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+        if let (Ok(id), Ok(secret)) =
+            (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY"))
+        {
             if !id.is_empty() && !secret.is_empty() {
                 return Ok(Self {
                     access_key_id: id,
                     secret_access_key: Secret::new(secret),
-                    session_token: std::env::var("AWS_SESSION_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new),
+                    session_token: std::env::var("AWS_SESSION_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .map(Secret::new),
                 });
             }
         }
-        let profile = profile.map(str::to_owned).or_else(|| std::env::var("AWS_PROFILE").ok()).unwrap_or_else(|| "default".into());
+        let profile = profile
+            .map(str::to_owned)
+            .or_else(|| std::env::var("AWS_PROFILE").ok())
+            .unwrap_or_else(|| "default".into());
         let path = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")))
-            .ok_or_else(|| ActuateError::Config("aws: no credentials in the environment and no HOME".into()))?;
+            .ok_or_else(|| {
+                ActuateError::Config("aws: no credentials in the environment and no HOME".into())
+            })?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            ActuateError::Config(format!("aws: no credentials in the environment, and {}: {e}", path.display()))
+            ActuateError::Config(format!(
+                "aws: no credentials in the environment, and {}: {e}",
+                path.display()
+            ))
         })?;
-        Self::from_profile_file(&text, &profile)
-            .ok_or_else(|| ActuateError::Config(format!("aws: profile `{profile}` in {} has no keys", path.display())))
+        Self::from_profile_file(&text, &profile).ok_or_else(|| {
+            ActuateError::Config(format!(
+                "aws: profile `{profile}` in {} has no keys",
+                path.display()
+            ))
+        })
     }
 
     /// The keys of `[profile]` in an INI credentials file.
@@ -75,7 +92,8 @@ impl AwsCredentials {
             let line = line.trim();
             if line.starts_with('[') && line.ends_with(']') {
                 let name = line[1..line.len() - 1].trim();
-                in_profile = name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile);
+                in_profile = name == profile
+                    || name.strip_prefix("profile ").map(str::trim) == Some(profile);
                 continue;
             }
             if !in_profile || line.starts_with('#') || line.starts_with(';') {
@@ -91,7 +109,11 @@ impl AwsCredentials {
                 }
             }
         }
-        Some(Self { access_key_id: id?, secret_access_key: Secret::new(secret?), session_token: token.map(Secret::new) })
+        Some(Self {
+            access_key_id: id?,
+            secret_access_key: Secret::new(secret?),
+            session_token: token.map(Secret::new),
+        })
     }
 }
 
@@ -102,19 +124,29 @@ pub fn xml_values(xml: &str) -> Result<Vec<(String, String)>, ActuateError> {
     let mut out = Vec::new();
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) => path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned()),
+            Ok(Event::Start(e)) => {
+                path.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
             Ok(Event::End(_)) => {
                 path.pop();
             }
             Ok(Event::Text(t)) => {
-                let text = t.decode().map_err(|e| ActuateError::Protocol { what: "aws xml".into(), reason: e.to_string() })?;
+                let text = t.decode().map_err(|e| ActuateError::Protocol {
+                    what: "aws xml".into(),
+                    reason: e.to_string(),
+                })?;
                 if !text.trim().is_empty() {
                     out.push((path.join("/"), text.trim().to_owned()));
                 }
             }
             Ok(Event::Eof) => break,
             Ok(_) => {}
-            Err(e) => return Err(ActuateError::Protocol { what: "aws xml".into(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(ActuateError::Protocol {
+                    what: "aws xml".into(),
+                    reason: e.to_string(),
+                });
+            }
         }
     }
     Ok(out)
@@ -149,19 +181,30 @@ impl AsgScaler {
             .or_else(|| std::env::var("AWS_REGION").ok())
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .ok_or_else(|| ActuateError::Config("aws: no `region` and no AWS_REGION".into()))?;
-        let endpoint = spec.endpoint.clone().unwrap_or_else(|| format!("https://autoscaling.{region}.amazonaws.com"));
+        let endpoint = spec
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://autoscaling.{region}.amazonaws.com"));
         let endpoint = format!("{}/", endpoint.trim_end_matches('/'));
         Ok(Self { spec: spec.clone(), region, endpoint, env: env.clone(), credentials: None })
     }
 
     fn form(&self, action: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
-        let mut form = vec![("Action".to_string(), action.to_string()), ("Version".to_string(), API_VERSION.to_string())];
+        let mut form = vec![
+            ("Action".to_string(), action.to_string()),
+            ("Version".to_string(), API_VERSION.to_string()),
+        ];
         form.extend(extra.iter().map(|(k, v)| ((*k).to_string(), v.clone())));
         form
     }
 
     /// The signed request for `form`; with `creds` `None`, the unsigned shape (dry-run).
-    pub fn signed_call(&self, form: &[(String, String)], creds: Option<&AwsCredentials>, at: SystemTime) -> Result<HttpCall, ActuateError> {
+    pub fn signed_call(
+        &self,
+        form: &[(String, String)],
+        creds: Option<&AwsCredentials>,
+        at: SystemTime,
+    ) -> Result<HttpCall, ActuateError> {
         let body = serde_urlencoded_pairs(form).into_bytes();
         let mut call = HttpCall::new(Method::POST, self.endpoint.clone())
             .header("content-type", CONTENT_TYPE)
@@ -188,11 +231,19 @@ impl AsgScaler {
             .map_err(|e| sign_err(e.to_string()))?
             .into();
         let headers = [("content-type", CONTENT_TYPE)];
-        let signable = SignableRequest::new("POST", self.endpoint.as_str(), headers.into_iter(), SignableBody::Bytes(&body))
-            .map_err(|e| sign_err(e.to_string()))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| sign_err(e.to_string()))?.into_parts();
+        let signable = SignableRequest::new(
+            "POST",
+            self.endpoint.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| sign_err(e.to_string()))?;
+        let (instructions, _) =
+            sign(signable, &params).map_err(|e| sign_err(e.to_string()))?.into_parts();
         for (name, value) in instructions.headers() {
-            if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-amz-security-token") {
+            if name.eq_ignore_ascii_case("authorization")
+                || name.eq_ignore_ascii_case("x-amz-security-token")
+            {
                 call = call.secret_header(name, Secret::new(value));
             } else {
                 call = call.header(name, value);
@@ -201,7 +252,11 @@ impl AsgScaler {
         Ok(call)
     }
 
-    async fn query(&self, form: Vec<(String, String)>, attempts: &mut Vec<AttemptRecord>) -> Result<Vec<(String, String)>, ActuateError> {
+    async fn query(
+        &self,
+        form: Vec<(String, String)>,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<Vec<(String, String)>, ActuateError> {
         let creds = match &self.credentials {
             Some(c) => c.clone(),
             None => AwsCredentials::load(self.spec.profile.as_deref())?,
@@ -222,13 +277,21 @@ impl AsgScaler {
         xml_values(&answer.body)
     }
 
-    async fn describe(&self, attempts: &mut Vec<AttemptRecord>) -> Result<ScaleState, ActuateError> {
-        let form = self.form("DescribeAutoScalingGroups", &[("AutoScalingGroupNames.member.1", self.spec.group.clone())]);
+    async fn describe(
+        &self,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<ScaleState, ActuateError> {
+        let form = self.form(
+            "DescribeAutoScalingGroups",
+            &[("AutoScalingGroupNames.member.1", self.spec.group.clone())],
+        );
         let values = self.query(form, attempts).await?;
         let num = |suffix: &str| first(&values, suffix).and_then(|v| v.parse::<u32>().ok());
-        let desired = num("AutoScalingGroups/member/DesiredCapacity").ok_or_else(|| ActuateError::Protocol {
-            what: "DescribeAutoScalingGroups".into(),
-            reason: format!("group `{}` not found", self.spec.group),
+        let desired = num("AutoScalingGroups/member/DesiredCapacity").ok_or_else(|| {
+            ActuateError::Protocol {
+                what: "DescribeAutoScalingGroups".into(),
+                reason: format!("group `{}` not found", self.spec.group),
+            }
         })?;
         let in_service = values
             .iter()
@@ -253,14 +316,21 @@ impl ResizeBackend for AsgScaler {
         format!("{}/{}", self.region, self.spec.group)
     }
 
-    fn read<'a>(&'a self, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>> {
+    fn read<'a>(
+        &'a self,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>> {
         Box::pin(async move { Ok(Some(self.describe(attempts).await?)) })
     }
 
     fn plan(&self, size: u32, _key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {
         let form = self.form(
             "SetDesiredCapacity",
-            &[("AutoScalingGroupName", self.spec.group.clone()), ("DesiredCapacity", size.to_string()), ("HonorCooldown", "false".into())],
+            &[
+                ("AutoScalingGroupName", self.spec.group.clone()),
+                ("DesiredCapacity", size.to_string()),
+                ("HonorCooldown", "false".into()),
+            ],
         );
         Ok(vec![self.signed_call(&form, None, SystemTime::now())?.planned()])
     }
@@ -275,12 +345,17 @@ impl ResizeBackend for AsgScaler {
         Box::pin(async move {
             let form = self.form(
                 "SetDesiredCapacity",
-                &[("AutoScalingGroupName", self.spec.group.clone()), ("DesiredCapacity", size.to_string()), ("HonorCooldown", "false".into())],
+                &[
+                    ("AutoScalingGroupName", self.spec.group.clone()),
+                    ("DesiredCapacity", size.to_string()),
+                    ("HonorCooldown", "false".into()),
+                ],
             );
             let values = self.query(form, attempts).await?;
             let remote_id = first(&values, "ResponseMetadata/RequestId").map(str::to_owned);
             let after = self.describe(attempts).await?.replicas;
-            let note = (after != size).then(|| format!("DesiredCapacity read back as {after}, not {size}"));
+            let note = (after != size)
+                .then(|| format!("DesiredCapacity read back as {after}, not {size}"));
             Ok(Applied { after: Some(after), remote_id, note })
         })
     }

@@ -18,7 +18,10 @@ use super::journaled::{Applied, JobBackend, Observed, ResizeBackend, Started};
 use super::local::terminate;
 use super::spec::CommandSpec;
 use super::template::{render, render_map};
-use super::types::{ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest, ScaleState};
+use super::types::{
+    ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest,
+    ScaleState,
+};
 
 /// Output kept per stream: the last this many bytes.
 const OUTPUT_TAIL: usize = 16 * 1024;
@@ -43,13 +46,19 @@ fn prepare(spec: &CommandSpec, vars: &BTreeMap<String, String>) -> Result<Prepar
     if argv.is_empty() {
         return Err(ActuateError::Config("command.argv is empty".into()));
     }
-    let mut env: BTreeMap<String, String> = vars.iter().map(|(k, v)| (env_name(k), v.clone())).collect();
+    let mut env: BTreeMap<String, String> =
+        vars.iter().map(|(k, v)| (env_name(k), v.clone())).collect();
     env.extend(render_map(&spec.env, vars)?);
     Ok(Prepared { argv, env })
 }
 
 fn planned(p: &Prepared) -> PlannedRequest {
-    PlannedRequest { method: "exec".into(), url: p.argv.join(" "), headers: p.env.clone(), body: None }
+    PlannedRequest {
+        method: "exec".into(),
+        url: p.argv.join(" "),
+        headers: p.env.clone(),
+        body: None,
+    }
 }
 
 fn command(spec: &CommandSpec, p: &Prepared) -> Command {
@@ -105,7 +114,12 @@ async fn run_command(spec: &CommandSpec, p: &Prepared) -> Result<CommandResult, 
     let err = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
     let (code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => (status.code(), false),
-        Ok(Err(e)) => return Err(ActuateError::Process { program: p.argv[0].clone(), reason: e.to_string() }),
+        Ok(Err(e)) => {
+            return Err(ActuateError::Process {
+                program: p.argv[0].clone(),
+                reason: e.to_string(),
+            });
+        }
         Err(_) => {
             terminate(&mut child, Duration::from_secs(5)).await;
             (None, true)
@@ -159,7 +173,10 @@ impl ResizeBackend for CommandScaler {
         self.name.clone()
     }
 
-    fn read<'a>(&'a self, _attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>> {
+    fn read<'a>(
+        &'a self,
+        _attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>> {
         Box::pin(async { Ok(None) })
     }
 
@@ -182,15 +199,30 @@ impl ResizeBackend for CommandScaler {
             attempts.push(AttemptRecord {
                 request: label,
                 status: None,
-                error: (!ok).then(|| format!("exit {:?}{}", res.code, if res.timed_out { " (timed out)" } else { "" })),
+                error: (!ok).then(|| {
+                    format!(
+                        "exit {:?}{}",
+                        res.code,
+                        if res.timed_out { " (timed out)" } else { "" }
+                    )
+                }),
                 delay_ms: 0,
             });
             if ok {
-                Ok(Applied { after: None, remote_id: None, note: (!res.output.is_empty()).then_some(res.output) })
+                Ok(Applied {
+                    after: None,
+                    remote_id: None,
+                    note: (!res.output.is_empty()).then_some(res.output),
+                })
             } else {
                 Err(ActuateError::Process {
                     program: p.argv[0].clone(),
-                    reason: format!("exit {:?}{}: {}", res.code, if res.timed_out { ", timed out" } else { "" }, res.output.trim()),
+                    reason: format!(
+                        "exit {:?}{}: {}",
+                        res.code,
+                        if res.timed_out { ", timed out" } else { "" },
+                        res.output.trim()
+                    ),
                 })
             }
         })
@@ -227,7 +259,11 @@ impl JobBackend for CommandJob {
         self.spec.argv.join(" ")
     }
 
-    fn plan(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {
+    fn plan(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<Vec<PlannedRequest>, ActuateError> {
         Ok(vec![planned(&prepare(&self.spec, &Self::vars(ctx, key))?)])
     }
 
@@ -239,7 +275,10 @@ impl JobBackend for CommandJob {
     ) -> ActFuture<'a, Started> {
         Box::pin(async move {
             let p = prepare(&self.spec, &Self::vars(ctx, key))?;
-            attempts.push(AttemptRecord { request: format!("exec {}", p.argv.join(" ")), ..Default::default() });
+            attempts.push(AttemptRecord {
+                request: format!("exec {}", p.argv.join(" ")),
+                ..Default::default()
+            });
             // Spawn here, synchronously, so a program that cannot start fails the start.
             let probe = which_ok(&p.argv[0], self.spec.cwd.as_deref());
             if let Err(reason) = probe {
@@ -278,7 +317,11 @@ impl JobBackend for CommandJob {
         })
     }
 
-    fn poll<'a>(&'a self, handle: &'a JobHandle, _attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Observed> {
+    fn poll<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        _attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Observed> {
         Box::pin(async move {
             let guard = self.results.lock().unwrap_or_else(|e| e.into_inner());
             Ok(match guard.get(handle.key.as_str()) {
@@ -300,7 +343,10 @@ impl JobBackend for CommandJob {
                 },
                 None => Observed {
                     state: JobState::Failed,
-                    detail: Some("the collector restarted while the command ran; its outcome is unknown".into()),
+                    detail: Some(
+                        "the collector restarted while the command ran; its outcome is unknown"
+                            .into(),
+                    ),
                     output: None,
                 },
             })
@@ -316,7 +362,11 @@ fn which_ok(program: &str, cwd: Option<&str>) -> Result<(), String> {
             Some(dir) if path.is_relative() => std::path::Path::new(dir).join(path),
             _ => path.to_path_buf(),
         };
-        return if full.exists() { Ok(()) } else { Err(format!("{} does not exist", full.display())) };
+        return if full.exists() {
+            Ok(())
+        } else {
+            Err(format!("{} does not exist", full.display()))
+        };
     }
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
@@ -338,7 +388,8 @@ mod tests {
             timeout: None,
         };
         let ctx = JobContext::new("p", "r").with("reason", "drift");
-        let p = prepare(&spec, &CommandJob::vars(&ctx, &IdempotencyKey::new("p", "r", 1))).expect("prepare");
+        let p = prepare(&spec, &CommandJob::vars(&ctx, &IdempotencyKey::new("p", "r", 1)))
+            .expect("prepare");
         assert_eq!(p.argv, vec!["echo", "drift"]);
         assert_eq!(p.env["STOKER_REASON"], "drift");
         assert_eq!(p.env["X"], "p");

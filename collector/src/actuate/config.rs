@@ -143,10 +143,15 @@ impl std::fmt::Debug for ActuateEnv {
 
 impl ActuateEnv {
     /// Build the environment: installs the rustls ring provider (idempotent) and the client.
-    pub fn new(config: ActuatorsConfig, secrets: Secrets, journal: Arc<Journal>) -> Result<Self, ActuateError> {
+    pub fn new(
+        config: ActuatorsConfig,
+        secrets: Secrets,
+        journal: Arc<Journal>,
+    ) -> Result<Self, ActuateError> {
         let http = default_http_client()?;
         let retry = RetryPolicy::from_config(&config.retry);
-        let request_timeout = config.request_timeout.map(|d| d.get()).unwrap_or(Duration::from_secs(10));
+        let request_timeout =
+            config.request_timeout.map(|d| d.get()).unwrap_or(Duration::from_secs(10));
         Ok(Self { config, secrets, journal, http, retry, request_timeout, clock: system_clock() })
     }
 

@@ -36,7 +36,8 @@ pub struct MigScaler {
 impl MigScaler {
     /// From a policy's `gcp:` section.
     pub fn new(spec: &GcpMig, env: &ActuateEnv) -> Result<Self, ActuateError> {
-        let endpoint = spec.endpoint.clone().unwrap_or_else(|| "https://compute.googleapis.com".into());
+        let endpoint =
+            spec.endpoint.clone().unwrap_or_else(|| "https://compute.googleapis.com".into());
         let endpoint = endpoint.trim_end_matches('/');
         let path = match (&spec.zone, &spec.region) {
             (Some(z), None) => format!(
@@ -47,11 +48,17 @@ impl MigScaler {
                 "{endpoint}/compute/v1/projects/{}/regions/{r}/regionInstanceGroupManagers/{}",
                 spec.project, spec.group
             ),
-            _ => return Err(ActuateError::Config("gcp: give exactly one of `zone` and `region`".into())),
+            _ => {
+                return Err(ActuateError::Config(
+                    "gcp: give exactly one of `zone` and `region`".into(),
+                ));
+            }
         };
         if let Some(name) = &env.config.gcp.token_secret {
             if !env.secrets.contains(name) {
-                return Err(ActuateError::Config(format!("actuators.gcp.token_secret: `{name}` is not in [secrets]")));
+                return Err(ActuateError::Config(format!(
+                    "actuators.gcp.token_secret: `{name}` is not in [secrets]"
+                )));
             }
         }
         let metadata = env
@@ -62,7 +69,13 @@ impl MigScaler {
             .unwrap_or_else(|| "http://metadata.google.internal".into())
             .trim_end_matches('/')
             .to_owned();
-        Ok(Self { spec: spec.clone(), path, env: env.clone(), metadata, token: tokio::sync::Mutex::new(None) })
+        Ok(Self {
+            spec: spec.clone(),
+            path,
+            env: env.clone(),
+            metadata,
+            token: tokio::sync::Mutex::new(None),
+        })
     }
 
     async fn token(&self, attempts: &mut Vec<AttemptRecord>) -> Result<Secret, ActuateError> {
@@ -81,9 +94,11 @@ impl MigScaler {
         )
         .header("metadata-flavor", "Google");
         let v = send(&self.env, &call, &[], attempts).await?.json("gcp metadata token")?;
-        let token = v.get("access_token").and_then(|t| t.as_str()).ok_or_else(|| ActuateError::Protocol {
-            what: "gcp metadata token".into(),
-            reason: "no access_token".into(),
+        let token = v.get("access_token").and_then(|t| t.as_str()).ok_or_else(|| {
+            ActuateError::Protocol {
+                what: "gcp metadata token".into(),
+                reason: "no access_token".into(),
+            }
         })?;
         let ttl = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(300);
         let secret = Secret::new(token);
@@ -94,7 +109,8 @@ impl MigScaler {
     }
 
     fn with_auth(call: HttpCall, token: &Secret) -> HttpCall {
-        call.header("accept", "application/json").secret_header("authorization", Secret::new(format!("Bearer {}", token.expose())))
+        call.header("accept", "application/json")
+            .secret_header("authorization", Secret::new(format!("Bearer {}", token.expose())))
     }
 
     /// A UUID-shaped `requestId` derived from the key: the same decision, the same request id.
@@ -108,7 +124,10 @@ impl MigScaler {
         Self::with_auth(HttpCall::new(Method::POST, url), token)
     }
 
-    async fn read_size(&self, attempts: &mut Vec<AttemptRecord>) -> Result<ScaleState, ActuateError> {
+    async fn read_size(
+        &self,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<ScaleState, ActuateError> {
         let token = self.token(attempts).await?;
         let call = Self::with_auth(HttpCall::new(Method::GET, self.path.clone()), &token);
         let v = send(&self.env, &call, &[], attempts).await?.json("gcp instance group manager")?;
@@ -116,8 +135,14 @@ impl MigScaler {
             .get("targetSize")
             .and_then(|t| t.as_u64())
             .and_then(|t| u32::try_from(t).ok())
-            .ok_or_else(|| ActuateError::Protocol { what: "gcp instance group manager".into(), reason: "no targetSize".into() })?;
-        let running = v.pointer("/currentActions/none").and_then(|t| t.as_u64()).and_then(|t| u32::try_from(t).ok());
+            .ok_or_else(|| ActuateError::Protocol {
+                what: "gcp instance group manager".into(),
+                reason: "no targetSize".into(),
+            })?;
+        let running = v
+            .pointer("/currentActions/none")
+            .and_then(|t| t.as_u64())
+            .and_then(|t| u32::try_from(t).ok());
         Ok(ScaleState { replicas: size, ready: running, ..Default::default() })
     }
 }
@@ -128,11 +153,15 @@ impl ResizeBackend for MigScaler {
     }
 
     fn target(&self) -> String {
-        let place = self.spec.zone.as_ref().or(self.spec.region.as_ref()).cloned().unwrap_or_default();
+        let place =
+            self.spec.zone.as_ref().or(self.spec.region.as_ref()).cloned().unwrap_or_default();
         format!("{}/{}/{}", self.spec.project, place, self.spec.group)
     }
 
-    fn read<'a>(&'a self, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>> {
+    fn read<'a>(
+        &'a self,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>> {
         Box::pin(async move { Ok(Some(self.read_size(attempts).await?)) })
     }
 
@@ -149,10 +178,13 @@ impl ResizeBackend for MigScaler {
     ) -> ActFuture<'a, Applied> {
         Box::pin(async move {
             let token = self.token(attempts).await?;
-            let op = send(&self.env, &self.resize_call(size, key, &token), &[], attempts).await?.json("gcp resize")?;
+            let op = send(&self.env, &self.resize_call(size, key, &token), &[], attempts)
+                .await?
+                .json("gcp resize")?;
             let remote_id = op.get("name").and_then(|n| n.as_str()).map(str::to_owned);
             let after = self.read_size(attempts).await?.replicas;
-            let note = (after != size).then(|| format!("targetSize read back as {after}, not {size}"));
+            let note =
+                (after != size).then(|| format!("targetSize read back as {after}, not {size}"));
             Ok(Applied { after: Some(after), remote_id, note })
         })
     }

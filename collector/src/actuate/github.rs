@@ -21,7 +21,9 @@ use super::journaled::{JobBackend, Observed, Started};
 use super::secrets::Secret;
 use super::spec::GithubWorkflow;
 use super::template::render_map;
-use super::types::{ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest};
+use super::types::{
+    ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest,
+};
 
 /// Looking back this far before the recorded dispatch time covers clock skew with GitHub.
 const SKEW_NS: u64 = 60_000_000_000;
@@ -45,14 +47,22 @@ impl GithubDispatcher {
     pub fn new(spec: GithubWorkflow, env: &ActuateEnv) -> Result<Self, ActuateError> {
         let secret = spec.secret.clone().unwrap_or_else(|| "github".into());
         if !env.secrets.contains(&secret) {
-            return Err(ActuateError::Config(format!("github.secret: `{secret}` is not in [secrets]")));
+            return Err(ActuateError::Config(format!(
+                "github.secret: `{secret}` is not in [secrets]"
+            )));
         }
-        let api = spec.api_url.clone().unwrap_or_else(|| "https://api.github.com".into()).trim_end_matches('/').to_owned();
+        let api = spec
+            .api_url
+            .clone()
+            .unwrap_or_else(|| "https://api.github.com".into())
+            .trim_end_matches('/')
+            .to_owned();
         Ok(Self { spec, secret, api, env: env.clone() })
     }
 
     fn call(&self, method: Method, path: &str, redact: bool) -> Result<HttpCall, ActuateError> {
-        let token = if redact { Secret::new(String::new()) } else { self.env.secrets.get(&self.secret)? };
+        let token =
+            if redact { Secret::new(String::new()) } else { self.env.secrets.get(&self.secret)? };
         Ok(HttpCall::new(method, format!("{}/repos/{}{}", self.api, self.spec.repo, path))
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
@@ -65,10 +75,19 @@ impl GithubDispatcher {
         vars
     }
 
-    fn dispatch(&self, ctx: &JobContext, key: &IdempotencyKey, redact: bool) -> Result<HttpCall, ActuateError> {
+    fn dispatch(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+        redact: bool,
+    ) -> Result<HttpCall, ActuateError> {
         let inputs = render_map(&self.spec.inputs, &Self::vars(ctx, key))?;
         Ok(self
-            .call(Method::POST, &format!("/actions/workflows/{}/dispatches", self.spec.workflow), redact)?
+            .call(
+                Method::POST,
+                &format!("/actions/workflows/{}/dispatches", self.spec.workflow),
+                redact,
+            )?
             .body(Body::Json(serde_json::json!({
                 "ref": self.spec.git_ref,
                 "inputs": inputs,
@@ -88,17 +107,26 @@ impl GithubDispatcher {
             .append_pair("branch", &self.spec.git_ref)
             .append_pair("created", &format!(">={since}"))
             .finish();
-        let call = self.call(Method::GET, &format!("/actions/workflows/{}/runs?{query}", self.spec.workflow), false)?;
+        let call = self.call(
+            Method::GET,
+            &format!("/actions/workflows/{}/runs?{query}", self.spec.workflow),
+            false,
+        )?;
         let v = send(&self.env, &call, &[], attempts).await?.json("github workflow runs")?;
         let runs = v.get("workflow_runs").and_then(|r| r.as_array()).cloned().unwrap_or_default();
         let by_title = runs.iter().find(|r| {
-            r.get("display_title").and_then(|t| t.as_str()).is_some_and(|t| t.contains(key.as_str()))
+            r.get("display_title")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.contains(key.as_str()))
         });
         let chosen = by_title.or(if runs.len() == 1 { runs.first() } else { None });
         if chosen.is_none() && runs.len() > 1 {
             return Err(ActuateError::Indeterminate {
                 key: key.as_str().to_owned(),
-                reason: format!("{} workflow runs since the dispatch and none carries the key in its title", runs.len()),
+                reason: format!(
+                    "{} workflow runs since the dispatch and none carries the key in its title",
+                    runs.len()
+                ),
             });
         }
         Ok(chosen.map(|r| Started {
@@ -129,7 +157,11 @@ impl JobBackend for GithubDispatcher {
         format!("{} {}@{}", self.spec.repo, self.spec.workflow, self.spec.git_ref)
     }
 
-    fn plan(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {
+    fn plan(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<Vec<PlannedRequest>, ActuateError> {
         Ok(vec![self.dispatch(ctx, key, true)?.planned()])
     }
 
@@ -151,9 +183,11 @@ impl JobBackend for GithubDispatcher {
                 }));
             }
             let v = answer.json("github dispatch")?;
-            let id = v.get("workflow_run_id").and_then(|i| i.as_u64()).ok_or_else(|| ActuateError::Protocol {
-                what: "github dispatch".into(),
-                reason: "no workflow_run_id in the answer".into(),
+            let id = v.get("workflow_run_id").and_then(|i| i.as_u64()).ok_or_else(|| {
+                ActuateError::Protocol {
+                    what: "github dispatch".into(),
+                    reason: "no workflow_run_id in the answer".into(),
+                }
             })?;
             Ok(Started {
                 remote_id: Some(id.to_string()),
@@ -173,10 +207,18 @@ impl JobBackend for GithubDispatcher {
         Box::pin(self.find_run(key, sent_ns, attempts))
     }
 
-    fn poll<'a>(&'a self, handle: &'a JobHandle, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Observed> {
+    fn poll<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Observed> {
         Box::pin(async move {
             let Some(id) = &handle.remote_id else {
-                return Ok(Observed { state: JobState::Started, detail: Some("run id not yet known".into()), output: None });
+                return Ok(Observed {
+                    state: JobState::Started,
+                    detail: Some("run id not yet known".into()),
+                    output: None,
+                });
             };
             let call = self.call(Method::GET, &format!("/actions/runs/{id}"), false)?;
             let v = send(&self.env, &call, &[], attempts).await?.json("github workflow run")?;

@@ -20,7 +20,9 @@ use super::journaled::{JobBackend, Observed, Started};
 use super::secrets::Secret;
 use super::spec::GitlabPipeline;
 use super::template::render_map;
-use super::types::{ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest};
+use super::types::{
+    ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest,
+};
 
 /// Pipeline variable carrying the idempotency key.
 pub const MARKER_VARIABLE: &str = "STOKER_IDEMPOTENCY_KEY";
@@ -40,12 +42,20 @@ impl GitlabTrigger {
         let trigger_secret = spec.secret.clone().unwrap_or_else(|| "gitlab".into());
         for name in std::iter::once(&trigger_secret).chain(spec.read_secret.as_ref()) {
             if !env.secrets.contains(name) {
-                return Err(ActuateError::Config(format!("gitlab: secret `{name}` is not in [secrets]")));
+                return Err(ActuateError::Config(format!(
+                    "gitlab: secret `{name}` is not in [secrets]"
+                )));
             }
         }
-        let api = spec.api_url.clone().unwrap_or_else(|| "https://gitlab.com".into()).trim_end_matches('/').to_owned();
+        let api = spec
+            .api_url
+            .clone()
+            .unwrap_or_else(|| "https://gitlab.com".into())
+            .trim_end_matches('/')
+            .to_owned();
         // A path like `group/project` must be URL-encoded; a numeric id stays as it is.
-        let project = url::form_urlencoded::byte_serialize(spec.project.as_bytes()).collect::<String>();
+        let project =
+            url::form_urlencoded::byte_serialize(spec.project.as_bytes()).collect::<String>();
         Ok(Self { spec, trigger_secret, api, project, env: env.clone() })
     }
 
@@ -53,23 +63,37 @@ impl GitlabTrigger {
         format!("{}/api/v4/projects/{}", self.api, self.project)
     }
 
-    fn trigger(&self, ctx: &JobContext, key: &IdempotencyKey, redact: bool) -> Result<HttpCall, ActuateError> {
+    fn trigger(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+        redact: bool,
+    ) -> Result<HttpCall, ActuateError> {
         let mut vars = ctx.vars();
         vars.insert("idempotency_key".into(), key.as_str().to_owned());
         let variables = render_map(&self.spec.variables, &vars)?;
-        let token = if redact { "<redacted>".to_owned() } else { self.env.secrets.get(&self.trigger_secret)?.expose().to_owned() };
-        let mut form = vec![("token".to_string(), token), ("ref".to_string(), self.spec.git_ref.clone())];
+        let token = if redact {
+            "<redacted>".to_owned()
+        } else {
+            self.env.secrets.get(&self.trigger_secret)?.expose().to_owned()
+        };
+        let mut form =
+            vec![("token".to_string(), token), ("ref".to_string(), self.spec.git_ref.clone())];
         for (k, v) in variables {
             form.push((format!("variables[{k}]"), v));
         }
         form.push((format!("variables[{MARKER_VARIABLE}]"), key.as_str().to_owned()));
-        Ok(HttpCall::new(Method::POST, format!("{}/trigger/pipeline", self.base())).body(Body::Form(form)))
+        Ok(HttpCall::new(Method::POST, format!("{}/trigger/pipeline", self.base()))
+            .body(Body::Form(form)))
     }
 
     fn read_call(&self, method: Method, path: &str) -> Result<Option<HttpCall>, ActuateError> {
         let Some(name) = &self.spec.read_secret else { return Ok(None) };
         let token: Secret = self.env.secrets.get(name)?;
-        Ok(Some(HttpCall::new(method, format!("{}{}", self.base(), path)).secret_header("private-token", token)))
+        Ok(Some(
+            HttpCall::new(method, format!("{}{}", self.base(), path))
+                .secret_header("private-token", token),
+        ))
     }
 
     fn started(v: &serde_json::Value, detail: Option<String>) -> Started {
@@ -100,7 +124,11 @@ impl JobBackend for GitlabTrigger {
         format!("{}@{}", self.spec.project, self.spec.git_ref)
     }
 
-    fn plan(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {
+    fn plan(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<Vec<PlannedRequest>, ActuateError> {
         Ok(vec![self.trigger(ctx, key, true)?.planned()])
     }
 
@@ -111,9 +139,14 @@ impl JobBackend for GitlabTrigger {
         attempts: &'a mut Vec<AttemptRecord>,
     ) -> ActFuture<'a, Started> {
         Box::pin(async move {
-            let v = send(&self.env, &self.trigger(ctx, key, false)?, &[], attempts).await?.json("gitlab trigger")?;
+            let v = send(&self.env, &self.trigger(ctx, key, false)?, &[], attempts)
+                .await?
+                .json("gitlab trigger")?;
             if v.get("id").and_then(|i| i.as_u64()).is_none() {
-                return Err(ActuateError::Protocol { what: "gitlab trigger".into(), reason: "no pipeline id in the answer".into() });
+                return Err(ActuateError::Protocol {
+                    what: "gitlab trigger".into(),
+                    reason: "no pipeline id in the answer".into(),
+                });
             }
             Ok(Self::started(&v, None))
         })
@@ -138,11 +171,18 @@ impl JobBackend for GitlabTrigger {
                     reason: "a trigger may have been sent, and without gitlab.read_secret it cannot be looked up".into(),
                 });
             };
-            let pipelines = send(&self.env, &list, &[], attempts).await?.json("gitlab pipelines")?;
+            let pipelines =
+                send(&self.env, &list, &[], attempts).await?.json("gitlab pipelines")?;
             for p in pipelines.as_array().cloned().unwrap_or_default() {
                 let Some(id) = p.get("id").and_then(|i| i.as_u64()) else { continue };
-                let Some(call) = self.read_call(Method::GET, &format!("/pipelines/{id}/variables"))? else { continue };
-                let vars = send(&self.env, &call, &[], attempts).await?.json("gitlab pipeline variables")?;
+                let Some(call) =
+                    self.read_call(Method::GET, &format!("/pipelines/{id}/variables"))?
+                else {
+                    continue;
+                };
+                let vars = send(&self.env, &call, &[], attempts)
+                    .await?
+                    .json("gitlab pipeline variables")?;
                 let marked = vars.as_array().is_some_and(|vs| {
                     vs.iter().any(|v| {
                         v.get("key").and_then(|k| k.as_str()) == Some(MARKER_VARIABLE)
@@ -157,7 +197,11 @@ impl JobBackend for GitlabTrigger {
         })
     }
 
-    fn poll<'a>(&'a self, handle: &'a JobHandle, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Observed> {
+    fn poll<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Observed> {
         Box::pin(async move {
             let id = handle.remote_id.clone().unwrap_or_default();
             let Some(call) = self.read_call(Method::GET, &format!("/pipelines/{id}"))? else {
@@ -169,14 +213,20 @@ impl JobBackend for GitlabTrigger {
             };
             let v = send(&self.env, &call, &[], attempts).await?.json("gitlab pipeline")?;
             let status = v.get("status").and_then(|s| s.as_str()).unwrap_or("created");
-            Ok(Observed { state: pipeline_state(status), detail: Some(status.to_owned()), output: None })
+            Ok(Observed {
+                state: pipeline_state(status),
+                detail: Some(status.to_owned()),
+                output: None,
+            })
         })
     }
 
     fn cancel<'a>(&'a self, handle: &'a JobHandle) -> ActFuture<'a, ()> {
         Box::pin(async move {
             if let Some(id) = &handle.remote_id {
-                if let Some(call) = self.read_call(Method::POST, &format!("/pipelines/{id}/cancel"))? {
+                if let Some(call) =
+                    self.read_call(Method::POST, &format!("/pipelines/{id}/cancel"))?
+                {
                     send(&self.env, &call, &[], &mut Vec::new()).await?;
                 }
             }

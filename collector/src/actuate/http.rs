@@ -67,7 +67,13 @@ pub struct HttpCall {
 impl HttpCall {
     /// A request without headers or body.
     pub fn new(method: Method, url: impl Into<String>) -> Self {
-        Self { method, url: url.into(), headers: Vec::new(), secret_headers: Vec::new(), body: None }
+        Self {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            secret_headers: Vec::new(),
+            body: None,
+        }
     }
 
     /// Add a header.
@@ -125,8 +131,10 @@ pub struct HttpAnswer {
 impl HttpAnswer {
     /// The body as JSON.
     pub fn json(&self, what: &str) -> Result<serde_json::Value, ActuateError> {
-        serde_json::from_str(&self.body)
-            .map_err(|e| ActuateError::Protocol { what: what.to_owned(), reason: format!("body is not JSON: {e}") })
+        serde_json::from_str(&self.body).map_err(|e| ActuateError::Protocol {
+            what: what.to_owned(),
+            reason: format!("body is not JSON: {e}"),
+        })
     }
 }
 
@@ -169,7 +177,11 @@ pub async fn send_once(
         if e.is_timeout() {
             ActuateError::Timeout { what: call.label(), after: timeout }
         } else {
-            ActuateError::Transport { method: method.clone(), url: call.url.clone(), reason: error_chain(&e) }
+            ActuateError::Transport {
+                method: method.clone(),
+                url: call.url.clone(),
+                reason: error_chain(&e),
+            }
         }
     };
     let resp = req.send().await.map_err(fail)?;

@@ -131,7 +131,8 @@ pub struct Journal {
 impl Journal {
     /// Open (or create) the journal at `path`; conventionally `<data-dir>/actions.redb`.
     pub fn open(path: &Path) -> Result<Self, ActuateError> {
-        let db = Database::create(path).map_err(|e| jerr(format!("open {}: {e}", path.display())))?;
+        let db =
+            Database::create(path).map_err(|e| jerr(format!("open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(jerr)?;
         {
             tx.open_table(ACTIONS).map_err(jerr)?;
@@ -147,7 +148,9 @@ impl Journal {
         let tx = self.db.begin_read().map_err(jerr)?;
         let table = tx.open_table(ACTIONS).map_err(jerr)?;
         let Some(raw) = table.get(key).map_err(jerr)? else { return Ok(None) };
-        serde_json::from_slice(raw.value()).map(Some).map_err(|e| jerr(format!("record {key}: {e}")))
+        serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(|e| jerr(format!("record {key}: {e}")))
     }
 
     /// Write `record` durably (insert or replace). A resize in state `applied`/`unchanged`

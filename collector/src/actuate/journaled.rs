@@ -9,8 +9,8 @@ use super::config::ActuateEnv;
 use super::http::log_dry_run;
 use super::journal::{ActionKind, ActionRecord, ActionState, Journal};
 use super::types::{
-    ActuateError, AttemptRecord, Bounds, Clamp, IdempotencyKey, JobContext, JobHandle, JobState, JobStatus,
-    PlannedRequest, ResizeOutcome, ScaleState,
+    ActuateError, AttemptRecord, Bounds, Clamp, IdempotencyKey, JobContext, JobHandle, JobState,
+    JobStatus, PlannedRequest, ResizeOutcome, ScaleState,
 };
 use super::{ActFuture, JobRunner, Resizer};
 
@@ -32,7 +32,10 @@ pub trait ResizeBackend: Send + Sync + 'static {
     /// The target as this backend names it (`infer/deployment/resnet`).
     fn target(&self) -> String;
     /// Read the current state; `None` when this remote cannot be read (command, webhook).
-    fn read<'a>(&'a self, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>>;
+    fn read<'a>(
+        &'a self,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>>;
     /// The mutating requests that would set `size` (the dry-run log).
     fn plan(&self, size: u32, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError>;
     /// Set `size`. `state` is what `read` returned just before.
@@ -79,7 +82,13 @@ impl<B: ResizeBackend> JournaledResizer<B> {
         format!("{}:{}", self.backend.actuator(), self.backend.target())
     }
 
-    fn record(&self, key: &IdempotencyKey, state: ActionState, desired: u32, created_ns: u64) -> ActionRecord {
+    fn record(
+        &self,
+        key: &IdempotencyKey,
+        state: ActionState,
+        desired: u32,
+        created_ns: u64,
+    ) -> ActionRecord {
         ActionRecord {
             key: key.as_str().to_owned(),
             kind: ActionKind::Resize,
@@ -100,7 +109,10 @@ impl<B: ResizeBackend> JournaledResizer<B> {
         }
     }
 
-    async fn read_state(&self, attempts: &mut Vec<AttemptRecord>) -> Result<Option<ScaleState>, ActuateError> {
+    async fn read_state(
+        &self,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<Option<ScaleState>, ActuateError> {
         match self.backend.read(attempts).await? {
             Some(s) => Ok(Some(s)),
             None => Ok(self
@@ -177,10 +189,7 @@ impl<B: ResizeBackend> JournaledResizer<B> {
                 let (n, c) = narrowed.clamp(desired);
                 if n != size {
                     size = n;
-                    clamp = c.map(|c| Clamp {
-                        reason: c.reason.replace("policy", "remote"),
-                        ..c
-                    });
+                    clamp = c.map(|c| Clamp { reason: c.reason.replace("policy", "remote"), ..c });
                 }
             }
             outcome.before = Some(s.replicas);
@@ -195,7 +204,8 @@ impl<B: ResizeBackend> JournaledResizer<B> {
             outcome.attempts = attempts;
             outcome.after = Some(size);
             if recovering {
-                outcome.note = Some("an interrupted earlier attempt had already applied this size".into());
+                outcome.note =
+                    Some("an interrupted earlier attempt had already applied this size".into());
             }
             let mut rec = self.record(key, ActionState::Unchanged, size, created_ns);
             rec.resize = Some(outcome.clone());
@@ -308,7 +318,11 @@ pub trait JobBackend: Send + Sync + 'static {
     /// What runs (`acme/models retrain.yml@main`).
     fn describe(&self) -> String;
     /// The requests that would start the job (the dry-run log).
-    fn plan(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError>;
+    fn plan(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<Vec<PlannedRequest>, ActuateError>;
     /// Start the job.
     fn start<'a>(
         &'a self,
@@ -326,7 +340,11 @@ pub trait JobBackend: Send + Sync + 'static {
         attempts: &'a mut Vec<AttemptRecord>,
     ) -> ActFuture<'a, Option<Started>>;
     /// The job's state now.
-    fn poll<'a>(&'a self, handle: &'a JobHandle, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Observed>;
+    fn poll<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Observed>;
     /// Best-effort stop of a job that ran past its timeout.
     fn cancel<'a>(&'a self, _handle: &'a JobHandle) -> ActFuture<'a, ()> {
         Box::pin(async { Ok(()) })
@@ -355,7 +373,13 @@ impl<B: JobBackend> JournaledJobRunner<B> {
         }
     }
 
-    fn record(&self, ctx: &JobContext, key: &IdempotencyKey, state: ActionState, created_ns: u64) -> ActionRecord {
+    fn record(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+        state: ActionState,
+        created_ns: u64,
+    ) -> ActionRecord {
         ActionRecord {
             key: key.as_str().to_owned(),
             kind: ActionKind::Job,
@@ -409,7 +433,12 @@ impl<B: JobBackend> JournaledJobRunner<B> {
         Ok(handle)
     }
 
-    fn failed(&self, mut rec: ActionRecord, attempts: Vec<AttemptRecord>, e: ActuateError) -> ActuateError {
+    fn failed(
+        &self,
+        mut rec: ActionRecord,
+        attempts: Vec<AttemptRecord>,
+        e: ActuateError,
+    ) -> ActuateError {
         tracing::warn!(key = %rec.key, actuator = self.backend.actuator(), error = %e, "Job did not start.");
         rec.state = ActionState::Failed;
         rec.indeterminate = matches!(e, ActuateError::Indeterminate { .. });
@@ -422,21 +451,30 @@ impl<B: JobBackend> JournaledJobRunner<B> {
         ActuateError::Failed { attempts, source: Box::new(e) }
     }
 
-    async fn start_locked(&self, ctx: &JobContext, key: &IdempotencyKey, dry_run: bool) -> Result<JobHandle, ActuateError> {
+    async fn start_locked(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+        dry_run: bool,
+    ) -> Result<JobHandle, ActuateError> {
         let now = self.env.now_ns();
         let mut attempts = Vec::new();
         if let Some(prev) = self.journal.get(key.as_str())? {
             if prev.indeterminate {
                 return Err(ActuateError::Indeterminate {
                     key: key.as_str().to_owned(),
-                    reason: prev.error.unwrap_or_else(|| "an interrupted start may have run".into()),
+                    reason: prev
+                        .error
+                        .unwrap_or_else(|| "an interrupted start may have run".into()),
                 });
             }
             match (prev.state, prev.handle.clone()) {
                 (ActionState::Pending, _) => {
                     tracing::warn!(key = %key, "A job start under this key was interrupted; looking for what it started.");
                     match self.backend.recover(ctx, key, prev.created_ns, &mut attempts).await {
-                        Ok(Some(started)) => return self.started(ctx, key, prev.created_ns, started, attempts),
+                        Ok(Some(started)) => {
+                            return self.started(ctx, key, prev.created_ns, started, attempts);
+                        }
                         Ok(None) => {}
                         Err(e) => return Err(self.failed(prev, attempts, e)),
                     }
@@ -454,7 +492,11 @@ impl<B: JobBackend> JournaledJobRunner<B> {
             .filter(|r| r.key != key.as_str())
             .collect();
         if let Some(r) = busy.first() {
-            return Err(ActuateError::JobBusy { policy: ctx.policy.clone(), rule: ctx.rule.clone(), running: r.key.clone() });
+            return Err(ActuateError::JobBusy {
+                policy: ctx.policy.clone(),
+                rule: ctx.rule.clone(),
+                running: r.key.clone(),
+            });
         }
         if dry_run {
             let planned = self.backend.plan(ctx, key)?;
@@ -470,7 +512,10 @@ impl<B: JobBackend> JournaledJobRunner<B> {
             };
             let mut rec = self.record(ctx, key, ActionState::DryRun, now);
             rec.handle = Some(handle.clone());
-            rec.error = Some(format!("dry run; would send: {}", serde_json::to_string(&planned).unwrap_or_default()));
+            rec.error = Some(format!(
+                "dry run; would send: {}",
+                serde_json::to_string(&planned).unwrap_or_default()
+            ));
             self.journal.put(&rec)?;
             return Ok(handle);
         }
@@ -483,10 +528,9 @@ impl<B: JobBackend> JournaledJobRunner<B> {
     }
 
     async fn poll_inner(&self, handle: &JobHandle) -> Result<JobStatus, ActuateError> {
-        let rec = self
-            .journal
-            .get(handle.key.as_str())?
-            .ok_or_else(|| ActuateError::Journal(format!("no job recorded under {}", handle.key)))?;
+        let rec = self.journal.get(handle.key.as_str())?.ok_or_else(|| {
+            ActuateError::Journal(format!("no job recorded under {}", handle.key))
+        })?;
         let mut status = rec.job.clone().unwrap_or(JobStatus {
             key: handle.key.clone(),
             state: JobState::Failed,
@@ -508,7 +552,8 @@ impl<B: JobBackend> JournaledJobRunner<B> {
                 tracing::warn!(key = %handle.key, error = %e, "Could not cancel a timed-out job.");
             }
             status.state = JobState::TimedOut;
-            status.detail = Some(format!("ran longer than {}", humantime::format_duration(self.timeout)));
+            status.detail =
+                Some(format!("ran longer than {}", humantime::format_duration(self.timeout)));
             status.finished_ns = Some(now);
         } else {
             let mut attempts = Vec::new();
@@ -539,7 +584,12 @@ impl<B: JobBackend> JournaledJobRunner<B> {
 }
 
 impl<B: JobBackend> JobRunner for JournaledJobRunner<B> {
-    fn start<'a>(&'a self, ctx: &'a JobContext, key: &'a IdempotencyKey, dry_run: bool) -> ActFuture<'a, JobHandle> {
+    fn start<'a>(
+        &'a self,
+        ctx: &'a JobContext,
+        key: &'a IdempotencyKey,
+        dry_run: bool,
+    ) -> ActFuture<'a, JobHandle> {
         Box::pin(async move {
             let _guard = self.one_at_a_time.lock().await;
             self.start_locked(ctx, key, dry_run).await

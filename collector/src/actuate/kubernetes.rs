@@ -23,7 +23,10 @@ use super::journaled::{Applied, JobBackend, Observed, ResizeBackend, Started};
 use super::secrets::Secret;
 use super::spec::{KubernetesJob, KubernetesScale};
 use super::template::render_json;
-use super::types::{ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest, ScaleState};
+use super::types::{
+    ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest,
+    ScaleState,
+};
 
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// resourceVersion conflicts tolerated before giving up.
@@ -134,7 +137,9 @@ impl KubeClient {
     pub fn for_cluster(cluster: Option<&str>, env: &ActuateEnv) -> Result<Self, ActuateError> {
         let cfg = match cluster {
             Some(name) => env.config.kubernetes.clusters.get(name).cloned().ok_or_else(|| {
-                cfg_err(format!("cluster `{name}` is not configured under [actuators.kubernetes.clusters]"))
+                cfg_err(format!(
+                    "cluster `{name}` is not configured under [actuators.kubernetes.clusters]"
+                ))
             })?,
             None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
                 ClusterConfig { in_cluster: true, ..Default::default() }
@@ -142,8 +147,12 @@ impl KubeClient {
             None => {
                 let path = std::env::var_os("KUBECONFIG")
                     .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
-                    .ok_or_else(|| cfg_err("no cluster named, not in a cluster, and no kubeconfig found"))?;
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"))
+                    })
+                    .ok_or_else(|| {
+                        cfg_err("no cluster named, not in a cluster, and no kubeconfig found")
+                    })?;
                 ClusterConfig { kubeconfig: Some(path), ..Default::default() }
             }
         };
@@ -181,14 +190,16 @@ impl KubeClient {
             .iter()
             .find(|c| c.name == ctx_name)
             .ok_or_else(|| cfg_err(format!("kubeconfig has no context `{ctx_name}`")))?;
-        let cluster = kc
-            .clusters
-            .iter()
-            .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| cfg_err(format!("kubeconfig has no cluster `{}`", ctx.context.cluster)))?;
+        let cluster =
+            kc.clusters.iter().find(|c| c.name == ctx.context.cluster).ok_or_else(|| {
+                cfg_err(format!("kubeconfig has no cluster `{}`", ctx.context.cluster))
+            })?;
         let user = match &ctx.context.user {
             Some(u) => Some(
-                kc.users.iter().find(|x| &x.name == u).ok_or_else(|| cfg_err(format!("kubeconfig has no user `{u}`")))?,
+                kc.users
+                    .iter()
+                    .find(|x| &x.name == u)
+                    .ok_or_else(|| cfg_err(format!("kubeconfig has no user `{u}`")))?,
             ),
             None => None,
         };
@@ -207,7 +218,8 @@ impl KubeClient {
             _ => None,
         };
         if let Some(pem) = ca {
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| cfg_err(format!("kubeconfig CA: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| cfg_err(format!("kubeconfig CA: {e}")))?;
             builder = builder.add_root_certificate(cert);
         }
         if c.insecure {
@@ -234,7 +246,8 @@ impl KubeClient {
             if let (Some(mut cert), Some(key)) = (cert, key) {
                 cert.push(b'\n');
                 cert.extend_from_slice(&key);
-                let id = reqwest::Identity::from_pem(&cert).map_err(|e| cfg_err(format!("kubeconfig client certificate: {e}")))?;
+                let id = reqwest::Identity::from_pem(&cert)
+                    .map_err(|e| cfg_err(format!("kubeconfig client certificate: {e}")))?;
                 builder = builder.identity(id);
             }
             if let Some(t) = &u.token {
@@ -250,8 +263,9 @@ impl KubeClient {
     }
 
     fn in_cluster(env: &ActuateEnv) -> Result<Self, ActuateError> {
-        let host = std::env::var("KUBERNETES_SERVICE_HOST")
-            .map_err(|_| cfg_err("in_cluster: KUBERNETES_SERVICE_HOST is not set (not running in a pod?)"))?;
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+            cfg_err("in_cluster: KUBERNETES_SERVICE_HOST is not set (not running in a pod?)")
+        })?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
         let host = if host.contains(':') { format!("[{host}]") } else { host };
         let kc = Kubeconfig {
@@ -266,7 +280,10 @@ impl KubeClient {
             }],
             users: vec![NamedUser {
                 name: "sa".into(),
-                user: UserEntry { token_file: Some(PathBuf::from(SA_DIR).join("token")), ..Default::default() },
+                user: UserEntry {
+                    token_file: Some(PathBuf::from(SA_DIR).join("token")),
+                    ..Default::default()
+                },
             }],
             contexts: vec![NamedContext {
                 name: "in-cluster".into(),
@@ -279,7 +296,8 @@ impl KubeClient {
     /// A request to `path` with auth and JSON accept headers. `redact` leaves the token out
     /// (dry-run rendering).
     fn call(&self, method: Method, path: &str, redact: bool) -> Result<HttpCall, ActuateError> {
-        let mut call = HttpCall::new(method, format!("{}{}", self.server, path)).header("accept", "application/json");
+        let mut call = HttpCall::new(method, format!("{}{}", self.server, path))
+            .header("accept", "application/json");
         let token = match &self.auth {
             Auth::None => None,
             Auth::Token(t) => Some(t.clone()),
@@ -289,7 +307,8 @@ impl KubeClient {
             )),
         };
         if let Some(t) = token {
-            call = call.secret_header("authorization", Secret::new(format!("Bearer {}", t.expose())));
+            call =
+                call.secret_header("authorization", Secret::new(format!("Bearer {}", t.expose())));
         }
         Ok(call)
     }
@@ -313,16 +332,30 @@ impl KubernetesScaler {
         let (kind, name) = match (&spec.deployment, &spec.statefulset) {
             (Some(d), None) => ("deployments", d.clone()),
             (None, Some(s)) => ("statefulsets", s.clone()),
-            _ => return Err(cfg_err("kubernetes: give exactly one of `deployment` and `statefulset`")),
+            _ => {
+                return Err(cfg_err(
+                    "kubernetes: give exactly one of `deployment` and `statefulset`",
+                ));
+            }
         };
-        Ok(Self { client: KubeClient::for_cluster(spec.cluster.as_deref(), env)?, namespace: spec.namespace.clone(), kind, name })
+        Ok(Self {
+            client: KubeClient::for_cluster(spec.cluster.as_deref(), env)?,
+            namespace: spec.namespace.clone(),
+            kind,
+            name,
+        })
     }
 
     fn path(&self) -> String {
         format!("/apis/apps/v1/namespaces/{}/{}/{}/scale", self.namespace, self.kind, self.name)
     }
 
-    fn patch(&self, size: u32, version: Option<&str>, redact: bool) -> Result<HttpCall, ActuateError> {
+    fn patch(
+        &self,
+        size: u32,
+        version: Option<&str>,
+        redact: bool,
+    ) -> Result<HttpCall, ActuateError> {
         let mut body = serde_json::json!({"spec": {"replicas": size}});
         if let Some(rv) = version {
             body["metadata"] = serde_json::json!({"resourceVersion": rv});
@@ -337,7 +370,10 @@ impl KubernetesScaler {
             }))
     }
 
-    async fn read_scale(&self, attempts: &mut Vec<AttemptRecord>) -> Result<ScaleState, ActuateError> {
+    async fn read_scale(
+        &self,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<ScaleState, ActuateError> {
         let call = self.client.call(Method::GET, &self.path(), false)?;
         let v = send(&self.client.env, &call, &[], attempts).await?.json("kubernetes scale")?;
         let replicas = u32_at(&v, "/spec/replicas").unwrap_or(0);
@@ -346,7 +382,10 @@ impl KubernetesScaler {
             ready: u32_at(&v, "/status/replicas"),
             remote_min: None,
             remote_max: None,
-            version: v.pointer("/metadata/resourceVersion").and_then(|x| x.as_str()).map(str::to_owned),
+            version: v
+                .pointer("/metadata/resourceVersion")
+                .and_then(|x| x.as_str())
+                .map(str::to_owned),
         })
     }
 }
@@ -360,7 +399,10 @@ impl ResizeBackend for KubernetesScaler {
         format!("{}/{}/{}", self.namespace, self.kind.trim_end_matches('s'), self.name)
     }
 
-    fn read<'a>(&'a self, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>> {
+    fn read<'a>(
+        &'a self,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>> {
         Box::pin(async move { Ok(Some(self.read_scale(attempts).await?)) })
     }
 
@@ -383,8 +425,14 @@ impl ResizeBackend for KubernetesScaler {
                 let answer = send(&self.client.env, &call, &[409], attempts).await?;
                 if answer.status != 409 {
                     let v = answer.json("kubernetes scale")?;
-                    let note = (conflicts > 0).then(|| format!("{conflicts} resourceVersion conflict(s) re-read and retried"));
-                    return Ok(Applied { after: u32_at(&v, "/spec/replicas"), remote_id: None, note });
+                    let note = (conflicts > 0).then(|| {
+                        format!("{conflicts} resourceVersion conflict(s) re-read and retried")
+                    });
+                    return Ok(Applied {
+                        after: u32_at(&v, "/spec/replicas"),
+                        remote_id: None,
+                        note,
+                    });
                 }
                 conflicts += 1;
                 if conflicts > MAX_CONFLICTS {
@@ -401,7 +449,9 @@ impl ResizeBackend for KubernetesScaler {
                     return Ok(Applied {
                         after: Some(size),
                         remote_id: None,
-                        note: Some("the scale already had this size when re-read after a conflict".into()),
+                        note: Some(
+                            "the scale already had this size when re-read after a conflict".into(),
+                        ),
                     });
                 }
                 version = fresh.version;
@@ -439,10 +489,17 @@ impl KubernetesJobLauncher {
         format!("/apis/batch/v1/namespaces/{}/jobs", self.spec.namespace)
     }
 
-    fn manifest(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<serde_json::Value, ActuateError> {
+    fn manifest(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<serde_json::Value, ActuateError> {
         let spec = render_json(&self.spec.spec, &ctx.vars())?;
         let label = |s: &str| -> String {
-            let mut v: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
+            let mut v: String = s
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+                .collect();
             v.truncate(63);
             v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
         };
@@ -463,11 +520,23 @@ impl KubernetesJobLauncher {
         }))
     }
 
-    fn create(&self, ctx: &JobContext, key: &IdempotencyKey, redact: bool) -> Result<HttpCall, ActuateError> {
-        Ok(self.client.call(Method::POST, &self.jobs_path(), redact)?.body(Body::Json(self.manifest(ctx, key)?)))
+    fn create(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+        redact: bool,
+    ) -> Result<HttpCall, ActuateError> {
+        Ok(self
+            .client
+            .call(Method::POST, &self.jobs_path(), redact)?
+            .body(Body::Json(self.manifest(ctx, key)?)))
     }
 
-    async fn get_job(&self, name: &str, attempts: &mut Vec<AttemptRecord>) -> Result<Option<serde_json::Value>, ActuateError> {
+    async fn get_job(
+        &self,
+        name: &str,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<Option<serde_json::Value>, ActuateError> {
         let call = self.client.call(Method::GET, &format!("{}/{name}", self.jobs_path()), false)?;
         let answer = send(&self.client.env, &call, &[404], attempts).await?;
         if answer.status == 404 { Ok(None) } else { Ok(Some(answer.json("kubernetes job")?)) }
@@ -506,7 +575,11 @@ impl JobBackend for KubernetesJobLauncher {
         format!("{}/job/{}-*", self.spec.namespace, self.spec.name_prefix)
     }
 
-    fn plan(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {
+    fn plan(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<Vec<PlannedRequest>, ActuateError> {
         Ok(vec![self.create(ctx, key, true)?.planned()])
     }
 
@@ -518,8 +591,10 @@ impl JobBackend for KubernetesJobLauncher {
     ) -> ActFuture<'a, Started> {
         Box::pin(async move {
             let name = self.job_name(key);
-            let answer = send(&self.client.env, &self.create(ctx, key, false)?, &[409], attempts).await?;
-            let detail = (answer.status == 409).then(|| "already existed (409): adopted".to_string());
+            let answer =
+                send(&self.client.env, &self.create(ctx, key, false)?, &[409], attempts).await?;
+            let detail =
+                (answer.status == 409).then(|| "already existed (409): adopted".to_string());
             Ok(Started { remote_id: Some(name), url: None, detail })
         })
     }
@@ -533,14 +608,19 @@ impl JobBackend for KubernetesJobLauncher {
     ) -> ActFuture<'a, Option<Started>> {
         Box::pin(async move {
             let name = self.job_name(key);
-            Ok(self
-                .get_job(&name, attempts)
-                .await?
-                .map(|_| Started { remote_id: Some(name), url: None, detail: Some("found after a restart".into()) }))
+            Ok(self.get_job(&name, attempts).await?.map(|_| Started {
+                remote_id: Some(name),
+                url: None,
+                detail: Some("found after a restart".into()),
+            }))
         })
     }
 
-    fn poll<'a>(&'a self, handle: &'a JobHandle, attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Observed> {
+    fn poll<'a>(
+        &'a self,
+        handle: &'a JobHandle,
+        attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Observed> {
         Box::pin(async move {
             let name = handle.remote_id.clone().unwrap_or_else(|| self.job_name(&handle.key));
             match self.get_job(&name, attempts).await? {
@@ -548,7 +628,11 @@ impl JobBackend for KubernetesJobLauncher {
                     let (state, detail) = job_state(&job);
                     Ok(Observed { state, detail, output: None })
                 }
-                None => Ok(Observed { state: JobState::Failed, detail: Some("the Job no longer exists".into()), output: None }),
+                None => Ok(Observed {
+                    state: JobState::Failed,
+                    detail: Some("the Job no longer exists".into()),
+                    output: None,
+                }),
             }
         })
     }

@@ -144,7 +144,10 @@ fn replica_port(spec: &LocalReplicas, index: u32) -> u16 {
 
 fn replica_argv(spec: &LocalReplicas, index: u32) -> Vec<String> {
     let port = replica_port(spec, index).to_string();
-    spec.argv.iter().map(|a| a.replace("{port}", &port).replace("{replica}", &index.to_string())).collect()
+    spec.argv
+        .iter()
+        .map(|a| a.replace("{port}", &port).replace("{replica}", &index.to_string()))
+        .collect()
 }
 
 fn replica_command(spec: &LocalReplicas, index: u32) -> Result<Command, ActuateError> {
@@ -211,7 +214,10 @@ impl Supervisor {
             }
             first = false;
             let spawned = (self.make)().and_then(|mut c| {
-                c.spawn().map_err(|e| ActuateError::Process { program: self.program.clone(), reason: e.to_string() })
+                c.spawn().map_err(|e| ActuateError::Process {
+                    program: self.program.clone(),
+                    reason: e.to_string(),
+                })
             });
             match spawned {
                 Err(e) => tracing::warn!(error = %e, "Replica failed to start."),
@@ -268,12 +274,18 @@ impl ResizeBackend for LocalReplicaSet {
         self.name.clone()
     }
 
-    fn read<'a>(&'a self, _attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>> {
+    fn read<'a>(
+        &'a self,
+        _attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>> {
         Box::pin(async move {
             let replicas = self.replicas();
             Ok(Some(ScaleState {
                 replicas: u32::try_from(replicas.len()).unwrap_or(u32::MAX),
-                ready: Some(u32::try_from(replicas.iter().filter(|r| r.running).count()).unwrap_or(u32::MAX)),
+                ready: Some(
+                    u32::try_from(replicas.iter().filter(|r| r.running).count())
+                        .unwrap_or(u32::MAX),
+                ),
                 remote_min: None,
                 remote_max: Some(self.capacity()),
                 version: None,

@@ -138,16 +138,16 @@ pub fn build_resizer(
 }
 
 /// Build the job runner a retraining rule's `job` names.
-pub fn build_job_runner(spec: &JobSpec, env: &ActuateEnv) -> Result<Arc<dyn JobRunner>, ActuateError> {
+pub fn build_job_runner(
+    spec: &JobSpec,
+    env: &ActuateEnv,
+) -> Result<Arc<dyn JobRunner>, ActuateError> {
     let problems = spec.validate();
     if let Some(p) = problems.first() {
         return Err(ActuateError::Config(format!("{}: {}", p.path, p.message)));
     }
     let missing = |s: &str| ActuateError::Config(format!("missing `{s}` section"));
-    let timeout = spec
-        .timeout
-        .map(|d| d.get())
-        .unwrap_or(std::time::Duration::from_secs(6 * 3600));
+    let timeout = spec.timeout.map(|d| d.get()).unwrap_or(std::time::Duration::from_secs(6 * 3600));
     let runner: Arc<dyn JobRunner> = match spec.actuator {
         Some(JobActuator::GithubWorkflow) => {
             let g = spec.github.as_ref().ok_or_else(|| missing("github"))?;

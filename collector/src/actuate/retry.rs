@@ -102,14 +102,23 @@ impl RetryPolicy {
     {
         let mut attempt = 1;
         loop {
-            let delay = if attempt > 1 { (self.jitter)(self.nominal_delay(attempt)) } else { Duration::ZERO };
+            let delay = if attempt > 1 {
+                (self.jitter)(self.nominal_delay(attempt))
+            } else {
+                Duration::ZERO
+            };
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
             match op().await {
                 Ok(v) => {
-                    attempts.push(AttemptRecord { request: label.to_owned(), status: None, error: None, delay_ms });
+                    attempts.push(AttemptRecord {
+                        request: label.to_owned(),
+                        status: None,
+                        error: None,
+                        delay_ms,
+                    });
                     return Ok(v);
                 }
                 Err(e) => {
@@ -136,12 +145,18 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn server_error() -> ActuateError {
-        ActuateError::Http { method: "GET".into(), url: "u".into(), status: 503, body: String::new() }
+        ActuateError::Http {
+            method: "GET".into(),
+            url: "u".into(),
+            status: 503,
+            body: String::new(),
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn backs_off_exponentially_then_gives_up() {
-        let policy = RetryPolicy::without_jitter(4, Duration::from_millis(100), Duration::from_millis(250));
+        let policy =
+            RetryPolicy::without_jitter(4, Duration::from_millis(100), Duration::from_millis(250));
         let calls = AtomicU32::new(0);
         let start = tokio::time::Instant::now();
         let mut attempts = Vec::new();
@@ -162,14 +177,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn never_retries_client_errors() {
-        let policy = RetryPolicy::without_jitter(5, Duration::from_millis(100), Duration::from_secs(1));
+        let policy =
+            RetryPolicy::without_jitter(5, Duration::from_millis(100), Duration::from_secs(1));
         let calls = AtomicU32::new(0);
         let mut attempts = Vec::new();
         let res: Result<(), _> = policy
             .run("PATCH u", &mut attempts, || {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async {
-                    Err(ActuateError::Http { method: "PATCH".into(), url: "u".into(), status: 422, body: String::new() })
+                    Err(ActuateError::Http {
+                        method: "PATCH".into(),
+                        url: "u".into(),
+                        status: 422,
+                        body: String::new(),
+                    })
                 }
             })
             .await;
@@ -179,7 +200,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn succeeds_after_transient_failures() {
-        let policy = RetryPolicy::without_jitter(5, Duration::from_millis(10), Duration::from_secs(1));
+        let policy =
+            RetryPolicy::without_jitter(5, Duration::from_millis(10), Duration::from_secs(1));
         let calls = AtomicU32::new(0);
         let mut attempts = Vec::new();
         let res = policy

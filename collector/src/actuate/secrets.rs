@@ -75,7 +75,9 @@ impl Secrets {
         let mut problems = Vec::new();
         for (name, src) in &config {
             match (&src.env, &src.file) {
-                (Some(_), Some(_)) => problems.push(format!("secrets.{name}: give `env` or `file`, not both")),
+                (Some(_), Some(_)) => {
+                    problems.push(format!("secrets.{name}: give `env` or `file`, not both"))
+                }
                 (None, None) => problems.push(format!("secrets.{name}: needs `env` or `file`")),
                 _ => {}
             }
@@ -98,7 +100,8 @@ impl Secrets {
         let raw = if let Some(var) = &src.env {
             std::env::var(var).map_err(|_| err(format!("environment variable {var} is not set")))?
         } else if let Some(path) = &src.file {
-            std::fs::read_to_string(path).map_err(|e| err(format!("read {}: {e}", path.display())))?
+            std::fs::read_to_string(path)
+                .map_err(|e| err(format!("read {}: {e}", path.display())))?
         } else {
             return Err(err("needs `env` or `file`".into()));
         };

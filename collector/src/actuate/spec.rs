@@ -299,10 +299,7 @@ fn one_section(
 ) {
     for (name, present) in sections {
         if *name == wanted && !present {
-            out.push(problem(
-                name,
-                format!("actuator `{actuator_name}` needs a `{name}` section"),
-            ));
+            out.push(problem(name, format!("actuator `{actuator_name}` needs a `{name}` section")));
         }
         if *name != wanted && *present {
             out.push(problem(
@@ -324,7 +321,10 @@ impl ResizeSpec {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut out = Vec::new();
         let Some(actuator) = self.actuator else {
-            out.push(problem("actuator", "missing: one of kubernetes, aws-asg, gcp-mig, local, command, webhook"));
+            out.push(problem(
+                "actuator",
+                "missing: one of kubernetes, aws-asg, gcp-mig, local, command, webhook",
+            ));
             return out;
         };
         let (wanted, name) = match actuator {
@@ -367,7 +367,9 @@ impl ResizeSpec {
                 (Some(_), Some(_)) => {
                     out.push(problem("gcp", "give either `zone` or `region`, not both"))
                 }
-                (None, None) => out.push(problem("gcp", "needs `zone` (zonal) or `region` (regional)")),
+                (None, None) => {
+                    out.push(problem("gcp", "needs `zone` (zonal) or `region` (regional)"))
+                }
                 _ => {}
             }
         }

@@ -17,9 +17,9 @@ pub fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Act
             return Err(ActuateError::Template(format!("unclosed `{{{{` in {text:?}")));
         };
         let name = after[..end].trim();
-        let value = vars
-            .get(name)
-            .ok_or_else(|| ActuateError::Template(format!("no value for `{{{{ {name} }}}}` in {text:?}")))?;
+        let value = vars.get(name).ok_or_else(|| {
+            ActuateError::Template(format!("no value for `{{{{ {name} }}}}` in {text:?}"))
+        })?;
         out.push_str(value);
         rest = &after[end + 2..];
     }
@@ -28,11 +28,16 @@ pub fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Act
 }
 
 /// Render every string inside a JSON value (keys stay as written).
-pub fn render_json(value: &serde_json::Value, vars: &BTreeMap<String, String>) -> Result<serde_json::Value, ActuateError> {
+pub fn render_json(
+    value: &serde_json::Value,
+    vars: &BTreeMap<String, String>,
+) -> Result<serde_json::Value, ActuateError> {
     use serde_json::Value;
     Ok(match value {
         Value::String(s) => Value::String(render(s, vars)?),
-        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, vars)).collect::<Result<_, _>>()?),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| render_json(v, vars)).collect::<Result<_, _>>()?)
+        }
         Value::Object(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {

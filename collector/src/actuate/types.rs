@@ -181,7 +181,10 @@ impl Bounds {
     /// policy the engine should have refused) `max` wins: never above the ceiling.
     pub fn clamp(&self, desired: u32) -> (u32, Option<Clamp>) {
         if desired > self.max {
-            (self.max, Some(Clamp { requested: desired, applied: self.max, reason: "policy max".into() }))
+            (
+                self.max,
+                Some(Clamp { requested: desired, applied: self.max, reason: "policy max".into() }),
+            )
         } else if desired < self.min {
             let applied = self.min.min(self.max);
             (applied, Some(Clamp { requested: desired, applied, reason: "policy min".into() }))
@@ -430,7 +433,12 @@ mod tests {
         assert_eq!(b.clamp(50).0, 10);
         assert_eq!(b.clamp(50).1.map(|c| c.reason), Some("policy max".into()));
         assert_eq!(b.clamp(0).0, 2);
-        let state = ScaleState { replicas: 3, remote_max: Some(8), remote_min: Some(3), ..Default::default() };
+        let state = ScaleState {
+            replicas: 3,
+            remote_max: Some(8),
+            remote_min: Some(3),
+            ..Default::default()
+        };
         let (n, narrowed) = b.narrowed_by(&state);
         assert!(narrowed);
         assert_eq!(n, Bounds { min: 3, max: 8 });

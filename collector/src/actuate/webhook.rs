@@ -15,7 +15,10 @@ use super::http::{Body, HttpCall, send};
 use super::journaled::{Applied, JobBackend, Observed, ResizeBackend, Started};
 use super::secrets::Secret;
 use super::spec::WebhookSpec;
-use super::types::{ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest, ScaleState};
+use super::types::{
+    ActuateError, AttemptRecord, IdempotencyKey, JobContext, JobHandle, JobState, PlannedRequest,
+    ScaleState,
+};
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-stoker-signature";
@@ -46,14 +49,21 @@ impl Hook {
     fn new(spec: WebhookSpec, env: &ActuateEnv) -> Result<Self, ActuateError> {
         if let Some(name) = &spec.secret {
             if !env.secrets.contains(name) {
-                return Err(ActuateError::Config(format!("webhook.secret names `{name}`, which is not in [secrets]")));
+                return Err(ActuateError::Config(format!(
+                    "webhook.secret names `{name}`, which is not in [secrets]"
+                )));
             }
         }
         Ok(Self { spec, env: env.clone() })
     }
 
     /// The call; `with_secret` false renders it for the dry-run log without reading the key.
-    fn call(&self, payload: &serde_json::Value, key: &IdempotencyKey, with_secret: bool) -> Result<HttpCall, ActuateError> {
+    fn call(
+        &self,
+        payload: &serde_json::Value,
+        key: &IdempotencyKey,
+        with_secret: bool,
+    ) -> Result<HttpCall, ActuateError> {
         let bytes = serde_json::to_vec(payload).map_err(|e| ActuateError::Config(e.to_string()))?;
         let mut call = HttpCall::new(Method::POST, &self.spec.url)
             .header("content-type", "application/json")
@@ -119,7 +129,10 @@ impl ResizeBackend for WebhookScaler {
         self.name.clone()
     }
 
-    fn read<'a>(&'a self, _attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Option<ScaleState>> {
+    fn read<'a>(
+        &'a self,
+        _attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Option<ScaleState>> {
         Box::pin(async { Ok(None) })
     }
 
@@ -175,7 +188,11 @@ impl JobBackend for WebhookJob {
         self.hook.spec.url.clone()
     }
 
-    fn plan(&self, ctx: &JobContext, key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {
+    fn plan(
+        &self,
+        ctx: &JobContext,
+        key: &IdempotencyKey,
+    ) -> Result<Vec<PlannedRequest>, ActuateError> {
         Ok(vec![self.hook.call(&Self::payload(ctx, key), key, false)?.planned()])
     }
 
@@ -187,7 +204,11 @@ impl JobBackend for WebhookJob {
     ) -> ActFuture<'a, Started> {
         Box::pin(async move {
             let status = self.hook.deliver(&Self::payload(ctx, key), key, attempts).await?;
-            Ok(Started { remote_id: None, url: None, detail: Some(format!("delivered: HTTP {status}")) })
+            Ok(Started {
+                remote_id: None,
+                url: None,
+                detail: Some(format!("delivered: HTTP {status}")),
+            })
         })
     }
 
@@ -201,13 +222,25 @@ impl JobBackend for WebhookJob {
         // Delivering again with the same Idempotency-Key is the webhook contract's recovery.
         Box::pin(async move {
             let status = self.hook.deliver(&Self::payload(ctx, key), key, attempts).await?;
-            Ok(Some(Started { remote_id: None, url: None, detail: Some(format!("redelivered: HTTP {status}")) }))
+            Ok(Some(Started {
+                remote_id: None,
+                url: None,
+                detail: Some(format!("redelivered: HTTP {status}")),
+            }))
         })
     }
 
-    fn poll<'a>(&'a self, _handle: &'a JobHandle, _attempts: &'a mut Vec<AttemptRecord>) -> ActFuture<'a, Observed> {
+    fn poll<'a>(
+        &'a self,
+        _handle: &'a JobHandle,
+        _attempts: &'a mut Vec<AttemptRecord>,
+    ) -> ActFuture<'a, Observed> {
         Box::pin(async {
-            Ok(Observed { state: JobState::Succeeded, detail: Some("accepted by the webhook".into()), output: None })
+            Ok(Observed {
+                state: JobState::Succeeded,
+                detail: Some("accepted by the webhook".into()),
+                output: None,
+            })
         })
     }
 }

@@ -43,23 +43,34 @@ pub fn parse_time(s: &str, now: u64) -> Result<u64, String> {
         return Ok(now);
     }
     if let Some(rel) = s.strip_prefix('-') {
-        return humantime::parse_duration(rel).map(|d| now.saturating_sub(d.as_nanos() as u64)).map_err(|e| format!("bad relative time {s:?}: {e}"));
+        return humantime::parse_duration(rel)
+            .map(|d| now.saturating_sub(d.as_nanos() as u64))
+            .map_err(|e| format!("bad relative time {s:?}: {e}"));
     }
     s.parse::<u64>().map_err(|_| format!("bad time {s:?}: use Unix nanoseconds, `now` or `-5m`"))
 }
 
 fn parse_dur(s: &str, what: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("bad {what} {s:?}: {e} (write it like 30s, 5m)"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("bad {what} {s:?}: {e} (write it like 30s, 5m)"))
 }
 
-async fn series(State(st): State<ApiState>, p: Result<QueryParamsExtract<SeriesParams>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn series(
+    State(st): State<ApiState>,
+    p: Result<QueryParamsExtract<SeriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let QueryParamsExtract(p) = match p {
         Ok(p) => p,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
     };
     let limit = p.limit.unwrap_or(1000);
     let Some(sel) = p.selector else {
-        let metrics = st.store.metrics().into_iter().map(|(name, kind, series)| MetricItem { name, kind: kind_name(kind).into(), series }).collect();
+        let metrics = st
+            .store
+            .metrics()
+            .into_iter()
+            .map(|(name, kind, series)| MetricItem { name, kind: kind_name(kind).into(), series })
+            .collect();
         return Json(SeriesResponse { metrics, ..Default::default() }).into_response();
     };
     let sel = match Selector::parse(&sel) {
@@ -71,7 +82,12 @@ async fn series(State(st): State<ApiState>, p: Result<QueryParamsExtract<SeriesP
     let series = all
         .into_iter()
         .take(limit)
-        .map(|s| SeriesItem { metric: s.metric, kind: kind_name(s.kind).into(), labels: s.labels.to_map(), last_unix_nano: s.last_ts })
+        .map(|s| SeriesItem {
+            metric: s.metric,
+            kind: kind_name(s.kind).into(),
+            labels: s.labels.to_map(),
+            last_unix_nano: s.last_ts,
+        })
         .collect();
     Json(SeriesResponse { series, metrics: Vec::new(), truncated }).into_response()
 }
@@ -117,7 +133,16 @@ pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (Statu
                 stat: stat.to_string(),
                 window_seconds: window.as_secs_f64(),
                 time_unix_nano: at,
-                result: QueryResult::Instant(groups.iter().map(|g| InstantGroup { group: to_map(&g.group), value: g.value, series: g.series }).collect()),
+                result: QueryResult::Instant(
+                    groups
+                        .iter()
+                        .map(|g| InstantGroup {
+                            group: to_map(&g.group),
+                            value: g.value,
+                            series: g.series,
+                        })
+                        .collect(),
+                ),
             })
         }
         (Some(s), e, Some(step)) => {
@@ -133,7 +158,17 @@ pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (Statu
                 window_seconds: window.as_secs_f64(),
                 time_unix_nano: end,
                 result: QueryResult::Range(
-                    groups.iter().map(|g| RangeGroup { group: to_map(&g.group), points: g.points.iter().map(|(t, v)| RangePoint { t: *t, v: *v }).collect() }).collect(),
+                    groups
+                        .iter()
+                        .map(|g| RangeGroup {
+                            group: to_map(&g.group),
+                            points: g
+                                .points
+                                .iter()
+                                .map(|(t, v)| RangePoint { t: *t, v: *v })
+                                .collect(),
+                        })
+                        .collect(),
                 ),
             })
         }
@@ -141,7 +176,10 @@ pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (Statu
     }
 }
 
-async fn query(State(st): State<ApiState>, p: Result<QueryParamsExtract<QueryParams>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn query(
+    State(st): State<ApiState>,
+    p: Result<QueryParamsExtract<QueryParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let QueryParamsExtract(p) = match p {
         Ok(p) => p,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
@@ -161,7 +199,12 @@ async fn query(State(st): State<ApiState>, p: Result<QueryParamsExtract<QueryPar
 }
 
 /// Lists nodes with health as of `now`.
-pub fn list_nodes(store: &Store, now: u64, stale_after: Duration, lost_after: Duration) -> NodesResponse {
+pub fn list_nodes(
+    store: &Store,
+    now: u64,
+    stale_after: Duration,
+    lost_after: Duration,
+) -> NodesResponse {
     let mut nodes: Vec<NodeItem> = store
         .nodes()
         .iter()
@@ -191,7 +234,8 @@ pub fn list_nodes(store: &Store, now: u64, stale_after: Duration, lost_after: Du
 }
 
 async fn nodes(State(st): State<ApiState>) -> Response {
-    Json(list_nodes(&st.store, st.store.now(), st.node_stale_after, st.node_lost_after)).into_response()
+    Json(list_nodes(&st.store, st.store.now(), st.node_stale_after, st.node_lost_after))
+        .into_response()
 }
 
 async fn openapi() -> Response {

@@ -13,8 +13,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use prost::Message;
 
 use crate::store::Store;
@@ -70,19 +74,30 @@ pub struct GrpcIngest(pub IngestState);
 
 #[tonic::async_trait]
 impl MetricsService for GrpcIngest {
-    async fn export(&self, request: tonic::Request<ExportMetricsServiceRequest>) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         self.0.stats.grpc_requests.fetch_add(1, Ordering::Relaxed);
-        if request.metadata().get("grpc-encoding").is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip")) {
+        if request
+            .metadata()
+            .get("grpc-encoding")
+            .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip"))
+        {
             self.0.stats.gzip_requests.fetch_add(1, Ordering::Relaxed);
         }
         let req = request.into_inner();
         let state = self.0.clone();
         // Decoding happened in tonic; writing is CPU work on the store, kept off the reactor.
-        let out = tokio::task::spawn_blocking(move || state.run(&req)).await.map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+        let out = tokio::task::spawn_blocking(move || state.run(&req))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
         if out.backlogged {
             return Err(tonic::Status::unavailable(out.message));
         }
-        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: out.partial_success() }))
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: out.partial_success(),
+        }))
     }
 }
 
@@ -91,7 +106,9 @@ pub fn grpc_service(state: IngestState) -> MetricsServiceServer<GrpcIngest> {
     let limit = state.max_body_bytes;
     // gzip'd requests (OTEL_EXPORTER_OTLP_COMPRESSION=gzip) are inflated by tonic, bounded by
     // the same limit on the decompressed size (RESOURCE_EXHAUSTED beyond it).
-    MetricsServiceServer::new(GrpcIngest(state)).max_decoding_message_size(limit).accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+    MetricsServiceServer::new(GrpcIngest(state))
+        .max_decoding_message_size(limit)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
 }
 
 /// `google.rpc.Status` (the OTLP/HTTP error body), without details.
@@ -117,7 +134,10 @@ fn status_body(wire: Wire, code: i32, message: &str) -> (Vec<u8>, &'static str) 
             let s = RpcStatus { code, message: message.to_string() };
             (s.encode_to_vec(), "application/x-protobuf")
         }
-        Wire::Json => (serde_json::json!({"code": code, "message": message}).to_string().into_bytes(), "application/json"),
+        Wire::Json => (
+            serde_json::json!({"code": code, "message": message}).to_string().into_bytes(),
+            "application/json",
+        ),
     }
 }
 
@@ -126,15 +146,34 @@ fn error(wire: Wire, status: StatusCode, grpc_code: i32, message: &str) -> Respo
     (status, [(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
-async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+async fn http_export(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     state.stats.http_requests.fetch_add(1, Ordering::Relaxed);
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let wire = match ct.as_str() {
         "application/x-protobuf" | "application/protobuf" => Wire::Protobuf,
         "application/json" => Wire::Json,
         _ => {
             state.stats.bad_content_type.fetch_add(1, Ordering::Relaxed);
-            return error(Wire::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, &format!("unsupported content type {ct:?}: use application/x-protobuf or application/json"));
+            return error(
+                Wire::Json,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                &format!(
+                    "unsupported content type {ct:?}: use application/x-protobuf or application/json"
+                ),
+            );
         }
     };
     let body = match body {
@@ -143,19 +182,36 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
             let status = e.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
                 state.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                return error(wire, status, 8, &format!("request body over the limit of {} bytes", state.max_body_bytes));
+                return error(
+                    wire,
+                    status,
+                    8,
+                    &format!("request body over the limit of {} bytes", state.max_body_bytes),
+                );
             }
             state.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
             return error(wire, StatusCode::BAD_REQUEST, 3, &e.body_text());
         }
     };
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
     let gzip = match encoding.as_str() {
         "identity" | "" => false,
         "gzip" | "x-gzip" => true,
         _ => {
             state.stats.bad_content_type.fetch_add(1, Ordering::Relaxed);
-            return error(wire, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, &format!("unsupported content encoding {encoding:?}: send gzip or uncompressed bodies"));
+            return error(
+                wire,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                3,
+                &format!(
+                    "unsupported content encoding {encoding:?}: send gzip or uncompressed bodies"
+                ),
+            );
         }
     };
     if gzip {
@@ -170,11 +226,21 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
                 Ok(b) => Bytes::from(b),
                 Err(Inflate::TooLarge) => {
                     st.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                    return Err(Box::new(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &format!("request body over the limit of {limit} bytes once inflated"))));
+                    return Err(Box::new(error(
+                        wire,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        8,
+                        &format!("request body over the limit of {limit} bytes once inflated"),
+                    )));
                 }
                 Err(Inflate::Bad(e)) => {
                     st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &format!("invalid gzip body: {e}"))));
+                    return Err(Box::new(error(
+                        wire,
+                        StatusCode::BAD_REQUEST,
+                        3,
+                        &format!("invalid gzip body: {e}"),
+                    )));
                 }
             }
         } else {
@@ -182,13 +248,19 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
         };
         let req = match wire {
             Wire::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| e.to_string()),
-            Wire::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(&body).map_err(|e| e.to_string()),
+            Wire::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(&body)
+                .map_err(|e| e.to_string()),
         };
         match req {
             Ok(r) => Ok(st.run(&r)),
             Err(e) => {
                 st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &format!("cannot decode ExportMetricsServiceRequest: {e}"))))
+                Err(Box::new(error(
+                    wire,
+                    StatusCode::BAD_REQUEST,
+                    3,
+                    &format!("cannot decode ExportMetricsServiceRequest: {e}"),
+                )))
             }
         }
     })
@@ -196,7 +268,14 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
     let out = match out {
         Ok(Ok(o)) => o,
         Ok(Err(resp)) => return *resp,
-        Err(e) => return error(wire, StatusCode::INTERNAL_SERVER_ERROR, 13, &format!("ingest task failed: {e}")),
+        Err(e) => {
+            return error(
+                wire,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                13,
+                &format!("ingest task failed: {e}"),
+            );
+        }
     };
     if out.backlogged {
         let mut r = error(wire, StatusCode::SERVICE_UNAVAILABLE, 14, &out.message);
@@ -205,7 +284,12 @@ async fn http_export(State(state): State<IngestState>, headers: HeaderMap, body:
     }
     let resp = ExportMetricsServiceResponse { partial_success: out.partial_success() };
     match wire {
-        Wire::Protobuf => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], resp.encode_to_vec()).into_response(),
+        Wire::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            resp.encode_to_vec(),
+        )
+            .into_response(),
         Wire::Json => {
             let body = match &resp.partial_success {
                 Some(_) => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
@@ -226,7 +310,10 @@ enum Inflate {
 fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
     use std::io::Read;
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-    flate2::read::GzDecoder::new(body).take(limit as u64 + 1).read_to_end(&mut out).map_err(Inflate::Bad)?;
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Inflate::Bad)?;
     if out.len() > limit {
         return Err(Inflate::TooLarge);
     }
@@ -236,5 +323,8 @@ fn inflate(body: &[u8], limit: usize) -> Result<Vec<u8>, Inflate> {
 /// The OTLP/HTTP router (`POST /v1/metrics`) for `--otlp-http-listen`.
 pub fn http_router(state: IngestState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new().route("/v1/metrics", post(http_export)).layer(DefaultBodyLimit::max(limit)).with_state(state)
+    Router::new()
+        .route("/v1/metrics", post(http_export))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
 }

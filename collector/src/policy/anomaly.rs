@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::engine::{read, InputValue};
+use super::engine::{InputValue, read};
 use super::format::AnomalyCondition;
-use super::signal::{SignalQuery, SignalSource, Selector, Stat};
+use super::signal::{Selector, SignalQuery, SignalSource, Stat};
 use crate::anomaly::{ATTR_BASELINE, ATTR_FEATURE, ATTR_MODEL, ATTR_NODE, SCORE_METRIC};
 
 /// Default window of an `anomaly` condition.
@@ -17,7 +17,12 @@ pub const DEFAULT_ANOMALY_WINDOW: Duration = Duration::from_secs(300);
 /// The query an `anomaly` condition reads: the highest score of matching subjects.
 pub fn anomaly_query(a: &AnomalyCondition) -> SignalQuery {
     let mut matchers = BTreeMap::new();
-    for (k, v) in [(ATTR_NODE, &a.node), (ATTR_MODEL, &a.model), (ATTR_BASELINE, &a.baseline), (ATTR_FEATURE, &a.feature)] {
+    for (k, v) in [
+        (ATTR_NODE, &a.node),
+        (ATTR_MODEL, &a.model),
+        (ATTR_BASELINE, &a.baseline),
+        (ATTR_FEATURE, &a.feature),
+    ] {
         if let Some(v) = v {
             matchers.insert(k.to_owned(), v.clone());
         }
@@ -32,21 +37,33 @@ pub fn anomaly_query(a: &AnomalyCondition) -> SignalQuery {
 /// Evaluates `anomaly`: holds when the highest matching score in the window is at least
 /// `gte` (default: any flagged anomaly, score > 0). No score series in the window means no
 /// subject was flagged: the condition does not hold (it is not missing data).
-pub fn eval_anomaly(a: &AnomalyCondition, source: &dyn SignalSource, now: u64, inputs: &mut Vec<InputValue>) -> Option<bool> {
+pub fn eval_anomaly(
+    a: &AnomalyCondition,
+    source: &dyn SignalSource,
+    now: u64,
+    inputs: &mut Vec<InputValue>,
+) -> Option<bool> {
     let q = anomaly_query(a);
     let value = read(source, &q, now);
     let (holds, against) = match a.gte {
         Some(t) => (value.is_some_and(|v| v >= t), format!(">= {t}")),
         None => (value.is_some_and(|v| v > 0.0), "> 0 (flagged)".to_owned()),
     };
-    inputs.push(InputValue { name: "anomaly".to_owned(), query: q.to_string(), value, against, recommends: None, version: None });
+    inputs.push(InputValue {
+        name: "anomaly".to_owned(),
+        query: q.to_string(),
+        value,
+        against,
+        recommends: None,
+        version: None,
+    });
     Some(holds)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::series::{series_from_notation, SeriesSource};
+    use crate::policy::series::{SeriesSource, series_from_notation};
     use crate::policy::signal::NANOS;
 
     #[test]
@@ -61,11 +78,23 @@ mod tests {
         let src = SeriesSource::new(vec![s]);
         let mut inputs = Vec::new();
         let node = |n: &str| AnomalyCondition { node: Some(n.into()), ..Default::default() };
-        assert_eq!(eval_anomaly(&node("gpu-07"), &src, 5 * 60 * NANOS, &mut inputs), Some(false), "nothing flagged yet");
+        assert_eq!(
+            eval_anomaly(&node("gpu-07"), &src, 5 * 60 * NANOS, &mut inputs),
+            Some(false),
+            "nothing flagged yet"
+        );
         assert_eq!(eval_anomaly(&node("gpu-07"), &src, 12 * 60 * NANOS, &mut inputs), Some(true));
-        assert_eq!(eval_anomaly(&node("gpu-01"), &src, 12 * 60 * NANOS, &mut inputs), Some(false), "another node");
+        assert_eq!(
+            eval_anomaly(&node("gpu-01"), &src, 12 * 60 * NANOS, &mut inputs),
+            Some(false),
+            "another node"
+        );
         let strict = AnomalyCondition { gte: Some(7.0), ..node("gpu-07") };
-        assert_eq!(eval_anomaly(&strict, &src, 12 * 60 * NANOS, &mut inputs), Some(false), "score under gte");
+        assert_eq!(
+            eval_anomaly(&strict, &src, 12 * 60 * NANOS, &mut inputs),
+            Some(false),
+            "score under gte"
+        );
         // Flagged at minutes 10-15, cleared (the 0) at 16: holds until the flagged points
         // leave the 5-minute window (0, 20] → (15, 20].
         assert_eq!(eval_anomaly(&node("gpu-07"), &src, 19 * 60 * NANOS, &mut inputs), Some(true));

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::check::Diagnostic;
-use super::engine::{Decision, RuleKind, DEFAULT_RETRAIN_COOLDOWN};
+use super::engine::{DEFAULT_RETRAIN_COOLDOWN, Decision, RuleKind};
 use super::forecast::ForecastPoint;
 use super::format::{ForecastMode, Mode};
 use super::persist::ActionRecord;
@@ -151,10 +151,16 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
         if let Some(scale) = &p.doc.spec.scale {
             let mode = scale.mode.unwrap_or(p.doc.spec.mode);
             let pending_since = st.scale.steps.values().filter_map(|c| c.pending_since).min();
-            let firing = st.scale.steps.values().any(|c| c.firing) || st.scale.panic_until.is_some_and(|u| now < u);
+            let firing = st.scale.steps.values().any(|c| c.firing)
+                || st.scale.panic_until.is_some_and(|u| now < u);
             let cd = scale.cooldown.clone().unwrap_or_default();
             let longest = cd.scale_up.max(cd.scale_down).map(|d| d.get()).unwrap_or_default();
-            let until = st.scale.events.last().map(|e| e.time + nanos(longest)).filter(|u| *u > now && !longest.is_zero());
+            let until = st
+                .scale
+                .events
+                .last()
+                .map(|e| e.time + nanos(longest))
+                .filter(|u| *u > now && !longest.is_zero());
             let state = if mode == Mode::DryRun {
                 RuleState::DryRun
             } else if firing {
@@ -221,7 +227,12 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
             }),
         });
     }
-    PoliciesResponse { policies: out, errors: snap.errors, warnings: snap.warnings, last_reload: snap.last_reload }
+    PoliciesResponse {
+        policies: out,
+        errors: snap.errors,
+        warnings: snap.warnings,
+        last_reload: snap.last_reload,
+    }
 }
 
 async fn policies(State(rt): State<PolicyRuntime>) -> Json<PoliciesResponse> {
@@ -229,7 +240,10 @@ async fn policies(State(rt): State<PolicyRuntime>) -> Json<PoliciesResponse> {
     Json(policies_status(&rt, now))
 }
 
-async fn decisions(State(rt): State<PolicyRuntime>, Query(q): Query<ListQuery>) -> Result<Json<DecisionsResponse>, (StatusCode, String)> {
+async fn decisions(
+    State(rt): State<PolicyRuntime>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<DecisionsResponse>, (StatusCode, String)> {
     let limit = q.limit.unwrap_or(100).min(1000);
     rt.store()
         .decisions(q.policy.as_deref(), q.rule.as_deref(), limit)
@@ -237,12 +251,18 @@ async fn decisions(State(rt): State<PolicyRuntime>, Query(q): Query<ListQuery>) 
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn actions(State(rt): State<PolicyRuntime>, Query(q): Query<ListQuery>) -> Result<Json<ActionsResponse>, (StatusCode, String)> {
+async fn actions(
+    State(rt): State<PolicyRuntime>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ActionsResponse>, (StatusCode, String)> {
     let limit = q.limit.unwrap_or(100).min(1000);
     rt.store()
         .actions()
         .map(|mut actions| {
-            actions.retain(|a| q.policy.as_ref().is_none_or(|p| *p == a.policy) && q.rule.as_ref().is_none_or(|r| *r == a.rule));
+            actions.retain(|a| {
+                q.policy.as_ref().is_none_or(|p| *p == a.policy)
+                    && q.rule.as_ref().is_none_or(|r| *r == a.rule)
+            });
             actions.truncate(limit);
             Json(ActionsResponse { actions })
         })

@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use marked_yaml::{LoaderOptions, Node};
 use serde::Serialize;
 
-use super::format::{
-    Condition, CurrentFrom, PolicyDoc, SignalSpec, StepChange, TrackingTarget,
-};
+use super::format::{Condition, CurrentFrom, PolicyDoc, SignalSpec, StepChange, TrackingTarget};
 use super::signal::Stat;
 use super::template;
 use crate::actuate::spec::JobSpec;
@@ -228,7 +226,14 @@ pub fn check_text(file: &Path, text: &str) -> (Option<Policy>, Option<Node>, Vec
         Err(e) => {
             let (line, col) = e.start_mark().map(|m| (m.line(), m.column())).unwrap_or((1, 1));
             let path = e.path().unwrap_or_default().to_owned();
-            out.push(diag(file, line, col, Severity::Error, &path, serde_message(&e.to_string(), &path)));
+            out.push(diag(
+                file,
+                line,
+                col,
+                Severity::Error,
+                &path,
+                serde_message(&e.to_string(), &path),
+            ));
             return (None, Some(node), out);
         }
     };
@@ -246,7 +251,9 @@ pub fn parse_node(text: &str) -> Result<Node, (usize, usize, String)> {
         use marked_yaml::LoadError as L;
         let (mark, message) = match &e {
             L::TopLevelMustBeMapping(m) => (Some(*m), "the document must be a mapping".to_owned()),
-            L::TopLevelMustBeSequence(m) => (Some(*m), "the document must be a sequence".to_owned()),
+            L::TopLevelMustBeSequence(m) => {
+                (Some(*m), "the document must be a sequence".to_owned())
+            }
             L::UnexpectedAnchor(m) => (Some(*m), "anchors are not supported".to_owned()),
             L::MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be scalars".to_owned()),
             L::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".to_owned()),
@@ -336,7 +343,11 @@ pub fn locate(root: &Node, path: &str) -> (usize, usize) {
     }
     // yaml-rust marks a block mapping after its first key; its first key reads better.
     let mark = match node {
-        Node::Mapping(m) => m.iter().next().and_then(|(k, _)| k.span().start().copied()).or(node.span().start().copied()),
+        Node::Mapping(m) => m
+            .iter()
+            .next()
+            .and_then(|(k, _)| k.span().start().copied())
+            .or(node.span().start().copied()),
         _ => node.span().start().copied(),
     };
     mark.map(|m| (m.line(), m.column())).unwrap_or((1, 1))
@@ -374,7 +385,9 @@ impl Checker<'_> {
         }
         let name = &doc.metadata.name;
         if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
         {
             self.err(
                 "metadata.name",
@@ -401,10 +414,9 @@ impl Checker<'_> {
                     self.err("spec.target.current", "`from: signal` needs a `signal`")
                 }
                 (CurrentFrom::Signal, Some(s)) => self.signal("spec.target.current.signal", s),
-                (CurrentFrom::Actuator, Some(_)) => self.err(
-                    "spec.target.current.signal",
-                    "only used with `from: signal`",
-                ),
+                (CurrentFrom::Actuator, Some(_)) => {
+                    self.err("spec.target.current.signal", "only used with `from: signal`")
+                }
                 (CurrentFrom::Actuator, None) => {}
             }
         }
@@ -516,11 +528,18 @@ impl Checker<'_> {
             for problem in f.spec().problems() {
                 // stoker-learn names the key first: `horizon: must be …`.
                 let (key, msg) = problem.split_once(": ").unwrap_or(("", problem.as_str()));
-                let path = if key.is_empty() { "spec.scale.forecast".to_owned() } else { format!("spec.scale.forecast.{key}") };
+                let path = if key.is_empty() {
+                    "spec.scale.forecast".to_owned()
+                } else {
+                    format!("spec.scale.forecast.{key}")
+                };
                 self.err(&path, msg.to_owned());
             }
             if f.per_replica.is_nan() || f.per_replica <= 0.0 {
-                self.err("spec.scale.forecast.perReplica", format!("{} must be greater than 0", f.per_replica));
+                self.err(
+                    "spec.scale.forecast.perReplica",
+                    format!("{} must be greater than 0", f.per_replica),
+                );
             }
             if f.step.is_some_and(|s| s.get().is_zero()) {
                 self.err("spec.scale.forecast.step", "must be greater than 0");
@@ -557,7 +576,8 @@ impl Checker<'_> {
     }
 
     fn step_change(&mut self, path: &str, c: &StepChange) {
-        let n = [c.pods.is_some(), c.percent.is_some(), c.to.is_some()].iter().filter(|b| **b).count();
+        let n =
+            [c.pods.is_some(), c.percent.is_some(), c.to.is_some()].iter().filter(|b| **b).count();
         if n != 1 {
             self.err(path, "give exactly one of `pods`, `percent` and `to`");
         }
@@ -593,7 +613,8 @@ impl Checker<'_> {
     }
 
     fn thresholds(&mut self, path: &str, present: &[(&str, Option<f64>)]) {
-        let given: Vec<&str> = present.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect();
+        let given: Vec<&str> =
+            present.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect();
         if given.len() != 1 {
             let names: Vec<String> = present.iter().map(|(n, _)| format!("`{n}`")).collect();
             self.err(path, format!("give exactly one threshold of {}", names.join(", ")));
@@ -651,7 +672,10 @@ impl Checker<'_> {
             match d.test.as_str() {
                 "psi" | "js" => {
                     if d.p_value.is_some() {
-                        self.err(&format!("{p}.pValue"), format!("test `{}` has no p-value", d.test));
+                        self.err(
+                            &format!("{p}.pValue"),
+                            format!("test `{}` has no p-value", d.test),
+                        );
                     }
                     if d.gt.is_some() && d.gte.is_some() {
                         self.err(&p, "give either `gt` or `gte`, not both");
@@ -660,7 +684,10 @@ impl Checker<'_> {
                 "ks" | "chi2" => {
                     if let Some(pv) = d.p_value {
                         if !(pv > 0.0 && pv < 1.0) {
-                            self.err(&format!("{p}.pValue"), format!("{pv} must be between 0 and 1"));
+                            self.err(
+                                &format!("{p}.pValue"),
+                                format!("{pv} must be between 0 and 1"),
+                            );
                         }
                     }
                     if d.gt.is_some() && d.gte.is_some() {
@@ -719,7 +746,10 @@ impl Checker<'_> {
             }
             if let Some(m) = d.min_samples {
                 if (m as usize) < folds * 2 {
-                    self.err(&format!("{p}.minSamples"), format!("{m} is too few for {folds} folds: at least {}", folds * 2));
+                    self.err(
+                        &format!("{p}.minSamples"),
+                        format!("{m} is too few for {folds} folds: at least {}", folds * 2),
+                    );
                 }
             }
         }
@@ -727,13 +757,19 @@ impl Checker<'_> {
             let p = format!("{path}.anomaly");
             if let Some(b) = &a.baseline {
                 if !matches!(b.as_str(), "peers" | "history") {
-                    self.err(&format!("{p}.baseline"), format!("unknown baseline {b:?}: use peers or history"));
+                    self.err(
+                        &format!("{p}.baseline"),
+                        format!("unknown baseline {b:?}: use peers or history"),
+                    );
                 }
             }
             self.window(&format!("{p}.window"), a.window);
             if let Some(g) = a.gte {
                 if !(g.is_finite() && g >= 0.0) {
-                    self.err(&format!("{p}.gte"), format!("{g}: a score threshold is a number >= 0"));
+                    self.err(
+                        &format!("{p}.gte"),
+                        format!("{g}: a score threshold is a number >= 0"),
+                    );
                 }
             }
         }
@@ -745,16 +781,26 @@ impl Checker<'_> {
     fn job_templates(&mut self, path: &str, job: &JobSpec) {
         let mut strings: Vec<(String, &str)> = Vec::new();
         if let Some(g) = &job.github {
-            strings.extend(g.inputs.iter().map(|(k, v)| (format!("{path}.github.inputs.{k}"), v.as_str())));
+            strings.extend(
+                g.inputs.iter().map(|(k, v)| (format!("{path}.github.inputs.{k}"), v.as_str())),
+            );
         }
         if let Some(g) = &job.gitlab {
             strings.extend(
-                g.variables.iter().map(|(k, v)| (format!("{path}.gitlab.variables.{k}"), v.as_str())),
+                g.variables
+                    .iter()
+                    .map(|(k, v)| (format!("{path}.gitlab.variables.{k}"), v.as_str())),
             );
         }
         if let Some(c) = &job.command {
-            strings.extend(c.argv.iter().enumerate().map(|(i, v)| (format!("{path}.command.argv[{i}]"), v.as_str())));
-            strings.extend(c.env.iter().map(|(k, v)| (format!("{path}.command.env.{k}"), v.as_str())));
+            strings.extend(
+                c.argv
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("{path}.command.argv[{i}]"), v.as_str())),
+            );
+            strings
+                .extend(c.env.iter().map(|(k, v)| (format!("{path}.command.env.{k}"), v.as_str())));
         }
         let mut k8s = Vec::new();
         if let Some(k) = &job.kubernetes {
@@ -778,7 +824,14 @@ impl Checker<'_> {
             .filter_map(|(i, s)| {
                 let sig = s.when.signal.as_ref()?;
                 let dir = step_direction(&s.change)?;
-                Some((i, dir, sig.metric.clone(), sig.stat.clone(), sig.matchers.clone(), range_of(sig)))
+                Some((
+                    i,
+                    dir,
+                    sig.metric.clone(),
+                    sig.stat.clone(),
+                    sig.matchers.clone(),
+                    range_of(sig),
+                ))
             })
             .collect();
         for (a, b) in ranges.iter().flat_map(|a| ranges.iter().map(move |b| (a, b))) {
@@ -895,12 +948,31 @@ mod tests {
         };
         let errors = |when: &str| -> Vec<(String, String)> {
             let (_, _, diags) = check_text(Path::new("p.yaml"), &policy(when));
-            diags.into_iter().filter(|d| d.severity == Severity::Error).map(|d| (d.path, d.message)).collect()
+            diags
+                .into_iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| (d.path, d.message))
+                .collect()
         };
-        assert_eq!(errors("{classifierDrift: {window: 1h, reference: first-1h-of-version, band: [0.45, 0.65], folds: 5, minSamples: 1000}}"), vec![]);
-        assert_eq!(errors("{anomaly: {node: gpu-07, baseline: peers, feature: hw.power, window: 5m, gte: 3.5}}"), vec![]);
+        assert_eq!(
+            errors(
+                "{classifierDrift: {window: 1h, reference: first-1h-of-version, band: [0.45, 0.65], folds: 5, minSamples: 1000}}"
+            ),
+            vec![]
+        );
+        assert_eq!(
+            errors(
+                "{anomaly: {node: gpu-07, baseline: peers, feature: hw.power, window: 5m, gte: 3.5}}"
+            ),
+            vec![]
+        );
         let e = errors("{classifierDrift: {band: [0.6, 0.9]}}");
-        assert!(e.len() == 1 && e[0].0.ends_with("classifierDrift.band") && e[0].1.contains("excludes 0.5"), "{e:?}");
+        assert!(
+            e.len() == 1
+                && e[0].0.ends_with("classifierDrift.band")
+                && e[0].1.contains("excludes 0.5"),
+            "{e:?}"
+        );
         let e = errors("{classifierDrift: {band: [0.7, 0.3]}}");
         assert!(e.len() == 1 && e[0].1.contains("low < high"), "{e:?}");
         let e = errors("{classifierDrift: {folds: 1}}");
@@ -910,7 +982,12 @@ mod tests {
         let e = errors("{classifierDrift: {reference: yesterday}}");
         assert!(e.len() == 1 && e[0].0.ends_with("classifierDrift.reference"), "{e:?}");
         let e = errors("{anomaly: {baseline: fleet}}");
-        assert!(e.len() == 1 && e[0].0.ends_with("anomaly.baseline") && e[0].1.contains("peers or history"), "{e:?}");
+        assert!(
+            e.len() == 1
+                && e[0].0.ends_with("anomaly.baseline")
+                && e[0].1.contains("peers or history"),
+            "{e:?}"
+        );
         let e = errors("{anomaly: {gte: -1}}");
         assert!(e.len() == 1 && e[0].0.ends_with("anomaly.gte"), "{e:?}");
         let e = errors("{anomaly: {}, signal: {metric: m, stat: mean, gt: 1}}");

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::check::{check_paths, Severity};
+use super::check::{Severity, check_paths};
 use super::replay::{self, Baseline, Capacity, ReplayOptions};
 use super::testing;
 
@@ -17,19 +17,32 @@ pub fn check(paths: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32
     }
     let errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = report.diagnostics.len() - errors;
-    let _ = writeln!(out, "{} policies checked: {errors} errors, {warnings} warnings", report.policies.len() + count_failed_files(&report));
+    let _ = writeln!(
+        out,
+        "{} policies checked: {errors} errors, {warnings} warnings",
+        report.policies.len() + count_failed_files(&report)
+    );
     i32::from(errors > 0)
 }
 
 fn count_failed_files(report: &super::check::CheckReport) -> usize {
     let ok: std::collections::BTreeSet<_> = report.policies.iter().map(|p| &p.file).collect();
-    let bad: std::collections::BTreeSet<_> =
-        report.diagnostics.iter().filter(|d| d.severity == Severity::Error && !ok.contains(&d.file)).map(|d| &d.file).collect();
+    let bad: std::collections::BTreeSet<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error && !ok.contains(&d.file))
+        .map(|d| &d.file)
+        .collect();
     bad.len()
 }
 
 /// `policy test PATH... [--junit FILE]`: exit 0 when all pass, 1 otherwise.
-pub fn test(paths: &[PathBuf], junit: Option<&PathBuf>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub fn test(
+    paths: &[PathBuf],
+    junit: Option<&PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let outcomes = testing::run_paths(paths);
     let (text, failed) = testing::render(&outcomes);
     let _ = write!(out, "{text}");
@@ -103,7 +116,13 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
         warmup: args.warmup.unwrap_or(0.0),
     });
     let opts = ReplayOptions { capacity, start_size: args.start_size, history: args.history };
-    match replay::replay(&args.data.display().to_string(), &policies, &trace, baseline.as_ref(), &opts) {
+    match replay::replay(
+        &args.data.display().to_string(),
+        &policies,
+        &trace,
+        baseline.as_ref(),
+        &opts,
+    ) {
         Ok(report) => {
             if args.json {
                 match serde_json::to_string_pretty(&report) {

@@ -123,7 +123,8 @@ pub fn chi_square_counts(
 ) -> Result<TestResult, DriftError> {
     let classes: BTreeSet<&String> = reference.keys().chain(current.keys()).collect();
     let k = classes.len();
-    let ref_total: f64 = classes.iter().map(|c| reference.get(*c).copied().unwrap_or(0.0) + 0.5).sum();
+    let ref_total: f64 =
+        classes.iter().map(|c| reference.get(*c).copied().unwrap_or(0.0) + 0.5).sum();
     let cur_total: f64 = current.values().sum();
     if k < 2 || cur_total <= 0.0 {
         return Err(DriftError::Empty);
@@ -248,7 +249,9 @@ pub fn histogram_rows(h: &Histogram, max_rows: usize) -> Vec<[f64; 3]> {
     let mut n: Vec<usize> = wanted.iter().map(|w| w.floor() as usize).collect();
     let budget = (total * scale).round() as usize;
     let mut order: Vec<usize> = (0..wanted.len()).collect();
-    order.sort_by(|a, b| (wanted[*b] - wanted[*b].floor()).total_cmp(&(wanted[*a] - wanted[*a].floor())));
+    order.sort_by(|a, b| {
+        (wanted[*b] - wanted[*b].floor()).total_cmp(&(wanted[*a] - wanted[*a].floor()))
+    });
     let mut have: usize = n.iter().sum();
     for i in order {
         if have >= budget {
@@ -281,8 +284,8 @@ pub fn eval_classifier_drift(
     now: u64,
     inputs: &mut Vec<super::engine::InputValue>,
 ) -> Option<bool> {
-    use super::engine::{fmt_time, reference_window, InputValue, Reference, DEFAULT_DRIFT_WINDOW};
-    use super::signal::{nanos, Selector};
+    use super::engine::{DEFAULT_DRIFT_WINDOW, InputValue, Reference, fmt_time, reference_window};
+    use super::signal::{Selector, nanos};
     let window = cd.window.map(|w| w.get()).unwrap_or(DEFAULT_DRIFT_WINDOW);
     let reference = cd
         .reference
@@ -295,16 +298,38 @@ pub fn eval_classifier_drift(
     let min = cd.min_samples.unwrap_or(CLASSIFIER_MIN_SAMPLES) as f64;
     let band = cd.band.unwrap_or([0.45, 0.65]);
     let from = now.saturating_sub(nanos(window));
-    let mut record = |value: Option<f64>, query: String, against: String, version: Option<String>| {
-        inputs.push(InputValue { name: format!("classifier drift {}", selector.metric), query, value, against, recommends: None, version });
-    };
+    let mut record =
+        |value: Option<f64>, query: String, against: String, version: Option<String>| {
+            inputs.push(InputValue {
+                name: format!("classifier drift {}", selector.metric),
+                query,
+                value,
+                against,
+                recommends: None,
+                version,
+            });
+        };
     let Some((rf, rt, sel)) = reference_window(reference, &selector, source, window, now) else {
-        record(None, format!("auc({selector}) reference {:?}", cd.reference), "reference window not complete".into(), None);
+        record(
+            None,
+            format!("auc({selector}) reference {:?}", cd.reference),
+            "reference window not complete".into(),
+            None,
+        );
         return None;
     };
-    let query = format!("auc({sel}) current [{}, {}] vs reference [{}, {}]", fmt_time(from), fmt_time(now), fmt_time(rf), fmt_time(rt));
+    let query = format!(
+        "auc({sel}) current [{}, {}] vs reference [{}, {}]",
+        fmt_time(from),
+        fmt_time(now),
+        fmt_time(rf),
+        fmt_time(rt)
+    );
     let version = sel.matchers.get("model.version").cloned();
-    let (Some(r), Some(cu)) = (source.histogram(&sel, rf, rt).ok().flatten(), source.histogram(&sel, from, now).ok().flatten()) else {
+    let (Some(r), Some(cu)) = (
+        source.histogram(&sel, rf, rt).ok().flatten(),
+        source.histogram(&sel, from, now).ok().flatten(),
+    ) else {
         record(None, query, "no histogram data".into(), version);
         return None;
     };
@@ -322,7 +347,12 @@ pub fn eval_classifier_drift(
     let rows_c = histogram_rows(&cu, CLASSIFIER_MAX_ROWS);
     match stoker_learn::drift::classifier_drift(&rows_r, &rows_c, &cfg) {
         Ok(score) => {
-            record(Some(score.auc), query, format!("ROC-AUC outside [{}, {}]", band[0], band[1]), version);
+            record(
+                Some(score.auc),
+                query,
+                format!("ROC-AUC outside [{}, {}]", band[0], band[1]),
+                version,
+            );
             Some(score.alert)
         }
         Err(e) => {
@@ -347,7 +377,8 @@ mod tests {
 
     #[test]
     fn histogram_rows_keep_bucket_shares_within_the_row_budget() {
-        let hist = Histogram { bounds: vec![0.5, 0.8, 0.9], counts: vec![1000.0, 3000.0, 0.0, 6000.0] };
+        let hist =
+            Histogram { bounds: vec![0.5, 0.8, 0.9], counts: vec![1000.0, 3000.0, 0.0, 6000.0] };
         let rows = histogram_rows(&hist, 2000);
         assert_eq!(rows.len(), 2000);
         let at = |x: f64| rows.iter().filter(|r| (r[0] - x).abs() < 1e-9).count();
@@ -355,7 +386,9 @@ mod tests {
         assert_eq!((at(0.5), at(0.65), at(0.85), at(0.9)), (200, 600, 0, 1200));
         let small = Histogram { bounds: vec![0.5], counts: vec![3.0, 4.0] };
         assert_eq!(histogram_rows(&small, 2000).len(), 7, "small windows are used whole");
-        assert!(histogram_rows(&Histogram { bounds: vec![0.5], counts: vec![0.0, 0.0] }, 10).is_empty());
+        assert!(
+            histogram_rows(&Histogram { bounds: vec![0.5], counts: vec![0.0, 0.0] }, 10).is_empty()
+        );
     }
 
     /// The condition through a policy source: two replicas' confidences, one shifting after
@@ -363,7 +396,7 @@ mod tests {
     #[test]
     fn classifier_drift_condition_alerts_outside_the_band_only() {
         use crate::policy::format::ClassifierDriftCondition;
-        use crate::policy::series::{series_from_notation, SeriesSource};
+        use crate::policy::series::{SeriesSource, series_from_notation};
         use crate::policy::signal::NANOS;
         let src = |b: &str| {
             let step = std::time::Duration::from_secs(5);
@@ -372,22 +405,39 @@ mod tests {
                 series_from_notation(r#"inference.prediction.confidence{model.name="resnet",model.version="v7",host.name="b"}"#, b, 0, step).expect("b"),
             ])
         };
-        let cond: ClassifierDriftCondition = serde_json::from_value(serde_json::json!({"window": "1h", "where": {"model.name": "resnet"}})).expect("condition");
+        let cond: ClassifierDriftCondition = serde_json::from_value(
+            serde_json::json!({"window": "1h", "where": {"model.name": "resnet"}}),
+        )
+        .expect("condition");
         let shifted = src("0.75x2879 0.45x2160");
         let steady = src("0.75x5039");
         let mut inputs = Vec::new();
         let at = |h: f64| (h * 3600.0) as u64 * NANOS;
-        assert_eq!(eval_classifier_drift(&cond, &steady, at(6.0), &mut inputs), Some(false), "{inputs:?}");
+        assert_eq!(
+            eval_classifier_drift(&cond, &steady, at(6.0), &mut inputs),
+            Some(false),
+            "{inputs:?}"
+        );
         let auc = inputs[0].value.expect("auc");
         assert!((0.45..=0.65).contains(&auc), "same distribution: AUC {auc}");
         assert_eq!(inputs[0].version.as_deref(), Some("v7"));
         inputs.clear();
-        assert_eq!(eval_classifier_drift(&cond, &shifted, at(3.9), &mut inputs), Some(false), "before the shift: {inputs:?}");
+        assert_eq!(
+            eval_classifier_drift(&cond, &shifted, at(3.9), &mut inputs),
+            Some(false),
+            "before the shift: {inputs:?}"
+        );
         inputs.clear();
-        assert_eq!(eval_classifier_drift(&cond, &shifted, at(5.0), &mut inputs), Some(true), "{inputs:?}");
+        assert_eq!(
+            eval_classifier_drift(&cond, &shifted, at(5.0), &mut inputs),
+            Some(true),
+            "{inputs:?}"
+        );
         assert!(inputs[0].value.expect("auc") > 0.65, "{inputs:?}");
         // A band that takes the shift in: no alert.
-        let wide: ClassifierDriftCondition = serde_json::from_value(serde_json::json!({"window": "1h", "band": [0.0, 1.0]})).expect("condition");
+        let wide: ClassifierDriftCondition =
+            serde_json::from_value(serde_json::json!({"window": "1h", "band": [0.0, 1.0]}))
+                .expect("condition");
         inputs.clear();
         assert_eq!(eval_classifier_drift(&wide, &shifted, at(5.0), &mut inputs), Some(false));
         // The reference hour is not over yet: unknown, with the reason.

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Policy;
 use super::drift;
-use super::forecast::{step_forecast, ForecastState};
+use super::forecast::{ForecastState, step_forecast};
 use super::format::ForecastMode;
 use super::format::{
-    Condition, DirectionBehavior, MissingData, Mode, RateKind, RatePolicy, RetrainRule,
-    ScaleSpec, SelectPolicy, SignalSpec, StepChange, TrackedMetric,
+    Condition, DirectionBehavior, MissingData, Mode, RateKind, RatePolicy, RetrainRule, ScaleSpec,
+    SelectPolicy, SignalSpec, StepChange, TrackedMetric,
 };
-use super::signal::{nanos, SignalQuery, SignalSource, Selector, Stat, NANOS};
+use super::signal::{NANOS, Selector, SignalQuery, SignalSource, Stat, nanos};
 
 /// Default evaluation interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -400,7 +400,9 @@ pub fn evaluate_in_place(
     current: Option<u32>,
     now: u64,
 ) -> Vec<Decision> {
-    let mut decisions = Vec::with_capacity(usize::from(policy.doc.spec.scale.is_some()) + policy.doc.spec.retrain.len());
+    let mut decisions = Vec::with_capacity(
+        usize::from(policy.doc.spec.scale.is_some()) + policy.doc.spec.retrain.len(),
+    );
     if let Some(scale) = &policy.doc.spec.scale {
         decisions.push(evaluate_scale(policy, scale, source, &mut state.scale, current, now));
     }
@@ -458,7 +460,11 @@ fn default_up() -> DirectionBehavior {
     DirectionBehavior {
         stabilization_window: Some(Duration::ZERO.into()),
         policies: Some(vec![
-            RatePolicy { kind: RateKind::Percent, value: 100.0, period: Duration::from_secs(15).into() },
+            RatePolicy {
+                kind: RateKind::Percent,
+                value: 100.0,
+                period: Duration::from_secs(15).into(),
+            },
             RatePolicy { kind: RateKind::Pods, value: 4.0, period: Duration::from_secs(15).into() },
         ]),
         select: Some(SelectPolicy::Max),
@@ -479,7 +485,10 @@ fn default_down() -> DirectionBehavior {
 
 /// A direction's behaviour with HPA defaults for whatever is not written.
 fn behavior(scale: &ScaleSpec, up: bool) -> (Duration, Vec<RatePolicy>, SelectPolicy) {
-    let written = scale.behavior.as_ref().and_then(|b| if up { b.scale_up.clone() } else { b.scale_down.clone() });
+    let written = scale
+        .behavior
+        .as_ref()
+        .and_then(|b| if up { b.scale_up.clone() } else { b.scale_down.clone() });
     let d = if up { default_up() } else { default_down() };
     let w = written.clone().unwrap_or_default();
     (
@@ -505,7 +514,13 @@ fn effect(c: Constraint, before: u32, after: u32, detail: impl Into<String>) -> 
 }
 
 /// HPA's scale-up limit over the rate policies (`calculateScaleUpLimitWithScalingRules`).
-fn scale_up_limit(current: u32, events: &[ScaleEvent], policies: &[RatePolicy], select: SelectPolicy, now: u64) -> u32 {
+fn scale_up_limit(
+    current: u32,
+    events: &[ScaleEvent],
+    policies: &[RatePolicy],
+    select: SelectPolicy,
+    now: u64,
+) -> u32 {
     if select == SelectPolicy::Disabled {
         return current;
     }
@@ -532,7 +547,13 @@ fn scale_up_limit(current: u32, events: &[ScaleEvent], policies: &[RatePolicy], 
 }
 
 /// HPA's scale-down limit (`calculateScaleDownLimitWithBehaviors`).
-fn scale_down_limit(current: u32, events: &[ScaleEvent], policies: &[RatePolicy], select: SelectPolicy, now: u64) -> u32 {
+fn scale_down_limit(
+    current: u32,
+    events: &[ScaleEvent],
+    policies: &[RatePolicy],
+    select: SelectPolicy,
+    now: u64,
+) -> u32 {
     if select == SelectPolicy::Disabled {
         return current;
     }
@@ -728,7 +749,11 @@ fn evaluate_scale(
         Constraint::Tolerance,
         raw_rec,
         desired,
-        if tol_notes.is_empty() { format!("±{tolerance}: no metric within the band") } else { tol_notes.join("; ") },
+        if tol_notes.is_empty() {
+            format!("±{tolerance}: no metric within the band")
+        } else {
+            tol_notes.join("; ")
+        },
     ));
 
     // 2. Panic.
@@ -768,7 +793,9 @@ fn evaluate_scale(
                     humantime::format_duration(window),
                     pr.map(|p| p.to_string()).unwrap_or_else(|| "none".into())
                 ),
-                (false, Some(pr)) => format!("short-window recommendation {pr} below {threshold}× current"),
+                (false, Some(pr)) => {
+                    format!("short-window recommendation {pr} below {threshold}× current")
+                }
                 (false, None) => "no short-window data".to_owned(),
             },
         ));
@@ -825,13 +852,21 @@ fn evaluate_scale(
                 format!(
                     "forecast load {:.1} needs {r}: floor {}",
                     f.input.value.unwrap_or_default(),
-                    if r > before { format!("raises {before} to {r}") } else { "below the desired size".to_owned() }
+                    if r > before {
+                        format!("raises {before} to {r}")
+                    } else {
+                        "below the desired size".to_owned()
+                    }
                 )
             }
             (Some(r), ForecastMode::ForecastOnly) => format!(
                 "forecast-only: load {:.1} needs {r}, would {}",
                 f.input.value.unwrap_or_default(),
-                if r > before { format!("raise {before} to {r}") } else { "change nothing".to_owned() }
+                if r > before {
+                    format!("raise {before} to {r}")
+                } else {
+                    "change nothing".to_owned()
+                }
             ),
         };
         d.constraints.push(effect(Constraint::Forecast, before, desired, detail));
@@ -942,19 +977,30 @@ fn evaluate_scale(
             .inputs
             .iter()
             .filter(|i| i.recommends == Some(raw_rec))
-            .map(|i| format!("{} = {}", i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or("-".into())))
+            .map(|i| {
+                format!("{} = {}", i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or("-".into()))
+            })
             .collect();
         let dir = if desired > cur { "up" } else { "down" };
         d.reason = if raw.is_some() {
-            format!("scale {dir} from {cur} to {desired}: recommended {raw_rec} ({})", inputs.join(", "))
+            format!(
+                "scale {dir} from {cur} to {desired}: recommended {raw_rec} ({})",
+                inputs.join(", ")
+            )
         } else {
-            let why = if missing.is_empty() { String::new() } else { format!(" (no data for {})", missing.join(", ")) };
+            let why = if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (no data for {})", missing.join(", "))
+            };
             format!(
                 "scale {dir} from {cur} to {desired}: outside the bounds {}..={} without a recommendation{why}",
                 target.min, target.max
             )
         };
-        if let Some(c) = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast && c.changed) {
+        if let Some(c) =
+            d.constraints.iter().find(|c| c.constraint == Constraint::Forecast && c.changed)
+        {
             d.reason.push_str(&format!("; {}", c.detail));
         }
         st.events.push(ScaleEvent { time: now, from: cur, to: desired });
@@ -962,7 +1008,12 @@ fn evaluate_scale(
             up_policies.iter().map(|p| p.period.get()).max().unwrap_or_default(),
             down_policies.iter().map(|p| p.period.get()).max().unwrap_or_default(),
             scale.budget.as_ref().map(|b| b.per.get()).unwrap_or_default(),
-            scale.cooldown.as_ref().and_then(|c| c.scale_up.max(c.scale_down)).map(|d| d.get()).unwrap_or_default(),
+            scale
+                .cooldown
+                .as_ref()
+                .and_then(|c| c.scale_up.max(c.scale_down))
+                .map(|d| d.get())
+                .unwrap_or_default(),
         ]
         .into_iter()
         .max()
@@ -1042,7 +1093,11 @@ fn evaluate_retrain(
     };
     let Some(true) = holds else {
         if holds.is_none() {
-            d.constraints.push(note(Constraint::MissingData, true, "not enough data to decide".into()));
+            d.constraints.push(note(
+                Constraint::MissingData,
+                true,
+                "not enough data to decide".into(),
+            ));
             d.reason = "no action because of missing data: not enough data to decide".to_owned();
         } else {
             d.reason = "no action because the condition does not hold".to_owned();
@@ -1087,7 +1142,14 @@ fn evaluate_retrain(
     let why: Vec<String> = d
         .inputs
         .iter()
-        .map(|i| format!("{} = {} ({})", i.name, i.value.map(|v| format!("{v:.4}")).unwrap_or("-".into()), i.against))
+        .map(|i| {
+            format!(
+                "{} = {} ({})",
+                i.name,
+                i.value.map(|v| format!("{v:.4}")).unwrap_or("-".into()),
+                i.against
+            )
+        })
         .collect();
     let reason = why.join("; ");
     let key = format!("{}/{}/{now}", policy.name(), rule.name);
@@ -1127,12 +1189,16 @@ fn first_matcher(c: &Condition, key: &str) -> Option<String> {
         .or_else(|| c.latency_regression.as_ref().and_then(|s| s.matchers.get(key)))
         .or_else(|| c.classifier_drift.as_ref().and_then(|s| s.matchers.get(key)))
         .cloned();
-    own.or_else(|| {
-        c.all.iter().chain(c.any.iter()).flatten().find_map(|s| first_matcher(s, key))
-    })
+    own.or_else(|| c.all.iter().chain(c.any.iter()).flatten().find_map(|s| first_matcher(s, key)))
 }
 
-fn compare(value: f64, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64>) -> (bool, String) {
+fn compare(
+    value: f64,
+    gt: Option<f64>,
+    gte: Option<f64>,
+    lt: Option<f64>,
+    lte: Option<f64>,
+) -> (bool, String) {
     if let Some(t) = gt {
         (value > t, format!("> {t}"))
     } else if let Some(t) = gte {
@@ -1184,14 +1250,16 @@ pub fn eval_condition(
     inputs: &mut Vec<InputValue>,
 ) -> Option<bool> {
     if let Some(list) = &c.all {
-        let results: Vec<Option<bool>> = list.iter().map(|s| eval_condition(s, source, now, inputs)).collect();
+        let results: Vec<Option<bool>> =
+            list.iter().map(|s| eval_condition(s, source, now, inputs)).collect();
         if results.contains(&Some(false)) {
             return Some(false);
         }
         return if results.iter().all(|r| *r == Some(true)) { Some(true) } else { None };
     }
     if let Some(list) = &c.any {
-        let results: Vec<Option<bool>> = list.iter().map(|s| eval_condition(s, source, now, inputs)).collect();
+        let results: Vec<Option<bool>> =
+            list.iter().map(|s| eval_condition(s, source, now, inputs)).collect();
         if results.contains(&Some(true)) {
             return Some(true);
         }
@@ -1207,7 +1275,14 @@ pub fn eval_condition(
         let (holds, against) = value
             .map(|v| compare(v, s.gt, s.gte, s.lt, s.lte))
             .unwrap_or((false, compare(0.0, s.gt, s.gte, s.lt, s.lte).1));
-        inputs.push(InputValue { name: s.metric.clone(), query: q.to_string(), value, against, recommends: None, version: None });
+        inputs.push(InputValue {
+            name: s.metric.clone(),
+            query: q.to_string(),
+            value,
+            against,
+            recommends: None,
+            version: None,
+        });
         return value.map(|_| holds);
     }
     if let Some(dc) = &c.drift {
@@ -1221,11 +1296,25 @@ pub fn eval_condition(
         let selector = Selector { metric: dc.metric.clone(), matchers: dc.matchers.clone() };
         let min = dc.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES) as f64;
         let from = now.saturating_sub(nanos(window));
-        let mut record = |value: Option<f64>, query: String, against: String, version: Option<String>| {
-            inputs.push(InputValue { name: format!("{} {}", dc.test, dc.metric), query, value, against, recommends: None, version });
-        };
-        let Some((rf, rt, sel)) = reference_window(reference, &selector, source, window, now) else {
-            record(None, format!("{}({selector}) reference {:?}", dc.test, dc.reference), "reference window not complete".into(), None);
+        let mut record =
+            |value: Option<f64>, query: String, against: String, version: Option<String>| {
+                inputs.push(InputValue {
+                    name: format!("{} {}", dc.test, dc.metric),
+                    query,
+                    value,
+                    against,
+                    recommends: None,
+                    version,
+                });
+            };
+        let Some((rf, rt, sel)) = reference_window(reference, &selector, source, window, now)
+        else {
+            record(
+                None,
+                format!("{}({selector}) reference {:?}", dc.test, dc.reference),
+                "reference window not complete".into(),
+                None,
+            );
             return None;
         };
         let query = format!(
@@ -1296,14 +1385,19 @@ pub fn eval_condition(
         let window = a.window.map(|w| w.get()).unwrap_or(DEFAULT_DRIFT_WINDOW);
         let min = a.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES) as f64;
         let (value, query) = if a.estimate == "feedback" {
-            let sel = Selector { metric: "inference.feedback".to_owned(), matchers: a.matchers.clone() };
-            let counts = source.counts_by(&sel, "correct", now.saturating_sub(nanos(window)), now).ok()?;
+            let sel =
+                Selector { metric: "inference.feedback".to_owned(), matchers: a.matchers.clone() };
+            let counts =
+                source.counts_by(&sel, "correct", now.saturating_sub(nanos(window)), now).ok()?;
             let q = format!("accuracy from {sel} over {}", humantime::format_duration(window));
             let right = counts.get("true").copied().unwrap_or(0.0);
             let total = right + counts.get("false").copied().unwrap_or(0.0);
             (drift::accuracy_from_feedback(right, total, min), q)
         } else {
-            let sel = Selector { metric: "inference.prediction.confidence".to_owned(), matchers: a.matchers.clone() };
+            let sel = Selector {
+                metric: "inference.prediction.confidence".to_owned(),
+                matchers: a.matchers.clone(),
+            };
             let mean_q = SignalQuery { selector: sel.clone(), stat: Stat::Mean, window };
             let count_q = SignalQuery { selector: sel, stat: Stat::Count, window };
             let mean = read(source, &mean_q, now);
@@ -1313,7 +1407,14 @@ pub fn eval_condition(
         let (holds, against) = value
             .map(|v| compare(v, None, None, a.lt, a.lte))
             .unwrap_or((false, compare(0.0, None, None, a.lt, a.lte).1));
-        inputs.push(InputValue { name: format!("accuracy ({})", a.estimate), query, value, against, recommends: None, version: None });
+        inputs.push(InputValue {
+            name: format!("accuracy ({})", a.estimate),
+            query,
+            value,
+            against,
+            recommends: None,
+            version: None,
+        });
         return value.map(|_| holds);
     }
     if let Some(l) = &c.latency_regression {
@@ -1328,10 +1429,22 @@ pub fn eval_condition(
             .ok()?;
         let selector = Selector { metric, matchers: l.matchers.clone() };
         let mut record = |value: Option<f64>, query: String, against: String| {
-            inputs.push(InputValue { name: "latency regression".into(), query, value, against, recommends: None, version: None });
+            inputs.push(InputValue {
+                name: "latency regression".into(),
+                query,
+                value,
+                against,
+                recommends: None,
+                version: None,
+            });
         };
-        let Some((rf, rt, sel)) = reference_window(reference, &selector, source, window, now) else {
-            record(None, format!("{stat}({selector}) vs reference"), "reference window not complete".into());
+        let Some((rf, rt, sel)) = reference_window(reference, &selector, source, window, now)
+        else {
+            record(
+                None,
+                format!("{stat}({selector}) vs reference"),
+                "reference window not complete".into(),
+            );
             return None;
         };
         let cur_q = SignalQuery { selector: sel.clone(), stat, window };

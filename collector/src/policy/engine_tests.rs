@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::check::{check_text, Policy};
-use super::engine::{evaluate, Action, Constraint, Decision, PolicyState};
-use super::series::{series_from_notation, SeriesSource};
+use super::check::{Policy, check_text};
+use super::engine::{Action, Constraint, Decision, PolicyState, evaluate};
+use super::series::{SeriesSource, series_from_notation};
 use super::signal::NANOS;
 
 const T0: u64 = 1_735_689_600 * NANOS;
@@ -15,7 +15,11 @@ fn policy(scale: &str) -> Policy {
         "apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n  target: {{name: svc, min: 1, max: 20, actuator: command, command: {{argv: [echo]}}}}\n{scale}"
     );
     let (p, _, diags) = check_text(Path::new("p.yaml"), &text);
-    let errors: Vec<String> = diags.iter().filter(|d| d.severity == super::check::Severity::Error).map(|d| d.to_string()).collect();
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.severity == super::check::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}\n{text}");
     p.expect("policy")
 }
@@ -62,7 +66,14 @@ fn constraints_are_recorded_in_the_fixed_order() {
     let order: Vec<Constraint> = ticks[1][0].constraints.iter().map(|c| c.constraint).collect();
     assert_eq!(
         order,
-        vec![Constraint::Tolerance, Constraint::Stabilization, Constraint::RateLimit, Constraint::MinMax, Constraint::Cooldown, Constraint::MissingData]
+        vec![
+            Constraint::Tolerance,
+            Constraint::Stabilization,
+            Constraint::RateLimit,
+            Constraint::MinMax,
+            Constraint::Cooldown,
+            Constraint::MissingData
+        ]
     );
 }
 
@@ -127,7 +138,12 @@ fn min_and_max_bound_the_result() {
     assert_eq!(size, 20);
     assert!(effect(&ticks[1][0], Constraint::MinMax).changed);
     let src = source(&[("hw.gpu.utilization", "0.01x400")]);
-    let (_, size) = run(&policy(&format!("{GPU}    behavior:\n      scaleDown: {{stabilizationWindow: 0s}}\n")), &src, 3, 2);
+    let (_, size) = run(
+        &policy(&format!("{GPU}    behavior:\n      scaleDown: {{stabilizationWindow: 0s}}\n")),
+        &src,
+        3,
+        2,
+    );
     assert_eq!(size, 1, "min is 1");
 }
 
@@ -192,7 +208,11 @@ fn below_min_is_raised_to_min_without_data() {
     assert_eq!(d.recommendation, None, "nothing recommended: the bound alone acts");
     let m = effect(d, Constraint::MinMax);
     assert_eq!((m.after, m.detail.as_str()), (Some(1), "bounds 1..=20"));
-    assert!(d.reason.contains("outside the bounds 1..=20 without a recommendation (no data for gpu)"), "{}", d.reason);
+    assert!(
+        d.reason.contains("outside the bounds 1..=20 without a recommendation (no data for gpu)"),
+        "{}",
+        d.reason
+    );
     assert_eq!(size, 1);
     for (t, tick) in ticks.iter().enumerate().skip(1) {
         assert_eq!(tick[0].action, Action::None, "t={t}");
@@ -243,9 +263,14 @@ fn panic_scales_fast_and_blocks_scale_down() {
     // Last over-threshold tick is t=63 → panic until t=93: no scale-down before, although
     // the short window reads 0.05 from t=64.
     for (t, tick) in ticks.iter().enumerate().take(93).skip(64) {
-        assert!(!matches!(tick[0].action, Action::Resize { from, to } if to < from), "scaled down at {t}");
+        assert!(
+            !matches!(tick[0].action, Action::Resize { from, to } if to < from),
+            "scaled down at {t}"
+        );
     }
-    assert!(ticks[95..].iter().any(|d| matches!(d[0].action, Action::Resize { from, to } if to < from)));
+    assert!(
+        ticks[95..].iter().any(|d| matches!(d[0].action, Action::Resize { from, to } if to < from))
+    );
 }
 
 #[test]
@@ -266,7 +291,12 @@ fn retrain_waits_for_then_respects_cooldown_and_budget() {
     let p = policy(RETRAIN);
     let src = source(&[("inference.prediction.confidence", "0.6x200")]);
     let (ticks, _) = run(&p, &src, 1, 120);
-    let fired: Vec<usize> = ticks.iter().enumerate().filter(|(_, d)| matches!(d[0].action, Action::StartJob { .. })).map(|(i, _)| i).collect();
+    let fired: Vec<usize> = ticks
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d[0].action, Action::StartJob { .. }))
+        .map(|(i, _)| i)
+        .collect();
     // First evaluation with 5 samples in the window is t=4 (samples at 0..4); for 5s → t=9.
     assert_eq!(fired, vec![9, 29], "cooldown 20s, then budget of 2");
     assert!(ticks[8][0].reason.contains("for"), "{}", ticks[8][0].reason);
@@ -276,7 +306,10 @@ fn retrain_waits_for_then_respects_cooldown_and_budget() {
         assert!(params["reason"].contains("accuracy"), "{params:?}");
         assert_eq!(params["rule"], "low-confidence");
     }
-    assert_eq!(ticks[9][0].key.as_deref(), Some(format!("p/low-confidence/{}", T0 + 9 * NANOS).as_str()));
+    assert_eq!(
+        ticks[9][0].key.as_deref(),
+        Some(format!("p/low-confidence/{}", T0 + 9 * NANOS).as_str())
+    );
 }
 
 #[test]
@@ -293,11 +326,17 @@ fn psi_drift_against_the_first_period_of_a_version() {
         "  retrain:\n    - name: drift\n      when: {drift: {metric: inference.prediction.confidence, test: psi, window: 20s, reference: first-20s-of-version, minSamples: 10}}\n      cooldown: 1h\n      job: {actuator: command, command: {argv: [retrain, '{{ version }}']}}\n",
     );
     // Version v2 appears at t=0: confident for 40 s, then unsure.
-    let src = source(&[(r#"inference.prediction.confidence{model.version="v2"}"#, "0.95x39 0.45x40")]);
+    let src =
+        source(&[(r#"inference.prediction.confidence{model.version="v2"}"#, "0.95x39 0.45x40")]);
     let (ticks, _) = run(&p, &src, 1, 79);
-    assert!(ticks[10][0].reason.contains("missing data"), "reference incomplete: {}", ticks[10][0].reason);
+    assert!(
+        ticks[10][0].reason.contains("missing data"),
+        "reference incomplete: {}",
+        ticks[10][0].reason
+    );
     assert_eq!(ticks[30][0].condition, Some(false));
-    let fired = ticks.iter().position(|d| matches!(d[0].action, Action::StartJob { .. })).expect("fires");
+    let fired =
+        ticks.iter().position(|d| matches!(d[0].action, Action::StartJob { .. })).expect("fires");
     // At t=40 the 20 s window holds one unsure answer in 20: PSI with the 1e-4 floor for the
     // empty reference bucket is already 0.31 > 0.2.
     assert_eq!(fired, 40);

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stoker_learn::forecast::{fit, ForecastConfig, ForecastModel};
+use stoker_learn::forecast::{ForecastConfig, ForecastModel, fit};
 use stoker_learn::series::Sample;
 
-use super::engine::{query, InputValue};
+use super::engine::{InputValue, query};
 use super::format::ForecastScale;
-use super::signal::{nanos, SignalSource};
+use super::signal::{SignalSource, nanos};
 
 /// Default grid step of forecast inputs.
 pub const DEFAULT_STEP: Duration = Duration::from_secs(10);
@@ -170,7 +170,8 @@ pub fn step_forecast(
     input.query = format!("forecast of {q} at +{}", humantime::format_duration(horizon));
 
     // 1. Score what has come due.
-    let (due, later): (Vec<ForecastPoint>, Vec<ForecastPoint>) = st.pending.iter().partition(|p| p.at <= now);
+    let (due, later): (Vec<ForecastPoint>, Vec<ForecastPoint>) =
+        st.pending.iter().partition(|p| p.at <= now);
     st.pending = later;
     for p in due {
         if let Some(actual) = source.read(&q, p.at).ok().flatten() {
@@ -179,7 +180,11 @@ pub fn step_forecast(
     }
 
     // 2. Refit when due.
-    let every = if st.model.is_some() { fc.refit_every.map(|r| r.get()).unwrap_or(DEFAULT_REFIT) } else { RETRY_WITHOUT_MODEL.min(fc.refit_every.map(|r| r.get()).unwrap_or(DEFAULT_REFIT)) };
+    let every = if st.model.is_some() {
+        fc.refit_every.map(|r| r.get()).unwrap_or(DEFAULT_REFIT)
+    } else {
+        RETRY_WITHOUT_MODEL.min(fc.refit_every.map(|r| r.get()).unwrap_or(DEFAULT_REFIT))
+    };
     let cfg = ForecastConfig::from_spec(&fc.spec(), step);
     if st.last_fit.is_none_or(|t| now.saturating_sub(t) >= nanos(every)) {
         st.last_fit = Some(now);
@@ -203,10 +208,7 @@ pub fn step_forecast(
 
     // 3. Forecast from the latest six horizons.
     let Some(model) = st.model.clone() else {
-        input.against = format!(
-            "no forecast: {}",
-            st.problem.as_deref().unwrap_or("no model yet")
-        );
+        input.against = format!("no forecast: {}", st.problem.as_deref().unwrap_or("no model yet"));
         return Forecasted { input, replicas: None };
     };
     let lookback = (6 * cfg.horizon_steps() + cfg.lags + 2) as u64;
@@ -224,7 +226,13 @@ pub fn step_forecast(
     };
     let per = fc.per_replica.max(f64::MIN_POSITIVE);
     let replicas = (f.value / per - 1e-9).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
-    let point = ForecastPoint { made_at: now, at: f.at_ns, value: f.value, last_value: f.last_value, replicas };
+    let point = ForecastPoint {
+        made_at: now,
+        at: f.at_ns,
+        value: f.value,
+        last_value: f.last_value,
+        replicas,
+    };
     if st.pending.len() < MAX_PENDING {
         st.pending.push(point);
     }
@@ -234,7 +242,10 @@ pub fn step_forecast(
     input.against = format!(
         "{} per replica → {replicas} replicas; MAPE {}",
         fc.per_replica,
-        st.score.mape().map(|m| format!("{:.1} %", m * 100.0)).unwrap_or_else(|| "not scored yet".into())
+        st.score
+            .mape()
+            .map(|m| format!("{:.1} %", m * 100.0))
+            .unwrap_or_else(|| "not scored yet".into())
     );
     Forecasted { input, replicas: Some(replicas) }
 }
@@ -244,8 +255,8 @@ mod tests {
     use std::path::Path;
 
     use super::super::check::check_text;
-    use super::super::engine::{evaluate, Action, Constraint, PolicyState};
-    use super::super::series::{series_from_notation, SeriesSource};
+    use super::super::engine::{Action, Constraint, PolicyState, evaluate};
+    use super::super::series::{SeriesSource, series_from_notation};
     use super::super::signal::NANOS;
 
     fn policy(mode: &str) -> super::super::check::Policy {
@@ -261,7 +272,13 @@ mod tests {
     /// far above what target tracking (1000 per replica) asks for.
     #[test]
     fn floor_raises_the_size_and_forecast_only_records_it() {
-        let s = series_from_notation("inference.requests", "100+1x720", 0, std::time::Duration::from_secs(10)).expect("series");
+        let s = series_from_notation(
+            "inference.requests",
+            "100+1x720",
+            0,
+            std::time::Duration::from_secs(10),
+        )
+        .expect("series");
         let src = SeriesSource::new(vec![s]);
         let now = 7200 * NANOS;
         for (mode, acts) in [("floor", true), ("forecast-only", false)] {
@@ -271,7 +288,11 @@ mod tests {
             let input = d.inputs.iter().find(|i| i.name == "forecast").expect("forecast input");
             let f = input.value.expect("a forecast");
             assert!((f - 850.0).abs() < 10.0, "ramp at 820 now, +30 in 5 minutes: {f}");
-            let c = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast).expect("forecast constraint");
+            let c = d
+                .constraints
+                .iter()
+                .find(|c| c.constraint == Constraint::Forecast)
+                .expect("forecast constraint");
             assert_eq!(c.changed, acts, "{c:?}");
             if acts {
                 assert_eq!(c.after, Some(85), "{c:?}");
@@ -288,11 +309,21 @@ mod tests {
     /// Too little history: no forecast, the policy stays reactive and says why.
     #[test]
     fn too_little_history_stays_reactive() {
-        let s = series_from_notation("inference.requests", "100x100", 0, std::time::Duration::from_secs(10)).expect("series");
+        let s = series_from_notation(
+            "inference.requests",
+            "100x100",
+            0,
+            std::time::Duration::from_secs(10),
+        )
+        .expect("series");
         let src = SeriesSource::new(vec![s]);
         let ev = evaluate(&policy("floor"), &src, &PolicyState::default(), Some(1), 1000 * NANOS);
         let d = &ev.decisions[0];
-        let c = d.constraints.iter().find(|c| c.constraint == Constraint::Forecast).expect("forecast constraint");
+        let c = d
+            .constraints
+            .iter()
+            .find(|c| c.constraint == Constraint::Forecast)
+            .expect("forecast constraint");
         assert!(!c.changed);
         assert!(c.detail.contains("not enough history"), "{c:?}");
         assert!(ev.state.scale.forecast.problem.is_some());

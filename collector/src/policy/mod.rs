@@ -13,19 +13,19 @@ pub mod cli;
 pub mod drift;
 pub mod engine;
 pub mod forecast;
-pub mod replay;
-pub mod runtime;
 pub mod format;
 pub mod otel;
 pub mod persist;
+pub mod replay;
+pub mod runtime;
 pub mod series;
 pub mod signal;
 pub mod template;
 pub mod testing;
 
-pub use check::{check_paths, CheckReport, Diagnostic, Policy, Severity};
-pub use engine::{evaluate, Decision, Evaluation, PolicyState};
 pub use api::router;
+pub use check::{CheckReport, Diagnostic, Policy, Severity, check_paths};
+pub use engine::{Decision, Evaluation, PolicyState, evaluate};
 pub use runtime::{Executor, PolicyRuntime};
 pub use signal::{SignalQuery, SignalSource};
 

@@ -5,13 +5,13 @@
 //! `stoker.decision.json` so nothing is lost. A bounded queue feeds a background task; when it
 //! is full the record is dropped and counted, never blocking the engine.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::mpsc;
@@ -37,7 +37,13 @@ pub fn decision_log_record(d: &Decision) -> LogRecord {
         s("stoker.decision.policy", d.policy.clone()),
         s("stoker.decision.rule", d.rule.clone()),
         s("stoker.decision.kind", format!("{:?}", d.kind).to_lowercase()),
-        s("stoker.decision.mode", serde_json::to_value(d.mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        s(
+            "stoker.decision.mode",
+            serde_json::to_value(d.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        ),
     ];
     match &d.action {
         Action::None => attrs.push(s("stoker.decision.action", "none")),
@@ -69,9 +75,16 @@ pub fn decision_log_record(d: &Decision) -> LogRecord {
 pub fn export_request(decisions: &[Decision]) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(Resource { attributes: vec![s("service.name", "stoker-collector")], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![s("service.name", "stoker-collector")],
+                ..Default::default()
+            }),
             scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope { name: "stoker.policy".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "stoker.policy".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
                 log_records: decisions.iter().map(decision_log_record).collect(),
                 ..Default::default()
             }],

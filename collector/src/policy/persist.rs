@@ -116,7 +116,10 @@ impl PolicyStore {
         PersistError::Db { path: self.path.clone(), source: e.into() }
     }
 
-    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), PersistError> {
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), PersistError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         f(&txn).map_err(|e| self.err(e))?;
         txn.commit().map_err(|e| self.err(e))
@@ -135,10 +138,17 @@ impl PolicyStore {
     }
 
     /// Saves states and appends decisions in one transaction, so state and record agree.
-    pub fn commit(&self, states: &[(&str, &PolicyState)], decisions: &[Decision]) -> Result<(), PersistError> {
-        let encoded_states: Vec<(&str, Vec<u8>)> =
-            states.iter().map(|(k, s)| serde_json::to_vec(s).map(|v| (*k, v))).collect::<Result<_, _>>()?;
-        let encoded: Vec<Vec<u8>> = decisions.iter().map(serde_json::to_vec).collect::<Result<_, _>>()?;
+    pub fn commit(
+        &self,
+        states: &[(&str, &PolicyState)],
+        decisions: &[Decision],
+    ) -> Result<(), PersistError> {
+        let encoded_states: Vec<(&str, Vec<u8>)> = states
+            .iter()
+            .map(|(k, s)| serde_json::to_vec(s).map(|v| (*k, v)))
+            .collect::<Result<_, _>>()?;
+        let encoded: Vec<Vec<u8>> =
+            decisions.iter().map(serde_json::to_vec).collect::<Result<_, _>>()?;
         self.write(|txn| {
             let mut st = txn.open_table(STATES)?;
             for (k, v) in &encoded_states {
@@ -160,7 +170,12 @@ impl PolicyStore {
     }
 
     /// Newest decisions first, optionally of one policy and rule.
-    pub fn decisions(&self, policy: Option<&str>, rule: Option<&str>, limit: usize) -> Result<Vec<Decision>, PersistError> {
+    pub fn decisions(
+        &self,
+        policy: Option<&str>,
+        rule: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Decision>, PersistError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = txn.open_table(DECISIONS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -190,7 +205,10 @@ impl PolicyStore {
                 for row in t.iter()? {
                     let (k, v) = row?;
                     if let Ok(r) = serde_json::from_slice::<ActionRecord>(v.value()) {
-                        let done = !matches!(r.status, ActionStatus::Pending | ActionStatus::Running | ActionStatus::Applied);
+                        let done = !matches!(
+                            r.status,
+                            ActionStatus::Pending | ActionStatus::Running | ActionStatus::Applied
+                        );
                         if done && oldest.as_ref().is_none_or(|o| r.time < o.0) {
                             oldest = Some((r.time, k.value().to_owned()));
                         }

@@ -45,7 +45,9 @@ use super::check::{CheckReport, Policy};
 use super::engine::{self, Action, PolicyState};
 use super::format::{CapacitySpec, Mode, ScaleSpec, SloSpec};
 use super::series::{parse_series_name, quantile};
-use super::signal::{nanos, Histogram, SignalError, SignalQuery, SignalSource, Selector, Stat, VersionSeen, NANOS};
+use super::signal::{
+    Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
+};
 
 /// Errors of replay.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +105,8 @@ fn csv_fields(line: &str) -> Vec<String> {
 
 /// Reads a CSV or JSON trace (by extension `.json`, else CSV).
 pub fn load_trace(file: &Path) -> Result<Trace, ReplayError> {
-    let text = std::fs::read_to_string(file).map_err(|e| trace_err(file, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| trace_err(file, format!("cannot read: {e}")))?;
     let (times, columns) = if file.extension().is_some_and(|e| e == "json") {
         parse_json(&text).map_err(|m| trace_err(file, m))?
     } else {
@@ -118,7 +121,10 @@ pub fn load_trace(file: &Path) -> Result<Trace, ReplayError> {
     }
     for w in times.windows(2) {
         if ((w[1] - w[0]) - step).abs() > step * 1e-3 {
-            return Err(trace_err(file, format!("rows must be evenly spaced: {} then {}", w[0], w[1])));
+            return Err(trace_err(
+                file,
+                format!("rows must be evenly spaced: {} then {}", w[0], w[1]),
+            ));
         }
     }
     let mut load = None;
@@ -143,7 +149,10 @@ pub fn load_trace(file: &Path) -> Result<Trace, ReplayError> {
 type Columns = (Vec<f64>, Vec<(String, Vec<f64>)>);
 
 fn parse_csv(text: &str) -> Result<Columns, String> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
     let (_, header) = lines.next().ok_or("empty trace")?;
     let names = csv_fields(header);
     if names.first().map(String::as_str) != Some("time") {
@@ -156,9 +165,14 @@ fn parse_csv(text: &str) -> Result<Columns, String> {
         if f.len() != names.len() {
             return Err(format!("line {}: {} fields, header has {}", n + 1, f.len(), names.len()));
         }
-        times.push(f[0].parse::<f64>().map_err(|_| format!("line {}: bad time {:?}", n + 1, f[0]))?);
+        times
+            .push(f[0].parse::<f64>().map_err(|_| format!("line {}: bad time {:?}", n + 1, f[0]))?);
         for (i, v) in f[1..].iter().enumerate() {
-            let x = if v.is_empty() || v == "_" { f64::NAN } else { v.parse().map_err(|_| format!("line {}: bad value {v:?}", n + 1))? };
+            let x = if v.is_empty() || v == "_" {
+                f64::NAN
+            } else {
+                v.parse().map_err(|_| format!("line {}: bad value {v:?}", n + 1))?
+            };
             cols[i].push(x);
         }
     }
@@ -181,7 +195,12 @@ fn parse_json(text: &str) -> Result<Columns, String> {
     let mut cols = Vec::new();
     for s in f.series {
         if s.points.len() != times.len() {
-            return Err(format!("series {:?} has {} points, the first has {}", s.name, s.points.len(), times.len()));
+            return Err(format!(
+                "series {:?} has {} points, the first has {}",
+                s.name,
+                s.points.len(),
+                times.len()
+            ));
         }
         cols.push((s.name, s.points.into_iter().map(|p| p.1.unwrap_or(f64::NAN)).collect()));
     }
@@ -202,7 +221,14 @@ struct Column {
 
 impl Column {
     fn new(metric: &str, attrs: BTreeMap<String, String>, counter: bool, capacity: usize) -> Self {
-        let mut c = Self { metric: metric.to_owned(), attrs, values: Vec::with_capacity(capacity), prefix: Vec::with_capacity(capacity + 1), count: Vec::with_capacity(capacity + 1), counter };
+        let mut c = Self {
+            metric: metric.to_owned(),
+            attrs,
+            values: Vec::with_capacity(capacity),
+            prefix: Vec::with_capacity(capacity + 1),
+            count: Vec::with_capacity(capacity + 1),
+            counter,
+        };
         c.prefix.push(0.0);
         c.count.push(0);
         c
@@ -295,16 +321,26 @@ const SIM_METRICS: [(&str, bool); 6] = [
 impl SimSource {
     fn new(trace: &Trace) -> Self {
         let n = trace.load.len();
-        let mut columns: Vec<Column> = SIM_METRICS.iter().map(|(m, c)| Column::new(m, BTreeMap::new(), *c, n)).collect();
+        let mut columns: Vec<Column> =
+            SIM_METRICS.iter().map(|(m, c)| Column::new(m, BTreeMap::new(), *c, n)).collect();
         for (metric, attrs, values) in &trace.recorded {
-            let counter = matches!(metric.as_str(), "inference.feedback" | "inference.prediction.class" | "inference.requests");
+            let counter = matches!(
+                metric.as_str(),
+                "inference.feedback" | "inference.prediction.class" | "inference.requests"
+            );
             let mut c = Column::new(metric, attrs.clone(), counter, n);
             for v in values {
                 c.push(*v);
             }
             columns.push(c);
         }
-        Self { start: trace.start, step: nanos(trace.step).max(1), columns, len: 0, histograms: Default::default() }
+        Self {
+            start: trace.start,
+            step: nanos(trace.step).max(1),
+            columns,
+            len: 0,
+            histograms: Default::default(),
+        }
     }
 
     fn record(&mut self, values: [f64; 6]) {
@@ -317,7 +353,11 @@ impl SimSource {
     /// Step indices (lo, hi] covering (from, to], limited to the present.
     fn range(&self, from: u64, to: u64) -> (usize, usize) {
         let idx = |t: u64| -> usize {
-            if t < self.start { 0 } else { (((t - self.start) / self.step) as usize + 1).min(self.len) }
+            if t < self.start {
+                0
+            } else {
+                (((t - self.start) / self.step) as usize + 1).min(self.len)
+            }
         };
         // Sample i is at start + i·step: (from, to] holds samples i with from < t_i ≤ to.
         (idx(from), idx(to))
@@ -356,11 +396,17 @@ impl SignalSource for SimSource {
                 }
             }
             Stat::Min | Stat::Max => {
-                let it = cols.iter().flat_map(|c| c.values[lo..hi].iter().copied()).filter(|v| v.is_finite());
+                let it = cols
+                    .iter()
+                    .flat_map(|c| c.values[lo..hi].iter().copied())
+                    .filter(|v| v.is_finite());
                 if q.stat == Stat::Min { it.reduce(f64::min) } else { it.reduce(f64::max) }
             }
             Stat::Last => {
-                let v: Vec<f64> = cols.iter().filter_map(|c| c.values[lo..hi].iter().rev().find(|v| v.is_finite()).copied()).collect();
+                let v: Vec<f64> = cols
+                    .iter()
+                    .filter_map(|c| c.values[lo..hi].iter().rev().find(|v| v.is_finite()).copied())
+                    .collect();
                 (!v.is_empty()).then(|| v.iter().sum())
             }
             Stat::Rate | Stat::Increase => {
@@ -373,23 +419,42 @@ impl SignalSource for SimSource {
                         if end >= start { end - start } else { end }
                     })
                     .sum();
-                Some(if q.stat == Stat::Rate { inc / q.window.as_secs_f64().max(1e-9) } else { inc })
+                Some(if q.stat == Stat::Rate {
+                    inc / q.window.as_secs_f64().max(1e-9)
+                } else {
+                    inc
+                })
             }
             Stat::Quantile(p) => {
-                let mut v: Vec<f64> = cols.iter().flat_map(|c| c.values[lo..hi].iter().copied()).filter(|v| v.is_finite()).collect();
+                let mut v: Vec<f64> = cols
+                    .iter()
+                    .flat_map(|c| c.values[lo..hi].iter().copied())
+                    .filter(|v| v.is_finite())
+                    .collect();
                 quantile(&mut v, p)
             }
         })
     }
 
-    fn histogram(&self, selector: &Selector, from: u64, to: u64) -> Result<Option<Histogram>, SignalError> {
+    fn histogram(
+        &self,
+        selector: &Selector,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Histogram>, SignalError> {
         let (lo, hi) = self.range(from, to);
         if hi <= lo {
             return Ok(None);
         }
         let mut cache = self.histograms.borrow_mut();
         if !cache.contains_key(selector) {
-            let columns = self.columns.iter().enumerate().filter(|(_, c)| selects(selector, c)).map(|(i, _)| i).collect();
+            let columns = self
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| selects(selector, c))
+                .map(|(i, _)| i)
+                .collect();
             cache.insert(selector.clone(), BucketPrefix { columns, counts: vec![0; BUCKETS] });
         }
         let Some(prefix) = cache.get_mut(selector) else { return Ok(None) };
@@ -404,7 +469,13 @@ impl SignalSource for SimSource {
         }))
     }
 
-    fn counts_by(&self, selector: &Selector, by: &str, from: u64, to: u64) -> Result<BTreeMap<String, f64>, SignalError> {
+    fn counts_by(
+        &self,
+        selector: &Selector,
+        by: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError> {
         let (lo, hi) = self.range(from, to);
         let mut out = BTreeMap::new();
         if hi <= lo {
@@ -419,13 +490,21 @@ impl SignalSource for SimSource {
         Ok(out)
     }
 
-    fn latest_version(&self, selector: &Selector, now: u64) -> Result<Option<VersionSeen>, SignalError> {
+    fn latest_version(
+        &self,
+        selector: &Selector,
+        now: u64,
+    ) -> Result<Option<VersionSeen>, SignalError> {
         let mut sel = selector.clone();
         sel.matchers.remove("model.version");
         let (_, hi) = self.range(0, now);
         let mut best: Option<VersionSeen> = None;
         for c in self.matching(&sel) {
-            let (Some(v), Some(i)) = (c.attrs.get("model.version"), c.values[..hi].iter().position(|x| x.is_finite())) else { continue };
+            let (Some(v), Some(i)) =
+                (c.attrs.get("model.version"), c.values[..hi].iter().position(|x| x.is_finite()))
+            else {
+                continue;
+            };
             let first = self.start + i as u64 * self.step;
             if best.as_ref().is_none_or(|b| first > b.first_seen) {
                 best = Some(VersionSeen { version: v.clone(), first_seen: first });
@@ -448,7 +527,11 @@ pub struct Capacity {
 
 impl From<&CapacitySpec> for Capacity {
     fn from(c: &CapacitySpec) -> Self {
-        Self { throughput: c.per_replica_throughput, service_time: c.service_time.get().as_secs_f64(), warmup: c.warmup.get().as_secs_f64() }
+        Self {
+            throughput: c.per_replica_throughput,
+            service_time: c.service_time.get().as_secs_f64(),
+            warmup: c.warmup.get().as_secs_f64(),
+        }
     }
 }
 
@@ -574,11 +657,15 @@ fn scaling_policy(policies: &[Policy]) -> Result<&Policy, ReplayError> {
         [one] => Ok(one),
         [] => Err(ReplayError::Policies("no policy scales a target: nothing to replay".into())),
         many => {
-            let targets: std::collections::BTreeSet<&str> = many.iter().map(|p| p.doc.spec.target.name.as_str()).collect();
+            let targets: std::collections::BTreeSet<&str> =
+                many.iter().map(|p| p.doc.spec.target.name.as_str()).collect();
             if targets.len() == 1 {
                 Ok(many[0])
             } else {
-                Err(ReplayError::Policies(format!("replay simulates one service; these policies scale {} targets", targets.len())))
+                Err(ReplayError::Policies(format!(
+                    "replay simulates one service; these policies scale {} targets",
+                    targets.len()
+                )))
             }
         }
     }
@@ -661,7 +748,15 @@ fn simulate(
     Run { report: r }
 }
 
-fn replay_policies(name: &str, policies: &[Policy], trace: &Trace, cap: Capacity, start: u32, slo: Option<&SloSpec>, score_from: usize) -> Run {
+fn replay_policies(
+    name: &str,
+    policies: &[Policy],
+    trace: &Trace,
+    cap: Capacity,
+    start: u32,
+    slo: Option<&SloSpec>,
+    score_from: usize,
+) -> Run {
     let mut states: Vec<PolicyState> = vec![PolicyState::default(); policies.len()];
     // Each policy at its own interval, scheduled as the live runtime does: due at the first
     // tick, then at the first tick at least one interval after its last evaluation. The
@@ -721,7 +816,11 @@ impl Hpa {
                 (_, Some(t)) => v / (t * f64::from(current.max(1))),
                 _ => continue,
             };
-            let r = if (ratio - 1.0).abs() <= 0.1 { current } else { (f64::from(current.max(1)) * ratio - 1e-9).ceil().max(0.0) as u32 };
+            let r = if (ratio - 1.0).abs() <= 0.1 {
+                current
+            } else {
+                (f64::from(current.max(1)) * ratio - 1e-9).ceil().max(0.0) as u32
+            };
             rec = Some(rec.map_or(r, |x| x.max(r)));
         }
         // No metric readable: HPA keeps the current size.
@@ -781,7 +880,18 @@ impl Kpa {
     /// One tick (Knative `autoscaler.Scale`); `ready` is the ready replica count.
     pub fn tick(&mut self, src: &dyn SignalSource, ready: u32, now: u64) -> u32 {
         let sel = Selector { metric: "offered_load".into(), matchers: BTreeMap::new() };
-        let read = |w: u64| src.read(&SignalQuery { selector: sel.clone(), stat: Stat::Mean, window: Duration::from_secs(w) }, now).ok().flatten();
+        let read = |w: u64| {
+            src.read(
+                &SignalQuery {
+                    selector: sel.clone(),
+                    stat: Stat::Mean,
+                    window: Duration::from_secs(w),
+                },
+                now,
+            )
+            .ok()
+            .flatten()
+        };
         let (Some(stable), Some(panic)) = (read(60), read(6)) else { return ready.max(self.min) };
         let ready_f = f64::from(ready.max(1));
         let max_up = (1000.0 * ready_f).ceil();
@@ -823,49 +933,73 @@ pub fn replay(
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, ReplayError> {
     let main = scaling_policy(policies)?;
-    let cap = main
-        .doc
-        .spec
-        .target
-        .capacity
-        .as_ref()
-        .map(Capacity::from)
-        .or(opts.capacity)
-        .ok_or_else(|| ReplayError::Policies(format!("policy {:?} declares no `target.capacity` and no capacity was given", main.name())))?;
+    let cap =
+        main.doc.spec.target.capacity.as_ref().map(Capacity::from).or(opts.capacity).ok_or_else(
+            || {
+                ReplayError::Policies(format!(
+                    "policy {:?} declares no `target.capacity` and no capacity was given",
+                    main.name()
+                ))
+            },
+        )?;
     let t = &main.doc.spec.target;
     let start = opts.start_size.unwrap_or(t.min.max(1)).clamp(t.min, t.max);
     let slo = policies.iter().find_map(|p| p.doc.spec.slo.as_ref());
     let history = opts.history.unwrap_or_default();
-    let score_from = (nanos(history).div_ceil(nanos(trace.step).max(1)) as usize).min(trace.load.len());
+    let score_from =
+        (nanos(history).div_ceil(nanos(trace.step).max(1)) as usize).min(trace.load.len());
     if score_from >= trace.load.len() && !trace.load.is_empty() {
         return Err(ReplayError::Policies(format!(
             "history of {} covers the whole trace: nothing left to score",
             humantime::format_duration(history)
         )));
     }
-    let mut contenders = vec![replay_policies("policies", policies, trace, cap, start, slo, score_from).report];
+    let mut contenders =
+        vec![replay_policies("policies", policies, trace, cap, start, slo, score_from).report];
     match baseline {
         None => {}
         Some(Baseline::Hpa) => {
             let scale = main.doc.spec.scale.clone().unwrap_or_default();
             if scale.metrics.is_empty() {
-                return Err(ReplayError::Policies("the HPA baseline needs target-tracking `metrics` in the scaling policy".into()));
+                return Err(ReplayError::Policies(
+                    "the HPA baseline needs target-tracking `metrics` in the scaling policy".into(),
+                ));
             }
             let mut hpa = Hpa::new(&scale, t.min, t.max);
-            let run = simulate("hpa", trace, cap, start, slo, score_from, HPA_SYNC, |now, src, size| (Some(hpa.sync(src, size, now)), 0));
+            let run =
+                simulate("hpa", trace, cap, start, slo, score_from, HPA_SYNC, |now, src, size| {
+                    (Some(hpa.sync(src, size, now)), 0)
+                });
             contenders.push(run.report);
         }
         Some(Baseline::Kpa) => {
             let mut kpa = Kpa::new(0.7 * cap.throughput, t.min, t.max);
-            let run = simulate("kpa", trace, cap, start, slo, score_from, KPA_TICK, |now, src, size| {
-                let ready = src.read(&SignalQuery { selector: Selector { metric: "inference.replicas".into(), matchers: BTreeMap::new() }, stat: Stat::Last, window: Duration::from_secs(3600) }, now).ok().flatten().map(|r| r as u32).unwrap_or(size);
-                (Some(kpa.tick(src, ready, now)), 0)
-            });
+            let run =
+                simulate("kpa", trace, cap, start, slo, score_from, KPA_TICK, |now, src, size| {
+                    let ready = src
+                        .read(
+                            &SignalQuery {
+                                selector: Selector {
+                                    metric: "inference.replicas".into(),
+                                    matchers: BTreeMap::new(),
+                                },
+                                stat: Stat::Last,
+                                window: Duration::from_secs(3600),
+                            },
+                            now,
+                        )
+                        .ok()
+                        .flatten()
+                        .map(|r| r as u32)
+                        .unwrap_or(size);
+                    (Some(kpa.tick(src, ready, now)), 0)
+                });
             contenders.push(run.report);
         }
         Some(Baseline::Policies(name, other)) => {
             scaling_policy(other)?;
-            contenders.push(replay_policies(name, other, trace, cap, start, slo, score_from).report);
+            contenders
+                .push(replay_policies(name, other, trace, cap, start, slo, score_from).report);
         }
     }
     Ok(ReplayReport {
@@ -880,7 +1014,12 @@ pub fn replay(
 /// Policies from a check report, or an error listing the problems.
 pub fn usable(report: &CheckReport) -> Result<Vec<Policy>, ReplayError> {
     if report.has_errors() {
-        let errs: Vec<String> = report.diagnostics.iter().filter(|d| d.severity == super::check::Severity::Error).map(|d| d.to_string()).collect();
+        let errs: Vec<String> = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == super::check::Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
         return Err(ReplayError::Policies(errs.join("\n")));
     }
     Ok(report.policies.clone())
@@ -897,9 +1036,24 @@ pub fn render_table(r: &ReplayReport) -> String {
         r.capacity.warmup
     );
     if r.history_s > 0.0 {
-        let _ = writeln!(s, "scored after the first {:.1} h (history: run by every contender, not counted)", r.history_s / 3600.0);
+        let _ = writeln!(
+            s,
+            "scored after the first {:.1} h (history: run by every contender, not counted)",
+            r.history_s / 3600.0
+        );
     }
-    let _ = writeln!(s, "{:<28} {:>10} {:>10} {:>8} {:>14} {:>12} {:>10} {:>9}", "", "scale-ups", "scale-dn", "retrain", "replica-hours", "SLO-viol-min", "worst-p95", "max-size");
+    let _ = writeln!(
+        s,
+        "{:<28} {:>10} {:>10} {:>8} {:>14} {:>12} {:>10} {:>9}",
+        "",
+        "scale-ups",
+        "scale-dn",
+        "retrain",
+        "replica-hours",
+        "SLO-viol-min",
+        "worst-p95",
+        "max-size"
+    );
     for c in &r.contenders {
         let _ = writeln!(
             s,
@@ -922,7 +1076,12 @@ mod tests {
     use super::*;
 
     fn trace(load: &[f64], step: u64) -> Trace {
-        Trace { start: 1000 * NANOS, step: Duration::from_secs(step), load: load.to_vec(), recorded: Vec::new() }
+        Trace {
+            start: 1000 * NANOS,
+            step: Duration::from_secs(step),
+            load: load.to_vec(),
+            recorded: Vec::new(),
+        }
     }
 
     #[test]
@@ -1004,10 +1163,19 @@ mod tests {
             let mut attrs = BTreeMap::new();
             attrs.insert("model.version".to_owned(), (*version).to_owned());
             attrs.insert("host.name".to_owned(), format!("h{k}"));
-            let values = (0..n).map(|i| if (i + k) % 7 == 0 { f64::NAN } else { ((i * 13 + k * 5) % 23) as f64 / 20.0 }).collect();
+            let values = (0..n)
+                .map(|i| {
+                    if (i + k) % 7 == 0 { f64::NAN } else { ((i * 13 + k * 5) % 23) as f64 / 20.0 }
+                })
+                .collect();
             recorded.push(("inference.prediction.confidence".to_owned(), attrs, values));
         }
-        let tr = Trace { start: 1000 * NANOS, step: Duration::from_secs(10), load: vec![1.0; n], recorded };
+        let tr = Trace {
+            start: 1000 * NANOS,
+            step: Duration::from_secs(10),
+            load: vec![1.0; n],
+            recorded,
+        };
         let mut src = SimSource::new(&tr);
         let by_pass = |src: &SimSource, sel: &Selector, from: u64, to: u64| {
             let (lo, hi) = src.range(from, to);
@@ -1022,7 +1190,10 @@ mod tests {
             }
             any.then_some(Histogram { bounds, counts })
         };
-        let all = Selector { metric: "inference.prediction.confidence".into(), matchers: BTreeMap::new() };
+        let all = Selector {
+            metric: "inference.prediction.confidence".into(),
+            matchers: BTreeMap::new(),
+        };
         let mut v1 = all.clone();
         v1.matchers.insert("model.version".into(), "v1".into());
         let util = Selector { metric: "hw.gpu.utilization".into(), matchers: BTreeMap::new() };
@@ -1031,9 +1202,18 @@ mod tests {
             src.record([0.1, 0.0, (i % 11) as f64 / 10.0, 0.0, 1.0, 1.0]);
             let now = tr.start + i as u64 * 10 * NANOS;
             for sel in [&all, &v1, &util] {
-                for (from, to) in [(now.saturating_sub(60 * NANOS), now), (tr.start - 1, tr.start + 100 * NANOS), (0, now), (now, now)] {
+                for (from, to) in [
+                    (now.saturating_sub(60 * NANOS), now),
+                    (tr.start - 1, tr.start + 100 * NANOS),
+                    (0, now),
+                    (now, now),
+                ] {
                     let cached = src.histogram(sel, from, to).expect("histogram");
-                    assert_eq!(cached, by_pass(&src, sel, from, to), "{sel} ({from}, {to}] at step {i}");
+                    assert_eq!(
+                        cached,
+                        by_pass(&src, sel, from, to),
+                        "{sel} ({from}, {to}] at step {i}"
+                    );
                     checked += usize::from(cached.is_some());
                 }
             }
@@ -1052,15 +1232,24 @@ mod tests {
         let target = "target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}, capacity: {perReplicaThroughput: 100, serviceTime: 10ms, warmup: 0s}}";
         let scaling = check(
             "s.yaml",
-            &format!("apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: s}}\nspec:\n  {target}\n  interval: 5s\n  scale:\n    metrics:\n      - name: gpu\n        signal: {{metric: hw.gpu.utilization, stat: mean, window: 30s}}\n        target: {{value: 0.6}}\n"),
+            &format!(
+                "apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: s}}\nspec:\n  {target}\n  interval: 5s\n  scale:\n    metrics:\n      - name: gpu\n        signal: {{metric: hw.gpu.utilization, stat: mean, window: 30s}}\n        target: {{value: 0.6}}\n"
+            ),
         );
         let retrain = check(
             "r.yaml",
-            &format!("apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: r}}\nspec:\n  {target}\n  interval: 60s\n  retrain:\n    - name: low\n      when: {{accuracy: {{estimate: mean-confidence, window: 1h, minSamples: 1, lt: 0.85}}}}\n      cooldown: 1s\n      job: {{actuator: command, command: {{argv: [retrain]}}}}\n"),
+            &format!(
+                "apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: r}}\nspec:\n  {target}\n  interval: 60s\n  retrain:\n    - name: low\n      when: {{accuracy: {{estimate: mean-confidence, window: 1h, minSamples: 1, lt: 0.85}}}}\n      cooldown: 1s\n      job: {{actuator: command, command: {{argv: [retrain]}}}}\n"
+            ),
         );
         let mut tr = trace(&[50.0; 60], 10);
-        tr.recorded.push(("inference.prediction.confidence".to_owned(), BTreeMap::new(), vec![0.5; 60]));
-        let r = replay("t", &[scaling, retrain], &tr, None, &ReplayOptions::default()).expect("replay");
+        tr.recorded.push((
+            "inference.prediction.confidence".to_owned(),
+            BTreeMap::new(),
+            vec![0.5; 60],
+        ));
+        let r =
+            replay("t", &[scaling, retrain], &tr, None, &ReplayOptions::default()).expect("replay");
         // 600 s of trace: evaluations at 0, 60, …, 540 s, each starting a job (cooldown 1 s).
         assert_eq!(r.contenders[0].retrain_jobs, 10, "{:?}", r.contenders[0]);
     }

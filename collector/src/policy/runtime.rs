@@ -25,7 +25,7 @@ use super::engine::{self, Action, Decision, Outcome, OutcomeStatus, PolicyState}
 use super::format::{CurrentFrom, Mode};
 use super::otel::DecisionExporter;
 use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
-use super::signal::{nanos, SignalSource};
+use super::signal::{SignalSource, nanos};
 use crate::actuate::spec::{JobSpec, ResizeSpec};
 
 /// How often the runtime wakes to evaluate the policies that are due.
@@ -92,9 +92,21 @@ pub trait Executor: Send + Sync {
     /// The target's current size.
     fn current_size<'a>(&'a self, target: &'a TargetRef) -> BoxFuture<'a, Result<u32, ExecError>>;
     /// Resizes to `desired` (within min/max). A key seen before must not act twice.
-    fn resize<'a>(&'a self, target: &'a TargetRef, desired: u32, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome>;
+    fn resize<'a>(
+        &'a self,
+        target: &'a TargetRef,
+        desired: u32,
+        key: &'a str,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Outcome>;
     /// Starts a job with template parameters. A key seen before must not start it twice.
-    fn start_job<'a>(&'a self, job: &'a JobRef, params: &'a BTreeMap<String, String>, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome>;
+    fn start_job<'a>(
+        &'a self,
+        job: &'a JobRef,
+        params: &'a BTreeMap<String, String>,
+        key: &'a str,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Outcome>;
     /// Lifecycle of a started job by its remote id.
     fn job_status<'a>(&'a self, job: &'a JobRef, remote_id: &'a str) -> BoxFuture<'a, JobStatus>;
 }
@@ -108,10 +120,7 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(nanos)
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(nanos).unwrap_or(0)
     })
 }
 
@@ -139,7 +148,12 @@ pub struct RuntimeConfig {
 impl RuntimeConfig {
     /// Defaults for a policy and data directory.
     pub fn new(policies_dir: PathBuf, data_dir: PathBuf) -> Self {
-        Self { policies_dir, data_dir, reload_poll: Duration::from_secs(2), job_poll: Duration::from_secs(30) }
+        Self {
+            policies_dir,
+            data_dir,
+            reload_poll: Duration::from_secs(2),
+            job_poll: Duration::from_secs(30),
+        }
     }
 }
 
@@ -276,7 +290,12 @@ impl PolicyRuntime {
         inner.last_reload = now;
         if report.has_errors() {
             self.shared.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
-            inner.errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).cloned().collect();
+            inner.errors = report
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .cloned()
+                .collect();
             for d in &inner.errors {
                 error!(diagnostic = %d, "Policy reload refused; keeping the last good set.");
             }
@@ -328,7 +347,12 @@ impl PolicyRuntime {
         let Some(policy) = policy else {
             warn!(key = %rec.key, policy = %rec.policy, "Pending action of a policy no longer loaded; dropping it.");
             rec.status = ActionStatus::Failed;
-            rec.outcome = Some(Outcome { status: OutcomeStatus::Failed, attempts: 0, remote_ids: vec![], message: "policy no longer loaded".into() });
+            rec.outcome = Some(Outcome {
+                status: OutcomeStatus::Failed,
+                attempts: 0,
+                remote_ids: vec![],
+                message: "policy no longer loaded".into(),
+            });
             let _ = self.shared.store.put_action(&rec);
             return rec.outcome;
         };
@@ -340,7 +364,11 @@ impl PolicyRuntime {
             }
             Action::StartJob { params } => {
                 let rule = policy.doc.spec.retrain.iter().find(|r| r.name == rec.rule)?;
-                let job = JobRef { policy: policy.name().to_owned(), rule: rule.name.clone(), spec: rule.job.clone() };
+                let job = JobRef {
+                    policy: policy.name().to_owned(),
+                    rule: rule.name.clone(),
+                    spec: rule.job.clone(),
+                };
                 self.shared.executor.start_job(&job, params, &rec.key, rec.dry_run).await
             }
             Action::None => return None,
@@ -367,13 +395,26 @@ impl PolicyRuntime {
     pub async fn tick(&self, now: u64) {
         let due: Vec<Arc<Policy>> = {
             let inner = self.lock();
-            inner.policies.iter().filter(|p| inner.next_due.get(p.name()).is_none_or(|t| now + nanos(DUE_SLACK) >= *t)).cloned().collect()
+            inner
+                .policies
+                .iter()
+                .filter(|p| {
+                    inner.next_due.get(p.name()).is_none_or(|t| now + nanos(DUE_SLACK) >= *t)
+                })
+                .cloned()
+                .collect()
         };
         for policy in due {
             let current = match policy.doc.spec.scale {
                 None => None,
                 Some(_) => {
-                    let from_signal = policy.doc.spec.target.current.as_ref().is_some_and(|c| c.from == CurrentFrom::Signal);
+                    let from_signal = policy
+                        .doc
+                        .spec
+                        .target
+                        .current
+                        .as_ref()
+                        .is_some_and(|c| c.from == CurrentFrom::Signal);
                     if from_signal {
                         engine::current_from_signal(&policy, self.shared.source.as_ref(), now)
                     } else {
@@ -390,7 +431,13 @@ impl PolicyRuntime {
             // The state is taken out of the map once and updated in place (evaluate would copy it
             // again).
             let mut state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
-            let decisions = engine::evaluate_in_place(&policy, self.shared.source.as_ref(), &mut state, current, now);
+            let decisions = engine::evaluate_in_place(
+                &policy,
+                self.shared.source.as_ref(),
+                &mut state,
+                current,
+                now,
+            );
             let mut recorded = Vec::new();
             for mut d in decisions {
                 if d.action.is_some() {
@@ -447,11 +494,19 @@ impl PolicyRuntime {
         let Ok(actions) = self.shared.store.actions() else { return };
         for mut a in actions.into_iter().filter(|a| a.status == ActionStatus::Running) {
             let policy = self.lock().policies.iter().find(|p| p.name() == a.policy).cloned();
-            let Some(rule) = policy.as_ref().and_then(|p| p.doc.spec.retrain.iter().find(|r| r.name == a.rule)) else { continue };
-            let Some(id) = a.outcome.as_ref().and_then(|o| o.remote_ids.first().cloned()) else { continue };
-            let job = JobRef { policy: a.policy.clone(), rule: a.rule.clone(), spec: rule.job.clone() };
+            let Some(rule) =
+                policy.as_ref().and_then(|p| p.doc.spec.retrain.iter().find(|r| r.name == a.rule))
+            else {
+                continue;
+            };
+            let Some(id) = a.outcome.as_ref().and_then(|o| o.remote_ids.first().cloned()) else {
+                continue;
+            };
+            let job =
+                JobRef { policy: a.policy.clone(), rule: a.rule.clone(), spec: rule.job.clone() };
             let status = self.shared.executor.job_status(&job, &id).await;
-            let timeout = rule.job.timeout.map(|t| t.get()).unwrap_or(Duration::from_secs(6 * 3600));
+            let timeout =
+                rule.job.timeout.map(|t| t.get()).unwrap_or(Duration::from_secs(6 * 3600));
             let new = match status {
                 JobStatus::Succeeded => ActionStatus::Succeeded,
                 JobStatus::Failed { .. } => ActionStatus::JobFailed,
@@ -504,12 +559,36 @@ impl PolicyRuntime {
         let inner = self.lock();
         let mut s = String::new();
         for (name, help, v) in [
-            ("stoker_policy_reloads_total", "Policy sets loaded.", c.reloads.load(Ordering::Relaxed)),
-            ("stoker_policy_reload_failures_total", "Policy reloads refused for errors (the last good set stays).", c.reload_failures.load(Ordering::Relaxed)),
-            ("stoker_policy_decisions_total", "Decision records written.", c.decisions.load(Ordering::Relaxed)),
-            ("stoker_policy_actions_total", "Actions sent to actuators.", c.actions.load(Ordering::Relaxed)),
-            ("stoker_policy_action_failures_total", "Actions that failed.", c.action_failures.load(Ordering::Relaxed)),
-            ("stoker_policy_log_records_dropped_total", "Decision log records dropped (queue full).", self.shared.exporter.as_ref().map(|e| e.dropped()).unwrap_or(0)),
+            (
+                "stoker_policy_reloads_total",
+                "Policy sets loaded.",
+                c.reloads.load(Ordering::Relaxed),
+            ),
+            (
+                "stoker_policy_reload_failures_total",
+                "Policy reloads refused for errors (the last good set stays).",
+                c.reload_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "stoker_policy_decisions_total",
+                "Decision records written.",
+                c.decisions.load(Ordering::Relaxed),
+            ),
+            (
+                "stoker_policy_actions_total",
+                "Actions sent to actuators.",
+                c.actions.load(Ordering::Relaxed),
+            ),
+            (
+                "stoker_policy_action_failures_total",
+                "Actions that failed.",
+                c.action_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "stoker_policy_log_records_dropped_total",
+                "Decision log records dropped (queue full).",
+                self.shared.exporter.as_ref().map(|e| e.dropped()).unwrap_or(0),
+            ),
         ] {
             s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
         }
@@ -525,5 +604,11 @@ impl PolicyRuntime {
 /// The target of a policy, as the executor takes it.
 pub fn target_ref(p: &Policy) -> TargetRef {
     let t = &p.doc.spec.target;
-    TargetRef { policy: p.name().to_owned(), name: t.name.clone(), spec: t.resize_spec(), min: t.min, max: t.max }
+    TargetRef {
+        policy: p.name().to_owned(),
+        name: t.name.clone(),
+        spec: t.resize_spec(),
+        min: t.min,
+        max: t.max,
+    }
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::signal::{
-    nanos, Histogram, SignalError, SignalQuery, SignalSource, Selector, Stat, VersionSeen, NANOS,
+    Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
 };
 
 /// Default histogram bounds for tests: tenths of the unit interval (confidences).
@@ -46,9 +46,12 @@ pub fn parse_series_name(text: &str) -> Result<(String, BTreeMap<String, String>
     let mut attrs = BTreeMap::new();
     let mut rest = body.trim();
     while !rest.is_empty() {
-        let (key, after) = rest.split_once('=').ok_or_else(|| format!("expected `key=\"value\"` in {text:?}"))?;
+        let (key, after) =
+            rest.split_once('=').ok_or_else(|| format!("expected `key=\"value\"` in {text:?}"))?;
         let after = after.trim_start();
-        let after = after.strip_prefix('"').ok_or_else(|| format!("value of {key:?} must be quoted in {text:?}"))?;
+        let after = after
+            .strip_prefix('"')
+            .ok_or_else(|| format!("value of {key:?} must be quoted in {text:?}"))?;
         let end = after.find('"').ok_or_else(|| format!("unclosed quote in {text:?}"))?;
         attrs.insert(key.trim().to_owned(), after[..end].to_owned());
         rest = after[end + 1..].trim_start().trim_start_matches(',').trim_start();
@@ -76,9 +79,9 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
         }
         // Split `a+b` / `a-b` at the last sign that is not the leading one nor an exponent's.
         let bytes = head.as_bytes();
-        let split = (1..bytes.len())
-            .rev()
-            .find(|&i| (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
+        let split = (1..bytes.len()).rev().find(|&i| {
+            (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E')
+        });
         let (a, b) = match split {
             Some(i) => {
                 let a: f64 = head[..i].parse().map_err(|_| format!("bad number in {token:?}"))?;
@@ -125,7 +128,9 @@ impl SeriesSource {
     fn increase(s: &Series, from: u64, to: u64) -> Option<f64> {
         let end = s.points.iter().rev().find(|(t, _)| *t <= to && *t > from)?.1;
         let start = s.points.iter().rev().find(|(t, _)| *t <= from).map(|p| p.1);
-        let start = start.unwrap_or_else(|| s.points.iter().find(|(t, _)| *t > from).map(|p| p.1).unwrap_or(end));
+        let start = start.unwrap_or_else(|| {
+            s.points.iter().find(|(t, _)| *t > from).map(|p| p.1).unwrap_or(end)
+        });
         Some(if end >= start { end - start } else { end })
     }
 }
@@ -146,18 +151,27 @@ impl SignalSource for SeriesSource {
         let from = now.saturating_sub(nanos(q.window));
         Ok(match q.stat {
             Stat::Rate | Stat::Increase => {
-                let incs: Vec<f64> = self.matching(&q.selector).filter_map(|s| Self::increase(s, from, now)).collect();
+                let incs: Vec<f64> = self
+                    .matching(&q.selector)
+                    .filter_map(|s| Self::increase(s, from, now))
+                    .collect();
                 if incs.is_empty() {
                     None
                 } else {
                     let total: f64 = incs.iter().sum();
-                    Some(if q.stat == Stat::Rate { total / q.window.as_secs_f64().max(1e-9) } else { total })
+                    Some(if q.stat == Stat::Rate {
+                        total / q.window.as_secs_f64().max(1e-9)
+                    } else {
+                        total
+                    })
                 }
             }
             Stat::Last => {
                 let lasts: Vec<f64> = self
                     .matching(&q.selector)
-                    .filter_map(|s| s.points.iter().rev().find(|(t, _)| *t > from && *t <= now).map(|p| p.1))
+                    .filter_map(|s| {
+                        s.points.iter().rev().find(|(t, _)| *t > from && *t <= now).map(|p| p.1)
+                    })
                     .collect();
                 (!lasts.is_empty()).then(|| lasts.iter().sum())
             }
@@ -179,7 +193,12 @@ impl SignalSource for SeriesSource {
         })
     }
 
-    fn histogram(&self, selector: &Selector, from: u64, to: u64) -> Result<Option<Histogram>, SignalError> {
+    fn histogram(
+        &self,
+        selector: &Selector,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Histogram>, SignalError> {
         let values = self.values_in(selector, from, to);
         if values.is_empty() {
             return Ok(None);
@@ -192,7 +211,13 @@ impl SignalSource for SeriesSource {
         Ok(Some(Histogram { bounds: self.buckets.clone(), counts }))
     }
 
-    fn counts_by(&self, selector: &Selector, by: &str, from: u64, to: u64) -> Result<BTreeMap<String, f64>, SignalError> {
+    fn counts_by(
+        &self,
+        selector: &Selector,
+        by: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError> {
         let mut out = BTreeMap::new();
         for s in self.matching(selector) {
             if let (Some(key), Some(inc)) = (s.attrs.get(by), Self::increase(s, from, to)) {
@@ -202,12 +227,17 @@ impl SignalSource for SeriesSource {
         Ok(out)
     }
 
-    fn latest_version(&self, selector: &Selector, now: u64) -> Result<Option<VersionSeen>, SignalError> {
+    fn latest_version(
+        &self,
+        selector: &Selector,
+        now: u64,
+    ) -> Result<Option<VersionSeen>, SignalError> {
         let mut sel = selector.clone();
         sel.matchers.remove("model.version");
         let mut first: BTreeMap<&String, u64> = BTreeMap::new();
         for s in self.matching(&sel) {
-            if let (Some(version), Some((t, _))) = (s.attrs.get("model.version"), s.points.first()) {
+            if let (Some(version), Some((t, _))) = (s.attrs.get("model.version"), s.points.first())
+            {
                 if *t <= now {
                     let e = first.entry(version).or_insert(*t);
                     *e = (*e).min(*t);
@@ -223,7 +253,12 @@ impl SignalSource for SeriesSource {
 }
 
 /// Builds a series from notation, sample i at `start + i·step` (missing values skipped).
-pub fn series_from_notation(name: &str, values: &str, start: u64, step: std::time::Duration) -> Result<Series, String> {
+pub fn series_from_notation(
+    name: &str,
+    values: &str,
+    start: u64,
+    step: std::time::Duration,
+) -> Result<Series, String> {
     let (metric, attrs) = parse_series_name(name)?;
     let step = nanos(step);
     let points = expand_values(values)?
@@ -248,7 +283,20 @@ mod tests {
     fn expands_promtool_notation() {
         assert_eq!(
             expand_values("1+2x3 _ 5 _x2 -1-1x1 7x1").expect("valid"),
-            vec![Some(1.0), Some(3.0), Some(5.0), Some(7.0), None, Some(5.0), None, None, Some(-1.0), Some(-2.0), Some(7.0), Some(7.0)]
+            vec![
+                Some(1.0),
+                Some(3.0),
+                Some(5.0),
+                Some(7.0),
+                None,
+                Some(5.0),
+                None,
+                None,
+                Some(-1.0),
+                Some(-2.0),
+                Some(7.0),
+                Some(7.0)
+            ]
         );
         assert_eq!(expand_values("1e-3").expect("valid"), vec![Some(0.001)]);
         assert!(expand_values("1+2").is_err());
@@ -257,7 +305,9 @@ mod tests {
 
     #[test]
     fn parses_series_names() {
-        let (m, a) = parse_series_name(r#"inference.request.duration{model.name="resnet", outcome="ok"}"#).expect("valid");
+        let (m, a) =
+            parse_series_name(r#"inference.request.duration{model.name="resnet", outcome="ok"}"#)
+                .expect("valid");
         assert_eq!(m, "inference.request.duration");
         assert_eq!(a.get("outcome").map(String::as_str), Some("ok"));
         assert!(parse_series_name("x{a=b}").is_err());
@@ -265,9 +315,14 @@ mod tests {
 
     #[test]
     fn reads_statistics_over_windows() {
-        let s = series_from_notation("m", "1 2 3 4 5", secs(0), Duration::from_secs(10)).expect("series");
+        let s = series_from_notation("m", "1 2 3 4 5", secs(0), Duration::from_secs(10))
+            .expect("series");
         let src = SeriesSource::new(vec![s]);
-        let q = |stat, w| SignalQuery { selector: Selector { metric: "m".into(), matchers: BTreeMap::new() }, stat, window: Duration::from_secs(w) };
+        let q = |stat, w| SignalQuery {
+            selector: Selector { metric: "m".into(), matchers: BTreeMap::new() },
+            stat,
+            window: Duration::from_secs(w),
+        };
         assert_eq!(src.read(&q(Stat::Mean, 30), secs(40)).expect("read"), Some(4.0));
         assert_eq!(src.read(&q(Stat::Max, 100), secs(40)).expect("read"), Some(5.0));
         // (0, 40] leaves out the sample at t=0: median of 2, 3, 4, 5.

@@ -200,8 +200,11 @@ pub trait SignalSource {
     ) -> Result<BTreeMap<String, f64>, SignalError>;
 
     /// The newest `model.version` among matching series (by first appearance), if any.
-    fn latest_version(&self, selector: &Selector, now: u64)
-    -> Result<Option<VersionSeen>, SignalError>;
+    fn latest_version(
+        &self,
+        selector: &Selector,
+        now: u64,
+    ) -> Result<Option<VersionSeen>, SignalError>;
 
     /// The statistic of `q` at every multiple of `step` (Unix time) in `(from, to]`, each
     /// over its own window ending there, oldest first; points without data are left out.

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 
 /// Names a job template may use.
-pub const NAMES: &[&str] = &[
-    "reason", "policy", "rule", "target", "model", "version", "value", "time", "key",
-];
+pub const NAMES: &[&str] =
+    &["reason", "policy", "rule", "target", "model", "version", "value", "time", "key"];
 
 fn placeholders(text: &str) -> Result<Vec<(usize, usize, String)>, String> {
     let mut out = Vec::new();
@@ -29,7 +28,10 @@ fn placeholders(text: &str) -> Result<Vec<(usize, usize, String)>, String> {
 pub fn check(text: &str) -> Result<(), String> {
     for (_, _, name) in placeholders(text)? {
         if !NAMES.contains(&name.as_str()) {
-            return Err(format!("unknown placeholder `{{{{ {name} }}}}`: use one of {}", NAMES.join(", ")));
+            return Err(format!(
+                "unknown placeholder `{{{{ {name} }}}}`: use one of {}",
+                NAMES.join(", ")
+            ));
         }
     }
     Ok(())

@@ -33,8 +33,8 @@ use serde::Deserialize;
 use super::check::{self, Policy};
 use super::engine::{self, Action, Decision, PolicyState};
 use super::format::Mode;
-use super::series::{series_from_notation, SeriesSource, DEFAULT_BUCKETS};
-use super::signal::{nanos, NANOS};
+use super::series::{DEFAULT_BUCKETS, SeriesSource, series_from_notation};
+use super::signal::{NANOS, nanos};
 use crate::duration::HumanDuration;
 
 /// Virtual time of the first sample: 2025-01-01T00:00:00Z, so records print real dates.
@@ -142,7 +142,12 @@ pub fn run_paths(paths: &[PathBuf]) -> Vec<TestOutcome> {
 }
 
 fn file_failure(file: &Path, msg: String) -> Vec<TestOutcome> {
-    vec![TestOutcome { file: file.to_owned(), name: "(file)".into(), failures: vec![msg], evaluations: 0 }]
+    vec![TestOutcome {
+        file: file.to_owned(),
+        name: "(file)".into(),
+        failures: vec![msg],
+        evaluations: 0,
+    }]
 }
 
 /// Runs one test file.
@@ -163,10 +168,19 @@ pub fn run_file(file: &Path) -> Vec<TestOutcome> {
         }
     };
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let paths: Vec<PathBuf> = if tf.policies.is_empty() { vec![dir.clone()] } else { tf.policies.iter().map(|p| dir.join(p)).collect() };
+    let paths: Vec<PathBuf> = if tf.policies.is_empty() {
+        vec![dir.clone()]
+    } else {
+        tf.policies.iter().map(|p| dir.join(p)).collect()
+    };
     let report = check::check_paths(&paths);
     if report.has_errors() {
-        let errs: Vec<String> = report.diagnostics.iter().filter(|d| d.severity == check::Severity::Error).map(|d| d.to_string()).collect();
+        let errs: Vec<String> = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == check::Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
         return file_failure(file, format!("policies do not check:\n{}", errs.join("\n")));
     }
     tf.tests.iter().map(|t| run_case(file, t, &report.policies)).collect()
@@ -184,7 +198,12 @@ fn action_word(d: &Decision) -> &'static str {
 fn describe(d: &Decision) -> String {
     let mut s = format!("      {} [{}]: {}", d.rule, action_word(d), d.reason);
     for i in &d.inputs {
-        let _ = write!(s, "\n        input {} = {}", i.query, i.value.map(|v| format!("{v}")).unwrap_or_else(|| "no data".into()));
+        let _ = write!(
+            s,
+            "\n        input {} = {}",
+            i.query,
+            i.value.map(|v| format!("{v}")).unwrap_or_else(|| "no data".into())
+        );
     }
     for c in d.constraints.iter().filter(|c| c.changed) {
         let _ = write!(s, "\n        {}: {}", c.constraint, c.detail);
@@ -194,7 +213,12 @@ fn describe(d: &Decision) -> String {
 
 /// Runs one test case against the loaded policies.
 pub fn run_case(file: &Path, t: &TestCase, policies: &[Policy]) -> TestOutcome {
-    let mut out = TestOutcome { file: file.to_owned(), name: t.name.clone(), failures: Vec::new(), evaluations: 0 };
+    let mut out = TestOutcome {
+        file: file.to_owned(),
+        name: t.name.clone(),
+        failures: Vec::new(),
+        evaluations: 0,
+    };
     let policy = match &t.policy {
         Some(name) => policies.iter().find(|p| p.name() == name),
         None if policies.len() == 1 => policies.first(),
@@ -229,7 +253,11 @@ pub fn run_case(file: &Path, t: &TestCase, policies: &[Policy]) -> TestOutcome {
     for e in &t.expect {
         let at = nanos(e.at.get());
         if at % nanos(eval) != 0 {
-            out.failures.push(format!("expectation at {} is not a multiple of evalInterval {}", e.at, HumanDuration(eval)));
+            out.failures.push(format!(
+                "expectation at {} is not a multiple of evalInterval {}",
+                e.at,
+                HumanDuration(eval)
+            ));
         }
         by_time.entry(at).or_default().push(e);
     }
@@ -261,11 +289,19 @@ pub fn run_case(file: &Path, t: &TestCase, policies: &[Policy]) -> TestOutcome {
     out
 }
 
-fn check_expectation(out: &mut TestOutcome, e: &Expectation, decisions: &[Decision], size: Option<u32>) {
+fn check_expectation(
+    out: &mut TestOutcome,
+    e: &Expectation,
+    decisions: &[Decision],
+    size: Option<u32>,
+) {
     let mut problems = Vec::new();
     if let Some(want) = e.size {
         if size != Some(want) {
-            problems.push(format!("expected size {want}, got {}", size.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())));
+            problems.push(format!(
+                "expected size {want}, got {}",
+                size.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+            ));
         }
     }
     let chosen = match &e.rule {
@@ -282,9 +318,16 @@ fn check_expectation(out: &mut TestOutcome, e: &Expectation, decisions: &[Decisi
             (Some(_), Some(d)) => vec![action_word(d)],
             _ => decisions.iter().map(action_word).filter(|a| *a != "none").collect(),
         };
-        let ok = if want == "none" { got.iter().all(|a| *a == "none") } else { got.contains(&want.as_str()) };
+        let ok = if want == "none" {
+            got.iter().all(|a| *a == "none")
+        } else {
+            got.contains(&want.as_str())
+        };
         if !ok {
-            problems.push(format!("expected action {want}, got {}", if got.is_empty() { "none".to_owned() } else { got.join(", ") }));
+            problems.push(format!(
+                "expected action {want}, got {}",
+                if got.is_empty() { "none".to_owned() } else { got.join(", ") }
+            ));
         }
     }
     if let (Some(want), Some(d)) = (&e.reason, chosen) {
@@ -294,11 +337,23 @@ fn check_expectation(out: &mut TestOutcome, e: &Expectation, decisions: &[Decisi
     }
     if let (Some(want), Some(d)) = (&e.constraint, chosen) {
         let hit = d.constraints.iter().any(|c| {
-            c.changed && serde_json::to_value(c.constraint).ok().and_then(|v| v.as_str().map(|s| s == want)).unwrap_or(false)
+            c.changed
+                && serde_json::to_value(c.constraint)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s == want))
+                    .unwrap_or(false)
         });
         if !hit {
-            let applied: Vec<String> = d.constraints.iter().filter(|c| c.changed).map(|c| c.constraint.to_string()).collect();
-            problems.push(format!("expected constraint {want} to take effect; took effect: {}", if applied.is_empty() { "none".into() } else { applied.join(", ") }));
+            let applied: Vec<String> = d
+                .constraints
+                .iter()
+                .filter(|c| c.changed)
+                .map(|c| c.constraint.to_string())
+                .collect();
+            problems.push(format!(
+                "expected constraint {want} to take effect; took effect: {}",
+                if applied.is_empty() { "none".into() } else { applied.join(", ") }
+            ));
         }
     }
     if !problems.is_empty() {
@@ -343,18 +398,30 @@ pub fn junit(outcomes: &[TestOutcome]) -> String {
         by_file.entry(&o.file).or_default().push(o);
     }
     let total_fail = outcomes.iter().filter(|o| !o.failures.is_empty()).count();
-    let mut s = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"stoker policy test\" tests=\"{}\" failures=\"{total_fail}\">\n", outcomes.len());
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"stoker policy test\" tests=\"{}\" failures=\"{total_fail}\">\n",
+        outcomes.len()
+    );
     for (file, list) in by_file {
         let name = xml_escape(&file.display().to_string());
         let fails = list.iter().filter(|o| !o.failures.is_empty()).count();
-        let _ = writeln!(s, "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{fails}\">", list.len());
+        let _ = writeln!(
+            s,
+            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{fails}\">",
+            list.len()
+        );
         for o in list {
-            let _ = write!(s, "    <testcase classname=\"{name}\" name=\"{}\"", xml_escape(&o.name));
+            let _ =
+                write!(s, "    <testcase classname=\"{name}\" name=\"{}\"", xml_escape(&o.name));
             if o.failures.is_empty() {
                 s.push_str("/>\n");
             } else {
                 let msg = xml_escape(o.failures[0].lines().next().unwrap_or(""));
-                let _ = writeln!(s, ">\n      <failure message=\"{msg}\">{}</failure>\n    </testcase>", xml_escape(&o.failures.join("\n")));
+                let _ = writeln!(
+                    s,
+                    ">\n      <failure message=\"{msg}\">{}</failure>\n    </testcase>",
+                    xml_escape(&o.failures.join("\n"))
+                );
             }
         }
         s.push_str("  </testsuite>\n");

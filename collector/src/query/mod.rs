@@ -43,7 +43,9 @@ use std::time::Duration;
 
 pub use selector::{Matcher, Selector};
 
-use crate::store::{AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollups, Series, SeriesKind, Store};
+use crate::store::{
+    AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollups, Series, SeriesKind, Store,
+};
 
 /// Errors a query can return.
 #[derive(Debug, thiserror::Error)]
@@ -107,14 +109,20 @@ impl std::str::FromStr for Stat {
             _ => {
                 let q = if let Some(p) = s.strip_prefix('p') {
                     p.parse::<f64>().ok().map(|p| p / 100.0)
-                } else if let Some(inner) = s.strip_prefix("quantile(").and_then(|r| r.strip_suffix(')')) {
+                } else if let Some(inner) =
+                    s.strip_prefix("quantile(").and_then(|r| r.strip_suffix(')'))
+                {
                     inner.trim().parse::<f64>().ok()
                 } else {
                     None
                 };
                 match q {
                     Some(q) if (0.0..=1.0).contains(&q) => Stat::Quantile(q),
-                    _ => return Err(QueryError::Bad(format!("unknown statistic {s:?} (mean, min, max, sum, count, last, rate, increase, median, p50..p99.9, quantile(q))"))),
+                    _ => {
+                        return Err(QueryError::Bad(format!(
+                            "unknown statistic {s:?} (mean, min, max, sum, count, last, rate, increase, median, p50..p99.9, quantile(q))"
+                        )));
+                    }
                 }
             }
         })
@@ -161,7 +169,11 @@ impl std::str::FromStr for Across {
             "min" => Across::Min,
             "max" => Across::Max,
             "count" => Across::Count,
-            _ => return Err(QueryError::Bad(format!("unknown aggregation {s:?} (mean, sum, min, max, count)"))),
+            _ => {
+                return Err(QueryError::Bad(format!(
+                    "unknown aggregation {s:?} (mean, sum, min, max, count)"
+                )));
+            }
         })
     }
 }
@@ -342,7 +354,13 @@ fn lower(p: &(impl Points + ?Sized), t: u64) -> usize {
 /// Accumulates points with `a <= ts <= b`; `fallback` is the baseline when no point precedes `a`.
 /// `want_hist` (histogram series only) merges the histograms and skips the per-point value
 /// statistics, which no histogram statistic reads (only whether the window has points).
-fn accumulate(p: &(impl Points + ?Sized), a: u64, b: u64, fallback: f64, want_hist: bool) -> SeriesAcc {
+fn accumulate(
+    p: &(impl Points + ?Sized),
+    a: u64,
+    b: u64,
+    fallback: f64,
+    want_hist: bool,
+) -> SeriesAcc {
     let i0 = lower(p, a);
     let i1 = lower(p, b.saturating_add(1));
     let mut acc = SeriesAcc { min: f64::INFINITY, max: f64::NEG_INFINITY, ..Default::default() };
@@ -419,7 +437,17 @@ struct GroupAcc {
 
 impl GroupAcc {
     fn new(labels: Labels) -> Self {
-        GroupAcc { labels, series: 0, n: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, vals: Vec::new(), samples: Vec::new(), hist: None }
+        GroupAcc {
+            labels,
+            series: 0,
+            n: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            vals: Vec::new(),
+            samples: Vec::new(),
+            hist: None,
+        }
     }
 }
 
@@ -454,7 +482,10 @@ impl<'q> Grouper<'q> {
             return 0;
         }
         let vals = self.keys.iter().map(|k| labels.get(k));
-        let h = crate::store::series_hash("", self.keys.iter().map(|k| k.as_str()).zip(vals.clone().map(|v| v.unwrap_or("\u{0}"))));
+        let h = crate::store::series_hash(
+            "",
+            self.keys.iter().map(|k| k.as_str()).zip(vals.clone().map(|v| v.unwrap_or("\u{0}"))),
+        );
         if let Some(cands) = self.map.get(&h) {
             for c in cands {
                 if self.keys.iter().all(|k| self.groups[*c].labels.get(k) == labels.get(k)) {
@@ -528,7 +559,13 @@ impl Store {
 
     /// Points of a series over `[a, b]` (plus the newest point before `a`), from disk and
     /// memory; `Err` only when disk reads fail.
-    fn materialize(&self, s: &Series, a: u64, b: u64, want_hist: bool) -> Result<(Vec<AggPoint>, f64), QueryError> {
+    fn materialize(
+        &self,
+        s: &Series,
+        a: u64,
+        b: u64,
+        want_hist: bool,
+    ) -> Result<(Vec<AggPoint>, f64), QueryError> {
         let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
         let mut out = Vec::new();
         let mut fallback = d.base_total;
@@ -541,9 +578,15 @@ impl Store {
                     disk.read(0, s.id, a, upto).map_err(QueryError::Store)?
                 } else {
                     let done = self.tier_done(tier);
-                    let mut v = if done > a { disk.read(tier, s.id, a, upto.min(done.saturating_sub(1))).map_err(QueryError::Store)? } else { Vec::new() };
+                    let mut v = if done > a {
+                        disk.read(tier, s.id, a, upto.min(done.saturating_sub(1)))
+                            .map_err(QueryError::Store)?
+                    } else {
+                        Vec::new()
+                    };
                     if upto >= done {
-                        let mut raw = disk.read(0, s.id, done.max(a), upto).map_err(QueryError::Store)?;
+                        let mut raw =
+                            disk.read(0, s.id, done.max(a), upto).map_err(QueryError::Store)?;
                         raw.retain(|p| p.ts >= done.max(a) && v.last().is_none_or(|l| p.ts > l.ts));
                         v.extend(raw);
                     }
@@ -581,7 +624,13 @@ impl Store {
     }
 
     /// Accumulates one series over `[a, b]`.
-    fn series_acc(&self, s: &Series, a: u64, b: u64, want_hist: bool) -> Result<SeriesAcc, QueryError> {
+    fn series_acc(
+        &self,
+        s: &Series,
+        a: u64,
+        b: u64,
+        want_hist: bool,
+    ) -> Result<SeriesAcc, QueryError> {
         {
             let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
             if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
@@ -593,12 +642,23 @@ impl Store {
         Ok(accumulate(pts.as_slice(), a, b, fallback, want_hist))
     }
 
-    fn fold(&self, q: &Query, s: &Series, mut acc: SeriesAcc, g: &mut GroupAcc, window_s: f64) -> Result<(), QueryError> {
+    fn fold(
+        &self,
+        q: &Query,
+        s: &Series,
+        mut acc: SeriesAcc,
+        g: &mut GroupAcc,
+        window_s: f64,
+    ) -> Result<(), QueryError> {
         if acc.n == 0 {
             return Ok(());
         }
         if let (Stat::Quantile(_), SeriesKind::Counter) = (q.stat, s.kind) {
-            return Err(QueryError::Unsupported { stat: q.stat.to_string(), kind: s.kind, metric: s.metric.to_string() });
+            return Err(QueryError::Unsupported {
+                stat: q.stat.to_string(),
+                kind: s.kind,
+                metric: s.metric.to_string(),
+            });
         }
         g.series += 1;
         let default_merge = q.across.is_none();
@@ -670,11 +730,19 @@ impl Store {
             Stat::Min => (!g.vals.is_empty()).then_some(g.min),
             Stat::Max => (!g.vals.is_empty()).then_some(g.max),
             Stat::Last => (!g.vals.is_empty()).then(|| g.sum / g.vals.len() as f64),
-            Stat::Sum | Stat::Count | Stat::Rate | Stat::Increase => (!g.vals.is_empty()).then_some(g.sum),
+            Stat::Sum | Stat::Count | Stat::Rate | Stat::Increase => {
+                (!g.vals.is_empty()).then_some(g.sum)
+            }
         }
     }
 
-    fn eval_window(&self, q: &Query, series: &[Arc<Series>], a: u64, b: u64) -> Result<Vec<GroupValue>, QueryError> {
+    fn eval_window(
+        &self,
+        q: &Query,
+        series: &[Arc<Series>],
+        a: u64,
+        b: u64,
+    ) -> Result<Vec<GroupValue>, QueryError> {
         let window_s = (b - a) as f64 / 1e9;
         let window_s = if window_s > 0.0 { window_s } else { 1.0 };
         let want_hist = true;
@@ -684,7 +752,8 @@ impl Store {
             let g = &mut grouper.groups[slot];
             if let (Stat::Quantile(_), SeriesKind::Gauge, None) = (q.stat, s.kind, q.across) {
                 // Exact quantile over every sample of the group.
-                let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+                let d =
+                    s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
                 let before = g.samples.len();
                 if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
                     let i0 = d.ts.partition_point(|t| *t < a);
@@ -695,7 +764,9 @@ impl Store {
                     let (pts, _) = self.materialize(s, a, b, false)?;
                     // Downsampled points contribute their mean: exact on raw data, approximate
                     // on tiers.
-                    g.samples.extend(pts.iter().filter(|p| p.ts >= a).map(|p| p.sum / p.count.max(1) as f64));
+                    g.samples.extend(
+                        pts.iter().filter(|p| p.ts >= a).map(|p| p.sum / p.count.max(1) as f64),
+                    );
                 }
                 if g.samples.len() > before {
                     g.series += 1;
@@ -723,7 +794,13 @@ impl Store {
     }
 
     /// Evaluates `q` at `start, start + step, …, ≤ end`, each over `[t - q.window, t]`.
-    pub fn range(&self, q: &Query, start: u64, end: u64, step: Duration) -> Result<Vec<GroupRange>, QueryError> {
+    pub fn range(
+        &self,
+        q: &Query,
+        start: u64,
+        end: u64,
+        step: Duration,
+    ) -> Result<Vec<GroupRange>, QueryError> {
         let step_n = step.as_nanos() as u64;
         if step_n == 0 {
             return Err(QueryError::Bad("step must be positive".into()));
@@ -733,15 +810,22 @@ impl Store {
         }
         let steps = (end - start) / step_n + 1;
         if steps > 11_000 {
-            return Err(QueryError::Bad(format!("{steps} steps; at most 11000 per query (raise step)")));
+            return Err(QueryError::Bad(format!(
+                "{steps} steps; at most 11000 per query (raise step)"
+            )));
         }
         let series = self.matching(&q.selector);
         let mut by_group: BTreeMap<Vec<(String, String)>, GroupRange> = BTreeMap::new();
         for i in 0..steps {
             let t = start + i * step_n;
             for g in self.eval_window(q, &series, crate::store::before(t, q.window), t)? {
-                let key: Vec<(String, String)> = g.group.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                by_group.entry(key).or_insert_with(|| GroupRange { group: g.group.clone(), points: Vec::new() }).points.push((t, g.value));
+                let key: Vec<(String, String)> =
+                    g.group.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                by_group
+                    .entry(key)
+                    .or_insert_with(|| GroupRange { group: g.group.clone(), points: Vec::new() })
+                    .points
+                    .push((t, g.value));
             }
         }
         Ok(by_group.into_values().collect())
@@ -749,11 +833,21 @@ impl Store {
 
     /// The merged histogram of every matching series over `[start, end]`, per group: the
     /// bucket distribution for drift statistics (e.g. `inference.prediction.confidence`).
-    pub fn histogram_window(&self, sel: &Selector, start: u64, end: u64, group_by: &[String]) -> Result<Vec<(Labels, Histogram)>, QueryError> {
+    pub fn histogram_window(
+        &self,
+        sel: &Selector,
+        start: u64,
+        end: u64,
+        group_by: &[String],
+    ) -> Result<Vec<(Labels, Histogram)>, QueryError> {
         let mut grouper = Grouper::new(group_by);
         for s in self.matching(sel) {
             if s.kind != SeriesKind::Histogram {
-                return Err(QueryError::Unsupported { stat: "histogram".into(), kind: s.kind, metric: s.metric.to_string() });
+                return Err(QueryError::Unsupported {
+                    stat: "histogram".into(),
+                    kind: s.kind,
+                    metric: s.metric.to_string(),
+                });
             }
             let acc = self.series_acc(&s, start, end, true)?;
             if let Some(h) = acc.hist {
@@ -770,7 +864,13 @@ impl Store {
 
     /// Counter increments over `[start, end]` summed by the value of one attribute (e.g.
     /// `inference.prediction.class` by `class`). Series without the attribute are left out.
-    pub fn increase_by(&self, sel: &Selector, start: u64, end: u64, attr: &str) -> Result<BTreeMap<String, f64>, QueryError> {
+    pub fn increase_by(
+        &self,
+        sel: &Selector,
+        start: u64,
+        end: u64,
+        attr: &str,
+    ) -> Result<BTreeMap<String, f64>, QueryError> {
         let mut out = BTreeMap::new();
         for s in self.matching(sel) {
             let Some(v) = s.labels.get(attr) else { continue };
@@ -789,8 +889,13 @@ impl Store {
         let mut out = Vec::new();
         for s in self.matching(sel) {
             let first = {
-                let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
-                if d.mem_start == 0 || self.disk.is_none() { Some(d.ts.first().copied()) } else { None }
+                let d =
+                    s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+                if d.mem_start == 0 || self.disk.is_none() {
+                    Some(d.ts.first().copied())
+                } else {
+                    None
+                }
             };
             let first = match first {
                 Some(f) => f,

@@ -41,7 +41,8 @@ pub enum Matcher {
 }
 
 fn anchored(pattern: &str) -> Result<Regex, QueryError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| QueryError::Bad(format!("bad regex {pattern:?}: {e}")))
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| QueryError::Bad(format!("bad regex {pattern:?}: {e}")))
 }
 
 impl Matcher {
@@ -95,7 +96,10 @@ impl Selector {
     }
 
     /// Adds equality matchers from `key: value` pairs (a policy's `where:`).
-    pub fn with_eq<K: Into<String>, V: Into<String>>(mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn with_eq<K: Into<String>, V: Into<String>>(
+        mut self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         for (k, v) in pairs {
             self.matchers.push(Matcher::eq(k, v));
         }
@@ -111,11 +115,15 @@ impl Selector {
         };
         let metric = metric.trim();
         if metric.is_empty() || metric.chars().any(|c| c.is_whitespace() || c == '"' || c == '}') {
-            return Err(QueryError::Bad(format!("selector {text:?}: expected a metric name first")));
+            return Err(QueryError::Bad(format!(
+                "selector {text:?}: expected a metric name first"
+            )));
         }
         let mut sel = Selector::new(metric);
         let Some(rest) = rest else { return Ok(sel) };
-        let body = rest.strip_suffix('}').ok_or_else(|| QueryError::Bad(format!("selector {text:?}: missing closing brace")))?;
+        let body = rest
+            .strip_suffix('}')
+            .ok_or_else(|| QueryError::Bad(format!("selector {text:?}: missing closing brace")))?;
         let mut chars = body.char_indices().peekable();
         loop {
             while chars.peek().is_some_and(|(_, c)| c.is_whitespace() || *c == ',') {
@@ -147,7 +155,9 @@ impl Selector {
                 chars.next();
             }
             if chars.next().map(|(_, c)| c) != Some('"') {
-                return Err(QueryError::Bad(format!("selector {text:?}: value of {key:?} must be a double-quoted string")));
+                return Err(QueryError::Bad(format!(
+                    "selector {text:?}: value of {key:?} must be a double-quoted string"
+                )));
             }
             let mut value = String::new();
             let mut closed = false;
@@ -173,7 +183,11 @@ impl Selector {
                 "!=" => Matcher::ne(key, value),
                 "=~" => Matcher::re(key, &value)?,
                 "!~" => Matcher::not_re(key, &value)?,
-                _ => return Err(QueryError::Bad(format!("selector {text:?}: unknown operator {op:?} (=, !=, =~, !~)"))),
+                _ => {
+                    return Err(QueryError::Bad(format!(
+                        "selector {text:?}: unknown operator {op:?} (=, !=, =~, !~)"
+                    )));
+                }
             });
         }
         Ok(sel)
@@ -186,10 +200,17 @@ mod tests {
 
     #[test]
     fn parses_all_operators() {
-        let s = Selector::parse(r#"hw.gpu.utilization{host.name="n1", hw.model!="T4",service.name=~"res.*", x!~"a|b"}"#).expect("parses");
+        let s = Selector::parse(
+            r#"hw.gpu.utilization{host.name="n1", hw.model!="T4",service.name=~"res.*", x!~"a|b"}"#,
+        )
+        .expect("parses");
         assert_eq!(s.metric, "hw.gpu.utilization");
         assert_eq!(s.matchers.len(), 4);
-        let l = Labels::from_pairs([("host.name", "n1"), ("service.name", "resnet"), ("hw.model", "A100")]);
+        let l = Labels::from_pairs([
+            ("host.name", "n1"),
+            ("service.name", "resnet"),
+            ("hw.model", "A100"),
+        ]);
         assert!(s.matchers.iter().all(|m| m.matches(&l)));
         assert!(Selector::parse("m{a=b}").is_err());
         assert!(Selector::parse("m{a=\"b\"").is_err());

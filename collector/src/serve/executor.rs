@@ -16,8 +16,8 @@ use tracing::{info, warn};
 
 use crate::actuate::spec::{JobSpec, ResizeSpec};
 use crate::actuate::{
-    build_job_runner, build_resizer, ActionKind, ActuateEnv, ActuateError, Bounds, IdempotencyKey,
-    JobContext, JobHandle, JobRunner, JobState, ResizeOutcome, Resizer,
+    ActionKind, ActuateEnv, ActuateError, Bounds, IdempotencyKey, JobContext, JobHandle, JobRunner,
+    JobState, ResizeOutcome, Resizer, build_job_runner, build_resizer,
 };
 use crate::policy::engine::{Outcome, OutcomeStatus};
 use crate::policy::runtime::{ExecError, Executor, JobRef, JobStatus, TargetRef};
@@ -53,7 +53,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ActuatorExecutor {
     /// An executor building its actuators from `env`.
     pub fn new(env: ActuateEnv) -> Self {
-        Self { env, resizers: Mutex::default(), runners: Mutex::default(), handles: Mutex::default() }
+        Self {
+            env,
+            resizers: Mutex::default(),
+            runners: Mutex::default(),
+            handles: Mutex::default(),
+        }
     }
 
     /// The actuator environment (journal, secrets, HTTP client).
@@ -101,10 +106,15 @@ impl ActuatorExecutor {
     /// Drops the actuators of targets and rules no longer in the policy set, shutting down
     /// removed resizers (which stops local replicas). `targets` are `(policy, target)` and
     /// `rules` `(policy, rule)` pairs in force.
-    pub async fn retain(&self, targets: &BTreeSet<(String, String)>, rules: &BTreeSet<(String, String)>) {
+    pub async fn retain(
+        &self,
+        targets: &BTreeSet<(String, String)>,
+        rules: &BTreeSet<(String, String)>,
+    ) {
         let removed: Vec<(ResizerKey, Arc<dyn Resizer>)> = {
             let mut map = lock(&self.resizers);
-            let gone: Vec<ResizerKey> = map.keys().filter(|k| !targets.contains(*k)).cloned().collect();
+            let gone: Vec<ResizerKey> =
+                map.keys().filter(|k| !targets.contains(*k)).cloned().collect();
             gone.into_iter().filter_map(|k| map.remove(&k).map(|(_, r)| (k, r))).collect()
         };
         lock(&self.runners).retain(|k, _| rules.contains(k));
@@ -118,7 +128,8 @@ impl ActuatorExecutor {
 
     /// Shuts down every resizer (local replicas stop); call once when the collector stops.
     pub async fn shutdown(&self) {
-        let all: Vec<(ResizerKey, Arc<dyn Resizer>)> = lock(&self.resizers).drain().map(|(k, (_, r))| (k, r)).collect();
+        let all: Vec<(ResizerKey, Arc<dyn Resizer>)> =
+            lock(&self.resizers).drain().map(|(k, (_, r))| (k, r)).collect();
         lock(&self.runners).clear();
         for ((policy, target), r) in all {
             if let Err(e) = r.shutdown().await {
@@ -197,7 +208,13 @@ impl Executor for ActuatorExecutor {
         })
     }
 
-    fn resize<'a>(&'a self, target: &'a TargetRef, desired: u32, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome> {
+    fn resize<'a>(
+        &'a self,
+        target: &'a TargetRef,
+        desired: u32,
+        key: &'a str,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let r = match self.resizer(target).await {
                 Ok(r) => r,
@@ -224,14 +241,19 @@ impl Executor for ActuatorExecutor {
                 Ok(r) => r,
                 Err(e) => return failed(&e),
             };
-            let ctx = JobContext { policy: job.policy.clone(), rule: job.rule.clone(), values: params.clone() };
+            let ctx = JobContext {
+                policy: job.policy.clone(),
+                rule: job.rule.clone(),
+                values: params.clone(),
+            };
             let key = IdempotencyKey::from_raw(key);
             match runner.start(&ctx, &key, dry_run).await {
                 Ok(h) => {
                     // The runtime follows the job by this id; jobs without a remote id (a
                     // command, a webhook) are followed by their key.
                     let id = h.remote_id.clone().unwrap_or_else(|| h.key.as_str().to_owned());
-                    let status = if h.dry_run { OutcomeStatus::DryRun } else { OutcomeStatus::Applied };
+                    let status =
+                        if h.dry_run { OutcomeStatus::DryRun } else { OutcomeStatus::Applied };
                     let message = h.url.clone().unwrap_or_default();
                     lock(&self.handles).insert(id.clone(), h);
                     Outcome { status, attempts: 1, remote_ids: vec![id], message }
@@ -253,8 +275,12 @@ impl Executor for ActuatorExecutor {
                     JobState::Started => JobStatus::Pending,
                     JobState::Running => JobStatus::Running,
                     JobState::Succeeded => JobStatus::Succeeded,
-                    JobState::Failed => JobStatus::Failed { message: s.detail.unwrap_or_else(|| "failed".into()) },
-                    JobState::TimedOut => JobStatus::Failed { message: s.detail.unwrap_or_else(|| "timed out".into()) },
+                    JobState::Failed => {
+                        JobStatus::Failed { message: s.detail.unwrap_or_else(|| "failed".into()) }
+                    }
+                    JobState::TimedOut => JobStatus::Failed {
+                        message: s.detail.unwrap_or_else(|| "timed out".into()),
+                    },
                 },
                 Err(e) => {
                     warn!(policy = %job.policy, rule = %job.rule, error = %e, "Polling a job failed.");

@@ -88,7 +88,14 @@ pub enum ServeError {
 impl ServeError {
     /// Whether the configuration is at fault (the binary exits 64, EX_CONFIG).
     pub fn is_config(&self) -> bool {
-        matches!(self, ServeError::Config(_) | ServeError::Actuators { source: ActuateError::Config(_) | ActuateError::Secret { .. }, .. })
+        matches!(
+            self,
+            ServeError::Config(_)
+                | ServeError::Actuators {
+                    source: ActuateError::Config(_) | ActuateError::Secret { .. },
+                    ..
+                }
+        )
     }
 }
 
@@ -131,16 +138,21 @@ pub async fn start(
     config.store.data_dir = Some(data_dir.clone());
     let tokens = config.auth.tokens()?;
     let secrets = Secrets::from_config(config.secrets.clone()).map_err(|problems| {
-        ServeError::Config(ConfigError::Invalid { path: "configuration".into(), key: "secrets".into(), message: problems.join("; ") })
+        ServeError::Config(ConfigError::Invalid {
+            path: "configuration".into(),
+            key: "secrets".into(),
+            message: problems.join("; "),
+        })
     })?;
     let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(store_config, Arc::new(SystemClock)))
-        .await
-        .map_err(|join| ServeError::Store {
-            dir: data_dir.clone(),
-            source: StoreError::Db(format!("store open task failed: {join}")),
-        })?
-        .map_err(|source| ServeError::Store { dir: data_dir.clone(), source })?;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(store_config, Arc::new(SystemClock)))
+            .await
+            .map_err(|join| ServeError::Store {
+                dir: data_dir.clone(),
+                source: StoreError::Db(format!("store open task failed: {join}")),
+            })?
+            .map_err(|source| ServeError::Store { dir: data_dir.clone(), source })?;
     let store = Arc::new(store);
     tracker.spawn(store.clone().run_background(cancel.clone()));
 
@@ -149,10 +161,14 @@ pub async fn start(
     // Anomaly signals (issue 9): scored every minute, served at /api/v1/anomalies.
     let scorer = crate::anomaly::AnomalyScorer::new(crate::anomaly::AnomalyConfig::default());
     extra_api.push(crate::anomaly::router(scorer.board()));
-    tracker.spawn(crate::anomaly::run(store.clone(), scorer, cancel.clone()).instrument(tracing::info_span!("anomaly")));
+    tracker.spawn(
+        crate::anomaly::run(store.clone(), scorer, cancel.clone())
+            .instrument(tracing::info_span!("anomaly")),
+    );
     let policy = match &policies {
         Some(dir) => {
-            let (rt, executor) = start_policy(&config, dir, &data_dir, secrets, store.clone(), &cancel)?;
+            let (rt, executor) =
+                start_policy(&config, dir, &data_dir, secrets, store.clone(), &cancel)?;
             extra_api.push(crate::policy::router(rt.clone()));
             let metrics_rt = rt.clone();
             extra_metrics.push(Arc::new(move || metrics_rt.metrics_text()));
@@ -161,13 +177,21 @@ pub async fn start(
         None => None,
     };
     let (bound, handles) = server::start(
-        ServeOptions { server: config.server.clone(), tokens, store: store.clone(), extra_api, extra_metrics },
+        ServeOptions {
+            server: config.server.clone(),
+            tokens,
+            store: store.clone(),
+            extra_api,
+            extra_metrics,
+        },
         cancel.clone(),
         tracker.clone(),
     )
     .await?;
     let runtime = policy.map(|(rt, executor)| {
-        tracker.spawn(run_policy(rt.clone(), executor, cancel).instrument(tracing::info_span!("policy")));
+        tracker.spawn(
+            run_policy(rt.clone(), executor, cancel).instrument(tracing::info_span!("policy")),
+        );
         rt
     });
     Ok(RunningCollector { bound, handles, store, policy: runtime })
@@ -184,18 +208,26 @@ fn start_policy(
     cancel: &CancellationToken,
 ) -> Result<(PolicyRuntime, Arc<ActuatorExecutor>), ServeError> {
     let actuators = |source| ServeError::Actuators { dir: data_dir.to_path_buf(), source };
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| actuators(ActuateError::Journal(format!("create {}: {e}", data_dir.display()))))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        actuators(ActuateError::Journal(format!("create {}: {e}", data_dir.display())))
+    })?;
     let journal = Arc::new(Journal::open(&data_dir.join("actions.redb")).map_err(actuators)?);
     let env = ActuateEnv::new(config.actuators.clone(), secrets, journal).map_err(actuators)?;
     let executor = Arc::new(ActuatorExecutor::new(env));
     let source = Arc::new(StoreSource::new(store));
-    let exporter = config.policy.otlp_logs_endpoint.clone().map(|endpoint| DecisionExporter::spawn(endpoint, cancel.clone()));
+    let exporter = config
+        .policy
+        .otlp_logs_endpoint
+        .clone()
+        .map(|endpoint| DecisionExporter::spawn(endpoint, cancel.clone()));
     let mut rc = RuntimeConfig::new(dir.to_path_buf(), data_dir.to_path_buf());
     rc.reload_poll = config.policy.reload_poll.get();
     rc.job_poll = config.policy.job_poll.get();
     let rt = PolicyRuntime::new(rc, executor.clone(), source, runtime::system_clock(), exporter)
-        .map_err(|source| ServeError::Policy { dir: dir.to_path_buf(), source: Box::new(source) })?;
+        .map_err(|source| ServeError::Policy {
+            dir: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
     let loaded = rt.snapshot();
     tracing::info!(policies = %dir.display(), loaded = loaded.policies.len(), errors = loaded.errors.len(), "Policy engine started.");
     Ok((rt, executor))
@@ -212,12 +244,21 @@ async fn run_policy(rt: PolicyRuntime, executor: Arc<ActuatorExecutor>, cancel: 
             loop {
                 every.tick().await;
                 let snap = rt.snapshot();
-                let targets: BTreeSet<(String, String)> =
-                    snap.policies.iter().map(|p| (p.name().to_owned(), p.doc.spec.target.name.clone())).collect();
+                let targets: BTreeSet<(String, String)> = snap
+                    .policies
+                    .iter()
+                    .map(|p| (p.name().to_owned(), p.doc.spec.target.name.clone()))
+                    .collect();
                 let rules: BTreeSet<(String, String)> = snap
                     .policies
                     .iter()
-                    .flat_map(|p| p.doc.spec.retrain.iter().map(move |r| (p.name().to_owned(), r.name.clone())))
+                    .flat_map(|p| {
+                        p.doc
+                            .spec
+                            .retrain
+                            .iter()
+                            .map(move |r| (p.name().to_owned(), r.name.clone()))
+                    })
                     .collect();
                 executor.retain(&targets, &rules).await;
             }

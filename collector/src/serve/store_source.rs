@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::policy::signal::{
-    grid, nanos, Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen,
+    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, grid, nanos,
 };
 use crate::query::{self, Across, Query, QueryError};
 use crate::store::Store;
@@ -77,7 +77,8 @@ impl StoreSource {
 
 /// The engine's selector as the store's (attribute equality matchers).
 fn selector(s: &Selector) -> query::Selector {
-    query::Selector::new(s.metric.clone()).with_eq(s.matchers.iter().map(|(k, v)| (k.clone(), v.clone())))
+    query::Selector::new(s.metric.clone())
+        .with_eq(s.matchers.iter().map(|(k, v)| (k.clone(), v.clone())))
 }
 
 fn source_error(what: impl std::fmt::Display, e: QueryError) -> SignalError {
@@ -90,7 +91,12 @@ impl SignalSource for StoreSource {
         Ok(Self::finish(q, groups.first().map(|g| g.value)))
     }
 
-    fn histogram(&self, selector_: &Selector, from: u64, to: u64) -> Result<Option<Histogram>, SignalError> {
+    fn histogram(
+        &self,
+        selector_: &Selector,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Histogram>, SignalError> {
         let groups = self
             .store
             .histogram_window(&selector(selector_), from.saturating_add(1), to, &[])
@@ -100,16 +106,29 @@ impl SignalSource for StoreSource {
             return Ok(None);
         }
         let (bounds, counts) = h.as_explicit();
-        Ok(Some(Histogram { bounds: bounds.to_vec(), counts: counts.into_iter().map(|c| c as f64).collect() }))
+        Ok(Some(Histogram {
+            bounds: bounds.to_vec(),
+            counts: counts.into_iter().map(|c| c as f64).collect(),
+        }))
     }
 
-    fn counts_by(&self, selector_: &Selector, by: &str, from: u64, to: u64) -> Result<BTreeMap<String, f64>, SignalError> {
+    fn counts_by(
+        &self,
+        selector_: &Selector,
+        by: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError> {
         self.store
             .increase_by(&selector(selector_), from.saturating_add(1), to, by)
             .map_err(|e| source_error(format!("increase({selector_}) by {by}"), e))
     }
 
-    fn latest_version(&self, selector_: &Selector, now: u64) -> Result<Option<VersionSeen>, SignalError> {
+    fn latest_version(
+        &self,
+        selector_: &Selector,
+        now: u64,
+    ) -> Result<Option<VersionSeen>, SignalError> {
         let mut sel = selector_.clone();
         sel.matchers.remove(VERSION_ATTR);
         let store_sel = selector(&sel);
@@ -121,7 +140,8 @@ impl SignalSource for StoreSource {
                 .into_iter()
                 .filter_map(|s| {
                     let version = s.labels.get(VERSION_ATTR)?.to_owned();
-                    let key: Vec<(String, String)> = s.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                    let key: Vec<(String, String)> =
+                        s.labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
                     let t = cache.get(&key).copied();
                     Some((key, version, t))
                 })
@@ -139,10 +159,14 @@ impl SignalSource for StoreSource {
             }
         }
         if missing {
-            let found = self.store.first_seen(&store_sel).map_err(|e| source_error(format!("latest_version({selector_})"), e))?;
+            let found = self
+                .store
+                .first_seen(&store_sel)
+                .map_err(|e| source_error(format!("latest_version({selector_})"), e))?;
             let mut cache = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
             for (labels, t) in found {
-                let key: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                let key: Vec<(String, String)> =
+                    labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
                 if known.iter().any(|(k, _, cached)| k == &key && cached.is_none()) {
                     cache.insert(key, t);
                     if let Some(version) = labels.get(VERSION_ATTR) {
@@ -160,7 +184,13 @@ impl SignalSource for StoreSource {
             .map(|(version, first_seen)| VersionSeen { version, first_seen }))
     }
 
-    fn range(&self, q: &SignalQuery, from: u64, to: u64, step: Duration) -> Result<Vec<(u64, f64)>, SignalError> {
+    fn range(
+        &self,
+        q: &SignalQuery,
+        from: u64,
+        to: u64,
+        step: Duration,
+    ) -> Result<Vec<(u64, f64)>, SignalError> {
         let step_n = nanos(step).max(1);
         let Some(first) = grid(from, to, step).next() else { return Ok(Vec::new()) };
         let store_q = self.query(q);
@@ -172,11 +202,16 @@ impl SignalSource for StoreSource {
                 .store
                 .range(&store_q, start, end, Duration::from_nanos(step_n))
                 .map_err(|e| source_error(q, e))?;
-            let points: BTreeMap<u64, f64> = groups.into_iter().next().map(|g| g.points.into_iter().collect()).unwrap_or_default();
+            let points: BTreeMap<u64, f64> = groups
+                .into_iter()
+                .next()
+                .map(|g| g.points.into_iter().collect())
+                .unwrap_or_default();
             // Walk the grid so `count` reads 0 where the store has no group, as `read` does.
             let mut t = start;
             while t <= end {
-                if let Some(v) = Self::finish(q, points.get(&t).copied()).filter(|v| v.is_finite()) {
+                if let Some(v) = Self::finish(q, points.get(&t).copied()).filter(|v| v.is_finite())
+                {
                     out.push((t, v));
                 }
                 match t.checked_add(step_n) {

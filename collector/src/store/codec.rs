@@ -206,7 +206,13 @@ const REC_GAUGE: u8 = 1;
 const REC_COUNTER: u8 = 2;
 const REC_HIST: u8 = 3;
 
-pub(crate) fn wal_define(w: &mut Vec<u8>, id: u32, metric: &str, kind: SeriesKind, pairs: &[(&str, &str)]) {
+pub(crate) fn wal_define(
+    w: &mut Vec<u8>,
+    id: u32,
+    metric: &str,
+    kind: SeriesKind,
+    pairs: &[(&str, &str)],
+) {
     w.push(REC_DEFINE);
     w.extend_from_slice(&id.to_le_bytes());
     w.push(kind.code());
@@ -240,7 +246,13 @@ pub(crate) fn wal_counter(w: &mut Vec<u8>, id: u32, ts: u64, total: f64, raw: Op
     }
 }
 
-pub(crate) fn wal_hist(w: &mut Vec<u8>, id: u32, ts: u64, delta: &Histogram, cum: Option<(u64, &Histogram)>) {
+pub(crate) fn wal_hist(
+    w: &mut Vec<u8>,
+    id: u32,
+    ts: u64,
+    delta: &Histogram,
+    cum: Option<(u64, &Histogram)>,
+) {
     w.push(REC_HIST);
     w.extend_from_slice(&id.to_le_bytes());
     w.extend_from_slice(&ts.to_le_bytes());
@@ -311,7 +323,15 @@ pub(crate) struct CatalogRow {
     pub cum: Cumulative,
 }
 
-pub(crate) fn put_catalog(out: &mut Vec<u8>, kind: SeriesKind, metric: &str, pairs: &[(std::sync::Arc<str>, std::sync::Arc<str>)], last_ts: u64, last_total: f64, cum: &Cumulative) {
+pub(crate) fn put_catalog(
+    out: &mut Vec<u8>,
+    kind: SeriesKind,
+    metric: &str,
+    pairs: &[(std::sync::Arc<str>, std::sync::Arc<str>)],
+    last_ts: u64,
+    last_total: f64,
+    cum: &Cumulative,
+) {
     out.push(kind.code());
     put_str(out, metric);
     put_varint(out, pairs.len() as u64);
@@ -381,7 +401,9 @@ impl XorCol {
 /// Encodes points (sorted by time) into a block. Layout: version, flags, count, first and last
 /// timestamp, timestamp deltas, then value columns and histograms.
 pub(crate) fn encode_block(points: &[AggPoint]) -> Vec<u8> {
-    let simple = points.iter().all(|p| p.count == 1 && p.sum == p.last && p.min == p.last && p.max == p.last);
+    let simple = points
+        .iter()
+        .all(|p| p.count == 1 && p.sum == p.last && p.min == p.last && p.max == p.last);
     let has_hist = points.iter().any(|p| p.hist.is_some());
     let mut out = Vec::with_capacity(16 + points.len() * 4);
     out.push(1);
@@ -408,7 +430,12 @@ pub(crate) fn encode_block(points: &[AggPoint]) -> Vec<u8> {
         for p in points {
             put_varint(&mut out, p.count);
         }
-        for f in [|p: &AggPoint| p.sum, |p: &AggPoint| p.min, |p: &AggPoint| p.max, |p: &AggPoint| p.last] {
+        for f in [
+            |p: &AggPoint| p.sum,
+            |p: &AggPoint| p.min,
+            |p: &AggPoint| p.max,
+            |p: &AggPoint| p.last,
+        ] {
             let mut c = XorCol { prev: 0 };
             for p in points {
                 c.put(&mut out, f(p));
@@ -541,15 +568,32 @@ mod tests {
     fn blocks_round_trip() {
         let h = Histogram::explicit(vec![0.1, 0.5], vec![1, 2, 3], 4.2);
         let pts = vec![
-            AggPoint { ts: 1_000, count: 3, sum: 3.0, min: 0.5, max: 2.0, last: 1.0, hist: Some(h.clone()) },
-            AggPoint { ts: 2_500, count: 1, sum: 1.0, min: 1.0, max: 1.0, last: 1.0, hist: Some(h) },
+            AggPoint {
+                ts: 1_000,
+                count: 3,
+                sum: 3.0,
+                min: 0.5,
+                max: 2.0,
+                last: 1.0,
+                hist: Some(h.clone()),
+            },
+            AggPoint {
+                ts: 2_500,
+                count: 1,
+                sum: 1.0,
+                min: 1.0,
+                max: 1.0,
+                last: 1.0,
+                hist: Some(h),
+            },
         ];
         let enc = encode_block(&pts);
         let mut back = Vec::new();
         decode_block(&enc, &mut back).expect("decodes");
         assert_eq!(back, pts);
         assert_eq!(block_last_ts(&enc), Some(2_500));
-        let raw: Vec<AggPoint> = (0..100).map(|i| AggPoint::raw(i * 1_000_000_000, 0.5, None)).collect();
+        let raw: Vec<AggPoint> =
+            (0..100).map(|i| AggPoint::raw(i * 1_000_000_000, 0.5, None)).collect();
         let enc = encode_block(&raw);
         assert!(enc.len() < 100 * 3, "steady gauge costs {} bytes", enc.len());
         let mut back = Vec::new();

@@ -71,8 +71,14 @@ impl Default for StoreConfig {
             memory_window: HumanDuration::from_secs(15 * 60),
             raw_retention: HumanDuration::from_secs(2 * 3600),
             tiers: vec![
-                TierConfig { resolution: HumanDuration::from_secs(10), retention: HumanDuration::from_secs(24 * 3600) },
-                TierConfig { resolution: HumanDuration::from_secs(60), retention: HumanDuration::from_secs(14 * 24 * 3600) },
+                TierConfig {
+                    resolution: HumanDuration::from_secs(10),
+                    retention: HumanDuration::from_secs(24 * 3600),
+                },
+                TierConfig {
+                    resolution: HumanDuration::from_secs(60),
+                    retention: HumanDuration::from_secs(14 * 24 * 3600),
+                },
             ],
             max_bytes: 50 << 30,
             max_pending_log_bytes: 512 << 20,
@@ -84,8 +90,13 @@ impl StoreConfig {
     /// Problems with this configuration, as `(key, message)` pairs.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        if self.commit_interval.get() > Duration::from_secs(1) || self.commit_interval.get().is_zero() {
-            errs.push(("store.commit_interval".into(), "must be between 1ms and 1s (the durability promise)".into()));
+        if self.commit_interval.get() > Duration::from_secs(1)
+            || self.commit_interval.get().is_zero()
+        {
+            errs.push((
+                "store.commit_interval".into(),
+                "must be between 1ms and 1s (the durability promise)".into(),
+            ));
         }
         if self.checkpoint_interval.get() < Duration::from_secs(1) {
             errs.push(("store.checkpoint_interval".into(), "must be at least 1s".into()));
@@ -96,7 +107,10 @@ impl StoreConfig {
         let mut prev = Duration::ZERO;
         for (i, t) in self.tiers.iter().enumerate() {
             if t.resolution.get() <= prev {
-                errs.push((format!("store.tiers[{i}].resolution"), "tiers must get coarser, finest first".into()));
+                errs.push((
+                    format!("store.tiers[{i}].resolution"),
+                    "tiers must get coarser, finest first".into(),
+                ));
             }
             prev = t.resolution.get();
         }
@@ -105,11 +119,18 @@ impl StoreConfig {
 
     /// Span of one block of tier `k` (0 = raw): 60 aggregates per block.
     fn span(&self, k: usize) -> u64 {
-        self.tiers.get(k.wrapping_sub(1)).map(|t| t.resolution.get().as_nanos() as u64 * 60).unwrap_or(1)
+        self.tiers
+            .get(k.wrapping_sub(1))
+            .map(|t| t.resolution.get().as_nanos() as u64 * 60)
+            .unwrap_or(1)
     }
 
     fn retention(&self, k: usize) -> Duration {
-        if k == 0 { self.raw_retention.get() } else { self.tiers.get(k - 1).map(|t| t.retention.get()).unwrap_or_default() }
+        if k == 0 {
+            self.raw_retention.get()
+        } else {
+            self.tiers.get(k - 1).map(|t| t.retention.get()).unwrap_or_default()
+        }
     }
 }
 
@@ -177,12 +198,19 @@ impl Disk {
     }
 }
 
-fn read_blocks(table: &impl ReadableTable<u128, &'static [u8]>, tier: usize, id: u32, a: u64, b: u64) -> Result<Vec<AggPoint>, StoreError> {
+fn read_blocks(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    tier: usize,
+    id: u32,
+    a: u64,
+    b: u64,
+) -> Result<Vec<AggPoint>, StoreError> {
     let mut blocks = Vec::new();
     for item in table.range(Disk::key(tier, id, 0)..=Disk::key(tier, id, b))?.rev() {
         let (_, v) = item?;
         let v = v.value();
-        let last = codec::block_last_ts(v).ok_or_else(|| StoreError::Corrupt("block header".into()))?;
+        let last =
+            codec::block_last_ts(v).ok_or_else(|| StoreError::Corrupt("block header".into()))?;
         blocks.push(v.to_vec());
         if last < a {
             break;
@@ -203,7 +231,8 @@ pub(crate) fn open(config: StoreConfig, clock: SharedClock) -> Result<Store, Sto
     let Some(dir) = config.data_dir.clone() else {
         return Ok(Store::in_memory(config, clock));
     };
-    std::fs::create_dir_all(&dir).map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| StoreError::Dir { path: dir.display().to_string(), source })?;
     let path = dir.join("store.redb");
     // A modest page cache: recent data is served from the store's own memory, so redb's cache
     // only speeds up reads of older blocks (its 1 GiB default would dominate RSS).
@@ -236,8 +265,10 @@ pub(crate) fn open(config: StoreConfig, clock: SharedClock) -> Result<Store, Sto
     for item in series.iter()? {
         let (k, v) = item?;
         let id = k.value();
-        let row = codec::get_catalog(v.value()).ok_or_else(|| StoreError::Corrupt(format!("series {id}")))?;
-        let pairs: Vec<(&str, &str)> = row.pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let row = codec::get_catalog(v.value())
+            .ok_or_else(|| StoreError::Corrupt(format!("series {id}")))?;
+        let pairs: Vec<(&str, &str)> =
+            row.pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let s = index.insert(id, &row.metric, &pairs, row.kind);
         if let Ok(mut d) = s.data.write() {
             d.last_ts = row.last_ts;
@@ -272,7 +303,10 @@ pub(crate) fn open(config: StoreConfig, clock: SharedClock) -> Result<Store, Sto
         let mut r = Reader::new(buf);
         while !r.done() {
             let Some(rec) = codec::wal_next(&mut r) else {
-                tracing::warn!(seq = k.value(), "Log batch ends in an undecodable record; skipping the rest of it.");
+                tracing::warn!(
+                    seq = k.value(),
+                    "Log batch ends in an undecodable record; skipping the rest of it."
+                );
                 break;
             };
             replayed += 1;
@@ -309,7 +343,9 @@ fn replay(index: &mut Index, rec: WalRecord<'_>) {
             }
             return;
         }
-        WalRecord::Gauge { id, ts, .. } | WalRecord::Counter { id, ts, .. } | WalRecord::Hist { id, ts, .. } => (*id, *ts),
+        WalRecord::Gauge { id, ts, .. }
+        | WalRecord::Counter { id, ts, .. }
+        | WalRecord::Hist { id, ts, .. } => (*id, *ts),
     };
     let Some(s) = index.series.get(id as usize) else { return };
     let Ok(mut d) = s.data.write() else { return };
@@ -354,7 +390,8 @@ fn push_replayed(d: &mut SeriesData, ts: u64, rec: WalRecord<'_>) {
 /// Writes the pending log buffer as one redb transaction with an fsync.
 pub(crate) fn commit(store: &Store) -> Result<usize, StoreError> {
     let Some(disk) = &store.disk else { return Ok(0) };
-    let _guard = disk.commit_lock.lock().map_err(|_| StoreError::Db("commit lock poisoned".into()))?;
+    let _guard =
+        disk.commit_lock.lock().map_err(|_| StoreError::Db("commit lock poisoned".into()))?;
     let started = std::time::Instant::now(); // measures the commit for /metrics only, not logic
     let buf = match store.wal.lock() {
         Ok(mut w) => std::mem::take(&mut *w),
@@ -432,7 +469,15 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
                 let row = if d.dirty {
                     d.dirty = false;
                     buf.clear();
-                    codec::put_catalog(&mut buf, s.kind, &s.metric, s.labels.raw(), d.last_ts, d.last_total, &d.cum);
+                    codec::put_catalog(
+                        &mut buf,
+                        s.kind,
+                        &s.metric,
+                        s.labels.raw(),
+                        d.last_ts,
+                        d.last_total,
+                        &d.cum,
+                    );
                     Some(buf.clone())
                 } else {
                     None
@@ -477,7 +522,11 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
                         if k == 1 && d.mem_start <= a {
                             let i0 = d.ts.partition_point(|t| *t < a);
                             let i1 = d.ts.partition_point(|t| *t <= b);
-                            (i0..i1).map(|i| AggPoint::raw(d.ts[i], d.vals[i], d.hists.get(i, d.vals[i]))).collect()
+                            (i0..i1)
+                                .map(|i| {
+                                    AggPoint::raw(d.ts[i], d.vals[i], d.hists.get(i, d.vals[i]))
+                                })
+                                .collect()
                         } else {
                             Vec::new()
                         }
@@ -519,7 +568,8 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
             rounds += 1;
             // Shrink the finest tier that still keeps more than its memory-backed minimum.
             let Some(k) = (0..=cfg.tiers.len()).find(|k| {
-                let keep = cfg.retention(*k).as_nanos() as u64 >> disk.retention_shrink[*k].load(Ordering::Relaxed).min(63);
+                let keep = cfg.retention(*k).as_nanos() as u64
+                    >> disk.retention_shrink[*k].load(Ordering::Relaxed).min(63);
                 keep > cfg.span(*k).max(cfg.memory_window.get().as_nanos() as u64)
             }) else {
                 break;
@@ -529,7 +579,11 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
             let d = prune(&mut blocks, &series, k, now.saturating_sub(keep))?;
             deleted += d;
             block_bytes -= d;
-            tracing::warn!(tier = k, keep_secs = keep / 1_000_000_000, "Store over max_bytes; shortened retention.");
+            tracing::warn!(
+                tier = k,
+                keep_secs = keep / 1_000_000_000,
+                "Store over max_bytes; shortened retention."
+            );
         }
         store.stats.retention_deleted_bytes.fetch_add(deleted.max(0) as u64, Ordering::Relaxed);
         meta.insert("block_bytes", block_bytes.max(0) as u64)?;
@@ -540,7 +594,10 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
             wal_deleted += v.len() as u64;
             false
         })?;
-        store.stats.wal_bytes.fetch_sub(wal_deleted.min(store.stats.wal_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        store.stats.wal_bytes.fetch_sub(
+            wal_deleted.min(store.stats.wal_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
     }
     tx.commit()?;
     store.stats.block_bytes.store(block_bytes.max(0) as u64, Ordering::Relaxed);
@@ -551,7 +608,12 @@ fn checkpoint_disk(store: &Store, now: u64) -> Result<(), StoreError> {
 }
 
 /// Deletes blocks of `tier` that end before `cutoff`; returns the bytes deleted.
-fn prune(blocks: &mut redb::Table<u128, &[u8]>, series: &[Arc<super::Series>], tier: usize, cutoff: u64) -> Result<i128, StoreError> {
+fn prune(
+    blocks: &mut redb::Table<u128, &[u8]>,
+    series: &[Arc<super::Series>],
+    tier: usize,
+    cutoff: u64,
+) -> Result<i128, StoreError> {
     let mut deleted = 0i128;
     for s in series {
         let lo = Disk::key(tier, s.id, 0);
@@ -571,7 +633,14 @@ fn prune(blocks: &mut redb::Table<u128, &[u8]>, series: &[Arc<super::Series>], t
 /// store, older than the raw retention).
 fn evict(store: &Store, now: u64) {
     let persistent = store.disk.is_some();
-    let horizon = before(now, if persistent { store.config.memory_window.get() } else { store.config.raw_retention.get() });
+    let horizon = before(
+        now,
+        if persistent {
+            store.config.memory_window.get()
+        } else {
+            store.config.raw_retention.get()
+        },
+    );
     for s in store.series_snapshot() {
         let Ok(mut d) = s.data.write() else { continue };
         let limit = if persistent { d.flushed } else { d.ts.len() };

@@ -49,7 +49,8 @@ impl ExpSide {
             return;
         }
         let first = self.offset.min(other.offset);
-        let last = (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
+        let last =
+            (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
         if first != self.offset || last != self.offset + self.counts.len() as i32 {
             let mut counts = vec![0u64; (last - first) as usize];
             for (i, c) in self.counts.iter().enumerate() {
@@ -125,7 +126,13 @@ impl Histogram {
     /// An explicit-bucket histogram.
     pub fn explicit(bounds: impl Into<Arc<[f64]>>, counts: Vec<u64>, sum: f64) -> Self {
         let count = counts.iter().sum();
-        Histogram { count, sum, min: None, max: None, buckets: Buckets::Explicit { bounds: bounds.into(), counts } }
+        Histogram {
+            count,
+            sum,
+            min: None,
+            max: None,
+            buckets: Buckets::Explicit { bounds: bounds.into(), counts },
+        }
     }
 
     /// Mean observation (`sum / count`), `None` when empty.
@@ -149,7 +156,10 @@ impl Histogram {
             return None;
         }
         let buckets = match (&self.buckets, &earlier.buckets) {
-            (Buckets::Explicit { bounds, counts }, Buckets::Explicit { bounds: eb, counts: ec }) => {
+            (
+                Buckets::Explicit { bounds, counts },
+                Buckets::Explicit { bounds: eb, counts: ec },
+            ) => {
                 if bounds != eb || counts.len() != ec.len() {
                     return None;
                 }
@@ -164,18 +174,32 @@ impl Histogram {
                 Buckets::Exponential { scale: es, zero_count: ez, positive: ep, negative: en },
             ) => {
                 let s = (*scale).min(*es);
-                let (mut p, mut n) = (positive.downscaled((scale - s) as u32), negative.downscaled((scale - s) as u32));
+                let (mut p, mut n) = (
+                    positive.downscaled((scale - s) as u32),
+                    negative.downscaled((scale - s) as u32),
+                );
                 let (ep, en) = (ep.downscaled((es - s) as u32), en.downscaled((es - s) as u32));
                 if p.total() < ep.total() || n.total() < en.total() {
                     return None;
                 }
                 p.combine(&ep, false);
                 n.combine(&en, false);
-                Buckets::Exponential { scale: s, zero_count: zero_count.checked_sub(*ez)?, positive: p, negative: n }
+                Buckets::Exponential {
+                    scale: s,
+                    zero_count: zero_count.checked_sub(*ez)?,
+                    positive: p,
+                    negative: n,
+                }
             }
             _ => return None,
         };
-        Some(Histogram { count: self.count - earlier.count, sum: self.sum - earlier.sum, min: None, max: None, buckets })
+        Some(Histogram {
+            count: self.count - earlier.count,
+            sum: self.sum - earlier.sum,
+            min: None,
+            max: None,
+            buckets,
+        })
     }
 
     /// Adds `other` into `self` (merging across time or series). Explicit layouts with different
@@ -189,7 +213,10 @@ impl Histogram {
         self.min = opt_min(self.min, other.min);
         self.max = opt_max(self.max, other.max);
         match (&mut self.buckets, &other.buckets) {
-            (Buckets::Explicit { bounds, counts }, Buckets::Explicit { bounds: ob, counts: oc }) => {
+            (
+                Buckets::Explicit { bounds, counts },
+                Buckets::Explicit { bounds: ob, counts: oc },
+            ) => {
                 if (Arc::ptr_eq(bounds, ob) || bounds == ob) && counts.len() == oc.len() {
                     for (a, b) in counts.iter_mut().zip(oc) {
                         *a += b;
@@ -300,7 +327,11 @@ impl Histogram {
                 continue;
             }
             if (seen + c) as f64 >= rank {
-                let lo = if lo.is_finite() { lo } else { self.min.unwrap_or(if hi > 0.0 { 0.0f64.min(hi) } else { hi }) };
+                let lo = if lo.is_finite() {
+                    lo
+                } else {
+                    self.min.unwrap_or(if hi > 0.0 { 0.0f64.min(hi) } else { hi })
+                };
                 let hi = if hi.is_finite() { hi } else { self.max.unwrap_or(lo) };
                 let lo = match self.min {
                     Some(m) if m > lo && m <= hi => m,
@@ -354,7 +385,8 @@ mod arc_slice {
 }
 
 fn union_merge(ab: &[f64], ac: &[u64], bb: &[f64], bc: &[u64]) -> (Arc<[f64]>, Vec<u64>) {
-    let mut bounds: Vec<f64> = ab.iter().chain(bb.iter()).copied().filter(|b| b.is_finite()).collect();
+    let mut bounds: Vec<f64> =
+        ab.iter().chain(bb.iter()).copied().filter(|b| b.is_finite()).collect();
     bounds.sort_by(f64::total_cmp);
     bounds.dedup();
     let mut counts = vec![0u64; bounds.len() + 1];

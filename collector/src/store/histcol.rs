@@ -99,7 +99,9 @@ impl HistCols {
             self.push(h);
             return;
         };
-        if let (Layout::Explicit(b), Buckets::Explicit { bounds, counts }) = (&self.layouts[self.layout[i] as usize], &h.buckets) {
+        if let (Layout::Explicit(b), Buckets::Explicit { bounds, counts }) =
+            (&self.layouts[self.layout[i] as usize], &h.buckets)
+        {
             let s = self.start[i];
             if same_bounds(b, bounds) && self.buckets.len() - s == counts.len() {
                 for (a, c) in self.buckets[s..].iter_mut().zip(counts) {
@@ -131,7 +133,9 @@ impl HistCols {
         let l = self.layouts.get(*self.layout.get(i)? as usize)?;
         let raw = &self.buckets[self.start[i]..self.end(i)];
         let buckets = match l {
-            Layout::Explicit(bounds) => Buckets::Explicit { bounds: bounds.clone(), counts: raw.to_vec() },
+            Layout::Explicit(bounds) => {
+                Buckets::Explicit { bounds: bounds.clone(), counts: raw.to_vec() }
+            }
             Layout::Exponential(scale) => {
                 let mut pos = 1;
                 let mut side = || {
@@ -143,10 +147,21 @@ impl HistCols {
                 };
                 let positive = side().unwrap_or_default();
                 let negative = side().unwrap_or_default();
-                Buckets::Exponential { scale: *scale, zero_count: raw.first().copied().unwrap_or(0), positive, negative }
+                Buckets::Exponential {
+                    scale: *scale,
+                    zero_count: raw.first().copied().unwrap_or(0),
+                    positive,
+                    negative,
+                }
             }
         };
-        Some(Histogram { count: self.count[i], sum, min: opt(self.min[i]), max: opt(self.max[i]), buckets })
+        Some(Histogram {
+            count: self.count[i],
+            sum,
+            min: opt(self.min[i]),
+            max: opt(self.max[i]),
+            buckets,
+        })
     }
 
     /// Mean observation of point `i` (`sums[i] / count`), `None` when empty or absent.
@@ -163,7 +178,17 @@ impl HistCols {
         let mut i = i0;
         while i < i1 {
             let lid = self.layout[i];
-            if let (Layout::Explicit(b), Some(Histogram { count, sum, min, max, buckets: Buckets::Explicit { bounds, counts } })) = (&self.layouts[lid as usize], acc.as_mut()) {
+            if let (
+                Layout::Explicit(b),
+                Some(Histogram {
+                    count,
+                    sum,
+                    min,
+                    max,
+                    buckets: Buckets::Explicit { bounds, counts },
+                }),
+            ) = (&self.layouts[lid as usize], acc.as_mut())
+            {
                 if same_bounds(bounds, b) {
                     let n = counts.len();
                     let mut j = i;
@@ -237,7 +262,12 @@ mod tests {
             sum: 1.0,
             min: Some(0.5),
             max: None,
-            buckets: Buckets::Exponential { scale, zero_count: zero, positive: ExpSide { offset: off, counts }, negative: ExpSide { offset: -3, counts: vec![] } },
+            buckets: Buckets::Exponential {
+                scale,
+                zero_count: zero,
+                positive: ExpSide { offset: off, counts },
+                negative: ExpSide { offset: -3, counts: vec![] },
+            },
         }
     }
 
@@ -247,7 +277,11 @@ mod tests {
         let b1: Arc<[f64]> = vec![1.0, 2.0].into();
         let pts = vec![
             Histogram::explicit(b1.clone(), vec![1, 2, 3], 10.0),
-            Histogram { min: Some(0.1), max: Some(9.0), ..Histogram::explicit(vec![1.0, 2.0], vec![4, 0, 1], 5.0) },
+            Histogram {
+                min: Some(0.1),
+                max: Some(9.0),
+                ..Histogram::explicit(vec![1.0, 2.0], vec![4, 0, 1], 5.0)
+            },
             exp(2, 1, -2, vec![1, 0, 3]),
             Histogram::explicit(vec![1.0, 5.0], vec![0, 2, 2], 7.0),
             Histogram::explicit(b1, vec![1, 1, 1], 3.0),

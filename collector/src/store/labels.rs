@@ -14,9 +14,13 @@ pub struct Labels(Arc<[(Arc<str>, Arc<str>)]>);
 
 impl Labels {
     /// Builds labels from pairs in any order; a later duplicate key wins.
-    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        let mut v: Vec<(Arc<str>, Arc<str>)> =
-            pairs.into_iter().map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref()))).collect();
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut v: Vec<(Arc<str>, Arc<str>)> = pairs
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref())))
+            .collect();
         v.reverse();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.dedup_by(|a, b| a.0 == b.0);
@@ -132,7 +136,10 @@ pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 pub(crate) type FxHashMap<K, V> = std::collections::HashMap<K, V, FxBuild>;
 
 /// The identity hash of a series: metric name and sorted attribute pairs.
-pub(crate) fn series_hash<'a>(metric: &str, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+pub(crate) fn series_hash<'a>(
+    metric: &str,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> u64 {
     let mut h = FxHasher::default();
     h.write(metric.as_bytes());
     h.write_u8(0xff);

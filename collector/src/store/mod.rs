@@ -50,8 +50,8 @@ use std::time::Duration;
 pub use disk::{StoreConfig, TierConfig};
 pub use hist::{Buckets, ExpSide, Histogram};
 pub(crate) use histcol::HistCols;
-pub use labels::{Labels, SeriesKey};
 pub(crate) use labels::{FxHashMap, series_hash};
+pub use labels::{Labels, SeriesKey};
 
 pub(crate) use codec::AggPoint;
 
@@ -93,10 +93,18 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
+db_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
 
 /// What a series measures, which decides how its points are kept and aggregated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SeriesKind {
     /// A value sampled at a time (OTLP gauge, non-monotonic sum).
@@ -155,8 +163,12 @@ impl PointValue {
     pub fn kind(&self) -> SeriesKind {
         match self {
             PointValue::Gauge(_) => SeriesKind::Gauge,
-            PointValue::CounterCumulative { .. } | PointValue::CounterDelta(_) => SeriesKind::Counter,
-            PointValue::HistogramCumulative { .. } | PointValue::HistogramDelta(_) => SeriesKind::Histogram,
+            PointValue::CounterCumulative { .. } | PointValue::CounterDelta(_) => {
+                SeriesKind::Counter
+            }
+            PointValue::HistogramCumulative { .. } | PointValue::HistogramDelta(_) => {
+                SeriesKind::Histogram
+            }
         }
     }
 }
@@ -235,8 +247,14 @@ impl RefusalCounts {
 pub(crate) enum Cumulative {
     #[default]
     None,
-    Counter { start: u64, raw: f64 },
-    Hist { start: u64, prev: Histogram },
+    Counter {
+        start: u64,
+        raw: f64,
+    },
+    Hist {
+        start: u64,
+        prev: Histogram,
+    },
 }
 
 /// Width of the pre-merged histogram rollups a histogram series keeps next to its raw points.
@@ -398,7 +416,13 @@ impl Index {
     }
 
     /// Adds a series with a given id (used by recovery and by new writes).
-    fn insert(&mut self, id: u32, metric: &str, pairs: &[(&str, &str)], kind: SeriesKind) -> Arc<Series> {
+    fn insert(
+        &mut self,
+        id: u32,
+        metric: &str,
+        pairs: &[(&str, &str)],
+        kind: SeriesKind,
+    ) -> Arc<Series> {
         let metric_a = self.intern(metric);
         let mut v = Vec::with_capacity(pairs.len());
         for (k, val) in pairs {
@@ -537,7 +561,13 @@ impl Store {
     /// found without taking the lock per point. While it lives, do not open another writer or
     /// query the store on the same thread.
     pub fn batch_writer(&self) -> Writer<'_> {
-        Writer { store: self, wal: Vec::new(), accepted: 0, held: self.index.read().ok(), hold: true }
+        Writer {
+            store: self,
+            wal: Vec::new(),
+            accepted: 0,
+            held: self.index.read().ok(),
+            hold: true,
+        }
     }
 
     /// Number of series.
@@ -556,7 +586,8 @@ impl Store {
 
     /// Bytes kept on disk (blocks plus log), as tracked by the store.
     pub fn disk_bytes(&self) -> u64 {
-        self.stats.block_bytes.load(Ordering::Relaxed) + self.stats.wal_bytes.load(Ordering::Relaxed)
+        self.stats.block_bytes.load(Ordering::Relaxed)
+            + self.stats.wal_bytes.load(Ordering::Relaxed)
     }
 
     /// Size of the database file.
@@ -595,7 +626,6 @@ impl Store {
     pub async fn run_background(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
         disk::run_background(self, cancel).await
     }
-
 }
 
 /// A batch of writes; see [`Store::writer`].
@@ -612,14 +642,27 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     /// Appends one point to the series `metric{pairs}`. `pairs` must not repeat a key (use
     /// [`sort_pairs`] to resolve duplicates); their order does not matter.
-    pub fn append(&mut self, metric: &str, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
+    pub fn append(
+        &mut self,
+        metric: &str,
+        pairs: &[(&str, &str)],
+        ts: u64,
+        value: PointValue,
+    ) -> Result<(), Refusal> {
         self.append_keyed(metric, SeriesKey::of(metric, pairs.iter().copied()), pairs, ts, value)
     }
 
     /// [`Writer::append`] with the series key already computed (`key` must be
     /// `SeriesKey::of(metric, pairs)`; ingest sums it from per-resource and per-point shares).
     /// `pairs` are read only when the series is new.
-    pub fn append_keyed(&mut self, metric: &str, key: SeriesKey, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
+    pub fn append_keyed(
+        &mut self,
+        metric: &str,
+        key: SeriesKey,
+        pairs: &[(&str, &str)],
+        ts: u64,
+        value: PointValue,
+    ) -> Result<(), Refusal> {
         let r = self.append_inner(metric, key, pairs, ts, value);
         match r {
             Ok(()) => self.accepted += 1,
@@ -628,7 +671,13 @@ impl Writer<'_> {
         r
     }
 
-    fn resolve(&mut self, metric: &str, key: SeriesKey, pairs: &[(&str, &str)], kind: SeriesKind) -> Result<Arc<Series>, Refusal> {
+    fn resolve(
+        &mut self,
+        metric: &str,
+        key: SeriesKey,
+        pairs: &[(&str, &str)],
+        kind: SeriesKind,
+    ) -> Result<Arc<Series>, Refusal> {
         {
             let guard;
             let idx: &Index = match &self.held {
@@ -655,7 +704,11 @@ impl Writer<'_> {
         let r = (|| {
             let mut idx = self.store.index.write().map_err(|_| Refusal::Invalid)?;
             if let Some(s) = idx.lookup(key) {
-                return if s.kind == kind { Ok((s.clone(), false)) } else { Err(Refusal::KindConflict) };
+                return if s.kind == kind {
+                    Ok((s.clone(), false))
+                } else {
+                    Err(Refusal::KindConflict)
+                };
             }
             if idx.series.len() >= self.store.config.max_series {
                 return Err(Refusal::Cardinality);
@@ -675,9 +728,18 @@ impl Writer<'_> {
         r
     }
 
-    fn append_inner(&mut self, metric: &str, key: SeriesKey, pairs: &[(&str, &str)], ts: u64, value: PointValue) -> Result<(), Refusal> {
+    fn append_inner(
+        &mut self,
+        metric: &str,
+        key: SeriesKey,
+        pairs: &[(&str, &str)],
+        ts: u64,
+        value: PointValue,
+    ) -> Result<(), Refusal> {
         match &value {
-            PointValue::Gauge(v) | PointValue::CounterDelta(v) | PointValue::CounterCumulative { value: v, .. } => {
+            PointValue::Gauge(v)
+            | PointValue::CounterDelta(v)
+            | PointValue::CounterCumulative { value: v, .. } => {
                 if !v.is_finite() {
                     return Err(Refusal::NonFinite);
                 }
@@ -687,7 +749,10 @@ impl Writer<'_> {
                     return Err(Refusal::NonFinite);
                 }
                 if let Buckets::Explicit { bounds, counts } = &hist.buckets {
-                    if counts.len() != bounds.len() + 1 || bounds.windows(2).any(|w| w[0] >= w[1]) || bounds.iter().any(|b| !b.is_finite()) {
+                    if counts.len() != bounds.len() + 1
+                        || bounds.windows(2).any(|w| w[0] >= w[1])
+                        || bounds.iter().any(|b| !b.is_finite())
+                    {
                         return Err(Refusal::Invalid);
                     }
                 }
@@ -741,7 +806,11 @@ impl Writer<'_> {
     /// Whether the committer is behind (the log buffer is over its bound): ingest should
     /// answer "unavailable, retry" before taking more.
     pub fn backlogged(&self) -> bool {
-        self.store.wal.lock().map(|w| w.len() > self.store.config.max_pending_log_bytes).unwrap_or(true)
+        self.store
+            .wal
+            .lock()
+            .map(|w| w.len() > self.store.config.max_pending_log_bytes)
+            .unwrap_or(true)
     }
 }
 
@@ -753,7 +822,12 @@ pub fn sort_pairs<'a>(pairs: &mut Vec<(&'a str, &'a str)>) {
 }
 
 /// Applies a point to series data (ingest and log replay), writing a log record if asked.
-pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<(&mut Vec<u8>, u32)>) {
+pub(crate) fn apply(
+    d: &mut SeriesData,
+    ts: u64,
+    value: PointValue,
+    wal: Option<(&mut Vec<u8>, u32)>,
+) {
     if d.ts.is_empty() && d.mem_start == 0 {
         d.mem_start = ts;
     }
@@ -783,7 +857,11 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                 // A new series counts from its start time when the sender says when that was;
                 // otherwise its first reading is only the baseline.
                 _ => {
-                    if start != 0 && start <= ts { value } else { 0.0 }
+                    if start != 0 && start <= ts {
+                        value
+                    } else {
+                        0.0
+                    }
                 }
             };
             let total = d.last_total + inc;
@@ -805,12 +883,8 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
             let delta = match &d.cum {
                 Cumulative::Hist { start: ps, prev } => {
                     let restarted = start != 0 && *ps != 0 && start != *ps;
-                    if restarted {
-                        None
-                    } else {
-                        hist.delta_since(prev)
-                    }
-                    .unwrap_or_else(|| Histogram { min: None, max: None, ..hist.clone() })
+                    if restarted { None } else { hist.delta_since(prev) }
+                        .unwrap_or_else(|| Histogram { min: None, max: None, ..hist.clone() })
                 }
                 _ => {
                     if start != 0 && start <= ts {
@@ -822,7 +896,9 @@ pub(crate) fn apply(d: &mut SeriesData, ts: u64, value: PointValue, wal: Option<
                         empty.min = None;
                         empty.max = None;
                         match &mut empty.buckets {
-                            Buckets::Explicit { counts, .. } => counts.iter_mut().for_each(|c| *c = 0),
+                            Buckets::Explicit { counts, .. } => {
+                                counts.iter_mut().for_each(|c| *c = 0)
+                            }
                             Buckets::Exponential { zero_count, positive, negative, .. } => {
                                 *zero_count = 0;
                                 *positive = ExpSide::default();

@@ -17,7 +17,13 @@ fn mem_store(clock: &ManualClock) -> Store {
     Store::in_memory(StoreConfig::default(), Arc::new(clock.clone()))
 }
 
-fn gauge(store: &Store, metric: &str, pairs: &[(&str, &str)], ts: u64, v: f64) -> Result<(), Refusal> {
+fn gauge(
+    store: &Store,
+    metric: &str,
+    pairs: &[(&str, &str)],
+    ts: u64,
+    v: f64,
+) -> Result<(), Refusal> {
     let mut w = store.writer();
     let r = w.append(metric, pairs, ts, PointValue::Gauge(v));
     w.finish();
@@ -37,21 +43,43 @@ fn gauge_window_stats_and_grouping() {
     for node in ["a", "b"] {
         for i in 0..10u64 {
             let v = if node == "a" { i as f64 } else { 100.0 + i as f64 };
-            gauge(&store, "hw.gpu.utilization", &[("host.name", node), ("hw.id", "g0")], T0 + i * S, v).expect("append");
+            gauge(
+                &store,
+                "hw.gpu.utilization",
+                &[("host.name", node), ("hw.id", "g0")],
+                T0 + i * S,
+                v,
+            )
+            .expect("append");
         }
     }
     let at = T0 + 9 * S;
     let sel = Selector::new("hw.gpu.utilization");
     let w = Duration::from_secs(4); // [5s, 9s]
-    assert_eq!(one(&store, &Query::new(sel.clone().with(Matcher::eq("host.name", "a")), Stat::Mean, w), at), Some(7.0));
+    assert_eq!(
+        one(
+            &store,
+            &Query::new(sel.clone().with(Matcher::eq("host.name", "a")), Stat::Mean, w),
+            at
+        ),
+        Some(7.0)
+    );
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Max, w), at), Some(109.0));
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Min, w), at), Some(5.0));
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Count, w), at), Some(10.0));
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Last, w), at), Some((9.0 + 109.0) / 2.0));
-    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Last, w).across(Across::Sum), at), Some(118.0));
+    assert_eq!(
+        one(&store, &Query::new(sel.clone(), Stat::Last, w).across(Across::Sum), at),
+        Some(118.0)
+    );
     // Exact quantile over all samples of the group: 5..9 and 105..109.
-    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Quantile(0.5), w), at), Some((9.0 + 105.0) / 2.0));
-    let grouped = store.instant(&Query::new(sel.clone(), Stat::Mean, w).group_by(["host.name"]), at).expect("query");
+    assert_eq!(
+        one(&store, &Query::new(sel.clone(), Stat::Quantile(0.5), w), at),
+        Some((9.0 + 105.0) / 2.0)
+    );
+    let grouped = store
+        .instant(&Query::new(sel.clone(), Stat::Mean, w).group_by(["host.name"]), at)
+        .expect("query");
     assert_eq!(grouped.len(), 2);
     assert_eq!(grouped[0].group.get("host.name"), Some("a"));
     assert_eq!(grouped[0].value, 7.0);
@@ -62,11 +90,27 @@ fn gauge_window_stats_and_grouping() {
     let ne = sel.clone().with(Matcher::ne("host.name", "b"));
     assert_eq!(one(&store, &Query::new(ne, Stat::Mean, w), at), Some(7.0));
     // Empty window: no group.
-    assert!(store.instant(&Query::new(sel.clone(), Stat::Mean, w), T0 + 100 * S).expect("q").is_empty());
+    assert!(
+        store.instant(&Query::new(sel.clone(), Stat::Mean, w), T0 + 100 * S).expect("q").is_empty()
+    );
     // Range query for charts.
-    let r = store.range(&Query::new(sel.with(Matcher::eq("host.name", "a")), Stat::Last, Duration::from_secs(1)), T0, T0 + 9 * S, Duration::from_secs(3)).expect("range");
+    let r = store
+        .range(
+            &Query::new(
+                sel.with(Matcher::eq("host.name", "a")),
+                Stat::Last,
+                Duration::from_secs(1),
+            ),
+            T0,
+            T0 + 9 * S,
+            Duration::from_secs(3),
+        )
+        .expect("range");
     assert_eq!(r.len(), 1);
-    assert_eq!(r[0].points, vec![(T0, 0.0), (T0 + 3 * S, 3.0), (T0 + 6 * S, 6.0), (T0 + 9 * S, 9.0)]);
+    assert_eq!(
+        r[0].points,
+        vec![(T0, 0.0), (T0 + 3 * S, 3.0), (T0 + 6 * S, 6.0), (T0 + 9 * S, 9.0)]
+    );
 }
 
 #[test]
@@ -77,28 +121,57 @@ fn counters_turn_cumulative_into_increments_across_resets() {
     let start = T0 - 10 * S;
     let mut w = store.writer();
     // 10, 20, 30, reset (new start) 5, 15
-    for (i, (st, v)) in [(start, 10.0), (start, 20.0), (start, 30.0), (T0 + 3 * S, 5.0), (T0 + 3 * S, 15.0)].iter().enumerate() {
-        w.append("inference.requests", &pairs, T0 + i as u64 * S, PointValue::CounterCumulative { start: *st, value: *v }).expect("append");
+    for (i, (st, v)) in
+        [(start, 10.0), (start, 20.0), (start, 30.0), (T0 + 3 * S, 5.0), (T0 + 3 * S, 15.0)]
+            .iter()
+            .enumerate()
+    {
+        w.append(
+            "inference.requests",
+            &pairs,
+            T0 + i as u64 * S,
+            PointValue::CounterCumulative { start: *st, value: *v },
+        )
+        .expect("append");
     }
     w.finish();
     let sel = Selector::new("inference.requests");
     let at = T0 + 4 * S;
     // Whole history: 10 (since start) + 10 + 10 + 5 + 10 = 45
-    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(60)), at), Some(45.0));
+    assert_eq!(
+        one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(60)), at),
+        Some(45.0)
+    );
     // Window [2s, 4s]: baseline total at 1s = 20, total at 4s = 45
-    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(2)), at), Some(25.0));
-    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Rate, Duration::from_secs(2)), at), Some(12.5));
+    assert_eq!(
+        one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(2)), at),
+        Some(25.0)
+    );
+    assert_eq!(
+        one(&store, &Query::new(sel.clone(), Stat::Rate, Duration::from_secs(2)), at),
+        Some(12.5)
+    );
     // Delta counters add up.
     let mut w = store.writer();
     for i in 0..4u64 {
-        w.append("inference.prediction.class", &[("class", if i % 2 == 0 { "cat" } else { "dog" })], T0 + i * S, PointValue::CounterDelta(1.0 + i as f64)).expect("append");
+        w.append(
+            "inference.prediction.class",
+            &[("class", if i % 2 == 0 { "cat" } else { "dog" })],
+            T0 + i * S,
+            PointValue::CounterDelta(1.0 + i as f64),
+        )
+        .expect("append");
     }
     w.finish();
-    let by = store.increase_by(&Selector::new("inference.prediction.class"), T0, T0 + 10 * S, "class").expect("by class");
+    let by = store
+        .increase_by(&Selector::new("inference.prediction.class"), T0, T0 + 10 * S, "class")
+        .expect("by class");
     assert_eq!(by.get("cat"), Some(&4.0));
     assert_eq!(by.get("dog"), Some(&6.0));
     // Quantile of a counter is refused with a clear error.
-    assert!(store.instant(&Query::new(sel, Stat::Quantile(0.5), Duration::from_secs(60)), at).is_err());
+    assert!(
+        store.instant(&Query::new(sel, Stat::Quantile(0.5), Duration::from_secs(60)), at).is_err()
+    );
 }
 
 #[test]
@@ -117,12 +190,18 @@ fn histogram_quantiles_merge_across_series_and_time() {
             }
             let count: u64 = cum.iter().sum();
             let h = Histogram::explicit(bounds.clone(), cum.clone(), count as f64 * 0.02);
-            w.append("inference.request.duration", &[("host.name", node), ("service.name", "resnet")], T0 + i * S, PointValue::HistogramCumulative { start: T0 - S, hist: h })
-                .expect("append");
+            w.append(
+                "inference.request.duration",
+                &[("host.name", node), ("service.name", "resnet")],
+                T0 + i * S,
+                PointValue::HistogramCumulative { start: T0 - S, hist: h },
+            )
+            .expect("append");
         }
     }
     w.finish();
-    let sel = Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet"));
+    let sel =
+        Selector::new("inference.request.duration").with(Matcher::eq("service.name", "resnet"));
     let at = T0 + 4 * S;
     let w10 = Duration::from_secs(10);
     // 80 fast + 10 slow in total → p95 lies in (0.05, 0.1]
@@ -131,7 +210,10 @@ fn histogram_quantiles_merge_across_series_and_time() {
     let p50 = one(&store, &Query::new(sel.clone(), Stat::Quantile(0.5), w10), at).expect("p50");
     assert!(p50 <= 0.01, "{p50}");
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Count, w10), at), Some(90.0));
-    assert!((one(&store, &Query::new(sel.clone(), Stat::Mean, w10), at).expect("mean") - 0.02).abs() < 1e-12);
+    assert!(
+        (one(&store, &Query::new(sel.clone(), Stat::Mean, w10), at).expect("mean") - 0.02).abs()
+            < 1e-12
+    );
     let hw = store.histogram_window(&sel, T0, at, &["host.name".to_string()]).expect("window");
     assert_eq!(hw.len(), 2);
     assert_eq!(hw[0].1.count, 50);
@@ -143,16 +225,25 @@ fn histogram_quantiles_merge_across_series_and_time() {
 #[test]
 fn refuses_out_of_order_duplicates_non_finite_and_over_cardinality() {
     let clock = ManualClock::new(T0);
-    let store = Store::in_memory(StoreConfig { max_series: 2, ..StoreConfig::default() }, Arc::new(clock.clone()));
+    let store = Store::in_memory(
+        StoreConfig { max_series: 2, ..StoreConfig::default() },
+        Arc::new(clock.clone()),
+    );
     gauge(&store, "m", &[("k", "1")], T0 + 5 * S, 1.0).expect("first");
     assert_eq!(gauge(&store, "m", &[("k", "1")], T0 + 5 * S, 2.0), Err(Refusal::Duplicate));
     assert_eq!(gauge(&store, "m", &[("k", "1")], T0 + 4 * S, 2.0), Err(Refusal::OutOfOrder));
     assert_eq!(gauge(&store, "m", &[("k", "1")], T0 + 6 * S, f64::NAN), Err(Refusal::NonFinite));
-    assert_eq!(gauge(&store, "m", &[("k", "1")], T0 + 6 * S, f64::INFINITY), Err(Refusal::NonFinite));
+    assert_eq!(
+        gauge(&store, "m", &[("k", "1")], T0 + 6 * S, f64::INFINITY),
+        Err(Refusal::NonFinite)
+    );
     gauge(&store, "m", &[("k", "2")], T0, 1.0).expect("second series");
     assert_eq!(gauge(&store, "m", &[("k", "3")], T0, 1.0), Err(Refusal::Cardinality));
     let mut w = store.writer();
-    assert_eq!(w.append("m", &[("k", "1")], T0 + 7 * S, PointValue::CounterDelta(1.0)), Err(Refusal::KindConflict));
+    assert_eq!(
+        w.append("m", &[("k", "1")], T0 + 7 * S, PointValue::CounterDelta(1.0)),
+        Err(Refusal::KindConflict)
+    );
     w.finish();
     assert_eq!(store.refusals.duplicate.load(Ordering::Relaxed), 1);
     assert_eq!(store.refusals.out_of_order.load(Ordering::Relaxed), 1);
@@ -160,7 +251,11 @@ fn refuses_out_of_order_duplicates_non_finite_and_over_cardinality() {
     assert_eq!(store.refusals.cardinality.load(Ordering::Relaxed), 1);
     assert_eq!(store.refusals.kind_conflict.load(Ordering::Relaxed), 1);
     // What was stored is intact.
-    let q = Query::new(Selector::new("m").with(Matcher::eq("k", "1")), Stat::Last, Duration::from_secs(60));
+    let q = Query::new(
+        Selector::new("m").with(Matcher::eq("k", "1")),
+        Stat::Last,
+        Duration::from_secs(60),
+    );
     assert_eq!(one(&store, &q, T0 + 10 * S), Some(1.0));
 }
 
@@ -182,17 +277,32 @@ fn survives_restart_from_log_and_blocks() {
         let store = Store::open(disk_config(dir.path()), Arc::new(clock.clone())).expect("open");
         let mut w = store.writer();
         for i in 0..100u64 {
-            w.append("g", &[("host.id", "n1")], T0 + i * S, PointValue::Gauge(i as f64)).expect("g");
-            w.append("c", &[("host.id", "n1")], T0 + i * S, PointValue::CounterCumulative { start: T0 - S, value: 2.0 * (i + 1) as f64 }).expect("c");
-            w.append("h", &[("host.id", "n1")], T0 + i * S, PointValue::HistogramDelta(h.clone())).expect("h");
+            w.append("g", &[("host.id", "n1")], T0 + i * S, PointValue::Gauge(i as f64))
+                .expect("g");
+            w.append(
+                "c",
+                &[("host.id", "n1")],
+                T0 + i * S,
+                PointValue::CounterCumulative { start: T0 - S, value: 2.0 * (i + 1) as f64 },
+            )
+            .expect("c");
+            w.append("h", &[("host.id", "n1")], T0 + i * S, PointValue::HistogramDelta(h.clone()))
+                .expect("h");
         }
         w.finish();
         clock.set(T0 + 100 * S);
         store.checkpoint().expect("checkpoint"); // 0..99 into blocks
         let mut w = store.writer();
         for i in 100..120u64 {
-            w.append("g", &[("host.id", "n1")], T0 + i * S, PointValue::Gauge(i as f64)).expect("g");
-            w.append("c", &[("host.id", "n1")], T0 + i * S, PointValue::CounterCumulative { start: T0 - S, value: 2.0 * (i + 1) as f64 }).expect("c");
+            w.append("g", &[("host.id", "n1")], T0 + i * S, PointValue::Gauge(i as f64))
+                .expect("g");
+            w.append(
+                "c",
+                &[("host.id", "n1")],
+                T0 + i * S,
+                PointValue::CounterCumulative { start: T0 - S, value: 2.0 * (i + 1) as f64 },
+            )
+            .expect("c");
         }
         w.finish();
         store.commit().expect("commit"); // 100..119 only in the log
@@ -210,9 +320,22 @@ fn survives_restart_from_log_and_blocks() {
     assert_eq!(one(&store, &Query::new(Selector::new("h"), Stat::Count, all), at), Some(600.0));
     // The cumulative baseline survived: the next reading adds only its increment.
     let mut w = store.writer();
-    w.append("c", &[("host.id", "n1")], T0 + 120 * S, PointValue::CounterCumulative { start: T0 - S, value: 242.0 }).expect("c");
+    w.append(
+        "c",
+        &[("host.id", "n1")],
+        T0 + 120 * S,
+        PointValue::CounterCumulative { start: T0 - S, value: 242.0 },
+    )
+    .expect("c");
     w.finish();
-    assert_eq!(one(&store, &Query::new(Selector::new("c"), Stat::Increase, Duration::from_secs(120)), T0 + 120 * S), Some(242.0));
+    assert_eq!(
+        one(
+            &store,
+            &Query::new(Selector::new("c"), Stat::Increase, Duration::from_secs(120)),
+            T0 + 120 * S
+        ),
+        Some(242.0)
+    );
     assert_eq!(store.nodes().len(), 1);
     assert_eq!(store.nodes()[0].last_seen.load(Ordering::Relaxed), T0 + 120 * S);
 }
@@ -226,8 +349,14 @@ fn downsamples_and_applies_retention_in_virtual_time() {
         memory_window: crate::duration::HumanDuration::from_secs(60),
         raw_retention: crate::duration::HumanDuration::from_secs(1800),
         tiers: vec![
-            TierConfig { resolution: crate::duration::HumanDuration::from_secs(10), retention: crate::duration::HumanDuration::from_secs(4 * 3600) },
-            TierConfig { resolution: crate::duration::HumanDuration::from_secs(60), retention: crate::duration::HumanDuration::from_secs(48 * 3600) },
+            TierConfig {
+                resolution: crate::duration::HumanDuration::from_secs(10),
+                retention: crate::duration::HumanDuration::from_secs(4 * 3600),
+            },
+            TierConfig {
+                resolution: crate::duration::HumanDuration::from_secs(60),
+                retention: crate::duration::HumanDuration::from_secs(48 * 3600),
+            },
         ],
         ..StoreConfig::default()
     };
@@ -238,7 +367,8 @@ fn downsamples_and_applies_retention_in_virtual_time() {
         let mut w = store.writer();
         for s in 0..60u64 {
             let ts = start + (m * 60 + s) * S;
-            w.append("g", &[("host.id", "n1")], ts, PointValue::Gauge((m % 60) as f64)).expect("append");
+            w.append("g", &[("host.id", "n1")], ts, PointValue::Gauge((m % 60) as f64))
+                .expect("append");
             w.append("c", &[("host.id", "n1")], ts, PointValue::CounterDelta(1.0)).expect("append");
         }
         w.finish();
@@ -246,18 +376,32 @@ fn downsamples_and_applies_retention_in_virtual_time() {
         store.checkpoint().expect("checkpoint");
     }
     let now = clock.now();
-    assert!(store.memory_points() <= 2 * 61, "memory holds only the last minute: {}", store.memory_points());
+    assert!(
+        store.memory_points() <= 2 * 61,
+        "memory holds only the last minute: {}",
+        store.memory_points()
+    );
     let g = Selector::new("g");
     // Recent: raw from disk + memory: last 10 minutes, minutes 50..59 of hour 3.
-    let mean10 = one(&store, &Query::new(g.clone(), Stat::Mean, Duration::from_secs(600)), now - S).expect("mean");
+    let mean10 = one(&store, &Query::new(g.clone(), Stat::Mean, Duration::from_secs(600)), now - S)
+        .expect("mean");
     assert!((mean10 - 54.5).abs() < 0.2, "{mean10}");
     // Older than raw retention (1800 s): served by the 10 s tier, still exact for the mean.
     let at = start + 3600 * S; // hour 1, window 30 minutes: minutes 30..59 (+ the boundary point)
-    let mean = one(&store, &Query::new(g.clone(), Stat::Mean, Duration::from_secs(1799)), at - S).expect("tier mean");
+    let mean = one(&store, &Query::new(g.clone(), Stat::Mean, Duration::from_secs(1799)), at - S)
+        .expect("tier mean");
     assert!((mean - 44.5).abs() < 0.5, "{mean}");
-    assert_eq!(one(&store, &Query::new(g.clone(), Stat::Max, Duration::from_secs(3599)), at - S), Some(59.0));
+    assert_eq!(
+        one(&store, &Query::new(g.clone(), Stat::Max, Duration::from_secs(3599)), at - S),
+        Some(59.0)
+    );
     // Counter increase over a downsampled hour is exact.
-    let inc = one(&store, &Query::new(Selector::new("c"), Stat::Increase, Duration::from_secs(3600)), start + 3600 * S - S).expect("inc");
+    let inc = one(
+        &store,
+        &Query::new(Selector::new("c"), Stat::Increase, Duration::from_secs(3600)),
+        start + 3600 * S - S,
+    )
+    .expect("inc");
     assert!((inc - 3600.0).abs() <= 1.0, "{inc}");
     // Raw blocks older than raw retention are gone.
     let disk = store.disk.as_ref().expect("disk");
@@ -284,14 +428,24 @@ fn byte_budget_shortens_retention() {
         for s in 0..60u64 {
             for k in 0..5 {
                 let key = format!("{k}");
-                w.append("g", &[("k", key.as_str())], T0 + (m * 60 + s) * S, PointValue::Gauge(((m * 60 + s) * 7919 % 1000) as f64 * 1.37)).expect("append");
+                w.append(
+                    "g",
+                    &[("k", key.as_str())],
+                    T0 + (m * 60 + s) * S,
+                    PointValue::Gauge(((m * 60 + s) * 7919 % 1000) as f64 * 1.37),
+                )
+                .expect("append");
             }
         }
         w.finish();
         clock.set(T0 + (m + 1) * 60 * S);
         store.checkpoint().expect("checkpoint");
     }
-    assert!(store.disk_stats().block_bytes.load(Ordering::Relaxed) <= 20_000 + 30_000, "{}", store.disk_bytes());
+    assert!(
+        store.disk_stats().block_bytes.load(Ordering::Relaxed) <= 20_000 + 30_000,
+        "{}",
+        store.disk_bytes()
+    );
     assert!(store.disk_stats().retention_deleted_bytes.load(Ordering::Relaxed) > 0);
 }
 
@@ -362,7 +516,10 @@ proptest! {
 #[test]
 fn histogram_rollups_match_point_by_point_merges() {
     let clock = ManualClock::new(T0);
-    let cfg = StoreConfig { raw_retention: crate::duration::HumanDuration::from_secs(200), ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        raw_retention: crate::duration::HumanDuration::from_secs(200),
+        ..StoreConfig::default()
+    };
     let store = Store::in_memory(cfg, Arc::new(clock.clone()));
     let mut pts: Vec<(u64, Histogram)> = Vec::new();
     for i in 0..120u64 {
@@ -372,7 +529,8 @@ fn histogram_rollups_match_point_by_point_merges() {
         let counts: Vec<u64> = (0..n as u64).map(|b| (i * 7 + b * 3) % 5).collect();
         let h = Histogram::explicit(bounds, counts, i as f64 * 0.25);
         let mut w = store.writer();
-        w.append("lat", &[("host.name", "a")], ts, PointValue::HistogramDelta(h.clone())).expect("append");
+        w.append("lat", &[("host.name", "a")], ts, PointValue::HistogramDelta(h.clone()))
+            .expect("append");
         w.finish();
         pts.push((ts, h));
     }
@@ -387,10 +545,19 @@ fn histogram_rollups_match_point_by_point_merges() {
                     None => want = Some(h.clone()),
                 }
             }
-            let got = store.histogram_window(&sel, a, b, &[]).expect("window").into_iter().next().map(|(_, h)| h);
+            let got = store
+                .histogram_window(&sel, a, b, &[])
+                .expect("window")
+                .into_iter()
+                .next()
+                .map(|(_, h)| h);
             match (&got, &want) {
                 (Some(g), Some(w)) => {
-                    assert_eq!((g.count, &g.buckets, g.min, g.max), (w.count, &w.buckets, w.min, w.max), "{a}..{b}");
+                    assert_eq!(
+                        (g.count, &g.buckets, g.min, g.max),
+                        (w.count, &w.buckets, w.min, w.max),
+                        "{a}..{b}"
+                    );
                     assert!((g.sum - w.sum).abs() < 1e-9, "{a}..{b}");
                 }
                 _ => assert_eq!(got, want, "{a}..{b}"),
@@ -402,7 +569,8 @@ fn histogram_rollups_match_point_by_point_merges() {
     // 10 s interval.
     clock.set(T0 + 305 * S + S / 2);
     store.checkpoint().expect("evict");
-    let kept: Vec<(u64, Histogram)> = pts.iter().filter(|(t, _)| *t >= T0 + 105 * S + S / 2).cloned().collect();
+    let kept: Vec<(u64, Histogram)> =
+        pts.iter().filter(|(t, _)| *t >= T0 + 105 * S + S / 2).cloned().collect();
     assert!(kept.len() < pts.len());
     check(&kept);
 }

@@ -11,7 +11,7 @@ use stoker_collector::anomaly::{self, AnomalyConfig, AnomalyScorer};
 use stoker_collector::clock::ManualClock;
 use stoker_collector::config::Tokens;
 use stoker_collector::server::{self, ServeOptions};
-use stoker_collector::store::{sort_pairs, Histogram, PointValue, Store, StoreConfig};
+use stoker_collector::store::{Histogram, PointValue, Store, StoreConfig, sort_pairs};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -59,7 +59,8 @@ fn feed(store: &Store, t0: u64, minutes: u64, anomalous_from: u64) {
             let mut lp = vec![("host.name", node.as_str()), ("model.name", "resnet")];
             sort_pairs(&mut lp);
             let h = Histogram::explicit(bounds.clone(), counts, latency * 100.0);
-            w.append("inference.request.duration", &lp, ts, PointValue::HistogramDelta(h)).expect("latency");
+            w.append("inference.request.duration", &lp, ts, PointValue::HistogramDelta(h))
+                .expect("latency");
         }
         assert!(w.finish());
     }
@@ -71,7 +72,11 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
     let minutes = 180;
     let clock = ManualClock::new(t0);
     let store = Arc::new(Store::in_memory(StoreConfig::default(), Arc::new(clock.clone())));
-    let cfg = AnomalyConfig { window: Duration::from_secs(300), history: Duration::from_secs(3 * 3600), ..AnomalyConfig::default() };
+    let cfg = AnomalyConfig {
+        window: Duration::from_secs(300),
+        history: Duration::from_secs(3 * 3600),
+        ..AnomalyConfig::default()
+    };
     let mut scorer = AnomalyScorer::new(cfg);
     let board = scorer.board();
 
@@ -89,10 +94,12 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
         extra_api: vec![anomaly::router(board)],
         extra_metrics: Vec::new(),
     };
-    let (bound, _handles) = server::start(opts, cancel.clone(), TaskTracker::new()).await.expect("server");
+    let (bound, _handles) =
+        server::start(opts, cancel.clone(), TaskTracker::new()).await.expect("server");
     let c = common::client();
     let url = format!("http://{}/api/v1/anomalies", bound.api);
-    let before: serde_json::Value = c.get(&url).send().await.expect("get").json().await.expect("json");
+    let before: serde_json::Value =
+        c.get(&url).send().await.expect("get").json().await.expect("json");
     assert_eq!(before, serde_json::json!({"evaluatedAt": null, "anomalies": []}));
 
     // A clean fleet: nothing flagged.
@@ -106,24 +113,52 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
     // A fresh store: the same fleet with node-07's power and node-03's latency off in the
     // last 10 minutes.
     let store = Arc::new(Store::in_memory(StoreConfig::default(), Arc::new(clock.clone())));
-    let mut scorer2 = AnomalyScorer::new(AnomalyConfig { window: Duration::from_secs(300), history: Duration::from_secs(3 * 3600), ..AnomalyConfig::default() });
+    let mut scorer2 = AnomalyScorer::new(AnomalyConfig {
+        window: Duration::from_secs(300),
+        history: Duration::from_secs(3 * 3600),
+        ..AnomalyConfig::default()
+    });
     feed(&store, t0, minutes, minutes - 10);
     let r = scorer2.score(&store, now);
-    let peers: Vec<(&str, Option<&str>, &str)> = r.anomalies.iter().filter(|a| a.baseline == "peers").map(|a| (a.subject.as_str(), a.model.as_deref(), a.feature.as_str())).collect();
+    let peers: Vec<(&str, Option<&str>, &str)> = r
+        .anomalies
+        .iter()
+        .filter(|a| a.baseline == "peers")
+        .map(|a| (a.subject.as_str(), a.model.as_deref(), a.feature.as_str()))
+        .collect();
     assert_eq!(peers.len(), 2, "{:#?}", r.anomalies);
     assert!(peers.contains(&("node-07", None, "hw.power")), "{peers:?}");
-    assert!(peers.contains(&("node-03/resnet", Some("resnet"), "inference.request.duration")), "{peers:?}");
-    let power = r.anomalies.iter().find(|a| a.subject == "node-07" && a.baseline == "peers").expect("power anomaly");
+    assert!(
+        peers.contains(&("node-03/resnet", Some("resnet"), "inference.request.duration")),
+        "{peers:?}"
+    );
+    let power = r
+        .anomalies
+        .iter()
+        .find(|a| a.subject == "node-07" && a.baseline == "peers")
+        .expect("power anomaly");
     assert!(power.value < 0.85 * power.expected, "{power:?}");
     assert!(power.why.contains("hw.power"), "{}", power.why);
-    let hist: Vec<&str> = r.anomalies.iter().filter(|a| a.baseline == "history").map(|a| a.subject.as_str()).collect();
+    let hist: Vec<&str> = r
+        .anomalies
+        .iter()
+        .filter(|a| a.baseline == "history")
+        .map(|a| a.subject.as_str())
+        .collect();
     assert!(hist.contains(&"node-07"), "own history: {:#?}", r.anomalies);
-    assert!(hist.iter().all(|s| s.starts_with("node-07") || s.starts_with("node-03")), "history false alarms: {hist:?}");
+    assert!(
+        hist.iter().all(|s| s.starts_with("node-07") || s.starts_with("node-03")),
+        "history false alarms: {hist:?}"
+    );
 
     // Flags persist: `since` stays at the first run; the score series is in the store.
     clock.set(now + MIN);
     let later = scorer2.score(&store, now + MIN);
-    let again = later.anomalies.iter().find(|a| a.subject == "node-07" && a.baseline == "peers").expect("still flagged");
+    let again = later
+        .anomalies
+        .iter()
+        .find(|a| a.subject == "node-07" && a.baseline == "peers")
+        .expect("still flagged");
     assert_eq!(again.since, now);
 
     // The policy condition reads the scores the scorer wrote, through the live engine's
@@ -133,10 +168,23 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
         use stoker_collector::policy::format::AnomalyCondition;
         use stoker_collector::serve::StoreSource;
         let src = StoreSource::new(store.clone());
-        let cond = |node: &str| AnomalyCondition { node: Some(node.into()), baseline: Some("peers".into()), feature: Some("hw.power".into()), ..Default::default() };
+        let cond = |node: &str| AnomalyCondition {
+            node: Some(node.into()),
+            baseline: Some("peers".into()),
+            feature: Some("hw.power".into()),
+            ..Default::default()
+        };
         let mut inputs = Vec::new();
-        assert_eq!(eval_anomaly(&cond("node-07"), &src, now + MIN, &mut inputs), Some(true), "{inputs:?}");
-        assert_eq!(eval_anomaly(&cond("node-01"), &src, now + MIN, &mut inputs), Some(false), "{inputs:?}");
+        assert_eq!(
+            eval_anomaly(&cond("node-07"), &src, now + MIN, &mut inputs),
+            Some(true),
+            "{inputs:?}"
+        );
+        assert_eq!(
+            eval_anomaly(&cond("node-01"), &src, now + MIN, &mut inputs),
+            Some(false),
+            "{inputs:?}"
+        );
     }
 
     // The HTTP contract, exactly.
@@ -153,8 +201,16 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
         extra_api: vec![anomaly::router(board)],
         extra_metrics: Vec::new(),
     };
-    let (bound2, _h2) = server::start(opts, cancel.clone(), TaskTracker::new()).await.expect("server");
-    let v: serde_json::Value = c.get(format!("http://{}/api/v1/anomalies", bound2.api)).send().await.expect("get").json().await.expect("json");
+    let (bound2, _h2) =
+        server::start(opts, cancel.clone(), TaskTracker::new()).await.expect("server");
+    let v: serde_json::Value = c
+        .get(format!("http://{}/api/v1/anomalies", bound2.api))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(v["evaluatedAt"].as_u64(), Some(now + MIN));
     let list = v["anomalies"].as_array().expect("list");
     assert!(!list.is_empty());
@@ -162,9 +218,20 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
         let keys: Vec<&str> = a.as_object().expect("object").keys().map(String::as_str).collect();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, ["baseline", "expected", "feature", "model", "node", "score", "since", "subject", "value", "why"]);
+        assert_eq!(
+            sorted,
+            [
+                "baseline", "expected", "feature", "model", "node", "score", "since", "subject",
+                "value", "why"
+            ]
+        );
         assert!(a["baseline"] == "peers" || a["baseline"] == "history");
-        assert!(a["since"].is_u64() && a["score"].is_f64() && a["value"].is_f64() && a["expected"].is_f64());
+        assert!(
+            a["since"].is_u64()
+                && a["score"].is_f64()
+                && a["value"].is_f64()
+                && a["expected"].is_f64()
+        );
     }
     let node07 = list.iter().find(|a| a["subject"] == "node-07").expect("node-07");
     assert_eq!(node07["model"], serde_json::Value::Null);

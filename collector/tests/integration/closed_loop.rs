@@ -42,13 +42,26 @@ spec:
 
 async fn start(data: &Path, policies: &Path) -> (RunningCollector, CancellationToken, TaskTracker) {
     let config = CollectorConfig {
-        server: ServerConfig { api_listen: common::loopback0(), otlp_grpc_listen: common::loopback0(), otlp_http_listen: common::loopback0(), ..ServerConfig::default() },
+        server: ServerConfig {
+            api_listen: common::loopback0(),
+            otlp_grpc_listen: common::loopback0(),
+            otlp_http_listen: common::loopback0(),
+            ..ServerConfig::default()
+        },
         // Variables no test sets: the loopback listeners run without tokens.
-        auth: AuthConfig { read_token_env: "STOKER_CLOSED_LOOP_NO_READ".into(), write_token_env: "STOKER_CLOSED_LOOP_NO_WRITE".into(), ..AuthConfig::default() },
+        auth: AuthConfig {
+            read_token_env: "STOKER_CLOSED_LOOP_NO_READ".into(),
+            write_token_env: "STOKER_CLOSED_LOOP_NO_WRITE".into(),
+            ..AuthConfig::default()
+        },
         ..CollectorConfig::default()
     };
     let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-    let settings = CollectorSettings { config, data_dir: data.to_path_buf(), policies: Some(policies.to_path_buf()) };
+    let settings = CollectorSettings {
+        config,
+        data_dir: data.to_path_buf(),
+        policies: Some(policies.to_path_buf()),
+    };
     let running = serve::start(settings, cancel.clone(), tracker.clone()).await.expect("start");
     (running, cancel, tracker)
 }
@@ -56,7 +69,9 @@ async fn start(data: &Path, policies: &Path) -> (RunningCollector, CancellationT
 async fn stop(cancel: CancellationToken, tracker: TaskTracker) {
     cancel.cancel();
     tracker.close();
-    tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.expect("clean shutdown in time");
+    tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+        .await
+        .expect("clean shutdown in time");
 }
 
 async fn get(c: &reqwest::Client, running: &RunningCollector, path: &str) -> Value {
@@ -79,7 +94,8 @@ async fn eventually<T>(secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breach_scales_out_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (data, policies, size_file) = (dir.path().join("data"), dir.path().join("policies"), dir.path().join("size"));
+    let (data, policies, size_file) =
+        (dir.path().join("data"), dir.path().join("policies"), dir.path().join("size"));
     std::fs::create_dir_all(&policies).expect("mkdir");
     std::fs::write(policies.join("loop.yaml"), policy(&size_file)).expect("write policy");
     let c = common::client();
@@ -90,20 +106,32 @@ async fn breach_scales_out_and_survives_a_restart() {
     assert_eq!(loaded["policies"][0]["name"], "loop");
 
     // Two replicas with a queue of 40 each: four times the target of 10.
-    let mut grpc = MetricsServiceClient::connect(format!("http://{}", running.bound.otlp_grpc)).await.expect("connect");
+    let mut grpc = MetricsServiceClient::connect(format!("http://{}", running.bound.otlp_grpc))
+        .await
+        .expect("connect");
     for (metric, v) in [("svc.replicas", 2.0), ("svc.queue", 40.0)] {
-        grpc.export(common::gauge_request("node-a", metric, common::now_nanos(), v, vec![common::kv("service.name", "svc")])).await.expect("export");
+        grpc.export(common::gauge_request(
+            "node-a",
+            metric,
+            common::now_nanos(),
+            v,
+            vec![common::kv("service.name", "svc")],
+        ))
+        .await
+        .expect("export");
     }
 
-    let size: u32 = eventually(20, async || std::fs::read_to_string(&size_file).ok()?.trim().parse().ok())
-        .await
-        .expect("the command actuator ran");
+    let size: u32 =
+        eventually(20, async || std::fs::read_to_string(&size_file).ok()?.trim().parse().ok())
+            .await
+            .expect("the command actuator ran");
     assert!(size > 2 && size <= 10, "scaled out within bounds: {size}");
 
     // The decision is committed once the actuator has answered, just after the file appears.
     let acted: Vec<Value> = eventually(10, async || {
         let d = get(&c, &running, "/api/v1/decisions?policy=loop").await;
-        let acted: Vec<Value> = d["decisions"].as_array()?.iter().filter(|d| !d["action"].is_null()).cloned().collect();
+        let acted: Vec<Value> =
+            d["decisions"].as_array()?.iter().filter(|d| !d["action"].is_null()).cloned().collect();
         (!acted.is_empty()).then_some(acted)
     })
     .await
@@ -125,7 +153,14 @@ async fn breach_scales_out_and_survives_a_restart() {
     assert_eq!(rule["rule"], "scale");
     assert_eq!(rule["state"], "cooling-down", "{status}");
     let until = rule["cooling_down_until"].as_u64().expect("cooldown end");
-    let metrics = c.get(format!("http://{}/metrics", running.bound.api)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = c
+        .get(format!("http://{}/metrics", running.bound.api))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("stoker_policies_loaded 1"), "{metrics}");
     assert!(metrics.contains("stoker_policy_actions_total 1"), "{metrics}");
     drop((grpc, running));
@@ -140,13 +175,34 @@ async fn breach_scales_out_and_survives_a_restart() {
     assert_eq!(rule["state"], "cooling-down", "{status}");
     assert_eq!(rule["cooling_down_until"].as_u64(), Some(until));
     let decisions = get(&c, &running, "/api/v1/decisions?policy=loop").await;
-    assert!(decisions["decisions"].as_array().expect("decisions").iter().any(|d| d["key"] == decision["key"]), "{decisions}");
-    let mut grpc = MetricsServiceClient::connect(format!("http://{}", running.bound.otlp_grpc)).await.expect("connect");
+    assert!(
+        decisions["decisions"]
+            .as_array()
+            .expect("decisions")
+            .iter()
+            .any(|d| d["key"] == decision["key"]),
+        "{decisions}"
+    );
+    let mut grpc = MetricsServiceClient::connect(format!("http://{}", running.bound.otlp_grpc))
+        .await
+        .expect("connect");
     for (metric, v) in [("svc.replicas", f64::from(size)), ("svc.queue", 400.0)] {
-        grpc.export(common::gauge_request("node-a", metric, common::now_nanos(), v, vec![common::kv("service.name", "svc")])).await.expect("export");
+        grpc.export(common::gauge_request(
+            "node-a",
+            metric,
+            common::now_nanos(),
+            v,
+            vec![common::kv("service.name", "svc")],
+        ))
+        .await
+        .expect("export");
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(std::fs::read_to_string(&size_file).expect("size file"), "untouched\n", "cooldown kept across the restart");
+    assert_eq!(
+        std::fs::read_to_string(&size_file).expect("size file"),
+        "untouched\n",
+        "cooldown kept across the restart"
+    );
     drop(grpc);
     stop(cancel, tracker).await;
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use stoker_collector::clock::SharedClock;
 use stoker_collector::config::{ServerConfig, Tokens};
@@ -35,17 +37,36 @@ pub fn loopback0() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
 
-pub async fn start_with(tokens: Tokens, tweak: impl FnOnce(&mut ServerConfig), clock: SharedClock) -> TestServer {
+pub async fn start_with(
+    tokens: Tokens,
+    tweak: impl FnOnce(&mut ServerConfig),
+    clock: SharedClock,
+) -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = StoreConfig { data_dir: Some(dir.path().to_path_buf()), ..StoreConfig::default() };
     let store = Arc::new(Store::open(cfg, clock).expect("open store"));
-    let mut server_cfg = ServerConfig { api_listen: loopback0(), otlp_grpc_listen: loopback0(), otlp_http_listen: loopback0(), ..ServerConfig::default() };
+    let mut server_cfg = ServerConfig {
+        api_listen: loopback0(),
+        otlp_grpc_listen: loopback0(),
+        otlp_http_listen: loopback0(),
+        ..ServerConfig::default()
+    };
     tweak(&mut server_cfg);
     let cancel = CancellationToken::new();
     tokio::spawn(store.clone().run_background(cancel.clone()));
-    let (bound, handles) = server::start(ServeOptions { server: server_cfg, tokens, store: store.clone(), extra_api: Vec::new(), extra_metrics: Vec::new() }, cancel.clone(), TaskTracker::new())
-        .await
-        .expect("start server");
+    let (bound, handles) = server::start(
+        ServeOptions {
+            server: server_cfg,
+            tokens,
+            store: store.clone(),
+            extra_api: Vec::new(),
+            extra_metrics: Vec::new(),
+        },
+        cancel.clone(),
+        TaskTracker::new(),
+    )
+    .await
+    .expect("start server");
     TestServer { bound, store, handles, cancel, _dir: dir }
 }
 
@@ -59,23 +80,42 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos()
+        as u64
 }
 
 pub fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 /// One gauge point in a request.
-pub fn gauge_request(host: &str, metric: &str, ts: u64, v: f64, attrs: Vec<KeyValue>) -> ExportMetricsServiceRequest {
+pub fn gauge_request(
+    host: &str,
+    metric: &str,
+    ts: u64,
+    v: f64,
+    attrs: Vec<KeyValue>,
+) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource { attributes: vec![kv("host.name", host)], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![kv("host.name", host)],
+                ..Default::default()
+            }),
             scope_metrics: vec![ScopeMetrics {
                 metrics: vec![Metric {
                     name: metric.into(),
                     data: Some(metric::Data::Gauge(Gauge {
-                        data_points: vec![NumberDataPoint { attributes: attrs, time_unix_nano: ts, value: Some(number_data_point::Value::AsDouble(v)), ..Default::default() }],
+                        data_points: vec![NumberDataPoint {
+                            attributes: attrs,
+                            time_unix_nano: ts,
+                            value: Some(number_data_point::Value::AsDouble(v)),
+                            ..Default::default()
+                        }],
                     })),
                     ..Default::default()
                 }],
@@ -87,7 +127,11 @@ pub fn gauge_request(host: &str, metric: &str, ts: u64, v: f64, attrs: Vec<KeyVa
 }
 
 /// Instant query helper: returns the groups.
-pub async fn query(c: &reqwest::Client, api: std::net::SocketAddr, params: &[(&str, &str)]) -> Vec<serde_json::Value> {
+pub async fn query(
+    c: &reqwest::Client,
+    api: std::net::SocketAddr,
+    params: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
     let r = c.get(format!("http://{api}/api/v1/query")).query(params).send().await.expect("query");
     let status = r.status();
     let body: serde_json::Value = r.json().await.expect("json");

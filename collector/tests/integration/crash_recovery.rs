@@ -26,7 +26,14 @@ fn spawn(data_dir: &std::path::Path) -> Collector {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args(["--api-listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -35,7 +42,12 @@ fn spawn(data_dir: &std::path::Path) -> Collector {
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string).unwrap_or_else(|| panic!("no {k} in {line:?}"));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+    };
     Collector { api: field("api="), http: field("otlp_http="), child }
 }
 
@@ -53,8 +65,21 @@ async fn kill_9_loses_at_most_the_last_second() {
     // Ingest for ~3.5 s (past at least one 200 ms commit cycle many times over).
     while started.elapsed() < Duration::from_millis(3500) {
         seq += 1;
-        let body = common::gauge_request("crash-node", "crash.seq", t0 + seq * 1_000_000, seq as f64, vec![]).encode_to_vec();
-        let r = c.post(&url).header("content-type", "application/x-protobuf").body(body).send().await.expect("post");
+        let body = common::gauge_request(
+            "crash-node",
+            "crash.seq",
+            t0 + seq * 1_000_000,
+            seq as f64,
+            vec![],
+        )
+        .encode_to_vec();
+        let r = c
+            .post(&url)
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
         assert_eq!(r.status().as_u16(), 200);
         acked.push((seq, Instant::now()));
     }
@@ -64,17 +89,46 @@ async fn kill_9_loses_at_most_the_last_second() {
     drop(col);
 
     let col = spawn(dir.path());
-    let g = common::query(&c, col.api.parse().expect("addr"), &[("selector", "crash.seq"), ("stat", "count"), ("window", "2h")]).await;
+    let g = common::query(
+        &c,
+        col.api.parse().expect("addr"),
+        &[("selector", "crash.seq"), ("stat", "count"), ("window", "2h")],
+    )
+    .await;
     let stored = g.first().and_then(|g| g["value"].as_f64()).unwrap_or(0.0) as u64;
-    let g = common::query(&c, col.api.parse().expect("addr"), &[("selector", "crash.seq"), ("stat", "max"), ("window", "2h")]).await;
+    let g = common::query(
+        &c,
+        col.api.parse().expect("addr"),
+        &[("selector", "crash.seq"), ("stat", "max"), ("window", "2h")],
+    )
+    .await;
     let max = g.first().and_then(|g| g["value"].as_f64()).unwrap_or(0.0) as u64;
-    let must_have = acked.iter().filter(|(_, at)| killed_at.duration_since(*at) > Duration::from_secs(1)).map(|(s, _)| *s).max().unwrap_or(0);
-    eprintln!("acknowledged {}, stored after restart {stored}, newest {max}, required ≥ {must_have}", acked.len());
+    let must_have = acked
+        .iter()
+        .filter(|(_, at)| killed_at.duration_since(*at) > Duration::from_secs(1))
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "acknowledged {}, stored after restart {stored}, newest {max}, required ≥ {must_have}",
+        acked.len()
+    );
     assert!(must_have > 100, "the test ingested too little to mean anything ({must_have})");
-    assert!(max >= must_have, "lost acknowledged data older than 1 s: newest stored {max} < {must_have}");
+    assert!(
+        max >= must_have,
+        "lost acknowledged data older than 1 s: newest stored {max} < {must_have}"
+    );
     assert_eq!(stored, max, "no holes: every sequence number up to the newest is stored");
     // The restarted collector keeps taking data after the recovered points.
-    let body = common::gauge_request("crash-node", "crash.seq", t0 + (seq + 1) * 1_000_000, 0.0, vec![]).encode_to_vec();
-    let r = c.post(format!("http://{}/v1/metrics", col.http)).header("content-type", "application/x-protobuf").body(body).send().await.expect("post");
+    let body =
+        common::gauge_request("crash-node", "crash.seq", t0 + (seq + 1) * 1_000_000, 0.0, vec![])
+            .encode_to_vec();
+    let r = c
+        .post(format!("http://{}/v1/metrics", col.http))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status().as_u16(), 200);
 }

@@ -50,25 +50,34 @@ pub(crate) fn python_ok() -> bool {
 }
 
 /// Runs the SDK script; `compression` sets `OTEL_EXPORTER_OTLP_COMPRESSION` (e.g. `gzip`).
-pub(crate) async fn run_python(transport: &str, endpoint: String, host: &str, compression: Option<&str>) {
+pub(crate) async fn run_python(
+    transport: &str,
+    endpoint: String,
+    host: &str,
+    compression: Option<&str>,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("send.py");
     std::fs::write(&path, SCRIPT).expect("write script");
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        {
-            let mut cmd = tokio::process::Command::new("python3");
-            cmd.arg(&path).args([transport, &endpoint, host]).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").env_remove("OTEL_EXPORTER_OTLP_COMPRESSION");
-            if let Some(c) = compression {
-                cmd.env("OTEL_EXPORTER_OTLP_COMPRESSION", c);
-            }
-            cmd.output()
-        },
-    )
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), {
+        let mut cmd = tokio::process::Command::new("python3");
+        cmd.arg(&path)
+            .args([transport, &endpoint, host])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_COMPRESSION");
+        if let Some(c) = compression {
+            cmd.env("OTEL_EXPORTER_OTLP_COMPRESSION", c);
+        }
+        cmd.output()
+    })
     .await
     .expect("python finished in time")
     .expect("python ran");
-    assert!(out.status.success(), "python {transport} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python {transport} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,28 +92,89 @@ async fn python_sdk_over_grpc_and_http() {
     let api = srv.bound.api;
     for host in ["py-grpc", "py-http"] {
         let sel = |m: &str, extra: &str| format!("{m}{{host.name=\"{host}\"{extra}}}");
-        let g = common::query(&c, api, &[("selector", &sel("hw.gpu.utilization", ",hw.id=\"GPU-7\"")), ("stat", "last"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[
+                ("selector", &sel("hw.gpu.utilization", ",hw.id=\"GPU-7\"")),
+                ("stat", "last"),
+                ("window", "5m"),
+            ],
+        )
+        .await;
         assert_eq!(g[0]["value"], 0.42, "{host}");
-        let g = common::query(&c, api, &[("selector", &sel("inference.requests", "")), ("stat", "increase"), ("window", "5m"), ("group_by", "outcome")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[
+                ("selector", &sel("inference.requests", "")),
+                ("stat", "increase"),
+                ("window", "5m"),
+                ("group_by", "outcome"),
+            ],
+        )
+        .await;
         assert_eq!(g.len(), 2, "{host}: {g:?}");
         assert_eq!(g[0]["group"]["outcome"], "error");
         assert_eq!(g[0]["value"], 1.0);
         assert_eq!(g[1]["value"], 7.0);
-        let g = common::query(&c, api, &[("selector", &sel("inference.request.duration", ",model.name=\"pyresnet\"")), ("stat", "count"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[
+                ("selector", &sel("inference.request.duration", ",model.name=\"pyresnet\"")),
+                ("stat", "count"),
+                ("window", "5m"),
+            ],
+        )
+        .await;
         assert_eq!(g[0]["value"], 10.0, "{host}");
-        let g = common::query(&c, api, &[("selector", &sel("inference.request.duration", "")), ("stat", "p50"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[
+                ("selector", &sel("inference.request.duration", "")),
+                ("stat", "p50"),
+                ("window", "5m"),
+            ],
+        )
+        .await;
         let p50 = g[0]["value"].as_f64().expect("p50");
         assert!(p50 > 0.05 && p50 <= 0.1, "{host}: p50 {p50} must lie in the bucket (0.05, 0.1]");
-        let g = common::query(&c, api, &[("selector", &sel("inference.request.duration", "")), ("stat", "max"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[
+                ("selector", &sel("inference.request.duration", "")),
+                ("stat", "max"),
+                ("window", "5m"),
+            ],
+        )
+        .await;
         assert_eq!(g[0]["value"], 0.3, "{host}: reported max");
         // Exponential histogram: 10 observations; the median (4) lies within one bucket of
         // the default scale (base 2^(2^-20) at most; coarse scales still contain 4).
-        let g = common::query(&c, api, &[("selector", &sel("inference.batch.size", "")), ("stat", "count"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[("selector", &sel("inference.batch.size", "")), ("stat", "count"), ("window", "5m")],
+        )
+        .await;
         assert_eq!(g[0]["value"], 10.0, "{host}");
-        let g = common::query(&c, api, &[("selector", &sel("inference.batch.size", "")), ("stat", "p50"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[("selector", &sel("inference.batch.size", "")), ("stat", "p50"), ("window", "5m")],
+        )
+        .await;
         let p50 = g[0]["value"].as_f64().expect("p50");
         assert!((3.9..=4.1).contains(&p50), "{host}: exponential p50 {p50}");
-        let g = common::query(&c, api, &[("selector", &sel("inference.batch.size", "")), ("stat", "mean"), ("window", "5m")]).await;
+        let g = common::query(
+            &c,
+            api,
+            &[("selector", &sel("inference.batch.size", "")), ("stat", "mean"), ("window", "5m")],
+        )
+        .await;
         assert_eq!(g[0]["value"], 8.1, "{host}");
     }
 }

@@ -23,7 +23,14 @@ async fn rust_sdk_values_come_back_exactly() {
     let reader = PeriodicReader::builder(exporter).with_interval(Duration::from_secs(3600)).build();
     let provider = SdkMeterProvider::builder()
         .with_reader(reader)
-        .with_resource(Resource::builder_empty().with_attributes([KeyValue::new("host.name", "rust-node"), KeyValue::new("service.name", "resnet")]).build())
+        .with_resource(
+            Resource::builder_empty()
+                .with_attributes([
+                    KeyValue::new("host.name", "rust-node"),
+                    KeyValue::new("service.name", "resnet"),
+                ])
+                .build(),
+        )
         .build();
     let meter = provider.meter("interop");
     let gauge = meter.f64_gauge("hw.gpu.utilization").build();
@@ -31,7 +38,10 @@ async fn rust_sdk_values_come_back_exactly() {
     let counter = meter.u64_counter("inference.requests").build();
     counter.add(5, &[KeyValue::new("outcome", "ok")]);
     counter.add(7, &[KeyValue::new("outcome", "ok")]);
-    let hist = meter.f64_histogram("inference.request.duration").with_boundaries(vec![0.01, 0.05, 0.1, 0.5]).build();
+    let hist = meter
+        .f64_histogram("inference.request.duration")
+        .with_boundaries(vec![0.01, 0.05, 0.1, 0.5])
+        .build();
     for v in [0.005, 0.007, 0.03, 0.04, 0.045, 0.07, 0.2, 0.3, 0.4, 0.45] {
         hist.record(v, &[KeyValue::new("model.name", "resnet")]);
     }
@@ -40,19 +50,61 @@ async fn rust_sdk_values_come_back_exactly() {
 
     let c = common::client();
     let api = srv.bound.api;
-    let g = common::query(&c, api, &[("selector", "hw.gpu.utilization{host.name=\"rust-node\",hw.id=\"GPU-0\"}"), ("stat", "last"), ("window", "5m")]).await;
+    let g = common::query(
+        &c,
+        api,
+        &[
+            ("selector", "hw.gpu.utilization{host.name=\"rust-node\",hw.id=\"GPU-0\"}"),
+            ("stat", "last"),
+            ("window", "5m"),
+        ],
+    )
+    .await;
     assert_eq!(g[0]["value"], 0.625);
-    let g = common::query(&c, api, &[("selector", "inference.requests{outcome=\"ok\"}"), ("stat", "increase"), ("window", "5m")]).await;
+    let g = common::query(
+        &c,
+        api,
+        &[
+            ("selector", "inference.requests{outcome=\"ok\"}"),
+            ("stat", "increase"),
+            ("window", "5m"),
+        ],
+    )
+    .await;
     assert_eq!(g[0]["value"], 12.0, "cumulative counter since its start counts fully");
-    let g = common::query(&c, api, &[("selector", "inference.request.duration{model.name=\"resnet\"}"), ("stat", "count"), ("window", "5m")]).await;
+    let g = common::query(
+        &c,
+        api,
+        &[
+            ("selector", "inference.request.duration{model.name=\"resnet\"}"),
+            ("stat", "count"),
+            ("window", "5m"),
+        ],
+    )
+    .await;
     assert_eq!(g[0]["value"], 10.0);
-    let g = common::query(&c, api, &[("selector", "inference.request.duration"), ("stat", "p50"), ("window", "5m")]).await;
+    let g = common::query(
+        &c,
+        api,
+        &[("selector", "inference.request.duration"), ("stat", "p50"), ("window", "5m")],
+    )
+    .await;
     let p50 = g[0]["value"].as_f64().expect("p50");
     assert!(p50 > 0.01 && p50 <= 0.05, "p50 {p50} in (0.01, 0.05]");
-    let g = common::query(&c, api, &[("selector", "inference.request.duration"), ("stat", "p95"), ("window", "5m")]).await;
+    let g = common::query(
+        &c,
+        api,
+        &[("selector", "inference.request.duration"), ("stat", "p95"), ("window", "5m")],
+    )
+    .await;
     let p95 = g[0]["value"].as_f64().expect("p95");
     assert!(p95 > 0.1 && p95 <= 0.5, "p95 {p95} in (0.1, 0.5]");
-    let g = common::query(&c, api, &[("selector", "inference.request.duration"), ("stat", "mean"), ("window", "5m")]).await;
+    let g = common::query(
+        &c,
+        api,
+        &[("selector", "inference.request.duration"), ("stat", "mean"), ("window", "5m")],
+    )
+    .await;
     let mean = g[0]["value"].as_f64().expect("mean");
     assert!((mean - 1.547 / 10.0).abs() < 1e-9, "mean {mean}");
     provider.shutdown().ok();

@@ -11,8 +11,10 @@ use futures_util::future::BoxFuture;
 use stoker_collector::policy::check::check_paths;
 use stoker_collector::policy::cli;
 use stoker_collector::policy::engine::{Outcome, OutcomeStatus};
-use stoker_collector::policy::runtime::{ExecError, Executor, JobRef, JobStatus, PolicyRuntime, RuntimeConfig, TargetRef};
-use stoker_collector::policy::series::{series_from_notation, SeriesSource};
+use stoker_collector::policy::runtime::{
+    ExecError, Executor, JobRef, JobStatus, PolicyRuntime, RuntimeConfig, TargetRef,
+};
+use stoker_collector::policy::series::{SeriesSource, series_from_notation};
 use stoker_collector::policy::signal::NANOS;
 
 fn root() -> PathBuf {
@@ -79,7 +81,8 @@ fn broken_policies_report_what_a_user_sees() {
 }
 
 const EXPECT_BAD_DURATION: &str = "bad_duration.yaml:9:66: spec.scale.metrics[0].signal.window: invalid duration \"30 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write it like 30s, 5m, 1h30m or 250ms)";
-const EXPECT_BAD_YAML: &str = "bad_yaml.yaml:10:12: invalid YAML: while parsing a block mapping, did not find expected key";
+const EXPECT_BAD_YAML: &str =
+    "bad_yaml.yaml:10:12: invalid YAML: while parsing a block mapping, did not find expected key";
 const EXPECT_SEVERAL: &[&str] = &[
     "several_errors.yaml:7:10: spec.target.min: min 10 is greater than max 2",
     "several_errors.yaml:14:52: spec.scale.metrics[0].signal.stat: unknown statistic \"median\": use mean, min, max, sum, count, last, rate, increase or a quantile like p95",
@@ -105,7 +108,13 @@ impl Executor for Recording {
     fn current_size<'a>(&'a self, _t: &'a TargetRef) -> BoxFuture<'a, Result<u32, ExecError>> {
         Box::pin(async move { Ok(*self.size.lock().expect("lock")) })
     }
-    fn resize<'a>(&'a self, _t: &'a TargetRef, desired: u32, key: &'a str, dry_run: bool) -> BoxFuture<'a, Outcome> {
+    fn resize<'a>(
+        &'a self,
+        _t: &'a TargetRef,
+        desired: u32,
+        key: &'a str,
+        dry_run: bool,
+    ) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let mut keys = self.keys.lock().expect("lock");
             let status = if keys.iter().any(|k| k == key) {
@@ -120,15 +129,31 @@ impl Executor for Recording {
             Outcome { status, attempts: 1, remote_ids: vec![], message: String::new() }
         })
     }
-    fn start_job<'a>(&'a self, _j: &'a JobRef, params: &'a BTreeMap<String, String>, key: &'a str, _dry: bool) -> BoxFuture<'a, Outcome> {
+    fn start_job<'a>(
+        &'a self,
+        _j: &'a JobRef,
+        params: &'a BTreeMap<String, String>,
+        key: &'a str,
+        _dry: bool,
+    ) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let mut keys = self.keys.lock().expect("lock");
             if keys.iter().any(|k| k == key) {
-                return Outcome { status: OutcomeStatus::Duplicate, attempts: 1, remote_ids: vec![], message: String::new() };
+                return Outcome {
+                    status: OutcomeStatus::Duplicate,
+                    attempts: 1,
+                    remote_ids: vec![],
+                    message: String::new(),
+                };
             }
             keys.push(key.to_owned());
             self.jobs.lock().expect("lock").push(params.clone());
-            Outcome { status: OutcomeStatus::Applied, attempts: 1, remote_ids: vec![format!("run-{key}")], message: String::new() }
+            Outcome {
+                status: OutcomeStatus::Applied,
+                attempts: 1,
+                remote_ids: vec![format!("run-{key}")],
+                message: String::new(),
+            }
         })
     }
     fn job_status<'a>(&'a self, _j: &'a JobRef, _id: &'a str) -> BoxFuture<'a, JobStatus> {
@@ -141,7 +166,15 @@ const T0: u64 = 1_735_689_600 * NANOS;
 const RETRAIN: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: r}\nspec:\n  target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  retrain:\n    - name: low\n      when: {accuracy: {estimate: mean-confidence, window: 10s, minSamples: 5, lt: 0.8}}\n      cooldown: 1h\n      budget: {maxRuns: 1, per: 30d}\n      job: {actuator: command, command: {argv: [retrain, '{{ reason }}']}}\n";
 
 fn runtime(dir: &Path, exec: Arc<Recording>, now: Arc<Mutex<u64>>) -> PolicyRuntime {
-    let series = vec![series_from_notation("inference.prediction.confidence", "0.5x100000", T0, Duration::from_secs(1)).expect("series")];
+    let series = vec![
+        series_from_notation(
+            "inference.prediction.confidence",
+            "0.5x100000",
+            T0,
+            Duration::from_secs(1),
+        )
+        .expect("series"),
+    ];
     let clock_now = now.clone();
     PolicyRuntime::new(
         RuntimeConfig::new(dir.join("policies"), dir.join("data")),
@@ -166,7 +199,13 @@ async fn hot_reload_keeps_the_last_good_set_on_a_broken_edit() {
     let snap = rt.snapshot();
     assert_eq!(snap.policies.len(), 1, "the last good set stays");
     assert_eq!(snap.policies[0].doc.spec.target.max, 4);
-    assert!(snap.errors.iter().any(|e| e.to_string().ends_with("r.yaml:5:36: spec.target.max: must be at least 1")), "{:?}", snap.errors);
+    assert!(
+        snap.errors
+            .iter()
+            .any(|e| e.to_string().ends_with("r.yaml:5:36: spec.target.max: must be at least 1")),
+        "{:?}",
+        snap.errors
+    );
     assert!(rt.metrics_text().contains("stoker_policy_reload_failures_total 1"));
     std::fs::write(&file, RETRAIN.replace("max: 4", "max: 6")).expect("write");
     assert!(rt.reload_if_changed());
@@ -184,7 +223,8 @@ async fn a_tick_a_little_early_still_evaluates_a_due_policy() {
     std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
     let exec = Arc::new(Recording::default());
     let rt = runtime(tmp.path(), exec.clone(), Arc::new(Mutex::new(T0 + 20 * NANOS)));
-    let count = |rt: &PolicyRuntime| rt.store().decisions(Some("r"), None, 10).expect("decisions").len();
+    let count =
+        |rt: &PolicyRuntime| rt.store().decisions(Some("r"), None, 10).expect("decisions").len();
     rt.tick(T0 + 20 * NANOS).await;
     assert_eq!(count(&rt), 1, "the first tick evaluates (and fires)");
     rt.tick(T0 + 20 * NANOS + 995_000_000).await;
@@ -217,16 +257,26 @@ async fn restart_keeps_cooldowns_budgets_and_decisions() {
     assert_eq!(exec.jobs.lock().expect("lock").len(), 1, "the budget survived the restart");
     let decisions = rt.store().decisions(Some("r"), None, 10).expect("decisions");
     assert!(decisions[0].reason.contains("budget"), "{}", decisions[0].reason);
-    assert!(decisions.iter().any(|d| d.reason.contains("cooldown")), "cooldown recorded before the restart");
+    assert!(
+        decisions.iter().any(|d| d.reason.contains("cooldown")),
+        "cooldown recorded before the restart"
+    );
     let actions = rt.store().actions().expect("actions");
     assert_eq!(actions.len(), 1);
-    assert_eq!(actions[0].outcome.as_ref().map(|o| o.remote_ids.clone()), Some(vec![format!("run-r/low/{}", T0 + 20 * NANOS)]));
+    assert_eq!(
+        actions[0].outcome.as_ref().map(|o| o.remote_ids.clone()),
+        Some(vec![format!("run-r/low/{}", T0 + 20 * NANOS)])
+    );
 }
 
 mod otlp {
     use super::*;
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-    use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
     use stoker_collector::policy::engine::{Action, Decision, RuleKind};
     use stoker_collector::policy::format::Mode;
     use stoker_collector::policy::otel::DecisionExporter;
@@ -236,7 +286,10 @@ mod otlp {
 
     #[tonic::async_trait]
     impl LogsService for Receiver {
-        async fn export(&self, req: tonic::Request<ExportLogsServiceRequest>) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
             let _ = self.0.send(req.into_inner()).await;
             Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
         }
@@ -270,7 +323,10 @@ mod otlp {
             key: Some("resnet-serving/scale/1".into()),
             outcome: None,
         });
-        let req = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("in time").expect("request");
+        let req = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("in time")
+            .expect("request");
         let rec = &req.resource_logs[0].scope_logs[0].log_records[0];
         assert_eq!(rec.time_unix_nano, T0);
         let body = format!("{:?}", rec.body);
@@ -286,7 +342,8 @@ async fn api_serves_policies_decisions_and_actions() {
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
     std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
-    let rt = runtime(tmp.path(), Arc::new(Recording::default()), Arc::new(Mutex::new(T0 + 30 * NANOS)));
+    let rt =
+        runtime(tmp.path(), Arc::new(Recording::default()), Arc::new(Mutex::new(T0 + 30 * NANOS)));
     rt.tick(T0 + 20 * NANOS).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -295,7 +352,16 @@ async fn api_serves_policies_decisions_and_actions() {
     let client = reqwest::Client::new();
     let get = |path: &'static str| {
         let client = client.clone();
-        async move { client.get(format!("http://{addr}{path}")).send().await.expect("get").json::<serde_json::Value>().await.expect("json") }
+        async move {
+            client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .expect("get")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
     };
     let p = get("/api/v1/policies").await;
     assert_eq!(p["policies"][0]["rules"][0]["state"], "cooling-down", "{p}");
@@ -317,7 +383,12 @@ fn replay_compares_the_default_set_with_hpa_and_kpa() {
                 ..Default::default()
             };
             let (mut out, mut err) = (Vec::new(), Vec::new());
-            assert_eq!(cli::replay(&args, &mut out, &mut err), 0, "{}", String::from_utf8_lossy(&err));
+            assert_eq!(
+                cli::replay(&args, &mut out, &mut err),
+                0,
+                "{}",
+                String::from_utf8_lossy(&err)
+            );
             let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
             assert_eq!(v["contenders"][1]["name"], baseline);
             assert!(v["contenders"][0]["replica_hours"].as_f64().expect("hours") > 0.0);
@@ -339,7 +410,8 @@ fn predictive_policy_beats_the_reactive_one_on_diurnal_and_ramp_traces() {
     let load = |p: PathBuf| replay::usable(&check_paths(&[p])).expect("policies check");
     let reactive = load(root().join("tests/policies/reactive.yaml"));
     let predictive = load(root().join("tests/policies/predictive.yaml"));
-    let opts = ReplayOptions { history: Some(std::time::Duration::from_secs(3600)), ..Default::default() };
+    let opts =
+        ReplayOptions { history: Some(std::time::Duration::from_secs(3600)), ..Default::default() };
     for trace in ["slow-ramp.csv", "diurnal.csv"] {
         let t = replay::load_trace(&root().join("tests/traces").join(trace)).expect("trace");
         let b = Baseline::Policies("reactive".into(), reactive.clone());
@@ -347,7 +419,8 @@ fn predictive_policy_beats_the_reactive_one_on_diurnal_and_ramp_traces() {
         eprintln!("{}", replay::render_table(&r));
         assert_eq!(r.history_s, 3600.0);
         let (p, re) = (&r.contenders[0], &r.contenders[1]);
-        let (pv, rv) = (p.slo_violation_minutes.expect("slo"), re.slo_violation_minutes.expect("slo"));
+        let (pv, rv) =
+            (p.slo_violation_minutes.expect("slo"), re.slo_violation_minutes.expect("slo"));
         assert!(pv < rv, "{trace}: predictive {pv:.1} SLO-violation minutes, reactive {rv:.1}");
         assert!(
             p.replica_hours <= 1.10 * re.replica_hours,
@@ -366,11 +439,35 @@ fn replay_history_is_run_but_not_scored() {
     let policies = replay::usable(&check_paths(&[root().join("policies")])).expect("policies");
     let t = replay::load_trace(&root().join("tests/traces/diurnal.csv")).expect("trace");
     let cold = replay::replay("d", &policies, &t, None, &ReplayOptions::default()).expect("replay");
-    let warm = replay::replay("d", &policies, &t, None, &ReplayOptions { history: Some(std::time::Duration::from_secs(3600)), ..Default::default() }).expect("replay");
+    let warm = replay::replay(
+        "d",
+        &policies,
+        &t,
+        None,
+        &ReplayOptions {
+            history: Some(std::time::Duration::from_secs(3600)),
+            ..Default::default()
+        },
+    )
+    .expect("replay");
     let (c, w) = (&cold.contenders[0], &warm.contenders[0]);
-    assert!(c.slo_violation_minutes.expect("slo") > 0.0, "the cold start from 2 replicas at 372 req/s violates: {c:?}");
+    assert!(
+        c.slo_violation_minutes.expect("slo") > 0.0,
+        "the cold start from 2 replicas at 372 req/s violates: {c:?}"
+    );
     assert_eq!(w.slo_violation_minutes, Some(0.0), "{w:?}");
-    assert!(w.replica_hours < c.replica_hours && w.replica_hours > 0.8 * c.replica_hours, "{c:?} {w:?}");
-    let all = ReplayOptions { history: Some(std::time::Duration::from_secs(24 * 3600)), ..Default::default() };
-    assert!(replay::replay("d", &policies, &t, None, &all).expect_err("nothing left").to_string().contains("whole trace"));
+    assert!(
+        w.replica_hours < c.replica_hours && w.replica_hours > 0.8 * c.replica_hours,
+        "{c:?} {w:?}"
+    );
+    let all = ReplayOptions {
+        history: Some(std::time::Duration::from_secs(24 * 3600)),
+        ..Default::default()
+    };
+    assert!(
+        replay::replay("d", &policies, &t, None, &all)
+            .expect_err("nothing left")
+            .to_string()
+            .contains("whole trace")
+    );
 }

@@ -15,16 +15,24 @@ use crate::common;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_query_over_tls_with_a_self_signed_certificate() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("self-signed certificate");
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("self-signed certificate");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let cert_pem = ck.cert.pem();
     std::fs::write(&cert_file, &cert_pem).expect("write cert");
     std::fs::write(&key_file, ck.signing_key.serialize_pem()).expect("write key");
-    let srv = common::start_with(Tokens::default(), |s| s.tls = Some(TlsConfig { cert_file, key_file }), Arc::new(SystemClock)).await;
+    let srv = common::start_with(
+        Tokens::default(),
+        |s| s.tls = Some(TlsConfig { cert_file, key_file }),
+        Arc::new(SystemClock),
+    )
+    .await;
 
     let c = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("certificate"))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("certificate"),
+        )
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
@@ -38,7 +46,12 @@ async fn ingest_and_query_over_tls_with_a_self_signed_certificate() {
         .await
         .expect("OTLP/HTTP over TLS");
     assert_eq!(r.status().as_u16(), 200);
-    assert!(ExportMetricsServiceResponse::decode(r.bytes().await.expect("body").as_ref()).expect("response").partial_success.is_none());
+    assert!(
+        ExportMetricsServiceResponse::decode(r.bytes().await.expect("body").as_ref())
+            .expect("response")
+            .partial_success
+            .is_none()
+    );
 
     let r = c
         .get(format!("https://127.0.0.1:{}/api/v1/query", srv.bound.api.port()))
@@ -52,6 +65,19 @@ async fn ingest_and_query_over_tls_with_a_self_signed_certificate() {
 
     // Plain HTTP to a TLS listener gets no answer, and a client that does not trust the
     // certificate is refused in the handshake.
-    assert!(common::client().get(format!("http://127.0.0.1:{}/healthz", srv.bound.api.port())).send().await.map(|r| !r.status().is_success()).unwrap_or(true));
-    assert!(common::client().get(format!("https://127.0.0.1:{}/healthz", srv.bound.api.port())).send().await.is_err());
+    assert!(
+        common::client()
+            .get(format!("http://127.0.0.1:{}/healthz", srv.bound.api.port()))
+            .send()
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+    );
+    assert!(
+        common::client()
+            .get(format!("https://127.0.0.1:{}/healthz", srv.bound.api.port()))
+            .send()
+            .await
+            .is_err()
+    );
 }

@@ -116,7 +116,8 @@ const DIGIT_SEGMENTS: [u8; CLASSES] = [
 fn distance_to_segment(px: f32, py: f32, (ax, ay): (f32, f32), (bx, by): (f32, f32)) -> f32 {
     let (dx, dy) = (bx - ax, by - ay);
     let len2 = dx * dx + dy * dy;
-    let t = if len2 > 0.0 { (((px - ax) * dx + (py - ay) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+    let t =
+        if len2 > 0.0 { (((px - ax) * dx + (py - ay) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
     let (cx, cy) = (ax + t * dx - px, ay + t * dy - py);
     (cx * cx + cy * cy).sqrt()
 }
@@ -139,7 +140,8 @@ pub fn draw_digit(digit: usize, params: &DataParams, rng: &mut SplitMix64, out: 
     let scale = rng.uniform(8.0, 10.5); // pixels per glyph unit
     let (ox, oy) = (rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0));
     let slant = rng.uniform(-0.15, 0.15);
-    let angle = (params.rotation + rng.uniform(-ROTATION_JITTER_DEG, ROTATION_JITTER_DEG)).to_radians();
+    let angle =
+        (params.rotation + rng.uniform(-ROTATION_JITTER_DEG, ROTATION_JITTER_DEG)).to_radians();
     let (sin, cos) = angle.sin_cos();
     let centre = IMAGE_SIDE as f32 / 2.0;
     for row in 0..IMAGE_SIDE {
@@ -218,7 +220,8 @@ mod tests {
     #[test]
     fn brightness_shift_raises_mean_pixel() {
         let clean = Dataset::generate(50, &DataParams::default(), 1);
-        let bright = Dataset::generate(50, &DataParams { brightness: 0.4, ..DataParams::default() }, 1);
+        let bright =
+            Dataset::generate(50, &DataParams { brightness: 0.4, ..DataParams::default() }, 1);
         let mean = |d: &Dataset| d.images.iter().sum::<f32>() / d.images.len() as f32;
         assert!(mean(&bright) > mean(&clean) + 0.25, "{} vs {}", mean(&bright), mean(&clean));
     }

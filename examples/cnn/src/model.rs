@@ -29,10 +29,12 @@ impl DigitNet {
     /// loaded weights when backed by tensors).
     pub fn new(vb: VarBuilder) -> Result<Self> {
         let cfg = Conv2dConfig::default();
-        let conv1 = candle_nn::conv2d(1, CONV1_CHANNELS, 5, cfg, vb.pp("conv1")).map_err(CnnError::tensor("build conv1"))?;
+        let conv1 = candle_nn::conv2d(1, CONV1_CHANNELS, 5, cfg, vb.pp("conv1"))
+            .map_err(CnnError::tensor("build conv1"))?;
         let conv2 = candle_nn::conv2d(CONV1_CHANNELS, CONV2_CHANNELS, 5, cfg, vb.pp("conv2"))
             .map_err(CnnError::tensor("build conv2"))?;
-        let fc = candle_nn::linear(FLAT_FEATURES, CLASSES, vb.pp("fc")).map_err(CnnError::tensor("build fc"))?;
+        let fc = candle_nn::linear(FLAT_FEATURES, CLASSES, vb.pp("fc"))
+            .map_err(CnnError::tensor("build fc"))?;
         Ok(Self { conv1, conv2, fc })
     }
 
@@ -46,7 +48,10 @@ impl DigitNet {
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let net = Self::new(vb)?;
         let mut rng = SplitMix64::new(seed);
-        let vars = varmap.data().lock().map_err(|_| CnnError::InvalidInput("variable map poisoned".into()))?;
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| CnnError::InvalidInput("variable map poisoned".into()))?;
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort();
         for name in names {
@@ -58,7 +63,8 @@ impl DigitNet {
             } else {
                 (6.0 / fan_in as f32).sqrt()
             };
-            let values: Vec<f32> = (0..var.elem_count()).map(|_| rng.uniform(-bound, bound)).collect();
+            let values: Vec<f32> =
+                (0..var.elem_count()).map(|_| rng.uniform(-bound, bound)).collect();
             Tensor::from_vec(values, dims, device)
                 .and_then(|t| var.set(&t))
                 .map_err(CnnError::tensor("initialise weights"))?;
@@ -82,7 +88,12 @@ impl DigitNet {
     }
 
     /// Class probabilities for `n` images given as `n × 784` pixels, one row per image.
-    pub fn probabilities(&self, pixels: &[f32], n: usize, device: &Device) -> Result<Vec<Vec<f32>>> {
+    pub fn probabilities(
+        &self,
+        pixels: &[f32],
+        n: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
         if pixels.len() != n * IMAGE_PIXELS {
             return Err(CnnError::InvalidInput(format!(
                 "expected {} values for {n} images, got {}",

@@ -77,14 +77,19 @@ impl std::fmt::Debug for Trained {
 /// Trains a fresh network according to `config`, on the CPU.
 pub fn train(config: &TrainConfig) -> Result<Trained> {
     if config.train_samples == 0 || config.batch_size == 0 || config.epochs == 0 {
-        return Err(CnnError::InvalidInput("train samples, batch size and epochs must be positive".into()));
+        return Err(CnnError::InvalidInput(
+            "train samples, batch size and epochs must be positive".into(),
+        ));
     }
     let device = Device::Cpu;
     let train_set = Dataset::generate(config.train_samples, &config.data, config.seed);
-    let test_set = Dataset::generate(config.test_samples, &config.data, config.seed.wrapping_add(1));
+    let test_set =
+        Dataset::generate(config.test_samples, &config.data, config.seed.wrapping_add(1));
     let (model, varmap) = DigitNet::fresh(&device, config.seed ^ 0x1417_1A1E)?;
-    let params = ParamsAdamW { lr: config.learning_rate, weight_decay: 1e-4, ..ParamsAdamW::default() };
-    let mut opt = AdamW::new(varmap.all_vars(), params).map_err(CnnError::tensor("create optimiser"))?;
+    let params =
+        ParamsAdamW { lr: config.learning_rate, weight_decay: 1e-4, ..ParamsAdamW::default() };
+    let mut opt =
+        AdamW::new(varmap.all_vars(), params).map_err(CnnError::tensor("create optimiser"))?;
     let mut order: Vec<usize> = (0..train_set.len()).collect();
     let mut rng = SplitMix64::new(config.seed ^ 0x5EED);
     let mut final_loss = f32::NAN;
@@ -101,11 +106,16 @@ pub fn train(config: &TrainConfig) -> Result<Trained> {
             batch_pixels.clear();
             batch_labels.clear();
             for &i in chunk {
-                batch_pixels.extend_from_slice(&train_set.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]);
+                batch_pixels
+                    .extend_from_slice(&train_set.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]);
                 batch_labels.push(train_set.labels[i]);
             }
             let mut step = || -> candle_core::Result<f32> {
-                let xs = Tensor::from_slice(&batch_pixels, (chunk.len(), 1, IMAGE_SIDE, IMAGE_SIDE), &device)?;
+                let xs = Tensor::from_slice(
+                    &batch_pixels,
+                    (chunk.len(), 1, IMAGE_SIDE, IMAGE_SIDE),
+                    &device,
+                )?;
                 let ys = Tensor::from_slice(&batch_labels, chunk.len(), &device)?;
                 let loss = candle_nn::loss::cross_entropy(&model.logits(&xs)?, &ys)?;
                 opt.backward_step(&loss)?;

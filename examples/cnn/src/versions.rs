@@ -81,11 +81,15 @@ impl ModelDir {
         for entry in entries {
             let entry = entry.map_err(CnnError::io("list model directory", &self.root))?;
             let name = entry.file_name();
-            let Some(n) = name.to_str().and_then(|s| s.strip_prefix('v')).and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(n) =
+                name.to_str().and_then(|s| s.strip_prefix('v')).and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let path = entry.path();
-            if !complete_only || (path.join(WEIGHTS_FILE).is_file() && path.join(META_FILE).is_file()) {
+            if !complete_only
+                || (path.join(WEIGHTS_FILE).is_file() && path.join(META_FILE).is_file())
+            {
                 versions.push(n);
             }
         }
@@ -102,10 +106,13 @@ impl ModelDir {
     pub fn read(&self, n: u32) -> Result<(Vec<u8>, ModelMeta)> {
         let dir = self.version_path(n);
         let weights_path = dir.join(WEIGHTS_FILE);
-        let weights = std::fs::read(&weights_path).map_err(CnnError::io("read weights", &weights_path))?;
+        let weights =
+            std::fs::read(&weights_path).map_err(CnnError::io("read weights", &weights_path))?;
         let meta_path = dir.join(META_FILE);
-        let meta_bytes = std::fs::read(&meta_path).map_err(CnnError::io("read metadata", &meta_path))?;
-        let meta = serde_json::from_slice(&meta_bytes).map_err(|source| CnnError::Meta { path: meta_path, source })?;
+        let meta_bytes =
+            std::fs::read(&meta_path).map_err(CnnError::io("read metadata", &meta_path))?;
+        let meta = serde_json::from_slice(&meta_bytes)
+            .map_err(|source| CnnError::Meta { path: meta_path, source })?;
         Ok((weights, meta))
     }
 
@@ -116,9 +123,15 @@ impl ModelDir {
         mut meta: ModelMeta,
         write_weights: impl Fn(&Path) -> Result<()>,
     ) -> Result<(u32, ModelMeta)> {
-        std::fs::create_dir_all(&self.root).map_err(CnnError::io("create model directory", &self.root))?;
-        let staging = self.root.join(format!(".staging-{}-{}", std::process::id(), meta.trained_at_unix_nanos));
-        std::fs::create_dir_all(&staging).map_err(CnnError::io("create staging directory", &staging))?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(CnnError::io("create model directory", &self.root))?;
+        let staging = self.root.join(format!(
+            ".staging-{}-{}",
+            std::process::id(),
+            meta.trained_at_unix_nanos
+        ));
+        std::fs::create_dir_all(&staging)
+            .map_err(CnnError::io("create staging directory", &staging))?;
         let result = (|| {
             write_weights(&staging.join(WEIGHTS_FILE))?;
             // A few tries: another trainer may publish the same number between list and rename.
@@ -127,8 +140,10 @@ impl ModelDir {
                 let n = self.numbered_entries(false)?.last().copied().unwrap_or(0) + 1;
                 meta.version = n;
                 let meta_path = staging.join(META_FILE);
-                let json = serde_json::to_vec_pretty(&meta).map_err(|source| CnnError::Meta { path: meta_path.clone(), source })?;
-                std::fs::write(&meta_path, json).map_err(CnnError::io("write metadata", &meta_path))?;
+                let json = serde_json::to_vec_pretty(&meta)
+                    .map_err(|source| CnnError::Meta { path: meta_path.clone(), source })?;
+                std::fs::write(&meta_path, json)
+                    .map_err(CnnError::io("write metadata", &meta_path))?;
                 let target = self.version_path(n);
                 if target.exists() {
                     continue;
@@ -139,7 +154,10 @@ impl ModelDir {
                     Err(e) => return Err(CnnError::io("publish version", &target)(e)),
                 }
             }
-            Err(CnnError::InvalidInput(format!("could not take a version number under {}", self.root.display())))
+            Err(CnnError::InvalidInput(format!(
+                "could not take a version number under {}",
+                self.root.display()
+            )))
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&staging);

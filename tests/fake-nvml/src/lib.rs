@@ -162,9 +162,7 @@ fn handle_of(index: u32) -> nvmlDevice_t {
 }
 
 fn index_of(handle: nvmlDevice_t) -> Option<u32> {
-    (handle as usize)
-        .checked_sub(1)
-        .and_then(|i| u32::try_from(i).ok())
+    (handle as usize).checked_sub(1).and_then(|i| u32::try_from(i).ok())
 }
 
 impl Fake {
@@ -175,11 +173,7 @@ impl Fake {
     /// The device behind `handle`, if it still answers and supports `field`.
     fn device(&self, handle: nvmlDevice_t, field: &str) -> Result<(u32, &Device), nvmlReturn_t> {
         let index = index_of(handle).ok_or(INVALID_ARGUMENT)?;
-        let dev = self
-            .script
-            .devices
-            .get(index as usize)
-            .ok_or(INVALID_ARGUMENT)?;
+        let dev = self.script.devices.get(index as usize).ok_or(INVALID_ARGUMENT)?;
         if dev.lost_after_s.is_some_and(|t| self.elapsed() >= t) {
             return Err(GPU_IS_LOST);
         }
@@ -237,10 +231,7 @@ pub extern "C" fn nvmlInit_v2() -> nvmlReturn_t {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "fake-nvml: cannot use script {}: {e}",
-                path.to_string_lossy()
-            );
+            eprintln!("fake-nvml: cannot use script {}: {e}", path.to_string_lossy());
             return UNKNOWN;
         }
     };
@@ -248,12 +239,8 @@ pub extern "C" fn nvmlInit_v2() -> nvmlReturn_t {
         return DRIVER_NOT_LOADED;
     }
     let mut guard = FAKE.lock().unwrap_or_else(|p| p.into_inner());
-    *guard = Some(Fake {
-        script,
-        started: Instant::now(),
-        sets: Vec::new(),
-        delivered: HashSet::new(),
-    });
+    *guard =
+        Some(Fake { script, started: Instant::now(), sets: Vec::new(), delivered: HashSet::new() });
     SUCCESS
 }
 
@@ -286,17 +273,13 @@ pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
 /// The scripted driver version.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlSystemGetDriverVersion(buf: *mut c_char, len: c_uint) -> nvmlReturn_t {
-    code(with_fake(|f| unsafe {
-        put_str(buf, len, &f.script.driver_version)
-    }))
+    code(with_fake(|f| unsafe { put_str(buf, len, &f.script.driver_version) }))
 }
 
 /// The number of scripted devices.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetCount_v2(count: *mut c_uint) -> nvmlReturn_t {
-    code(with_fake(|f| unsafe {
-        put(count, u32::try_from(f.script.devices.len()).unwrap_or(0))
-    }))
+    code(with_fake(|f| unsafe { put(count, u32::try_from(f.script.devices.len()).unwrap_or(0)) }))
 }
 
 /// A handle for device `index` (the index plus one, as a pointer).
@@ -356,15 +339,7 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
 ) -> nvmlReturn_t {
     code(with_fake(|f| {
         let r = f.reading(dev, "utilization")?;
-        unsafe {
-            put(
-                out,
-                nvmlUtilization_t {
-                    gpu: r.gpu_util,
-                    memory: r.mem_util,
-                },
-            )
-        }
+        unsafe { put(out, nvmlUtilization_t { gpu: r.gpu_util, memory: r.mem_util }) }
     }))
 }
 
@@ -560,11 +535,7 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeRunningProcesses_v3(
         let room = unsafe { *count } as usize;
         unsafe { count.write(u32::try_from(n).unwrap_or(0)) };
         if infos.is_null() || room < n {
-            return if n == 0 {
-                Ok(())
-            } else {
-                Err(INSUFFICIENT_SIZE)
-            };
+            return if n == 0 { Ok(()) } else { Err(INSUFFICIENT_SIZE) };
         }
         for (i, p) in r.processes.iter().enumerate() {
             unsafe {
@@ -626,9 +597,7 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlEventSetCreate(set: *mut nvmlEventSet_t) -> nvmlReturn_t {
     code(with_fake(|f| {
-        f.sets.push(Some(EventSet {
-            devices: Vec::new(),
-        }));
+        f.sets.push(Some(EventSet { devices: Vec::new() }));
         unsafe { put(set, f.sets.len() as *mut nvmlEventSet_st) }
     }))
 }
@@ -662,9 +631,7 @@ pub unsafe extern "C" fn nvmlDeviceRegisterEvents(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlEventSetFree(set: nvmlEventSet_t) -> nvmlReturn_t {
     code(with_fake(|f| {
-        let slot = set_index(set)
-            .and_then(|i| f.sets.get_mut(i))
-            .ok_or(INVALID_ARGUMENT)?;
+        let slot = set_index(set).and_then(|i| f.sets.get_mut(i)).ok_or(INVALID_ARGUMENT)?;
         *slot = None;
         Ok(())
     }))

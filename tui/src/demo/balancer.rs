@@ -16,7 +16,10 @@ const PERIOD: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The replica URLs among `ports` that answer ready.
-pub async fn ready_replicas(client: &reqwest::Client, ports: impl Iterator<Item = u16>) -> Vec<String> {
+pub async fn ready_replicas(
+    client: &reqwest::Client,
+    ports: impl Iterator<Item = u16>,
+) -> Vec<String> {
     let mut ready = Vec::new();
     for port in ports {
         let url = format!("http://127.0.0.1:{port}");
@@ -57,7 +60,9 @@ pub fn spawn(
                 continue;
             }
             let body: String = ready.iter().map(|u| format!("{u}\n")).collect();
-            let written = tokio::fs::write(&tmp, body).await.and(tokio::fs::rename(&tmp, &targets_file).await);
+            let written = tokio::fs::write(&tmp, body)
+                .await
+                .and(tokio::fs::rename(&tmp, &targets_file).await);
             if let Err(e) = written {
                 tracing::warn!(error = %e, "Cannot write the targets file.");
                 continue;

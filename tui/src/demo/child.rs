@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use stoker_example_cnn::CnnError;
 use stoker_example_cnn::data::DataParams;
 use stoker_example_cnn::serve::telemetry::{InferenceMetrics, OtlpSettings, otlp_meter_provider};
 use stoker_example_cnn::serve::{ServeConfig, run as serve_run};
 use stoker_example_cnn::train::{TrainConfig, train};
 use stoker_example_cnn::versions::{ModelDir, ModelMeta};
-use stoker_example_cnn::CnnError;
 use tokio_util::sync::CancellationToken;
 
 /// The hidden subcommand that serves one replica.
@@ -120,7 +120,11 @@ pub fn dispatch(args: &[String]) -> Option<u8> {
 /// Trains with `args` and publishes the next version under `args.model_dir`. Blocking (CPU).
 pub fn train_and_publish(args: &TrainArgs) -> Result<Published, CnnError> {
     let config = TrainConfig {
-        data: DataParams { brightness: args.brightness, rotation: args.rotation, noise: args.noise },
+        data: DataParams {
+            brightness: args.brightness,
+            rotation: args.rotation,
+            noise: args.noise,
+        },
         train_samples: args.train_samples,
         test_samples: args.test_samples,
         epochs: args.epochs,
@@ -140,7 +144,10 @@ pub fn train_and_publish(args: &TrainArgs) -> Result<Published, CnnError> {
         accuracy,
         mean_confidence: trained.evaluation.mean_confidence,
         trained_at: humantime::format_rfc3339_seconds(now).to_string(),
-        trained_at_unix_nanos: now.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        trained_at_unix_nanos: now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
         data: config.data,
         train_samples: config.train_samples,
         test_samples: config.test_samples,
@@ -149,19 +156,21 @@ pub fn train_and_publish(args: &TrainArgs) -> Result<Published, CnnError> {
         reason: std::env::var("STOKER_REASON").ok(),
     };
     let dir = ModelDir::new(&args.model_dir);
-    let (version, meta) =
-        dir.publish(meta, |path| trained.varmap.save(path).map_err(CnnError::tensor("save safetensors")))?;
+    let (version, meta) = dir.publish(meta, |path| {
+        trained.varmap.save(path).map_err(CnnError::tensor("save safetensors"))
+    })?;
     Ok(Published { version, meta })
 }
 
 fn serve_main(args: ServeArgs) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stoker-tui {SERVE}: cannot start the runtime: {e}");
-            return 1;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("stoker-tui {SERVE}: cannot start the runtime: {e}");
+                return 1;
+            }
+        };
     match runtime.block_on(serve(args)) {
         Ok(()) => 0,
         Err(e) => {
@@ -172,11 +181,13 @@ fn serve_main(args: ServeArgs) -> u8 {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let settings = OtlpSettings::from_env("cnn-serve", &args.listen.to_string()).map_err(|e| e.to_string())?;
+    let settings =
+        OtlpSettings::from_env("cnn-serve", &args.listen.to_string()).map_err(|e| e.to_string())?;
     let provider = otlp_meter_provider(&settings).map_err(|e| e.to_string())?;
     let metrics = InferenceMetrics::new(&provider);
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", args.listen))?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

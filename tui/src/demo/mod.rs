@@ -24,20 +24,22 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stoker_collector::policy::api::{ActionsResponse, DecisionsResponse};
 use stoker_collector::api::types::{QueryResponse, QueryResult};
+use stoker_collector::policy::api::{ActionsResponse, DecisionsResponse};
 use stoker_collector::serve::{CollectorSettings, start as start_collector};
 use stoker_example_cnn::data::DataParams;
-use stoker_example_cnn::load::scenario::{DEMO_FULL_PHASES, DEMO_SHORT_PHASES, ScenarioKind, ScenarioParams, phases};
+use stoker_example_cnn::load::scenario::{
+    DEMO_FULL_PHASES, DEMO_SHORT_PHASES, ScenarioKind, ScenarioParams, phases,
+};
 use stoker_example_cnn::load::targets::{TargetSource, spawn_targets};
 use stoker_example_cnn::load::{LoadConfig, run as run_load};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::TuiError;
 use crate::cli::{DemoOpts, Scenario};
 use crate::client::{Clock, FetchConfig};
 use crate::http::HttpSource;
-use crate::TuiError;
 use story::{Observation, Story};
 
 /// How long the first replica may take to answer ready.
@@ -80,7 +82,8 @@ fn free_port_range(count: u16) -> Result<u16, TuiError> {
         if base.checked_add(count).is_none() {
             continue;
         }
-        let held: Vec<_> = (0..count).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        let held: Vec<_> =
+            (0..count).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
         if held.len() == usize::from(count) {
             return Ok(base);
         }
@@ -171,13 +174,20 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
     // Demo settings: the retrain job's end is noticed within a second (default 30 s).
     config.policy.job_poll = stoker_collector::duration::HumanDuration::from_secs(1);
     let collector = start_collector(
-        CollectorSettings { config, data_dir: dir.path().join("data"), policies: Some(policy_dir.clone()) },
+        CollectorSettings {
+            config,
+            data_dir: dir.path().join("data"),
+            policies: Some(policy_dir.clone()),
+        },
         cancel.clone(),
         tracker.clone(),
     )
     .await
     .map_err(|e| demo_err(format!("start the collector: {e}")))?;
-    say(&format!("demo: collector API http://{} (OTLP ingest {})", collector.bound.api, collector.bound.otlp_grpc));
+    say(&format!(
+        "demo: collector API http://{} (OTLP ingest {})",
+        collector.bound.api, collector.bound.otlp_grpc
+    ));
 
     let agent_cfg = stoker_agent::config::AgentConfig {
         collector: format!("http://{}", collector.bound.otlp_grpc),
@@ -188,7 +198,11 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
     };
     let agent_stop = agent_cancel.clone();
     agent_tasks.spawn(async move {
-        let opts = stoker_agent::daemon::RunOptions { otlp_grpc_listen: Some(agent_grpc), otlp_http_listen: Some(agent_http), ..Default::default() };
+        let opts = stoker_agent::daemon::RunOptions {
+            otlp_grpc_listen: Some(agent_grpc),
+            otlp_http_listen: Some(agent_http),
+            ..Default::default()
+        };
         if let Err(e) = stoker_agent::daemon::run(agent_cfg, opts, agent_stop).await {
             tracing::error!(error = %e, "The agent stopped.");
         }
@@ -227,7 +241,9 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
         Ok(Some(story)) => finish_headless(story, strays),
         Ok(None) => {
             if strays > 0 {
-                return Err(demo_err(format!("{strays} child process(es) outlived shutdown and were killed")));
+                return Err(demo_err(format!(
+                    "{strays} child process(es) outlived shutdown and were killed"
+                )));
             }
             Ok(())
         }
@@ -248,7 +264,11 @@ fn finish_headless(mut story: Story, strays: u32) -> Result<(), TuiError> {
 }
 
 /// Everything between start-up and shutdown. Headless returns the story.
-async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) -> Result<Option<Story>, TuiError> {
+async fn drive(
+    opts: &DemoOpts,
+    stack: &Stack,
+    interrupted: &CancellationToken,
+) -> Result<Option<Story>, TuiError> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -300,7 +320,13 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
     let total: Duration = demo_phases.iter().sum();
     println!("demo: load scenario {:?}, {} s", opts.scenario, total.as_secs());
     let load_cancel = stack.front.child_token();
-    let targets = spawn_targets(Vec::new(), Some(TargetSource::File(targets_file)), client.clone(), Duration::from_secs(1), load_cancel.clone());
+    let targets = spawn_targets(
+        Vec::new(),
+        Some(TargetSource::File(targets_file)),
+        client.clone(),
+        Duration::from_secs(1),
+        load_cancel.clone(),
+    );
     let config = LoadConfig {
         scenario: format!("{kind:?}"),
         phases: phases(kind, &params),
@@ -329,7 +355,12 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
         return shown.map(|()| None);
     }
 
-    let mut story = Story::new(unix_now(), policies::SLO_SECONDS, policies::CONFIDENCE_FLOOR, 2.0 * policies::EVAL_INTERVAL_SECONDS);
+    let mut story = Story::new(
+        unix_now(),
+        policies::SLO_SECONDS,
+        policies::CONFIDENCE_FLOOR,
+        2.0 * policies::EVAL_INTERVAL_SECONDS,
+    );
     story.load_falls_at(load_falls_at);
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -371,11 +402,20 @@ async fn drive(opts: &DemoOpts, stack: &Stack, interrupted: &CancellationToken) 
 /// Times of the demo policy's recent scaling evaluations (its stabilization history), read
 /// from the in-process policy runtime.
 fn evaluation_times(rt: Option<&stoker_collector::policy::runtime::PolicyRuntime>) -> Vec<u64> {
-    rt.and_then(|rt| rt.snapshot().states.get(policies::POLICY).map(|s| s.scale.recommendations.iter().map(|r| r.0).collect()))
-        .unwrap_or_default()
+    rt.and_then(|rt| {
+        rt.snapshot()
+            .states
+            .get(policies::POLICY)
+            .map(|s| s.scale.recommendations.iter().map(|r| r.0).collect())
+    })
+    .unwrap_or_default()
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<T> {
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> Option<T> {
     // The query string is built with `url` (reqwest's `query` feature is not enabled here).
     let url = reqwest::Url::parse_with_params(url, query).ok()?;
     let r = client.get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
@@ -388,24 +428,43 @@ async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url:
 /// One poll of the collector API.
 async fn observe(client: &reqwest::Client, api: &str, ready: usize) -> Observation {
     let time = unix_now();
-    let decisions: Option<DecisionsResponse> =
-        get_json(client, &format!("{api}/api/v1/decisions"), &[("policy", policies::POLICY), ("limit", "50")]).await;
-    let actions: Option<ActionsResponse> =
-        get_json(client, &format!("{api}/api/v1/actions"), &[("policy", policies::POLICY), ("limit", "50")]).await;
+    let decisions: Option<DecisionsResponse> = get_json(
+        client,
+        &format!("{api}/api/v1/decisions"),
+        &[("policy", policies::POLICY), ("limit", "50")],
+    )
+    .await;
+    let actions: Option<ActionsResponse> = get_json(
+        client,
+        &format!("{api}/api/v1/actions"),
+        &[("policy", policies::POLICY), ("limit", "50")],
+    )
+    .await;
     let p95: Option<QueryResponse> = get_json(
         client,
         &format!("{api}/api/v1/query"),
-        &[("selector", "inference.request.duration{model.name=\"cnn\"}"), ("stat", "p95"), ("window", policies::LATENCY_WINDOW)],
+        &[
+            ("selector", "inference.request.duration{model.name=\"cnn\"}"),
+            ("stat", "p95"),
+            ("window", policies::LATENCY_WINDOW),
+        ],
     )
     .await;
     let conf: Option<QueryResponse> = get_json(
         client,
         &format!("{api}/api/v1/query"),
-        &[("selector", "inference.prediction.confidence{model.name=\"cnn\"}"), ("stat", "mean"), ("window", "10s"), ("group_by", "model.version")],
+        &[
+            ("selector", "inference.prediction.confidence{model.name=\"cnn\"}"),
+            ("stat", "mean"),
+            ("window", "10s"),
+            ("group_by", "model.version"),
+        ],
     )
     .await;
     let p95 = p95.and_then(|r| match r.result {
-        QueryResult::Instant(groups) => groups.iter().map(|g| g.value).filter(|v| v.is_finite()).reduce(f64::max),
+        QueryResult::Instant(groups) => {
+            groups.iter().map(|g| g.value).filter(|v| v.is_finite()).reduce(f64::max)
+        }
         QueryResult::Range(_) => None,
     });
     let mut confidence = BTreeMap::new();
@@ -434,7 +493,11 @@ async fn stop_stage(what: &str, token: &CancellationToken, tasks: &TaskTracker, 
     token.cancel();
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!(stage = what, grace_s = grace.as_secs(), "The stage did not stop within its grace period.");
+        tracing::warn!(
+            stage = what,
+            grace_s = grace.as_secs(),
+            "The stage did not stop within its grace period."
+        );
     }
 }
 
@@ -475,10 +538,15 @@ async fn stop_jobs(stack: &Stack) {
     }
     println!("demo: stopping {} running retrain job process(es)", jobs.len());
     for pid in &jobs {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
     let deadline = tokio::time::Instant::now() + STOP_JOBS;
-    while !processes_mentioning(stack.dir.path()).is_empty() && tokio::time::Instant::now() < deadline {
+    while !processes_mentioning(stack.dir.path()).is_empty()
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -539,7 +607,10 @@ fn kill_strays(dir: &Path) -> u32 {
     let strays = processes_mentioning(dir);
     for pid in &strays {
         tracing::error!(pid, "A child process outlived shutdown; killing it.");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     strays.len() as u32
 }

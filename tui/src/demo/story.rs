@@ -202,25 +202,34 @@ impl Story {
                         self.summary.scale_outs += 1;
                         if self.first_scale_out.is_none() {
                             self.first_scale_out = Some(a.time);
-                            self.summary.first_scale_out_at_seconds = Some(secs(self.start, a.time));
+                            self.summary.first_scale_out_at_seconds =
+                                Some(secs(self.start, a.time));
                             if let Some(b) = self.first_breach {
                                 self.summary.breach_to_scale_seconds = Some(secs(b, a.time));
                             }
                         }
-                        out.push(self.line(a.updated, format!("Scale-out applied: {from} -> {to} replicas.")));
+                        out.push(self.line(
+                            a.updated,
+                            format!("Scale-out applied: {from} -> {to} replicas."),
+                        ));
                     } else if to < from && self.load_fell(a.time) {
                         self.summary.scale_ins += 1;
                         if self.summary.first_scale_in_at_seconds.is_none() {
                             self.summary.first_scale_in_at_seconds = Some(secs(self.start, a.time));
                         }
-                        out.push(self.line(a.updated, format!("Scale-in applied: {from} -> {to} replicas (the load has fallen).")));
+                        out.push(self.line(
+                            a.updated,
+                            format!(
+                                "Scale-in applied: {from} -> {to} replicas (the load has fallen)."
+                            ),
+                        ));
                     } else if to < from {
                         self.summary.scale_ins_under_load += 1;
                         out.push(self.line(a.updated, format!("Scale-in applied under load: {from} -> {to} replicas (a flap; not counted).")));
                     }
                 }
-                (Action::StartJob { .. }, ActionStatus::Applied | ActionStatus::Running) if before.is_none()
-                    || before == Some(ActionStatus::Pending) =>
+                (Action::StartJob { .. }, ActionStatus::Applied | ActionStatus::Running)
+                    if before.is_none() || before == Some(ActionStatus::Pending) =>
                 {
                     self.summary.retrain_jobs += 1;
                     out.push(self.line(a.updated, format!("Retrain job started ({}).", a.key)));
@@ -231,9 +240,13 @@ impl Story {
                     }
                     out.push(self.line(a.updated, "Retrain job succeeded.".to_owned()));
                 }
-                (_, ActionStatus::Failed | ActionStatus::JobFailed) if self.failed_keys.insert(a.key.clone()) => {
+                (_, ActionStatus::Failed | ActionStatus::JobFailed)
+                    if self.failed_keys.insert(a.key.clone()) =>
+                {
                     let msg = a.outcome.as_ref().map(|o| o.message.clone()).unwrap_or_default();
-                    out.push(self.line(a.updated, format!("ERROR: action {} failed: {msg}", a.key)));
+                    out.push(
+                        self.line(a.updated, format!("ERROR: action {} failed: {msg}", a.key)),
+                    );
                 }
                 _ => {}
             }
@@ -244,15 +257,20 @@ impl Story {
             self.data_since = Some(o.time);
         }
         let since = self.data_since.unwrap_or(u64::MAX);
-        let mut evals: Vec<u64> =
-            o.evaluations.iter().copied().filter(|t| *t >= since && self.last_evaluation.is_none_or(|l| *t > l)).collect();
+        let mut evals: Vec<u64> = o
+            .evaluations
+            .iter()
+            .copied()
+            .filter(|t| *t >= since && self.last_evaluation.is_none_or(|l| *t > l))
+            .collect();
         evals.sort_unstable();
         evals.dedup();
         for t in evals {
             if let Some(l) = self.last_evaluation {
                 let gap = secs(l, t);
                 self.gaps = (self.gaps.0 + 1, self.gaps.1 + gap);
-                self.summary.evaluation_gap_mean_seconds = Some(self.gaps.1 / f64::from(self.gaps.0));
+                self.summary.evaluation_gap_mean_seconds =
+                    Some(self.gaps.1 / f64::from(self.gaps.0));
                 if self.summary.evaluation_gap_max_seconds.is_none_or(|g| gap > g) {
                     self.summary.evaluation_gap_max_seconds = Some(gap);
                 }
@@ -261,9 +279,17 @@ impl Story {
         }
         // Latency, seen by the observer.
         if let Some(p95) = o.p95 {
-            if o.ready_replicas >= 1 && self.first_breach.is_none() && p95 > SCALE_THRESHOLD_SECONDS {
+            if o.ready_replicas >= 1 && self.first_breach.is_none() && p95 > SCALE_THRESHOLD_SECONDS
+            {
                 self.first_breach = Some(o.time);
-                out.push(self.line(o.time, format!("Latency breach measurable: p95 {:.0} ms > {:.0} ms.", p95 * 1e3, SCALE_THRESHOLD_SECONDS * 1e3)));
+                out.push(self.line(
+                    o.time,
+                    format!(
+                        "Latency breach measurable: p95 {:.0} ms > {:.0} ms.",
+                        p95 * 1e3,
+                        SCALE_THRESHOLD_SECONDS * 1e3
+                    ),
+                ));
                 if let Some(s) = self.first_scale_out {
                     self.summary.breach_to_scale_seconds = Some(secs(o.time, s));
                 }
@@ -273,7 +299,14 @@ impl Story {
                 && p95 < self.slo
             {
                 self.summary.latency_recovered = true;
-                out.push(self.line(o.time, format!("Latency back under the SLO: p95 {:.0} ms < {:.0} ms.", p95 * 1e3, self.slo * 1e3)));
+                out.push(self.line(
+                    o.time,
+                    format!(
+                        "Latency back under the SLO: p95 {:.0} ms < {:.0} ms.",
+                        p95 * 1e3,
+                        self.slo * 1e3
+                    ),
+                ));
             }
         }
         // Model versions and confidence.
@@ -281,19 +314,32 @@ impl Story {
             if self.versions.insert(version.clone()) {
                 if self.first_version.is_none() {
                     self.first_version = Some(version.clone());
-                    out.push(self.line(o.time, format!("Model version {version} serving (mean confidence {mean:.3}).")));
+                    out.push(self.line(
+                        o.time,
+                        format!("Model version {version} serving (mean confidence {mean:.3})."),
+                    ));
                 } else {
                     out.push(self.line(o.time, format!("New model version {version} serving.")));
                 }
             }
         }
         if !self.summary.confidence_recovered
-            && let Some(newest) = o.confidence.keys().filter(|v| Some(*v) != self.first_version.as_ref()).max_by_key(|v| v.parse::<u64>().unwrap_or(0))
+            && let Some(newest) = o
+                .confidence
+                .keys()
+                .filter(|v| Some(*v) != self.first_version.as_ref())
+                .max_by_key(|v| v.parse::<u64>().unwrap_or(0))
             && let Some(mean) = o.confidence.get(newest)
             && *mean >= self.floor
         {
             self.summary.confidence_recovered = true;
-            out.push(self.line(o.time, format!("Confidence recovered: version {newest} mean {mean:.3} >= {:.2}.", self.floor)));
+            out.push(self.line(
+                o.time,
+                format!(
+                    "Confidence recovered: version {newest} mean {mean:.3} >= {:.2}.",
+                    self.floor
+                ),
+            ));
         }
         out
     }
@@ -412,7 +458,10 @@ mod tests {
         assert_eq!((s.scale_outs, s.scale_ins, s.retrain_jobs, s.errors), (1, 1, 1, 0));
         assert_eq!(s.model_versions_seen, vec!["1", "2"]);
         assert_eq!(s.breach_to_scale_seconds, Some(1.0));
-        assert_eq!((s.first_scale_out_at_seconds, s.load_fell_at_seconds, s.first_scale_in_at_seconds), (Some(11.0), Some(60.0), Some(80.0)));
+        assert_eq!(
+            (s.first_scale_out_at_seconds, s.load_fell_at_seconds, s.first_scale_in_at_seconds),
+            (Some(11.0), Some(60.0), Some(80.0))
+        );
         assert!(s.latency_recovered && s.confidence_recovered && s.loop_closed);
     }
 
@@ -432,14 +481,20 @@ mod tests {
         assert!(out.iter().any(|l| l.contains("while the load is still high")), "{out:?}");
         assert!(out.iter().any(|l| l.contains("under load")), "{out:?}");
         let s = story.summary();
-        assert_eq!((s.scale_ins, s.scale_ins_under_load, s.first_scale_in_at_seconds), (0, 1, None));
+        assert_eq!(
+            (s.scale_ins, s.scale_ins_under_load, s.first_scale_in_at_seconds),
+            (0, 1, None)
+        );
         let down = Action::Resize { from: 4, to: 1 };
         let mut o = obs(130 * S, Some(0.05), &[]);
         o.actions = vec![action(130 * S, "down", down, ActionStatus::Applied)];
         let out = story.observe(&o);
         assert!(out.iter().any(|l| l.contains("the load has fallen")), "{out:?}");
         let s = story.summary();
-        assert_eq!((s.scale_ins, s.scale_ins_under_load, s.first_scale_in_at_seconds), (1, 1, Some(130.0)));
+        assert_eq!(
+            (s.scale_ins, s.scale_ins_under_load, s.first_scale_in_at_seconds),
+            (1, 1, Some(130.0))
+        );
         assert!(!s.loop_closed, "a flap under load keeps the loop open");
     }
 

@@ -43,11 +43,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .take(visible)
         .map(|(i, d)| {
             let row = log_row(d, now);
-            if i == app.decision_sel {
-                row.style(selected_style())
-            } else {
-                row
-            }
+            if i == app.decision_sel { row.style(selected_style()) } else { row }
         })
         .collect();
     let header = Row::new(["TIME", "   AGO", "POLICY / RULE", "OUTCOME"]).style(header_style());
@@ -75,10 +71,9 @@ fn outcome(d: &DecisionView) -> Span<'static> {
             format!("{prefix}{a}"),
             Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
         ),
-        DecisionOutcome::NoAction(why) => Span::styled(
-            format!("{prefix}no action: {why}"),
-            Style::new().fg(Color::DarkGray),
-        ),
+        DecisionOutcome::NoAction(why) => {
+            Span::styled(format!("{prefix}no action: {why}"), Style::new().fg(Color::DarkGray))
+        }
     }
 }
 
@@ -104,25 +99,15 @@ fn explain(frame: &mut Frame, d: &DecisionView, now: UnixNanos, area: Rect) {
         ),
         area.width,
     )];
-    let inputs: Vec<String> = d
-        .inputs
-        .iter()
-        .map(|i| format!("{} = {}", i.name, fmt::value(i.value, i.unit)))
-        .collect();
-    lines.push(Line::from(vec![
-        Span::styled("inputs   ", label),
-        Span::raw(inputs.join(", ")),
-    ]));
+    let inputs: Vec<String> =
+        d.inputs.iter().map(|i| format!("{} = {}", i.name, fmt::value(i.value, i.unit))).collect();
+    lines.push(Line::from(vec![Span::styled("inputs   ", label), Span::raw(inputs.join(", "))]));
     lines.push(Line::from(vec![
         Span::styled("wanted   ", label),
         Span::raw(d.recommendation.clone()),
     ]));
     for (n, c) in d.constraints.iter().enumerate() {
-        let style = if c.changed {
-            Style::new().fg(Color::Yellow)
-        } else {
-            Style::new()
-        };
+        let style = if c.changed { Style::new().fg(Color::Yellow) } else { Style::new() };
         lines.push(Line::from(vec![
             Span::styled(if n == 0 { "applied  " } else { "         " }, label),
             Span::raw(format!("{}. {:<14}", n + 1, c.name)),
@@ -155,10 +140,7 @@ fn explain(frame: &mut Frame, d: &DecisionView, now: UnixNanos, area: Rect) {
         ]));
     }
     if let Some(j) = &d.job {
-        let url = j
-            .url
-            .as_ref()
-            .map_or_else(String::new, |u| format!("  {u}"));
+        let url = j.url.as_ref().map_or_else(String::new, |u| format!("  {u}"));
         lines.push(Line::from(vec![
             Span::styled("job      ", label),
             Span::raw(format!("{} {}{url}", j.id, j.state)),

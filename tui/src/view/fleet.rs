@@ -22,16 +22,9 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     };
     let [summary_area, table_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
-    frame.render_widget(
-        summary(&fleet.data, app.fleet_order.len(), now),
-        summary_area,
-    );
+    frame.render_widget(summary(&fleet.data, app.fleet_order.len(), now), summary_area);
     if app.fleet_order.is_empty() {
-        placeholder(
-            frame,
-            table_area,
-            "no node matches the filter (Esc clears it)",
-        );
+        placeholder(frame, table_area, "no node matches the filter (Esc clears it)");
         return;
     }
     let wide = area.width >= 110;
@@ -48,11 +41,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         ("NODE", FleetSort::Name, name_w),
         ("BUSY", FleetSort::GpuBusy, busy_w),
         ("MAX", FleetSort::GpuBusyMax, 4),
-        (
-            "GPU MEM",
-            FleetSort::GpuMem,
-            if wide { bar_w + 10 } else { 9 },
-        ),
+        ("GPU MEM", FleetSort::GpuMem, if wide { bar_w + 10 } else { 9 }),
         ("POWER", FleetSort::Power, 6),
         ("TEMP", FleetSort::Temp, 4),
         ("CPU", FleetSort::Cpu, 4),
@@ -60,16 +49,10 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         ("HEALTH", FleetSort::Health, 0),
     ];
     let mut widths: Vec<Constraint> = vec![Constraint::Length(name_w), Constraint::Length(3)];
-    let mut header: Vec<Cell> = vec![
-        Cell::from(sorted("NODE", app, FleetSort::Name)),
-        Cell::from("GPU"),
-    ];
+    let mut header: Vec<Cell> =
+        vec![Cell::from(sorted("NODE", app, FleetSort::Name)), Cell::from("GPU")];
     for (title, key, w) in columns.iter().skip(1) {
-        widths.push(if *w == 0 {
-            Constraint::Min(8)
-        } else {
-            Constraint::Length(*w)
-        });
+        widths.push(if *w == 0 { Constraint::Min(8) } else { Constraint::Length(*w) });
         header.push(Cell::from(sorted(title, app, *key)));
     }
     let visible = usize::from(table_area.height.saturating_sub(1));
@@ -83,16 +66,11 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .filter_map(|(pos, &i)| {
             let r = fleet.data.get(i)?;
             let row = row(r, now, usize::from(bar_w));
-            Some(if pos == app.fleet_sel {
-                row.style(selected_style())
-            } else {
-                row
-            })
+            Some(if pos == app.fleet_sel { row.style(selected_style()) } else { row })
         })
         .collect();
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(header_style()))
-        .column_spacing(1);
+    let table =
+        Table::new(rows, widths).header(Row::new(header).style(header_style())).column_spacing(1);
     frame.render_widget(table, table_area);
 }
 
@@ -114,18 +92,11 @@ fn summary(rows: &[FleetRow], shown: usize, now: UnixNanos) -> Paragraph<'static
     let stale = rows.iter().filter(|r| is_stale(r, now)).count();
     let anomalous = rows.iter().filter(|r| r.health.anomalies > 0).count();
     let warn = |n: usize| {
-        if n > 0 {
-            Style::new().fg(Color::Red)
-        } else {
-            Style::new().fg(Color::DarkGray)
-        }
+        if n > 0 { Style::new().fg(Color::Red) } else { Style::new().fg(Color::DarkGray) }
     };
     Paragraph::new(Line::from(vec![
         Span::raw(format!(" {} nodes", rows.len())),
-        Span::styled(
-            format!(" ({shown} shown)"),
-            Style::new().fg(Color::DarkGray),
-        ),
+        Span::styled(format!(" ({shown} shown)"), Style::new().fg(Color::DarkGray)),
         Span::raw(format!("  {gpus} GPUs  busy ")),
         Span::styled(fmt::pct(mean), fmt::load_style(mean)),
         Span::raw(format!("  {}", fmt::watts(Some(power)))),
@@ -146,28 +117,16 @@ pub fn health(r: &FleetRow, now: UnixNanos) -> Line<'static> {
     let red = Style::new().fg(Color::Red);
     let yellow = Style::new().fg(Color::Yellow);
     if r.health.gpus_lost > 0 {
-        spans.push(Span::styled(
-            format!("GPU lost {} ", r.health.gpus_lost),
-            red,
-        ));
+        spans.push(Span::styled(format!("GPU lost {} ", r.health.gpus_lost), red));
     }
     if let Some(x) = r.health.last_xid {
-        spans.push(Span::styled(
-            format!("XID {} {} ago ", x.code, fmt::ago(now, x.at)),
-            red,
-        ));
+        spans.push(Span::styled(format!("XID {} {} ago ", x.code, fmt::ago(now, x.at)), red));
     }
     if is_stale(r, now) {
-        spans.push(Span::styled(
-            format!("stale {} ", fmt::ago(now, r.health.last_seen)),
-            yellow,
-        ));
+        spans.push(Span::styled(format!("stale {} ", fmt::ago(now, r.health.last_seen)), yellow));
     }
     if r.health.gpus_degraded > 0 {
-        spans.push(Span::styled(
-            format!("degraded {} ", r.health.gpus_degraded),
-            yellow,
-        ));
+        spans.push(Span::styled(format!("degraded {} ", r.health.gpus_degraded), yellow));
     }
     if r.health.anomalies > 0 {
         spans.push(Span::styled(
@@ -193,17 +152,11 @@ fn row(r: &FleetRow, now: UnixNanos, bar_w: usize) -> Row<'static> {
     let gmem = ratio(r.gpu_mem_used, r.gpu_mem_total);
     let busy = if bar_w > 0 {
         Line::from(vec![
-            Span::styled(
-                fmt::bar(r.gpu_busy_mean, bar_w),
-                fmt::load_style(r.gpu_busy_mean),
-            ),
+            Span::styled(fmt::bar(r.gpu_busy_mean, bar_w), fmt::load_style(r.gpu_busy_mean)),
             Span::raw(format!("{:>5}", fmt::pct(r.gpu_busy_mean))),
         ])
     } else {
-        Line::styled(
-            format!("{:>4}", fmt::pct(r.gpu_busy_mean)),
-            fmt::load_style(r.gpu_busy_mean),
-        )
+        Line::styled(format!("{:>4}", fmt::pct(r.gpu_busy_mean)), fmt::load_style(r.gpu_busy_mean))
     };
     let mem_text = format!("{:>9}", fmt::mem_pair(r.gpu_mem_used, r.gpu_mem_total));
     let gpu_mem = if bar_w > 0 {
@@ -214,11 +167,7 @@ fn row(r: &FleetRow, now: UnixNanos, bar_w: usize) -> Row<'static> {
     } else {
         Line::raw(mem_text)
     };
-    let name_style = if stale {
-        Style::new().fg(Color::DarkGray)
-    } else {
-        Style::new()
-    };
+    let name_style = if stale { Style::new().fg(Color::DarkGray) } else { Style::new() };
     // An anomalous node is marked before its name (the Node screen says why).
     let name = if r.health.anomalies > 0 {
         Line::from(vec![

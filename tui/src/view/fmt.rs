@@ -199,17 +199,11 @@ mod tests {
 
     #[test]
     fn spark_keeps_spikes_and_right_aligns() {
-        let s = Series {
-            points: (0..100)
-                .map(|i| (i, if i == 37 { 1.0 } else { 0.0 }))
-                .collect(),
-        };
+        let s = Series { points: (0..100).map(|i| (i, if i == 37 { 1.0 } else { 0.0 })).collect() };
         let line = spark(&s, 10, 1.0);
         assert_eq!(line.chars().count(), 10);
         assert_eq!(line.chars().filter(|c| *c == '█').count(), 1);
-        let short = Series {
-            points: vec![(0, 0.5), (1, 1.0)],
-        };
+        let short = Series { points: vec![(0, 0.5), (1, 1.0)] };
         assert_eq!(spark(&short, 5, 1.0), "   ▅█");
     }
 

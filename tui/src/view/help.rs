@@ -7,10 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 const KEYS: [(&str, &str); 15] = [
-    (
-        "1-5 Tab",
-        "switch screen: Fleet Node Models Policies Decisions",
-    ),
+    ("1-5 Tab", "switch screen: Fleet Node Models Policies Decisions"),
     ("↑↓ j k", "move the selection"),
     ("PgUp PgDn", "move by ten"),
     ("g G", "first, last"),

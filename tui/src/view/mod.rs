@@ -57,16 +57,10 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos) {
 }
 
 fn tab_bar(app: &App, now: UnixNanos, width: u16) -> Paragraph<'static> {
-    let mut spans = vec![Span::styled(
-        " stoker ",
-        Style::new().add_modifier(Modifier::BOLD),
-    )];
+    let mut spans = vec![Span::styled(" stoker ", Style::new().add_modifier(Modifier::BOLD))];
     for (i, tab) in Tab::ALL.iter().enumerate() {
         let style = if *tab == app.tab {
-            Style::new()
-                .fg(Color::Black)
-                .bg(Color::Cyan)
-                .add_modifier(Modifier::BOLD)
+            Style::new().fg(Color::Black).bg(Color::Cyan).add_modifier(Modifier::BOLD)
         } else {
             Style::new().fg(Color::Cyan)
         };
@@ -109,13 +103,7 @@ fn banner(app: &App, now: UnixNanos) -> Option<Paragraph<'static>> {
         None => "no data yet".to_owned(),
     };
     match &app.connection {
-        Connection::Down {
-            since,
-            error,
-            retry_at,
-            attempts,
-            ..
-        } => {
+        Connection::Down { since, error, retry_at, attempts, .. } => {
             let text = format!(
                 " DISCONNECTED {} — {error}; retry in {} (attempt {attempts}); {shown}",
                 fmt::ago(now, *since),
@@ -123,10 +111,7 @@ fn banner(app: &App, now: UnixNanos) -> Option<Paragraph<'static>> {
             );
             Some(
                 Paragraph::new(text).style(
-                    Style::new()
-                        .fg(Color::White)
-                        .bg(Color::Red)
-                        .add_modifier(Modifier::BOLD),
+                    Style::new().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD),
                 ),
             )
         }
@@ -146,24 +131,14 @@ fn status_line(app: &App) -> Paragraph<'static> {
     if app.filter_editing {
         spans.push(Span::styled("/", key));
         spans.push(Span::raw(app.filter.clone()));
-        spans.push(Span::styled(
-            "█",
-            Style::new().add_modifier(Modifier::SLOW_BLINK),
-        ));
-        spans.push(Span::styled(
-            "  Enter keep  Esc clear",
-            Style::new().fg(Color::DarkGray),
-        ));
+        spans.push(Span::styled("█", Style::new().add_modifier(Modifier::SLOW_BLINK)));
+        spans.push(Span::styled("  Enter keep  Esc clear", Style::new().fg(Color::DarkGray)));
         return Paragraph::new(Line::from(spans));
     }
     let hints: &[(&str, &str)] = match app.tab {
-        Tab::Fleet => &[
-            ("↑↓", "move"),
-            ("⏎", "detail"),
-            ("/", "filter"),
-            ("s", "sort"),
-            ("r", "rev"),
-        ],
+        Tab::Fleet => {
+            &[("↑↓", "move"), ("⏎", "detail"), ("/", "filter"), ("s", "sort"), ("r", "rev")]
+        }
         Tab::Node => &[("↑↓", "gpu"), ("+-", "zoom"), ("Esc", "fleet")],
         Tab::Models => &[("↑↓", "version"), ("+-", "zoom")],
         Tab::Policies => &[("↑↓", "rule")],
@@ -214,12 +189,9 @@ fn scroll_to(app: &App, sel: usize, len: usize, visible: usize) -> usize {
 
 /// A centred message for a screen without data.
 fn placeholder(frame: &mut Frame, area: Rect, text: &str) {
-    let [_, mid, _] = Layout::vertical([
-        Constraint::Fill(1),
-        Constraint::Length(1),
-        Constraint::Fill(1),
-    ])
-    .areas(area);
+    let [_, mid, _] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(1), Constraint::Fill(1)])
+            .areas(area);
     frame.render_widget(
         Paragraph::new(text.to_owned())
             .style(Style::new().fg(Color::DarkGray))

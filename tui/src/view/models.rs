@@ -36,19 +36,11 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .take(visible)
         .map(|(i, (m, v))| {
             let row = version_row(m, v);
-            if i == app.model_sel {
-                row.style(selected_style())
-            } else {
-                row
-            }
+            if i == app.model_sel { row.style(selected_style()) } else { row }
         })
         .collect();
-    let name_w = rows
-        .iter()
-        .map(|(m, _)| m.name.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 32) as u16;
+    let name_w =
+        rows.iter().map(|(m, _)| m.name.chars().count()).max().unwrap_or(5).clamp(5, 32) as u16;
     let header = Row::new([
         "MODEL", "VERSION", "   RATE", "  ERRS", "   P50", "   P95", "   P99", "DRIFT", " ACC",
     ])
@@ -80,35 +72,23 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
 
 fn version_row(m: &ModelView, v: &ModelVersionView) -> Row<'static> {
     let current = v.version == m.current_version;
-    let version = if current {
-        format!("{}*", v.version)
-    } else {
-        v.version.clone()
-    };
+    let version = if current { format!("{}*", v.version) } else { v.version.clone() };
     let drift_style = match &v.drift {
         Some(d) if d.threshold.is_some_and(|t| d.value > t) => Style::new().fg(Color::Red),
         _ => Style::new(),
     };
-    let err_style = if v.errors_rps.unwrap_or(0.0) > 0.0 {
-        Style::new().fg(Color::Red)
-    } else {
-        Style::new()
-    };
+    let err_style =
+        if v.errors_rps.unwrap_or(0.0) > 0.0 { Style::new().fg(Color::Red) } else { Style::new() };
     Row::new(vec![
         Cell::from(m.name.clone()),
         Cell::from(version),
         Cell::from(format!("{:>7}", fmt::rate(v.rate_rps))),
-        Cell::from(Line::styled(
-            format!("{:>6}", fmt::rate(v.errors_rps)),
-            err_style,
-        )),
+        Cell::from(Line::styled(format!("{:>6}", fmt::rate(v.errors_rps)), err_style)),
         Cell::from(format!("{:>6}", fmt::latency(v.latency.p50))),
         Cell::from(format!("{:>6}", fmt::latency(v.latency.p95))),
         Cell::from(format!("{:>6}", fmt::latency(v.latency.p99))),
         Cell::from(Line::styled(
-            v.drift
-                .as_ref()
-                .map_or_else(|| "    -".to_owned(), |d| format!("{:>5.2}", d.value)),
+            v.drift.as_ref().map_or_else(|| "    -".to_owned(), |d| format!("{:>5.2}", d.value)),
             drift_style,
         )),
         Cell::from(format!("{:>4}", fmt::pct(v.accuracy))),
@@ -118,12 +98,7 @@ fn version_row(m: &ModelView, v: &ModelVersionView) -> Row<'static> {
 fn xy(s: &Series, now: UnixNanos, scale: f64) -> Vec<(f64, f64)> {
     s.points
         .iter()
-        .map(|&(t, v)| {
-            (
-                -(now.saturating_sub(t) as f64 / NANOS_PER_SEC as f64),
-                v * scale,
-            )
-        })
+        .map(|&(t, v)| (-(now.saturating_sub(t) as f64 / NANOS_PER_SEC as f64), v * scale))
         .collect()
 }
 
@@ -139,11 +114,7 @@ fn detail(
         return;
     }
     let [title, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
-    let current = if v.version == m.current_version {
-        " (current)"
-    } else {
-        ""
-    };
+    let current = if v.version == m.current_version { " (current)" } else { "" };
     frame.render_widget(
         Paragraph::new(section(
             &format!(
@@ -210,11 +181,7 @@ fn detail(
             fmt::spark(
                 &v.rate_history,
                 usize::from(hist_w).saturating_sub(12),
-                v.rate_history
-                    .points
-                    .iter()
-                    .map(|p| p.1)
-                    .fold(0.0, f64::max),
+                v.rate_history.points.iter().map(|p| p.1).fold(0.0, f64::max),
             ),
             Style::new().fg(Color::Cyan),
         ),
@@ -227,53 +194,34 @@ fn detail(
             } else {
                 Style::new().fg(Color::Green)
             };
-            let limit = d.threshold.map_or_else(String::new, |t| {
-                format!(" {} {t:.2}", if over { ">" } else { "≤" })
-            });
+            let limit = d
+                .threshold
+                .map_or_else(String::new, |t| format!(" {} {t:.2}", if over { ">" } else { "≤" }));
             lines.push(Line::from(vec![
                 Span::styled("drift ", Style::new().fg(Color::DarkGray)),
                 Span::styled(format!("{} {:.2}{limit}", d.test, d.value), style),
             ]));
             lines.push(Line::styled(
-                format!(
-                    "  vs {} over {}",
-                    d.reference,
-                    fmt::span(d.window.as_secs())
-                ),
+                format!("  vs {} over {}", d.reference, fmt::span(d.window.as_secs())),
                 Style::new().fg(Color::DarkGray),
             ));
         }
-        None => lines.push(Line::styled(
-            "drift - (no reference yet)",
-            Style::new().fg(Color::DarkGray),
-        )),
+        None => {
+            lines.push(Line::styled("drift - (no reference yet)", Style::new().fg(Color::DarkGray)))
+        }
     }
     lines.push(Line::from(vec![
         Span::styled("confidence ", Style::new().fg(Color::DarkGray)),
         Span::raw(format!("mean {}", fmt::pct(v.confidence.mean))),
-        Span::styled(
-            format!("  acc {}", fmt::pct(v.accuracy)),
-            Style::new().fg(Color::DarkGray),
-        ),
+        Span::styled(format!("  acc {}", fmt::pct(v.accuracy)), Style::new().fg(Color::DarkGray)),
     ]));
-    let max = v
-        .confidence
-        .counts
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let max = v.confidence.counts.iter().copied().max().unwrap_or(0).max(1);
     let bar_w = usize::from(hist_w).saturating_sub(15);
     let room = usize::from(side.height).saturating_sub(lines.len());
     let buckets = v.confidence.counts.len();
     // Highest-confidence buckets first: that is where a healthy model's mass is.
     for i in (0..buckets).rev().take(room) {
-        let lo = if i == 0 {
-            0.0
-        } else {
-            v.confidence.bounds.get(i - 1).copied().unwrap_or(0.0)
-        };
+        let lo = if i == 0 { 0.0 } else { v.confidence.bounds.get(i - 1).copied().unwrap_or(0.0) };
         let count = v.confidence.counts[i];
         lines.push(Line::from(vec![
             Span::styled(format!("≥{lo:.1} "), Style::new().fg(Color::DarkGray)),

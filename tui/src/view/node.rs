@@ -37,11 +37,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     let d = &detail.data;
     let n_gpus = d.gpus.len() as u16;
     let rest = area.height.saturating_sub(2 + n_gpus);
-    let chart_h = if rest >= 24 {
-        (rest - 14).clamp(8, 20)
-    } else {
-        0
-    };
+    let chart_h = if rest >= 24 { (rest - 14).clamp(8, 20) } else { 0 };
     let anomalies_h = if d.anomalies.is_empty() {
         0
     } else {
@@ -69,12 +65,8 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         )),
         gpu_title,
     );
-    let lines: Vec<Line> = d
-        .gpus
-        .iter()
-        .enumerate()
-        .map(|(i, g)| gpu_line(g, gpus.width, i == app.gpu_sel))
-        .collect();
+    let lines: Vec<Line> =
+        d.gpus.iter().enumerate().map(|(i, g)| gpu_line(g, gpus.width, i == app.gpu_sel)).collect();
     frame.render_widget(Paragraph::new(lines), gpus);
     if chart_h > 0 {
         if let Some(g) = d.gpus.get(app.gpu_sel) {
@@ -104,18 +96,12 @@ const MAX_ANOMALIES: u16 = 3;
 /// The node's anomalies, highest score first: subject, baseline, score and since when on one
 /// line, why on the next.
 fn anomalies(frame: &mut Frame, d: &NodeDetail, now: UnixNanos, area: Rect) {
-    let mut lines = vec![section(
-        &format!("Anomalies ({})", d.anomalies.len()),
-        area.width,
-    )];
+    let mut lines = vec![section(&format!("Anomalies ({})", d.anomalies.len()), area.width)];
     let mark = Style::new().fg(Color::Magenta);
     for a in d.anomalies.iter().take(usize::from(MAX_ANOMALIES)) {
         lines.push(Line::from(vec![
             Span::styled(format!(" {} ", super::fleet::ANOMALY_MARK), mark),
-            Span::styled(
-                a.subject.clone(),
-                Style::new().add_modifier(Modifier::BOLD),
-            ),
+            Span::styled(a.subject.clone(), Style::new().add_modifier(Modifier::BOLD)),
             Span::styled(
                 format!(
                     "  vs {}  {} {} (expected {})  score {:.1}  since {} ago",
@@ -149,17 +135,11 @@ fn header(d: &NodeDetail, now: UnixNanos) -> Paragraph<'static> {
         Style::new().fg(Color::DarkGray)
     };
     Paragraph::new(Line::from(vec![
-        Span::styled(
-            format!(" {} ", d.node),
-            Style::new().add_modifier(Modifier::BOLD),
-        ),
+        Span::styled(format!(" {} ", d.node), Style::new().add_modifier(Modifier::BOLD)),
         Span::styled(format!("seen {} ago", fmt::span(age)), seen_style),
         Span::raw("  CPU "),
         Span::styled(format!("{:>4}", fmt::pct(cpu)), fmt::load_style(cpu)),
-        Span::styled(
-            format!(" {}", fmt::spark(&d.cpu_history, 12, 1.0)),
-            fmt::load_style(cpu),
-        ),
+        Span::styled(format!(" {}", fmt::spark(&d.cpu_history, 12, 1.0)), fmt::load_style(cpu)),
         Span::raw(format!("  MEM {}", fmt::mem_pair(d.mem_used, d.mem_total))),
         Span::styled(
             if d.anomalies.is_empty() {
@@ -184,11 +164,8 @@ fn gpu_line(g: &GpuView, width: u16, selected: bool) -> Line<'static> {
         (Some(u), Some(t)) if t > 0 => Some(u as f64 / t as f64),
         _ => None,
     };
-    let idx_style = if selected {
-        selected_style()
-    } else {
-        Style::new().add_modifier(Modifier::BOLD)
-    };
+    let idx_style =
+        if selected { selected_style() } else { Style::new().add_modifier(Modifier::BOLD) };
     let mut spans = vec![
         Span::styled(format!("{:>2}", g.index), idx_style),
         Span::raw(" "),
@@ -200,32 +177,23 @@ fn gpu_line(g: &GpuView, width: u16, selected: bool) -> Line<'static> {
         Span::styled(fmt::bar(mem, bar_w), fmt::load_style(mem)),
         Span::raw(format!("{:>8}", fmt::mem_pair(g.mem_used, g.mem_total))),
         Span::raw(format!(" {:>5}", fmt::watts(g.power_w))),
-        Span::styled(
-            format!(" {:>4}", fmt::celsius(g.temp_c)),
-            fmt::temp_style(g.temp_c),
-        ),
+        Span::styled(format!(" {:>4}", fmt::celsius(g.temp_c)), fmt::temp_style(g.temp_c)),
     ];
     if wide {
         spans.push(Span::raw(format!(
             " {:>7}",
-            g.sm_clock_mhz
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}MHz"))
+            g.sm_clock_mhz.map_or_else(|| "-".to_owned(), |c| format!("{c:.0}MHz"))
         )));
     }
     if let Some(x) = g.last_xid {
-        spans.push(Span::styled(
-            format!(" XID{}", x.code),
-            Style::new().fg(Color::Red),
-        ));
+        spans.push(Span::styled(format!(" XID{}", x.code), Style::new().fg(Color::Red)));
     }
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let spark_w = usize::from(width).saturating_sub(used + 1);
     if spark_w >= 4 {
         spans.push(Span::raw(" "));
-        spans.push(Span::styled(
-            fmt::spark(&g.util_history, spark_w, 1.0),
-            fmt::load_style(g.util),
-        ));
+        spans
+            .push(Span::styled(fmt::spark(&g.util_history, spark_w, 1.0), fmt::load_style(g.util)));
     }
     Line::from(spans)
 }
@@ -233,12 +201,7 @@ fn gpu_line(g: &GpuView, width: u16, selected: bool) -> Line<'static> {
 fn to_xy(s: &Series, now: UnixNanos, scale: f64) -> Vec<(f64, f64)> {
     s.points
         .iter()
-        .map(|&(t, v)| {
-            (
-                -((now.saturating_sub(t)) as f64 / NANOS_PER_SEC as f64),
-                v * scale,
-            )
-        })
+        .map(|&(t, v)| (-((now.saturating_sub(t)) as f64 / NANOS_PER_SEC as f64), v * scale))
         .collect()
 }
 
@@ -282,11 +245,7 @@ fn gpu_chart(frame: &mut Frame, g: &GpuView, d: &NodeDetail, now: UnixNanos, are
         .x_axis(
             Axis::default()
                 .bounds([-window, 0.0])
-                .labels([
-                    format!("-{minutes}m"),
-                    format!("-{}m", minutes / 2),
-                    "now".to_owned(),
-                ])
+                .labels([format!("-{minutes}m"), format!("-{}m", minutes / 2), "now".to_owned()])
                 .style(Style::new().fg(Color::DarkGray)),
         )
         .y_axis(
@@ -304,10 +263,7 @@ fn processes(frame: &mut Frame, d: &NodeDetail, area: Rect) {
     }
     let [title, table] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     frame.render_widget(
-        Paragraph::new(section(
-            &format!("Processes ({})", d.processes.len()),
-            area.width,
-        )),
+        Paragraph::new(section(&format!("Processes ({})", d.processes.len()), area.width)),
         title,
     );
     let rows: Vec<Row> = d
@@ -318,27 +274,19 @@ fn processes(frame: &mut Frame, d: &NodeDetail, area: Rect) {
             Row::new(vec![
                 Cell::from(format!("{:>7}", p.pid)),
                 Cell::from(format!("{:>3}", p.gpu_index)),
-                Cell::from(format!(
-                    "{:>8}",
-                    p.gpu_mem.map_or_else(|| "-".to_owned(), fmt::bytes)
-                )),
+                Cell::from(format!("{:>8}", p.gpu_mem.map_or_else(|| "-".to_owned(), fmt::bytes))),
                 Cell::from(Line::styled(
                     format!("{:>5}", fmt::pct(p.gpu_util)),
                     fmt::load_style(p.gpu_util),
                 )),
                 Cell::from(format!("{:>5}", fmt::pct(p.cpu))),
-                Cell::from(format!(
-                    "{:>6}",
-                    p.mem.map_or_else(|| "-".to_owned(), fmt::bytes)
-                )),
+                Cell::from(format!("{:>6}", p.mem.map_or_else(|| "-".to_owned(), fmt::bytes))),
                 Cell::from(p.name.clone()),
             ])
         })
         .collect();
-    let header = Row::new([
-        "    PID", "GPU", "GPU MEM", "GPU %", " CPU%", "   MEM", "COMMAND",
-    ])
-    .style(header_style());
+    let header = Row::new(["    PID", "GPU", "GPU MEM", "GPU %", " CPU%", "   MEM", "COMMAND"])
+        .style(header_style());
     frame.render_widget(
         Table::new(
             rows,
@@ -364,10 +312,7 @@ fn services(frame: &mut Frame, d: &NodeDetail, area: Rect) {
     }
     let [title, table] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     frame.render_widget(
-        Paragraph::new(section(
-            &format!("Services ({})", d.services.len()),
-            area.width,
-        )),
+        Paragraph::new(section(&format!("Services ({})", d.services.len()), area.width)),
         title,
     );
     let rows: Vec<Row> = d
@@ -383,20 +328,15 @@ fn services(frame: &mut Frame, d: &NodeDetail, area: Rect) {
                 Cell::from(s.name.clone()),
                 Cell::from(format!("{}:{}", s.model, s.version)),
                 Cell::from(format!("{:>7}", fmt::rate(s.rate_rps))),
-                Cell::from(Line::styled(
-                    format!("{:>6}", fmt::rate(s.errors_rps)),
-                    err_style,
-                )),
+                Cell::from(Line::styled(format!("{:>6}", fmt::rate(s.errors_rps)), err_style)),
                 Cell::from(format!("{:>6}", fmt::latency(s.latency.p50))),
                 Cell::from(format!("{:>6}", fmt::latency(s.latency.p95))),
                 Cell::from(format!("{:>6}", fmt::latency(s.latency.p99))),
             ])
         })
         .collect();
-    let header = Row::new([
-        "SERVICE", "MODEL", "   RATE", "  ERRS", "   P50", "   P95", "   P99",
-    ])
-    .style(header_style());
+    let header = Row::new(["SERVICE", "MODEL", "   RATE", "  ERRS", "   P50", "   P95", "   P99"])
+        .style(header_style());
     frame.render_widget(
         Table::new(
             rows,

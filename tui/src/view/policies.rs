@@ -40,22 +40,12 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .take(visible)
         .map(|(i, r)| {
             let row = rule_row(r, now);
-            if i == app.policy_sel {
-                row.style(selected_style())
-            } else {
-                row
-            }
+            if i == app.policy_sel { row.style(selected_style()) } else { row }
         })
         .collect();
-    let header = Row::new([
-        "POLICY / RULE",
-        "STATE",
-        "NOW / TARGET",
-        "REPL",
-        "MAPE (NAIVE)",
-        "NEXT ACTION",
-    ])
-    .style(header_style());
+    let header =
+        Row::new(["POLICY / RULE", "STATE", "NOW / TARGET", "REPL", "MAPE (NAIVE)", "NEXT ACTION"])
+            .style(header_style());
     frame.render_widget(
         Table::new(
             rows,
@@ -85,10 +75,9 @@ pub fn state(s: &RuleState, now: UnixNanos) -> Span<'static> {
             format!("pending {}", fmt::ago(now, *since)),
             Style::new().fg(Color::Yellow),
         ),
-        RuleState::Firing => Span::styled(
-            "FIRING",
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-        ),
+        RuleState::Firing => {
+            Span::styled("FIRING", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+        }
         RuleState::Cooling { until } => Span::styled(
             format!("cooling {}", fmt::until(now, *until)),
             Style::new().fg(Color::Blue),
@@ -98,11 +87,7 @@ pub fn state(s: &RuleState, now: UnixNanos) -> Span<'static> {
 }
 
 fn vs(i: &RuleInput) -> String {
-    format!(
-        "{} / {}",
-        fmt::value(i.current, i.unit),
-        fmt::value(Some(i.target), i.unit)
-    )
+    format!("{} / {}", fmt::value(i.current, i.unit), fmt::value(Some(i.target), i.unit))
 }
 
 fn next(n: &NextAction, now: UnixNanos) -> String {
@@ -132,10 +117,9 @@ fn mape(v: Option<f64>) -> String {
 fn forecast_line(f: &ForecastView) -> Line<'static> {
     let mut spans = vec![Span::raw(format!(" forecast ({}): ", f.mode))];
     match (&f.problem, f.load) {
-        (Some(problem), _) => spans.push(Span::styled(
-            format!("none, {problem}"),
-            Style::new().fg(Color::Yellow),
-        )),
+        (Some(problem), _) => {
+            spans.push(Span::styled(format!("none, {problem}"), Style::new().fg(Color::Yellow)))
+        }
         (None, Some(load)) => spans.push(Span::raw(format!(
             "load {load:.1}{}",
             f.replicas.map_or_else(String::new, |r| format!(" -> {r} replicas"))
@@ -190,11 +174,7 @@ fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
             Span::styled(format!("{:>8}", fmt::value(i.current, i.unit)), style),
             Span::raw(format!("  target {}", fmt::value(Some(i.target), i.unit))),
             Span::styled(
-                if i.current.is_none() {
-                    "  (missing data)"
-                } else {
-                    ""
-                },
+                if i.current.is_none() { "  (missing data)" } else { "" },
                 Style::new().fg(Color::Yellow),
             ),
         ]));

@@ -65,7 +65,12 @@ fn answer(target: &str, anomalies: bool) -> (u16, String) {
             } else {
                 QueryResult::Instant(Vec::<InstantGroup>::new())
             };
-            let r = QueryResponse { stat: "last".into(), window_seconds: 60.0, time_unix_nano: T, result };
+            let r = QueryResponse {
+                stat: "last".into(),
+                window_seconds: 60.0,
+                time_unix_nano: T,
+                result,
+            };
             (200, serde_json::to_string(&r).unwrap())
         }
         _ => (404, r#"{"error":"not found"}"#.to_owned()),
@@ -111,26 +116,42 @@ fn source(url: &str) -> HttpSource {
 }
 
 fn node_need(name: &str) -> Need {
-    Need::Node { node: name.into(), window: Duration::from_secs(300), step: Duration::from_secs(10) }
+    Need::Node {
+        node: name.into(),
+        window: Duration::from_secs(300),
+        step: Duration::from_secs(10),
+    }
 }
 
 #[tokio::test]
 async fn anomalies_reach_the_fleet_rows_and_the_node_screen() {
     let url = serve(true).await;
     let mut src = source(&url);
-    let Snapshot::Fleet(rows) = src.fetch(&Need::Fleet).await.unwrap() else { panic!("not a fleet") };
+    let Snapshot::Fleet(rows) = src.fetch(&Need::Fleet).await.unwrap() else {
+        panic!("not a fleet")
+    };
     let count = |name: &str| rows.iter().find(|r| r.node == name).unwrap().health.anomalies;
     assert_eq!((count("node-a"), count("node-b"), count("node-c")), (0, 2, 1));
-    let Snapshot::Node(d) = src.fetch(&node_need("node-b")).await.unwrap() else { panic!("not a node") };
+    let Snapshot::Node(d) = src.fetch(&node_need("node-b")).await.unwrap() else {
+        panic!("not a node")
+    };
     assert_eq!(d.anomalies.len(), 2);
     // The collector's order (highest score first) is kept.
     let a = &d.anomalies[0];
-    assert_eq!((a.subject.as_str(), a.model.as_deref(), a.baseline.as_str()), ("node-b/cnn", Some("cnn"), "history"));
-    assert_eq!((a.feature.as_str(), a.value, a.expected, a.score), ("power_at_util", 410.0, 330.0, 5.0));
+    assert_eq!(
+        (a.subject.as_str(), a.model.as_deref(), a.baseline.as_str()),
+        ("node-b/cnn", Some("cnn"), "history")
+    );
+    assert_eq!(
+        (a.feature.as_str(), a.value, a.expected, a.score),
+        ("power_at_util", 410.0, 330.0, 5.0)
+    );
     assert_eq!(a.since, 1_699_999_940 * NANOS_PER_SEC);
     assert_eq!(d.anomalies[1].why, "p95 94 ms at 60 % GPU load; peers see 41 ms");
     assert_eq!(d.anomalies[1].model, None);
-    let Snapshot::Node(d) = src.fetch(&node_need("node-a")).await.unwrap() else { panic!("not a node") };
+    let Snapshot::Node(d) = src.fetch(&node_need("node-a")).await.unwrap() else {
+        panic!("not a node")
+    };
     assert!(d.anomalies.is_empty());
 }
 
@@ -138,9 +159,13 @@ async fn anomalies_reach_the_fleet_rows_and_the_node_screen() {
 async fn a_collector_without_anomaly_detection_is_not_an_error() {
     let url = serve(false).await;
     let mut src = source(&url);
-    let Snapshot::Fleet(rows) = src.fetch(&Need::Fleet).await.unwrap() else { panic!("not a fleet") };
+    let Snapshot::Fleet(rows) = src.fetch(&Need::Fleet).await.unwrap() else {
+        panic!("not a fleet")
+    };
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.health.anomalies == 0));
-    let Snapshot::Node(d) = src.fetch(&node_need("node-b")).await.unwrap() else { panic!("not a node") };
+    let Snapshot::Node(d) = src.fetch(&node_need("node-b")).await.unwrap() else {
+        panic!("not a node")
+    };
     assert!(d.anomalies.is_empty());
 }

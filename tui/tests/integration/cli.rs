@@ -5,10 +5,7 @@
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stoker-tui"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_stoker-tui")).args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -20,44 +17,26 @@ fn collector_that_is_not_a_url_is_a_usage_error() {
     let o = run(&["--collector", "not-a-url"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(
-        e.contains("invalid value 'not-a-url' for '--collector <URL>'"),
-        "{e}"
-    );
+    assert!(e.contains("invalid value 'not-a-url' for '--collector <URL>'"), "{e}");
     assert!(e.contains("not a URL"), "{e}");
-    assert!(
-        e.contains("http://127.0.0.1:7700"),
-        "the message shows a good example: {e}"
-    );
+    assert!(e.contains("http://127.0.0.1:7700"), "the message shows a good example: {e}");
 }
 
 #[test]
 fn collector_with_another_scheme_is_a_usage_error() {
     let o = run(&["--collector", "ftp://collector:21"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("scheme must be http or https, not ftp"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("scheme must be http or https, not ftp"), "{}", stderr(&o));
 }
 
 #[test]
 fn unknown_flag_and_unknown_scenario_are_usage_errors() {
     let o = run(&["--colector", "http://x"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("--collector"),
-        "clap suggests the right flag: {}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("--collector"), "clap suggests the right flag: {}", stderr(&o));
     let o = run(&["demo", "--scenario", "long"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("[possible values: short, full]"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("[possible values: short, full]"), "{}", stderr(&o));
 }
 
 #[test]
@@ -86,7 +65,19 @@ fn hidden_trainer_publishes_a_version() {
     let dir = std::env::temp_dir().join(format!("stoker-tui-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().unwrap();
-    let o = run(&["__cnn-train", "--model-dir", d, "--train-samples", "200", "--test-samples", "50", "--epochs", "1", "--min-accuracy", "0"]);
+    let o = run(&[
+        "__cnn-train",
+        "--model-dir",
+        d,
+        "--train-samples",
+        "200",
+        "--test-samples",
+        "50",
+        "--epochs",
+        "1",
+        "--min-accuracy",
+        "0",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(meta["version"], 1, "{meta}");

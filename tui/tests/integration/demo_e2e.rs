@@ -93,10 +93,14 @@ fn demo_headless_short_closes_the_loop() {
         .expect("the demo names its state directory")
         .to_owned();
     let last = lines.last().expect("some output");
-    let summary: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?}: {e}"));
+    let summary: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?}: {e}"));
     let num = |k: &str| summary[k].as_f64().unwrap_or_else(|| panic!("{k} in {summary}"));
     assert!(num("scale_outs") >= 1.0, "{summary}");
-    assert!(num("breach_to_scale_seconds") <= 2.0, "scale-out within 2 evaluation intervals: {summary}");
+    assert!(
+        num("breach_to_scale_seconds") <= 2.0,
+        "scale-out within 2 evaluation intervals: {summary}"
+    );
     // The margin by design: the 1 s policy is evaluated at every 1 s tick of the collector's
     // runtime (a tick that wakes a little early still counts; when it did not, the mean gap
     // was 1.59 s, the max 2.02 s).
@@ -109,17 +113,29 @@ fn demo_headless_short_closes_the_loop() {
     // The order of the story: scale-out under load, the load falls, scale-in after it; no
     // scale-in while the load was high.
     assert_eq!(num("scale_ins_under_load"), 0.0, "no scale-in under load: {summary}");
-    let (out, fell, scale_in) = (num("first_scale_out_at_seconds"), num("load_fell_at_seconds"), num("first_scale_in_at_seconds"));
-    assert!(out < fell && fell < scale_in, "scale-out {out} s < load falls {fell} s < scale-in {scale_in} s: {summary}");
+    let (out, fell, scale_in) = (
+        num("first_scale_out_at_seconds"),
+        num("load_fell_at_seconds"),
+        num("first_scale_in_at_seconds"),
+    );
+    assert!(
+        out < fell && fell < scale_in,
+        "scale-out {out} s < load falls {fell} s < scale-in {scale_in} s: {summary}"
+    );
     assert_eq!(num("errors"), 0.0, "{summary}");
     assert_eq!(summary["loop_closed"], true, "{summary}");
     assert!(status.success(), "exit {status:?}");
     // Shutdown in reverse start order, each stage bounded: nothing warned or failed.
-    assert!(lines.iter().any(|l| l.starts_with("demo: stopped in ")), "the demo finished its shutdown");
+    assert!(
+        lines.iter().any(|l| l.starts_with("demo: stopped in ")),
+        "the demo finished its shutdown"
+    );
     let stopping = stopping.expect("the demo announces its shutdown");
     let bad: Vec<&String> = logs
         .iter()
-        .filter(|(t, l)| *t >= stopping && (l.contains("WARN") || l.to_lowercase().contains("error")))
+        .filter(|(t, l)| {
+            *t >= stopping && (l.contains("WARN") || l.to_lowercase().contains("error"))
+        })
         .map(|(_, l)| l)
         .collect();
     assert!(bad.is_empty(), "warnings or errors at shutdown: {bad:#?}");

@@ -39,14 +39,7 @@ async fn rendering_never_waits_on_a_hung_collector() {
     };
     let app = App::new("http://127.0.0.1:7700");
     let (result, ()) = tokio::join!(
-        event_loop(
-            &mut terminal,
-            app,
-            source,
-            events,
-            clock,
-            FetchConfig::default()
-        ),
+        event_loop(&mut terminal, app, source, events, clock, FetchConfig::default()),
         driver
     );
     result.unwrap();
@@ -54,10 +47,7 @@ async fn rendering_never_waits_on_a_hung_collector() {
     let lines: Vec<&str> = screen.lines().collect();
     // The key moved the screen to Models at once, though no fetch ever completed.
     assert!(lines[0].contains("3:Models"), "{screen}");
-    assert!(
-        lines[1].starts_with(" DISCONNECTED 3s — no answer within 5s; retry in"),
-        "{screen}"
-    );
+    assert!(lines[1].starts_with(" DISCONNECTED 3s — no answer within 5s; retry in"), "{screen}");
     assert!(screen.contains("waiting for the collector…"), "{screen}");
 }
 
@@ -70,12 +60,7 @@ async fn data_arrives_and_the_loop_quits_on_q() {
     let (keys, events) = mpsc::channel(8);
     let driver = async {
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        keys.send(Event::Key(KeyEvent::new(
-            KeyCode::Enter,
-            KeyModifiers::NONE,
-        )))
-        .await
-        .unwrap();
+        keys.send(Event::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         keys.send(key('q')).await.unwrap();
     };
@@ -98,19 +83,8 @@ async fn data_arrives_and_the_loop_quits_on_q() {
     let kinds: Vec<String> = log
         .needs
         .iter()
-        .map(|n| {
-            format!("{n:?}")
-                .split([' ', '{'])
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        .map(|n| format!("{n:?}").split([' ', '{']).next().unwrap_or_default().to_owned())
         .collect();
     // Fleet once a second for 2.5 s, then only the node.
-    assert_eq!(
-        kinds,
-        ["Fleet", "Fleet", "Fleet", "Node"],
-        "{:?}",
-        log.needs
-    );
+    assert_eq!(kinds, ["Fleet", "Fleet", "Fleet", "Node"], "{:?}", log.needs);
 }

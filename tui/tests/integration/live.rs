@@ -19,25 +19,18 @@ use crate::otlp_fleet::{node_batch, request, service_batch, util};
 
 /// Start a collector on loopback with OS-chosen ports in `dir`.
 pub async fn collector(dir: &std::path::Path, cancel: &CancellationToken) -> RunningCollector {
-    let mut settings = CollectorSettings {
-        data_dir: dir.to_path_buf(),
-        ..CollectorSettings::default()
-    };
+    let mut settings =
+        CollectorSettings { data_dir: dir.to_path_buf(), ..CollectorSettings::default() };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     settings.config.server.api_listen = any;
     settings.config.server.otlp_grpc_listen = any;
     settings.config.server.otlp_http_listen = any;
-    start(settings, cancel.clone(), TaskTracker::new())
-        .await
-        .unwrap()
+    start(settings, cancel.clone(), TaskTracker::new()).await.unwrap()
 }
 
 fn now() -> u64 {
     u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
     )
     .unwrap()
 }
@@ -47,9 +40,8 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
     let dir = tempfile::tempdir().unwrap();
     let cancel = CancellationToken::new();
     let srv = collector(dir.path(), &cancel).await;
-    let mut grpc = MetricsServiceClient::connect(format!("http://{}", srv.bound.otlp_grpc))
-        .await
-        .unwrap();
+    let mut grpc =
+        MetricsServiceClient::connect(format!("http://{}", srv.bound.otlp_grpc)).await.unwrap();
     // Six agent intervals of 10 s ending now.
     let t_end = now();
     let step = 10 * NANOS_PER_SEC;
@@ -66,18 +58,13 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
 
     // Fleet: every node, GPU means and maxima per node, the failed GPU counted.
     let fleet = src.fetch(&Need::Fleet).await.unwrap();
-    let Snapshot::Fleet(rows) = &fleet else {
-        panic!("{fleet:?}")
-    };
+    let Snapshot::Fleet(rows) = &fleet else { panic!("{fleet:?}") };
     let names: Vec<&str> = rows.iter().map(|r| r.node.as_str()).collect();
     assert_eq!(names, ["gpu-node-000", "gpu-node-001", "gpu-node-002"]);
     let r2 = &rows[2];
     assert_eq!(r2.gpus, 2);
     let (a, b) = (util(2, 0), util(2, 1));
-    assert!(
-        (r2.gpu_busy_mean.unwrap() - (a + b) / 2.0).abs() < 1e-9,
-        "{r2:?}"
-    );
+    assert!((r2.gpu_busy_mean.unwrap() - (a + b) / 2.0).abs() < 1e-9, "{r2:?}");
     assert!((r2.gpu_busy_max.unwrap() - a.max(b)).abs() < 1e-9, "{r2:?}");
     assert_eq!(r2.gpu_mem_total, Some(160 * 1024 * 1024 * 1024));
     assert_eq!(r2.mem_total, Some(256 * 1024 * 1024 * 1024));
@@ -95,10 +82,7 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
 
     // The Fleet screen drawn from that answer shows every node.
     let mut app = App::new(format!("http://{}", srv.bound.api));
-    app.apply(Update::Data {
-        at: t_end,
-        snapshot: fleet.clone(),
-    });
+    app.apply(Update::Data { at: t_end, snapshot: fleet.clone() });
     let text = buffer_text(&render_buffer(&app, t_end, 160, 48));
     for n in &names {
         assert!(text.contains(n), "{n} missing from\n{text}");
@@ -110,20 +94,14 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
         window: Duration::from_secs(60),
         step: Duration::from_secs(10),
     };
-    let Snapshot::Node(d) = src.fetch(&need).await.unwrap() else {
-        panic!()
-    };
+    let Snapshot::Node(d) = src.fetch(&need).await.unwrap() else { panic!() };
     assert_eq!(d.node, "gpu-node-001");
     assert_eq!(d.gpus.len(), 2);
     assert_eq!(d.gpus[0].index, 0);
     assert_eq!(d.gpus[0].status, GpuStatus::Ok);
     assert_eq!(d.gpus[1].status, GpuStatus::Failed);
     assert_eq!(d.gpus[0].util, Some(util(1, 0)));
-    assert!(
-        d.gpus[0].util_history.points.len() >= 5,
-        "{:?}",
-        d.gpus[0].util_history
-    );
+    assert!(d.gpus[0].util_history.points.len() >= 5, "{:?}", d.gpus[0].util_history);
     assert!(d.gpus[1].util_history.points.is_empty());
     assert_eq!(d.gpus[0].temp_c, Some(50.0));
     assert_eq!(d.gpus[0].power_limit_w, Some(700.0));
@@ -136,9 +114,7 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
         window: Duration::from_secs(60),
         step: Duration::from_secs(10),
     };
-    let Snapshot::Node(d0) = src.fetch(&need0).await.unwrap() else {
-        panic!()
-    };
+    let Snapshot::Node(d0) = src.fetch(&need0).await.unwrap() else { panic!() };
     assert_eq!(d0.services.len(), 1, "{:?}", d0.services);
     let s = &d0.services[0];
     assert_eq!(
@@ -162,37 +138,22 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
     }
 
     // Models: one model, one version, its latency, rate and confidence.
-    let models = Need::Models {
-        window: Duration::from_secs(60),
-        step: Duration::from_secs(10),
-    };
-    let Snapshot::Models(m) = src.fetch(&models).await.unwrap() else {
-        panic!()
-    };
+    let models = Need::Models { window: Duration::from_secs(60), step: Duration::from_secs(10) };
+    let Snapshot::Models(m) = src.fetch(&models).await.unwrap() else { panic!() };
     assert_eq!(m.len(), 1);
-    assert_eq!(
-        (m[0].name.as_str(), m[0].current_version.as_str()),
-        ("resnet", "v1")
-    );
+    assert_eq!((m[0].name.as_str(), m[0].current_version.as_str()), ("resnet", "v1"));
     let v = &m[0].versions[0];
     assert!(v.latency.p95.is_some() && !v.latency_history.p95.points.is_empty());
     assert!(!v.rate_history.points.is_empty());
     let total: u64 = v.confidence.counts.iter().sum();
     assert!(total >= 400, "{:?}", v.confidence);
     let high: u64 = v.confidence.counts[4..].iter().sum();
-    assert!(
-        high * 10 >= total * 6,
-        "most confidence above 0.8: {:?}",
-        v.confidence
-    );
+    assert!(high * 10 >= total * 6, "most confidence above 0.8: {:?}", v.confidence);
     assert!((v.confidence.mean.unwrap() - 0.85).abs() < 1e-6);
 
     // serve::start runs ingest, store and API only: the policy routes answer 404 there, which
     // the source reports as "not found" (an answer), not as an outage.
-    assert!(matches!(
-        src.fetch(&Need::Policies).await,
-        Err(SourceError::NotFound(_))
-    ));
+    assert!(matches!(src.fetch(&Need::Policies).await, Err(SourceError::NotFound(_))));
     assert!(matches!(
         src.fetch(&Need::Decisions { limit: 50 }).await,
         Err(SourceError::NotFound(_))

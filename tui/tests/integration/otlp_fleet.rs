@@ -16,9 +16,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 pub fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
         ..Default::default()
     }
 }
@@ -26,9 +24,7 @@ pub fn kv(k: &str, v: &str) -> KeyValue {
 fn kv_int(k: &str, v: i64) -> KeyValue {
     KeyValue {
         key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
         ..Default::default()
     }
 }
@@ -124,11 +120,8 @@ pub fn node_batch(n: u32, gpus: u32, ts: u64) -> ResourceMetrics {
     };
     let failed = |g: u32| n == 1 && g == 1;
     let live: Vec<u32> = (0..gpus).filter(|g| !failed(*g)).collect();
-    let per = |f: &dyn Fn(u32) -> f64| {
-        live.iter()
-            .map(|&g| (gpu_attrs(g), f(g)))
-            .collect::<Vec<_>>()
-    };
+    let per =
+        |f: &dyn Fn(u32) -> f64| live.iter().map(|&g| (gpu_attrs(g), f(g))).collect::<Vec<_>>();
     let mut util_pts = per(&|g| util(n, g));
     for (a, _) in &mut util_pts {
         a.push(kv("hw.gpu.task", "general"));
@@ -146,11 +139,7 @@ pub fn node_batch(n: u32, gpus: u32, ts: u64) -> ResourceMetrics {
     let gib = 1024.0 * 1024.0 * 1024.0;
     let metrics = vec![
         gauge("hw.gpu.utilization", util_pts, ts),
-        gauge(
-            "gpu.memory_controller.utilization",
-            per(&|g| util(n, g) / 2.0),
-            ts,
-        ),
+        gauge("gpu.memory_controller.utilization", per(&|g| util(n, g) / 2.0), ts),
         gauge("hw.gpu.memory.usage", per(&|_| 10.0 * gib), ts),
         gauge("hw.gpu.memory.limit", per(&|_| 80.0 * gib), ts),
         gauge("hw.power", per(&|g| 300.0 + f64::from(g)), ts),
@@ -171,10 +160,7 @@ pub fn node_batch(n: u32, gpus: u32, ts: u64) -> ResourceMetrics {
             attributes: vec![kv("host.name", &host), kv("host.id", &host)],
             ..Default::default()
         }),
-        scope_metrics: vec![ScopeMetrics {
-            metrics,
-            ..Default::default()
-        }],
+        scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
         ..Default::default()
     }
 }
@@ -232,16 +218,10 @@ pub fn service_batch(
     ];
     ResourceMetrics {
         resource: Some(Resource {
-            attributes: vec![
-                kv("host.name", &node_name(n)),
-                kv("service.name", "resnet-serving"),
-            ],
+            attributes: vec![kv("host.name", &node_name(n)), kv("service.name", "resnet-serving")],
             ..Default::default()
         }),
-        scope_metrics: vec![ScopeMetrics {
-            metrics,
-            ..Default::default()
-        }],
+        scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
         ..Default::default()
     }
 }

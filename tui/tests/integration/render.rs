@@ -26,19 +26,12 @@ fn check(name: &str, text: &str) {
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "no snapshot {}; run with STOKER_UPDATE_SNAPSHOTS=1 and review it",
-            path.display()
-        )
+        panic!("no snapshot {}; run with STOKER_UPDATE_SNAPSHOTS=1 and review it", path.display())
     });
     if want != text {
         let new = path.with_extension("txt.new");
         std::fs::write(&new, text).unwrap();
-        let line = want
-            .lines()
-            .zip(text.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
+        let line = want.lines().zip(text.lines()).position(|(a, b)| a != b).unwrap_or(0);
         panic!(
             "{name} differs from its snapshot at line {}:\n  want: {}\n  got:  {}\nfull output in {}",
             line + 1,
@@ -70,10 +63,7 @@ fn fleet_app() -> (App, FakeFleet) {
 
 fn snap_all_sizes(name: &str, app: &App) {
     for (w, h) in SIZES {
-        check(
-            &format!("{name}_{w}x{h}"),
-            &buffer_text(&render_buffer(app, NOW, w, h)),
-        );
+        check(&format!("{name}_{w}x{h}"), &buffer_text(&render_buffer(app, NOW, w, h)));
     }
 }
 
@@ -87,10 +77,7 @@ fn fleet() {
 fn fleet_sorted_and_filtered() {
     let (mut app, _) = fleet_app();
     keys(&mut app, "ss/node-0");
-    check(
-        "fleet_filter_80x24",
-        &buffer_text(&render_buffer(&app, NOW, 80, 24)),
-    );
+    check("fleet_filter_80x24", &buffer_text(&render_buffer(&app, NOW, 80, 24)));
 }
 
 #[test]
@@ -135,20 +122,14 @@ fn decisions_and_one_explained() {
     keys(&mut app, "jj");
     snap_all_sizes("decisions", &app);
     press(&mut app, KeyCode::Enter);
-    check(
-        "decision_expanded_80x24",
-        &buffer_text(&render_buffer(&app, NOW, 80, 24)),
-    );
+    check("decision_expanded_80x24", &buffer_text(&render_buffer(&app, NOW, 80, 24)));
 }
 
 #[test]
 fn help_overlay() {
     let (mut app, _) = fleet_app();
     keys(&mut app, "?");
-    check(
-        "help_80x24",
-        &buffer_text(&render_buffer(&app, NOW, 80, 24)),
-    );
+    check("help_80x24", &buffer_text(&render_buffer(&app, NOW, 80, 24)));
 }
 
 #[test]
@@ -180,10 +161,7 @@ fn stale_data_is_marked_even_when_connected() {
     let buf = render_buffer(&app, NOW + 10 * NANOS_PER_SEC, 80, 24);
     let text = buffer_text(&buf);
     assert!(
-        text.lines()
-            .nth(1)
-            .unwrap()
-            .starts_with(" STALE: showing data from 10s ago"),
+        text.lines().nth(1).unwrap().starts_with(" STALE: showing data from 10s ago"),
         "{text}"
     );
     assert_eq!(buf[(1, 1)].bg, Color::Yellow);
@@ -230,15 +208,9 @@ fn a_node_that_left_the_fleet_says_so() {
     press(&mut app, KeyCode::Enter);
     let loading = buffer_text(&render_buffer(&app, NOW, 100, 24));
     assert!(loading.contains("loading gpu-node-004…"), "{loading}");
-    app.apply(Update::NotFound {
-        at: NOW,
-        what: "node gpu-node-004".into(),
-    });
+    app.apply(Update::NotFound { at: NOW, what: "node gpu-node-004".into() });
     let text = buffer_text(&render_buffer(&app, NOW, 100, 24));
-    assert!(
-        text.contains("node gpu-node-004 is not known to the collector"),
-        "{text}"
-    );
+    assert!(text.contains("node gpu-node-004 is not known to the collector"), "{text}");
     assert!(!text.contains("DISCONNECTED"), "{text}");
 }
 
@@ -265,7 +237,10 @@ fn anomalous_node_is_marked_on_the_fleet_and_explained_on_its_screen() {
     // Why, on its own line, whole even at 80 columns.
     for (w, h) in SIZES {
         let text = buffer_text(&render_buffer(&app, NOW, w, h));
-        assert!(text.contains("   p95 latency 94 ms at 60 % GPU load; peers at that load see 41 ms"), "{text}");
+        assert!(
+            text.contains("   p95 latency 94 ms at 60 % GPU load; peers at that load see 41 ms"),
+            "{text}"
+        );
     }
     assert!(text.contains("gpu-node-006/resnet50  vs history"), "{text}");
     // A node without anomalies has no such section.
@@ -289,7 +264,9 @@ fn policies_show_forecast_mape_against_naive() {
     assert!(row.contains("12% (27%)"), "{row}");
     // The selected rule's detail spells the forecast out.
     assert!(
-        text.contains("forecast (floor): load 1480.0 -> 8 replicas  MAPE 12% vs naive 27% over 212 scored"),
+        text.contains(
+            "forecast (floor): load 1480.0 -> 8 replicas  MAPE 12% vs naive 27% over 212 scored"
+        ),
         "{text}"
     );
     // Better than naive is green.
@@ -299,5 +276,8 @@ fn policies_show_forecast_mape_against_naive() {
     // A forecast that cannot run yet says why.
     keys(&mut app, "jjj");
     let text = buffer_text(&render_buffer(&app, NOW, 160, 48));
-    assert!(text.contains("forecast (forecast-only): none, 4m of history, fewer than minHistory 30m"), "{text}");
+    assert!(
+        text.contains("forecast (forecast-only): none, 4m of history, fewer than minHistory 30m"),
+        "{text}"
+    );
 }

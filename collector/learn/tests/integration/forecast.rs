@@ -10,10 +10,7 @@ fn forecaster_beats_naive_where_there_is_structure() {
             row.report.model_mape.expect("model scored"),
             row.report.naive_mape.expect("naive scored"),
         );
-        eprintln!(
-            "{}: model {:.4} naive {:.4} ({} points)",
-            row.trace, m, n, row.report.points
-        );
+        eprintln!("{}: model {:.4} naive {:.4} ({} points)", row.trace, m, n, row.report.points);
         assert!(row.report.points > 1000, "{}: too few points", row.trace);
         match row.trace {
             // Daily cycle, ramp and the flat stretches around a spike: structure or noise the

@@ -15,11 +15,7 @@ fn forecast_floor_beats_reactive_within_ten_percent_more_replica_hours() {
             p.slo_violation_minutes,
             r.slo_violation_minutes
         );
-        assert!(
-            p.replica_hours <= 1.10 * r.replica_hours,
-            "{}: {p:?} vs {r:?}",
-            row.trace
-        );
+        assert!(p.replica_hours <= 1.10 * r.replica_hours, "{}: {p:?} vs {r:?}", row.trace);
         assert!(p.floor_raised > 0, "{}: the floor never acted", row.trace);
     }
 }

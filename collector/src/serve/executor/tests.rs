@@ -11,11 +11,18 @@ use crate::actuate::{ActuatorsConfig, Journal, Secrets};
 
 fn executor(dir: &Path) -> ActuatorExecutor {
     let journal = Arc::new(Journal::open(&dir.join("actions.redb")).expect("journal"));
-    ActuatorExecutor::new(ActuateEnv::new(ActuatorsConfig::default(), Secrets::default(), journal).expect("env"))
+    ActuatorExecutor::new(
+        ActuateEnv::new(ActuatorsConfig::default(), Secrets::default(), journal).expect("env"),
+    )
 }
 
 fn sh(script: &str) -> CommandSpec {
-    CommandSpec { argv: vec!["sh".into(), "-c".into(), script.into()], env: BTreeMap::new(), cwd: None, timeout: None }
+    CommandSpec {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::new(),
+        cwd: None,
+        timeout: None,
+    }
 }
 
 fn target(file: &Path, min: u32, max: u32) -> TargetRef {

@@ -14,25 +14,38 @@ use stoker_collector::actuate::{Bounds, IdempotencyKey, Resizer, Secret, build_r
 use super::support::{Mock, Reply, test_env};
 
 const ZONAL: &str = "/compute/v1/projects/acme/zones/europe-west4-a/instanceGroupManagers/gpu-pool";
-const REGIONAL: &str = "/compute/v1/projects/acme/regions/europe-west4/regionInstanceGroupManagers/gpu-pool";
+const REGIONAL: &str =
+    "/compute/v1/projects/acme/regions/europe-west4/regionInstanceGroupManagers/gpu-pool";
 
-fn gcp_double(path: &'static str, size: Arc<Mutex<u32>>) -> impl Fn(&super::support::Seen) -> Reply + Send + Sync {
+fn gcp_double(
+    path: &'static str,
+    size: Arc<Mutex<u32>>,
+) -> impl Fn(&super::support::Seen) -> Reply + Send + Sync {
     move |seen| {
         if seen.path == "/computeMetadata/v1/instance/service-accounts/default/token" {
             assert_eq!(seen.headers.get("metadata-flavor").map(String::as_str), Some("Google"));
-            return Reply::json(200, serde_json::json!({"access_token": "meta-token", "expires_in": 3599, "token_type": "Bearer"}));
+            return Reply::json(
+                200,
+                serde_json::json!({"access_token": "meta-token", "expires_in": 3599, "token_type": "Bearer"}),
+            );
         }
         if seen.headers.get("authorization").map(String::as_str) != Some("Bearer meta-token") {
             return Reply::json(401, serde_json::json!({"error": "unauthenticated"}));
         }
         match (seen.method.as_str(), seen.path.strip_prefix(path)) {
-            ("GET", Some("")) => Reply::json(200, serde_json::json!({"name": "gpu-pool", "targetSize": *size.lock().expect("lock")})),
+            ("GET", Some("")) => Reply::json(
+                200,
+                serde_json::json!({"name": "gpu-pool", "targetSize": *size.lock().expect("lock")}),
+            ),
             ("POST", Some("/resize")) => {
                 let q: std::collections::BTreeMap<String, String> =
                     url::form_urlencoded::parse(seen.query.as_bytes()).into_owned().collect();
                 assert_eq!(q["requestId"].len(), 36, "a UUID-shaped requestId");
                 *size.lock().expect("lock") = q["size"].parse().expect("size");
-                Reply::json(200, serde_json::json!({"kind": "compute#operation", "name": "operation-123", "status": "RUNNING"}))
+                Reply::json(
+                    200,
+                    serde_json::json!({"kind": "compute#operation", "name": "operation-123", "status": "RUNNING"}),
+                )
             }
             _ => Reply::text(404, "{}"),
         }
@@ -41,22 +54,37 @@ fn gcp_double(path: &'static str, size: Arc<Mutex<u32>>) -> impl Fn(&super::supp
 
 #[tokio::test]
 async fn gcp_zonal_and_regional_resize_with_metadata_token() {
-    for (path, place) in [(ZONAL, serde_json::json!({"zone": "europe-west4-a"})), (REGIONAL, serde_json::json!({"region": "europe-west4"}))] {
+    for (path, place) in [
+        (ZONAL, serde_json::json!({"zone": "europe-west4-a"})),
+        (REGIONAL, serde_json::json!({"region": "europe-west4"})),
+    ] {
         let size = Arc::new(Mutex::new(2));
         let mock = Mock::start(gcp_double(path, size.clone())).await;
         let mut t = test_env(None);
         t.env.config.gcp.metadata_url = Some(mock.url());
-        let mut gcp = serde_json::json!({"project": "acme", "group": "gpu-pool", "endpoint": mock.url()});
+        let mut gcp =
+            serde_json::json!({"project": "acme", "group": "gpu-pool", "endpoint": mock.url()});
         for (k, v) in place.as_object().expect("object") {
             gcp[k] = v.clone();
         }
-        let spec: ResizeSpec = serde_json::from_value(serde_json::json!({"actuator": "gcp-mig", "gcp": gcp})).expect("spec");
+        let spec: ResizeSpec =
+            serde_json::from_value(serde_json::json!({"actuator": "gcp-mig", "gcp": gcp}))
+                .expect("spec");
         let r = build_resizer(&spec, "gpu-pool", &t.env).expect("resizer");
-        let out = r.resize(6, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false).await.expect("resize");
-        assert_eq!((out.before, out.after, out.remote_id.as_deref()), (Some(2), Some(6), Some("operation-123")));
+        let out = r
+            .resize(6, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false)
+            .await
+            .expect("resize");
+        assert_eq!(
+            (out.before, out.after, out.remote_id.as_deref()),
+            (Some(2), Some(6), Some("operation-123"))
+        );
         assert_eq!(*size.lock().expect("lock"), 6);
         // One token fetch, cached for the following calls.
-        assert_eq!(mock.count("GET", "/computeMetadata/v1/instance/service-accounts/default/token"), 1);
+        assert_eq!(
+            mock.count("GET", "/computeMetadata/v1/instance/service-accounts/default/token"),
+            1
+        );
     }
 }
 
@@ -70,7 +98,10 @@ async fn gcp_dry_run_sends_nothing() {
     }))
     .expect("spec");
     let r = build_resizer(&spec, "g", &t.env).expect("resizer");
-    let out = r.resize(3, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 2), true).await.expect("dry");
+    let out = r
+        .resize(3, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 2), true)
+        .await
+        .expect("dry");
     assert!(out.planned[0].url.contains("/resize?size=3&requestId="));
     assert_eq!(MigScaler::request_id(&IdempotencyKey::new("p", "scale", 2)).len(), 36);
     assert!(mock.requests().is_empty());
@@ -87,13 +118,28 @@ fn creds() -> AwsCredentials {
 #[tokio::test]
 async fn sigv4_request_shape() {
     let t = test_env(None);
-    let spec = AwsAsg { group: "g".into(), region: Some("eu-west-1".into()), endpoint: Some("http://127.0.0.1:9".into()), profile: None };
+    let spec = AwsAsg {
+        group: "g".into(),
+        region: Some("eu-west-1".into()),
+        endpoint: Some("http://127.0.0.1:9".into()),
+        profile: None,
+    };
     let asg = AsgScaler::new(&spec, &t.env).expect("asg");
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
-    let form = vec![("Action".to_string(), "DescribeAutoScalingGroups".to_string()), ("Version".to_string(), "2011-01-01".to_string())];
+    let form = vec![
+        ("Action".to_string(), "DescribeAutoScalingGroups".to_string()),
+        ("Version".to_string(), "2011-01-01".to_string()),
+    ];
     let call = asg.signed_call(&form, Some(&creds()), at).expect("signed");
-    let header = |n: &str| call.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
-    let secret = |n: &str| call.secret_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.expose().to_owned());
+    let header = |n: &str| {
+        call.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone())
+    };
+    let secret = |n: &str| {
+        call.secret_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.expose().to_owned())
+    };
     assert_eq!(header("x-amz-date").as_deref(), Some("20231114T221320Z"));
     assert_eq!(secret("x-amz-security-token").as_deref(), Some("session-token"));
     let auth = secret("authorization").expect("authorization");
@@ -109,7 +155,14 @@ async fn sigv4_request_shape() {
     assert!(parts["Signature"].chars().all(|c| c.is_ascii_hexdigit()));
     // Deterministic: the same request at the same time signs the same.
     let again = asg.signed_call(&form, Some(&creds()), at).expect("signed");
-    assert_eq!(again.secret_headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.expose().to_owned()), Some(auth));
+    assert_eq!(
+        again
+            .secret_headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .map(|(_, v)| v.expose().to_owned()),
+        Some(auth)
+    );
     // The dry-run rendering never shows it.
     assert_eq!(call.planned().headers["authorization"], "<redacted>");
 }
@@ -123,7 +176,8 @@ async fn aws_asg_against_moto() {
     let call = |pairs: Vec<(&str, &str)>| {
         let http = http.clone();
         let endpoint = endpoint.clone();
-        let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        let body: String =
+            url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
         async move {
             let resp = http
                 .post(format!("{endpoint}/"))
@@ -139,31 +193,49 @@ async fn aws_asg_against_moto() {
         }
     };
     call(vec![
-        ("Action", "CreateLaunchConfiguration"), ("Version", "2011-01-01"),
-        ("LaunchConfigurationName", "lc"), ("ImageId", "ami-12c6146b"), ("InstanceType", "t2.micro"),
+        ("Action", "CreateLaunchConfiguration"),
+        ("Version", "2011-01-01"),
+        ("LaunchConfigurationName", "lc"),
+        ("ImageId", "ami-12c6146b"),
+        ("InstanceType", "t2.micro"),
     ])
     .await;
     call(vec![
-        ("Action", "CreateAutoScalingGroup"), ("Version", "2011-01-01"),
-        ("AutoScalingGroupName", "gpu-pool"), ("LaunchConfigurationName", "lc"),
-        ("MinSize", "1"), ("MaxSize", "6"), ("DesiredCapacity", "2"),
+        ("Action", "CreateAutoScalingGroup"),
+        ("Version", "2011-01-01"),
+        ("AutoScalingGroupName", "gpu-pool"),
+        ("LaunchConfigurationName", "lc"),
+        ("MinSize", "1"),
+        ("MaxSize", "6"),
+        ("DesiredCapacity", "2"),
         ("AvailabilityZones.member.1", "us-east-1a"),
     ])
     .await;
 
     let t = test_env(None);
-    let spec = AwsAsg { group: "gpu-pool".into(), region: Some("us-east-1".into()), endpoint: Some(moto.url.clone()), profile: None };
+    let spec = AwsAsg {
+        group: "gpu-pool".into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(moto.url.clone()),
+        profile: None,
+    };
     let asg = AsgScaler::new(&spec, &t.env).expect("asg").with_credentials(creds());
     let r = JournaledResizer::new(asg, "gpu-pool", &t.env);
     assert_eq!(r.current().await.expect("describe").replicas, 2);
 
-    let out = r.resize(4, Bounds { min: 1, max: 20 }, &IdempotencyKey::new("p", "scale", 1), false).await.expect("resize");
+    let out = r
+        .resize(4, Bounds { min: 1, max: 20 }, &IdempotencyKey::new("p", "scale", 1), false)
+        .await
+        .expect("resize");
     assert_eq!((out.before, out.after), (Some(2), Some(4)));
     assert!(out.remote_id.is_some(), "moto's RequestId");
     assert_eq!(r.current().await.expect("describe").replicas, 4);
 
     // The group's own MaxSize (6) bounds a resize even when the policy allows 20.
-    let out = r.resize(15, Bounds { min: 1, max: 20 }, &IdempotencyKey::new("p", "scale", 2), false).await.expect("resize");
+    let out = r
+        .resize(15, Bounds { min: 1, max: 20 }, &IdempotencyKey::new("p", "scale", 2), false)
+        .await
+        .expect("resize");
     assert_eq!(out.applied, 6);
     assert_eq!(out.clamp.expect("clamped").reason, "remote max");
     assert_eq!(r.current().await.expect("describe").replicas, 6);
@@ -188,7 +260,9 @@ impl Moto {
             Ok(c) => c,
             Err(e) => {
                 if require {
-                    panic!("moto_server is required (STOKER_REQUIRE_PEERS=1) but could not start: {e}; run .ci/install-python-peers.sh");
+                    panic!(
+                        "moto_server is required (STOKER_REQUIRE_PEERS=1) but could not start: {e}; run .ci/install-python-peers.sh"
+                    );
                 }
                 eprintln!("skipping: moto not installed (run .ci/install-python-peers.sh)");
                 return None;
@@ -222,9 +296,15 @@ async fn webhook_resize_is_signed_and_remembers_the_size() {
     .expect("spec");
     let r = build_resizer(&spec, "edge", &t.env).expect("resizer");
     assert!(r.current().await.is_err(), "unknown before the first resize");
-    r.resize(3, Bounds { min: 1, max: 5 }, &IdempotencyKey::new("p", "scale", 1), false).await.expect("resize");
+    r.resize(3, Bounds { min: 1, max: 5 }, &IdempotencyKey::new("p", "scale", 1), false)
+        .await
+        .expect("resize");
     let seen = mock.requests().pop().expect("sent");
-    assert!(stoker_collector::actuate::webhook::verify(b"hook-key", seen.body.as_bytes(), &seen.headers["x-stoker-signature"]));
+    assert!(stoker_collector::actuate::webhook::verify(
+        b"hook-key",
+        seen.body.as_bytes(),
+        &seen.headers["x-stoker-signature"]
+    ));
     assert_eq!(seen.json()["desired"], 3);
     assert_eq!(r.current().await.expect("remembered").replicas, 3);
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use stoker_collector::actuate::spec::JobSpec;
 use stoker_collector::actuate::webhook::verify;
 use stoker_collector::actuate::{
-    ActionState, ActuateError, IdempotencyKey, JobContext, JobState, build_job_runner, recent_actions,
+    ActionState, ActuateError, IdempotencyKey, JobContext, JobState, build_job_runner,
+    recent_actions,
 };
 
 use super::support::{Mock, Reply, eventually, test_env};
@@ -46,10 +47,14 @@ impl Jobs {
     fn handle(&self, seen: &super::support::Seen) -> Reply {
         if seen.method == "POST" && seen.path == JOBS {
             let job = seen.json();
-            let name = job.pointer("/metadata/name").and_then(|n| n.as_str()).expect("name").to_owned();
+            let name =
+                job.pointer("/metadata/name").and_then(|n| n.as_str()).expect("name").to_owned();
             let mut jobs = self.jobs.lock().expect("lock");
             if jobs.contains_key(&name) {
-                return Reply::json(409, serde_json::json!({"kind": "Status", "reason": "AlreadyExists"}));
+                return Reply::json(
+                    409,
+                    serde_json::json!({"kind": "Status", "reason": "AlreadyExists"}),
+                );
             }
             jobs.insert(name, job.clone());
             return Reply::json(201, job);
@@ -138,7 +143,8 @@ async fn kubernetes_job_409_after_crash_is_adopted() {
     let r2 = build_job_runner(&k8s_job_spec(), &fresh.env).expect("runner");
     let h2 = r2.start(&ctx(), &key, false).await.expect("409 is success");
     assert_eq!(h2.remote_id, h.remote_id);
-    let status = fresh.env.journal.get(key.as_str()).expect("journal").expect("rec").job.expect("status");
+    let status =
+        fresh.env.journal.get(key.as_str()).expect("journal").expect("rec").job.expect("status");
     assert!(status.detail.expect("detail").contains("409"));
 }
 
@@ -162,11 +168,14 @@ async fn github_dispatch_with_run_details_then_poll_to_completion() {
             if ff.fetch_sub(1, Ordering::SeqCst) == 1 {
                 return Reply::text(502, "bad gateway");
             }
-            Reply::json(200, serde_json::json!({
-                "workflow_run_id": 9001,
-                "run_url": "https://api.github.com/repos/acme/models/actions/runs/9001",
-                "html_url": "https://github.com/acme/models/actions/runs/9001"
-            }))
+            Reply::json(
+                200,
+                serde_json::json!({
+                    "workflow_run_id": 9001,
+                    "run_url": "https://api.github.com/repos/acme/models/actions/runs/9001",
+                    "html_url": "https://github.com/acme/models/actions/runs/9001"
+                }),
+            )
         }
         ("GET", "/repos/acme/models/actions/runs/9001") => {
             let (s, c) = *rs.lock().expect("lock");
@@ -320,7 +329,10 @@ async fn job_past_its_timeout_is_marked_timed_out() {
     assert_eq!(runner.poll(&h).await.expect("poll").state, JobState::Running);
     clock.fetch_add(3_601_000_000_000, Ordering::SeqCst);
     assert_eq!(runner.poll(&h).await.expect("poll").state, JobState::TimedOut);
-    assert_eq!(mock.count("DELETE", &format!("{JOBS}/{}", h.remote_id.as_deref().expect("name"))), 1);
+    assert_eq!(
+        mock.count("DELETE", &format!("{JOBS}/{}", h.remote_id.as_deref().expect("name"))),
+        1
+    );
 }
 
 /// Regression guard: a command whose start was interrupted by a crash may have run; the
@@ -362,7 +374,10 @@ async fn interrupted_command_start_is_never_repeated() {
     }
     assert!(!marker.exists(), "the command ran again");
     // It does not block the rule forever: a new decision may start a job.
-    runner.start(&ctx(), &IdempotencyKey::new("resnet-serving", "confidence-drift", 14), false).await.expect("new key");
+    runner
+        .start(&ctx(), &IdempotencyKey::new("resnet-serving", "confidence-drift", 14), false)
+        .await
+        .expect("new key");
 }
 
 /// Regression guard: a crash after GitHub accepted the dispatch but before the run id was
@@ -408,5 +423,9 @@ async fn github_crash_after_dispatch_adopts_the_run() {
     let runner = build_job_runner(&spec, &t.env).expect("runner");
     let h = runner.start(&ctx(), &key, false).await.expect("adopted");
     assert_eq!(h.remote_id.as_deref(), Some("555"));
-    assert_eq!(mock.count("POST", "/repos/acme/models/actions/workflows/retrain.yml/dispatches"), 1, "dispatched twice");
+    assert_eq!(
+        mock.count("POST", "/repos/acme/models/actions/workflows/retrain.yml/dispatches"),
+        1,
+        "dispatched twice"
+    );
 }

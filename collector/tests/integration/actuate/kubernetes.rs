@@ -33,21 +33,30 @@ impl Scale {
     }
     fn get(&self) -> Reply {
         let (n, rv) = *self.replicas.lock().expect("lock");
-        Reply::json(200, serde_json::json!({
-            "kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {"name": "resnet", "namespace": "infer", "resourceVersion": rv.to_string()},
-            "spec": {"replicas": n}, "status": {"replicas": n}
-        }))
+        Reply::json(
+            200,
+            serde_json::json!({
+                "kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": "resnet", "namespace": "infer", "resourceVersion": rv.to_string()},
+                "spec": {"replicas": n}, "status": {"replicas": n}
+            }),
+        )
     }
     fn patch(&self, seen: &Seen) -> Reply {
         let body = seen.json();
         let mut g = self.replicas.lock().expect("lock");
         if let Some(rv) = body.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()) {
             if rv != g.1.to_string() {
-                return Reply::json(409, serde_json::json!({"kind": "Status", "reason": "Conflict"}));
+                return Reply::json(
+                    409,
+                    serde_json::json!({"kind": "Status", "reason": "Conflict"}),
+                );
             }
         }
-        g.0 = u32::try_from(body.pointer("/spec/replicas").and_then(|v| v.as_u64()).expect("replicas")).expect("u32");
+        g.0 = u32::try_from(
+            body.pointer("/spec/replicas").and_then(|v| v.as_u64()).expect("replicas"),
+        )
+        .expect("u32");
         g.1 += 1;
         drop(g);
         self.get()
@@ -82,7 +91,10 @@ async fn resizes_through_the_scale_subresource_once_per_key() {
     let patch = mock.requests().into_iter().find(|s| s.method == "PATCH").expect("patched");
     assert_eq!(patch.headers["content-type"], "application/merge-patch+json");
     assert_eq!(patch.headers["authorization"], "Bearer kube-token");
-    assert_eq!(patch.json(), serde_json::json!({"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 5}}));
+    assert_eq!(
+        patch.json(),
+        serde_json::json!({"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 5}})
+    );
 
     // The same key again (a retry, or after a restart): nothing is sent.
     let again = r.resize(5, Bounds { min: 1, max: 10 }, &key, false).await.expect("replay");
@@ -112,7 +124,10 @@ async fn conflict_rereads_and_retries() {
     .await;
     let t = test_env(Some(&mock.url()));
     let r = build_resizer(&spec(), "resnet", &t.env).expect("resizer");
-    let out = r.resize(6, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 2), false).await.expect("resize");
+    let out = r
+        .resize(6, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 2), false)
+        .await
+        .expect("resize");
     assert_eq!(scale.size(), 6);
     assert_eq!(mock.count("PATCH", SCALE), 2);
     assert_eq!(mock.count("GET", SCALE), 2);
@@ -138,12 +153,16 @@ async fn retries_5xx_and_clamps_to_max() {
     .await;
     let t = test_env(Some(&mock.url()));
     let r = build_resizer(&spec(), "resnet", &t.env).expect("resizer");
-    let out = r.resize(50, Bounds { min: 1, max: 8 }, &IdempotencyKey::new("p", "scale", 3), false).await.expect("resize");
+    let out = r
+        .resize(50, Bounds { min: 1, max: 8 }, &IdempotencyKey::new("p", "scale", 3), false)
+        .await
+        .expect("resize");
     assert_eq!(out.applied, 8);
     let clamp = out.clamp.expect("clamped");
     assert_eq!((clamp.requested, clamp.applied, clamp.reason.as_str()), (50, 8, "policy max"));
     assert_eq!(scale.size(), 8);
-    let statuses: Vec<_> = out.attempts.iter().filter(|a| a.request.starts_with("PATCH")).map(|a| a.status).collect();
+    let statuses: Vec<_> =
+        out.attempts.iter().filter(|a| a.request.starts_with("PATCH")).map(|a| a.status).collect();
     assert_eq!(statuses, vec![Some(503), Some(503), Some(200)]);
 }
 
@@ -163,7 +182,9 @@ async fn never_retries_4xx_and_records_the_failure() {
     let err = r.resize(4, Bounds { min: 1, max: 8 }, &key, false).await.expect_err("forbidden");
     assert_eq!(err.status(), Some(403));
     match &err {
-        ActuateError::Failed { attempts, .. } => assert_eq!(attempts.iter().filter(|a| a.status == Some(403)).count(), 1),
+        ActuateError::Failed { attempts, .. } => {
+            assert_eq!(attempts.iter().filter(|a| a.status == Some(403)).count(), 1)
+        }
         other => panic!("unexpected {other}"),
     }
     assert_eq!(mock.count("PATCH", SCALE), 1);
@@ -179,7 +200,9 @@ async fn slow_answers_time_out_and_are_retried() {
     let slow = Arc::new(AtomicU32::new(1));
     let sl = slow.clone();
     let mock = Mock::start(move |seen| match (seen.method.as_str(), seen.path.as_str()) {
-        ("GET", SCALE) if sl.fetch_sub(1, Ordering::SeqCst) == 1 => s.get().after(Duration::from_secs(3)),
+        ("GET", SCALE) if sl.fetch_sub(1, Ordering::SeqCst) == 1 => {
+            s.get().after(Duration::from_secs(3))
+        }
         ("GET", SCALE) => s.get(),
         ("PATCH", SCALE) => s.patch(seen),
         _ => Reply::text(404, "{}"),
@@ -188,7 +211,10 @@ async fn slow_answers_time_out_and_are_retried() {
     let t = test_env(Some(&mock.url()));
     let env = t.env.clone().with_request_timeout(Duration::from_millis(200));
     let r = build_resizer(&spec(), "resnet", &env).expect("resizer");
-    let out = r.resize(3, Bounds { min: 1, max: 8 }, &IdempotencyKey::new("p", "scale", 5), false).await.expect("resize");
+    let out = r
+        .resize(3, Bounds { min: 1, max: 8 }, &IdempotencyKey::new("p", "scale", 5), false)
+        .await
+        .expect("resize");
     assert_eq!(scale.size(), 3);
     let first = &out.attempts[0];
     assert!(first.error.as_deref().expect("timed out").contains("timed out"), "{first:?}");
@@ -200,7 +226,10 @@ async fn refused_connections_are_retried_then_reported() {
     let port = closed_port().await;
     let t = test_env(Some(&format!("http://127.0.0.1:{port}")));
     let r = build_resizer(&spec(), "resnet", &t.env).expect("resizer");
-    let err = r.resize(3, Bounds { min: 1, max: 8 }, &IdempotencyKey::new("p", "scale", 6), false).await.expect_err("refused");
+    let err = r
+        .resize(3, Bounds { min: 1, max: 8 }, &IdempotencyKey::new("p", "scale", 6), false)
+        .await
+        .expect_err("refused");
     match err {
         ActuateError::Failed { attempts, source } => {
             assert_eq!(attempts.len(), 4, "max_attempts tries");
@@ -215,7 +244,10 @@ async fn dry_run_sends_nothing() {
     let mock = Mock::start(|_| Reply::text(500, "must not be called")).await;
     let t = test_env(Some(&mock.url()));
     let r = build_resizer(&spec(), "resnet", &t.env).expect("resizer");
-    let out = r.resize(7, Bounds { min: 1, max: 5 }, &IdempotencyKey::new("p", "scale", 7), true).await.expect("dry run");
+    let out = r
+        .resize(7, Bounds { min: 1, max: 5 }, &IdempotencyKey::new("p", "scale", 7), true)
+        .await
+        .expect("dry run");
     assert!(out.dry_run && !out.changed);
     assert_eq!(out.applied, 5);
     let planned = &out.planned[0];
@@ -244,12 +276,16 @@ async fn crash_between_send_and_record_does_not_apply_twice() {
     {
         let r = build_resizer(&spec(), "resnet", &t.env).expect("resizer");
         let k = key.clone();
-        let task = tokio::spawn(async move { r.resize(4, Bounds { min: 1, max: 8 }, &k, false).await });
+        let task =
+            tokio::spawn(async move { r.resize(4, Bounds { min: 1, max: 8 }, &k, false).await });
         super::support::eventually("the PATCH arrives", || mock.count("PATCH", SCALE) == 1).await;
         task.abort();
         let _ = task.await;
     }
-    assert_eq!(t.env.journal.get(key.as_str()).expect("journal").expect("pending").state, ActionState::Pending);
+    assert_eq!(
+        t.env.journal.get(key.as_str()).expect("journal").expect("pending").state,
+        ActionState::Pending
+    );
     assert_eq!(scale.size(), 4);
 
     // The restarted collector: a new actuator over the same journal.
@@ -258,5 +294,8 @@ async fn crash_between_send_and_record_does_not_apply_twice() {
     assert!(out.recovered);
     assert!(!out.changed);
     assert_eq!(mock.count("PATCH", SCALE), 1, "applied twice");
-    assert_eq!(t.env.journal.get(key.as_str()).expect("journal").expect("rec").state, ActionState::Unchanged);
+    assert_eq!(
+        t.env.journal.get(key.as_str()).expect("journal").expect("rec").state,
+        ActionState::Unchanged
+    );
 }

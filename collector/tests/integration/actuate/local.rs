@@ -25,26 +25,42 @@ async fn local_replicas_start_restart_scale_in_and_stop() {
     }))
     .expect("spec");
     let r = build_resizer(&spec, "cnn", &t.env).expect("resizer");
-    let out = r.resize(3, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false).await.expect("resize");
+    let out = r
+        .resize(3, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false)
+        .await
+        .expect("resize");
     assert_eq!((out.before, out.applied, out.after), (Some(0), 3, Some(3)));
-    eventually("three replicas running", || (18100..18103).all(|p| pid_of(&dir, p).is_some_and(alive))).await;
+    eventually("three replicas running", || {
+        (18100..18103).all(|p| pid_of(&dir, p).is_some_and(alive))
+    })
+    .await;
     let state = r.current().await.expect("current");
     assert_eq!((state.replicas, state.ready, state.remote_max), (3, Some(3), Some(4)));
 
     // Kill one: its supervisor starts it again (new pid, same port).
     let victim = pid_of(&dir, 18101).expect("pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).expect("kill");
-    eventually("replica 1 restarted", || pid_of(&dir, 18101).is_some_and(|p| p != victim && alive(p))).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill");
+    eventually("replica 1 restarted", || {
+        pid_of(&dir, 18101).is_some_and(|p| p != victim && alive(p))
+    })
+    .await;
 
     // Beyond the port range: clamped to the range's capacity.
-    let out = r.resize(9, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 2), false).await.expect("resize");
+    let out = r
+        .resize(9, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 2), false)
+        .await
+        .expect("resize");
     assert_eq!(out.applied, 4);
     assert_eq!(out.clamp.expect("clamp").reason, "remote max");
 
     // Scale in from the top: ports 18101..18103 stop, 18100 stays.
     eventually("replica 3 running", || pid_of(&dir, 18103).is_some_and(alive)).await;
     let top = pid_of(&dir, 18103).expect("pid");
-    let out = r.resize(1, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 3), false).await.expect("resize");
+    let out = r
+        .resize(1, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 3), false)
+        .await
+        .expect("resize");
     assert_eq!(out.after, Some(1));
     eventually("replica 3 stopped", || !alive(top)).await;
     let first = pid_of(&dir, 18100).expect("pid");
@@ -65,7 +81,9 @@ async fn command_resizer_runs_with_the_desired_size() {
     }))
     .expect("spec");
     let r = build_resizer(&spec, "batch", &t.env).expect("resizer");
-    r.resize(7, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false).await.expect("resize");
+    r.resize(7, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false)
+        .await
+        .expect("resize");
     assert_eq!(std::fs::read_to_string(&out_file).expect("written").trim(), "7");
     assert_eq!(r.current().await.expect("remembered").replicas, 7);
 }

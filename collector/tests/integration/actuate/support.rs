@@ -74,7 +74,8 @@ async fn handle(State(peer): State<Peer>, req: Request) -> Response {
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
     let bytes = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap_or_default();
-    let seen = Seen { method, path, query, headers, body: String::from_utf8_lossy(&bytes).into_owned() };
+    let seen =
+        Seen { method, path, query, headers, body: String::from_utf8_lossy(&bytes).into_owned() };
     let reply = (peer.handler)(&seen);
     peer.seen.lock().expect("lock").push(seen);
     if !reply.delay.is_zero() {
@@ -156,15 +157,19 @@ pub fn test_env(kube_server: Option<&str>) -> TestEnv {
             ),
         )
         .expect("write kubeconfig");
-        config
-            .kubernetes
-            .clusters
-            .insert("test".into(), ClusterConfig { kubeconfig: Some(kc), context: None, in_cluster: false });
+        config.kubernetes.clusters.insert(
+            "test".into(),
+            ClusterConfig { kubeconfig: Some(kc), context: None, in_cluster: false },
+        );
     }
     let journal = Arc::new(Journal::open(&dir.path().join("actions.redb")).expect("journal"));
     let env = ActuateEnv::new(config, Secrets::from_config(secrets).expect("secrets"), journal)
         .expect("env")
-        .with_retry(RetryPolicy::without_jitter(4, Duration::from_millis(10), Duration::from_millis(40)))
+        .with_retry(RetryPolicy::without_jitter(
+            4,
+            Duration::from_millis(10),
+            Duration::from_millis(40),
+        ))
         .with_request_timeout(Duration::from_secs(2));
     TestEnv { dir, env }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::Parser;
 use stoker_example_cnn::cli::{EXIT_CONFIG, init_logs, parse_duration, parse_or_exit};
 use stoker_example_cnn::data::DataParams;
-use stoker_example_cnn::load::scenario::{DEMO_FULL_PHASES, DEMO_SHORT_PHASES, ScenarioKind, ScenarioParams, phases};
+use stoker_example_cnn::load::scenario::{
+    DEMO_FULL_PHASES, DEMO_SHORT_PHASES, ScenarioKind, ScenarioParams, phases,
+};
 use stoker_example_cnn::load::targets::{TargetSource, spawn_targets};
 use stoker_example_cnn::load::{LoadConfig, run};
 use tokio_util::sync::CancellationToken;
@@ -101,13 +103,14 @@ fn main() {
         eprintln!("cnn-load: --base-rate, --peak-rate and --low-rate must be non-negative numbers");
         std::process::exit(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cnn-load: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cnn-load: cannot start the runtime: {e}");
+                std::process::exit(1);
+            }
+        };
     let code = runtime.block_on(load(cli));
     std::process::exit(code);
 }
@@ -121,8 +124,10 @@ async fn load(cli: Cli) -> i32 {
             return 1;
         }
     };
-    let defaults = if cli.scenario == ScenarioKind::DemoFull { DEMO_FULL_PHASES } else { DEMO_SHORT_PHASES };
-    let overrides = [cli.steady_for, cli.ramp_for, cli.peak_for, cli.drift_for, cli.ramp_down_for, cli.low_for];
+    let defaults =
+        if cli.scenario == ScenarioKind::DemoFull { DEMO_FULL_PHASES } else { DEMO_SHORT_PHASES };
+    let overrides =
+        [cli.steady_for, cli.ramp_for, cli.peak_for, cli.drift_for, cli.ramp_down_for, cli.low_for];
     let mut demo_phases = defaults.map(Duration::from_secs);
     for (phase, o) in demo_phases.iter_mut().zip(overrides) {
         if let Some(d) = o {
@@ -136,15 +141,26 @@ async fn load(cli: Cli) -> i32 {
         duration: cli.duration,
         demo_phases,
         clean: DataParams::default(),
-        drifted: DataParams { brightness: cli.drift_brightness, rotation: cli.drift_rotation, noise: cli.drift_noise },
+        drifted: DataParams {
+            brightness: cli.drift_brightness,
+            rotation: cli.drift_rotation,
+            noise: cli.drift_noise,
+        },
     };
     let scenario_name = serde_json::to_value(cli.scenario)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let shutdown = CancellationToken::new();
-    let source = cli.targets_file.map(TargetSource::File).or(cli.targets_url.map(TargetSource::Url));
-    let targets = spawn_targets(cli.targets, source, client.clone(), Duration::from_secs(1), shutdown.clone());
+    let source =
+        cli.targets_file.map(TargetSource::File).or(cli.targets_url.map(TargetSource::Url));
+    let targets = spawn_targets(
+        cli.targets,
+        source,
+        client.clone(),
+        Duration::from_secs(1),
+        shutdown.clone(),
+    );
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

@@ -42,13 +42,14 @@ struct Cli {
 fn main() {
     let cli: Cli = parse_or_exit();
     init_logs();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cnn-serve: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cnn-serve: cannot start the runtime: {e}");
+                std::process::exit(1);
+            }
+        };
     if let Err(e) = runtime.block_on(serve(cli)) {
         tracing::error!(error = format!("{e:#}"), "cnn-serve failed.");
         std::process::exit(1);
@@ -66,7 +67,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(endpoint = settings.endpoint.as_str(), interval = ?settings.interval, "Exporting metrics over OTLP/gRPC.");
     let provider = otlp_meter_provider(&settings)?;
     let metrics = InferenceMetrics::new(&provider);
-    let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("listen on {}", cli.listen))?;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("listen on {}", cli.listen))?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

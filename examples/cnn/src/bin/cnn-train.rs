@@ -66,7 +66,8 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // The command actuator passes its decision context as STOKER_* variables: log, never require.
-    let mut context: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("STOKER_")).collect();
+    let mut context: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.starts_with("STOKER_")).collect();
     context.sort();
     for (key, value) in &context {
         tracing::info!(key = key.as_str(), value = value.as_str(), "Decision context.");
@@ -92,7 +93,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let trained = train(&config).context("train")?;
     let seconds = started.elapsed().as_secs_f64();
     let Evaluation { accuracy, mean_confidence } = trained.evaluation;
-    tracing::info!(accuracy, mean_confidence, loss = trained.final_loss, seconds, "Training finished.");
+    tracing::info!(
+        accuracy,
+        mean_confidence,
+        loss = trained.final_loss,
+        seconds,
+        "Training finished."
+    );
     eprintln!("cnn-train: trained in {seconds:.1} s, held-out accuracy {:.1} %", accuracy * 100.0);
     if accuracy < cli.min_accuracy {
         return Err(CnnError::AccuracyTooLow { accuracy, required: cli.min_accuracy }.into());
@@ -114,7 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let dir = ModelDir::new(&cli.model_dir);
     let (version, meta) = dir
-        .publish(meta, |path| trained.varmap.save(path).map_err(CnnError::tensor("save safetensors")))
+        .publish(meta, |path| {
+            trained.varmap.save(path).map_err(CnnError::tensor("save safetensors"))
+        })
         .context("publish the new version")?;
     tracing::info!(version, path = %dir.version_path(version).display(), "Version published.");
     println!("{}", serde_json::to_string(&meta).context("encode summary")?);

@@ -114,7 +114,9 @@ impl Tally {
             if self.latencies.is_empty() {
                 return 0.0;
             }
-            let i = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+            let i = ((self.latencies.len() as f64 * q).ceil() as usize)
+                .clamp(1, self.latencies.len())
+                - 1;
             (self.latencies[i] * 1000.0 * 10.0).round() / 10.0
         };
         Figures {
@@ -126,8 +128,16 @@ impl Tally {
             p50_ms: pct(0.5),
             p95_ms: pct(0.95),
             p99_ms: pct(0.99),
-            mean_confidence: if self.ok > 0 { round3(self.confidence_sum / self.ok as f64) } else { 0.0 },
-            accuracy: if self.labelled > 0 { round3(self.correct as f64 / self.labelled as f64) } else { 0.0 },
+            mean_confidence: if self.ok > 0 {
+                round3(self.confidence_sum / self.ok as f64)
+            } else {
+                0.0
+            },
+            accuracy: if self.labelled > 0 {
+                round3(self.correct as f64 / self.labelled as f64)
+            } else {
+                0.0
+            },
         }
     }
 
@@ -187,7 +197,13 @@ pub fn infer_body(pixels: &[f32], label: Option<usize>) -> serde_json::Value {
     body
 }
 
-async fn send_one(client: reqwest::Client, url: String, body: serde_json::Value, label: usize, timeout: Duration) -> RequestOutcome {
+async fn send_one(
+    client: reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+    label: usize,
+    timeout: Duration,
+) -> RequestOutcome {
     let started = Instant::now();
     let response = match client.post(&url).timeout(timeout).json(&body).send().await {
         Ok(r) => r,
@@ -202,10 +218,15 @@ async fn send_one(client: reqwest::Client, url: String, body: serde_json::Value,
     if !status.is_success() {
         return RequestOutcome::Error;
     }
-    let Ok(parsed) = text.map_err(|_| ()).and_then(|t| serde_json::from_str::<InferResponse>(&t).map_err(|_| ())) else {
+    let Ok(parsed) = text
+        .map_err(|_| ())
+        .and_then(|t| serde_json::from_str::<InferResponse>(&t).map_err(|_| ()))
+    else {
         return RequestOutcome::Error;
     };
-    let first = |name: &str| parsed.outputs.iter().find(|o| o.name == name).and_then(|o| o.data.first().cloned());
+    let first = |name: &str| {
+        parsed.outputs.iter().find(|o| o.name == name).and_then(|o| o.data.first().cloned())
+    };
     let confidence = first("confidence").and_then(|v| v.as_f64()).unwrap_or(0.0) as f32;
     let class = first("predicted_class").and_then(|v| v.as_u64());
     let correct = (body.get("parameters").is_some()).then(|| class == Some(label as u64));
@@ -213,8 +234,16 @@ async fn send_one(client: reqwest::Client, url: String, body: serde_json::Value,
 }
 
 /// Plays `config.phases` against `targets` and returns the summary; stops early on `shutdown`.
-pub async fn run(config: LoadConfig, targets: Targets, client: reqwest::Client, shutdown: CancellationToken) -> Summary {
-    let books = Arc::new(Mutex::new(Books { phase: config.phases.iter().map(|_| Tally::default()).collect(), ..Books::default() }));
+pub async fn run(
+    config: LoadConfig,
+    targets: Targets,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+) -> Summary {
+    let books = Arc::new(Mutex::new(Books {
+        phase: config.phases.iter().map(|_| Tally::default()).collect(),
+        ..Books::default()
+    }));
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
     let mut rng = SplitMix64::new(config.seed);
     let start = Instant::now();
@@ -250,13 +279,16 @@ pub async fn run(config: LoadConfig, targets: Targets, client: reqwest::Client, 
             let elapsed = now.saturating_duration_since(phase_start).min(phase.duration);
             // Integrate the rate over the last step (trapezoid), so ramps send the right count.
             let prev = last.saturating_duration_since(phase_start).min(phase.duration);
-            due += (phase.rate_at(prev) + phase.rate_at(elapsed)) / 2.0 * (elapsed - prev).as_secs_f64();
+            due += (phase.rate_at(prev) + phase.rate_at(elapsed)) / 2.0
+                * (elapsed - prev).as_secs_f64();
             last = now;
             while (sent as f64) < due.floor() {
                 sent += 1;
                 let label = rng.below(CLASSES);
                 draw_digit(label, &phase.data, &mut rng, &mut pixels);
-                let (Some(url), Ok(permit)) = (targets.next(), in_flight.clone().try_acquire_owned()) else {
+                let (Some(url), Ok(permit)) =
+                    (targets.next(), in_flight.clone().try_acquire_owned())
+                else {
                     let mut b = lock(&books);
                     b.second.dropped += 1;
                     b.phase[index].dropped += 1;

@@ -89,7 +89,9 @@ pub fn phases(kind: ScenarioKind, p: &ScenarioParams) -> Vec<Phase> {
     let (clean, drifted) = (p.clean, p.drifted);
     let third = p.duration / 3;
     match kind {
-        ScenarioKind::Steady => vec![Phase::new("steady", p.duration, p.base_rate, p.base_rate, clean)],
+        ScenarioKind::Steady => {
+            vec![Phase::new("steady", p.duration, p.base_rate, p.base_rate, clean)]
+        }
         ScenarioKind::Ramp => vec![Phase::new("ramp", p.duration, p.base_rate, p.peak_rate, clean)],
         ScenarioKind::Spike => vec![
             Phase::new("before-spike", third, p.base_rate, p.base_rate, clean),
@@ -100,7 +102,9 @@ pub fn phases(kind: ScenarioKind, p: &ScenarioParams) -> Vec<Phase> {
             Phase::new("clean", p.duration / 2, p.base_rate, p.base_rate, clean),
             Phase::new("drift", p.duration - p.duration / 2, p.base_rate, p.base_rate, drifted),
         ],
-        ScenarioKind::RampDown => vec![Phase::new("ramp-down", p.duration, p.peak_rate, p.low_rate, clean)],
+        ScenarioKind::RampDown => {
+            vec![Phase::new("ramp-down", p.duration, p.peak_rate, p.low_rate, clean)]
+        }
         ScenarioKind::DemoShort | ScenarioKind::DemoFull => {
             let [steady, ramp, peak, drift, down, low] = p.demo_phases;
             vec![
@@ -139,7 +143,10 @@ mod tests {
         assert_eq!(ramp.rate_at(Duration::from_secs(15)), 30.0);
         assert_eq!(ramp.rate_at(Duration::from_secs(99)), 50.0);
         let spike = phases(ScenarioKind::Spike, &params());
-        assert_eq!(spike.iter().map(|p| p.duration.as_secs()).collect::<Vec<_>>(), vec![10, 10, 10]);
+        assert_eq!(
+            spike.iter().map(|p| p.duration.as_secs()).collect::<Vec<_>>(),
+            vec![10, 10, 10]
+        );
         assert_eq!(spike[1].rate_from, 50.0);
     }
 

@@ -86,7 +86,9 @@ pub fn spawn_targets(
                     _ = ticker.tick() => {}
                 }
                 let read = match &source {
-                    TargetSource::File(path) => tokio::fs::read_to_string(path).await.map_err(|e| format!("read {}: {e}", path.display())),
+                    TargetSource::File(path) => tokio::fs::read_to_string(path)
+                        .await
+                        .map_err(|e| format!("read {}: {e}", path.display())),
                     TargetSource::Url(url) => match client.get(url).timeout(every).send().await {
                         Ok(r) => r.text().await.map_err(|e| format!("GET {url}: {e}")),
                         Err(e) => Err(format!("GET {url}: {e}")),
@@ -112,7 +114,10 @@ pub fn spawn_targets(
                     }
                     Err(e) => {
                         if last_error.as_ref() != Some(&e) {
-                            tracing::warn!(error = e.as_str(), "Cannot read the target list; keeping the last one.");
+                            tracing::warn!(
+                                error = e.as_str(),
+                                "Cannot read the target list; keeping the last one."
+                            );
                             last_error = Some(e);
                         }
                     }

@@ -69,10 +69,16 @@ pub async fn run(
         let dir = config.model_dir.clone();
         match tokio::task::spawn_blocking(move || reload::load_version(&dir, n)).await {
             Ok(Ok(loaded)) => {
-                tracing::info!(version = n, accuracy = loaded.meta.accuracy, "Model version loaded.");
+                tracing::info!(
+                    version = n,
+                    accuracy = loaded.meta.accuracy,
+                    "Model version loaded."
+                );
                 slot_tx.send_replace(Some(Arc::new(loaded)));
             }
-            Ok(Err(e)) => tracing::warn!(version = n, error = %e, "Could not load the newest version; waiting for another."),
+            Ok(Err(e)) => {
+                tracing::warn!(version = n, error = %e, "Could not load the newest version; waiting for another.")
+            }
             Err(e) => tracing::warn!(error = %e, "Model loading task failed."),
         }
     } else {
@@ -84,9 +90,14 @@ pub async fn run(
         config.reload_interval,
         shutdown.child_token(),
     ));
-    let (queue, worker) =
-        worker::spawn_worker(config.queue_capacity, config.service_time, slot_rx.clone(), shutdown.child_token());
-    let state = Arc::new(AppState { model_name: config.model_name, model: slot_rx, queue, metrics });
+    let (queue, worker) = worker::spawn_worker(
+        config.queue_capacity,
+        config.service_time,
+        slot_rx.clone(),
+        shutdown.child_token(),
+    );
+    let state =
+        Arc::new(AppState { model_name: config.model_name, model: slot_rx, queue, metrics });
     let addr = listener.local_addr().map_err(CnnError::io("read listen address", "socket"))?;
     tracing::info!(%addr, "Serving.");
     let served = axum::serve(listener, router(state))
@@ -102,7 +113,10 @@ pub async fn run(
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(|| async { (StatusCode::OK, axum::Json(json!({"live": true}))) }))
+        .route(
+            "/v2/health/live",
+            get(|| async { (StatusCode::OK, axum::Json(json!({"live": true}))) }),
+        )
         .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
@@ -173,7 +187,11 @@ async fn model_metadata(State(state): State<Arc<AppState>>, Path(name): Path<Str
     .into_response()
 }
 
-async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
     let arrived = Instant::now();
     let version = state.model.borrow().as_ref().map(|m| m.meta.version);
     let attrs = model_attributes(&state.model_name, version);
@@ -186,29 +204,55 @@ async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>, bod
     }
     let request: InferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return finish(Outcome::Invalid, error(StatusCode::BAD_REQUEST, format!("invalid infer request: {e}")), &attrs),
+        Err(e) => {
+            return finish(
+                Outcome::Invalid,
+                error(StatusCode::BAD_REQUEST, format!("invalid infer request: {e}")),
+                &attrs,
+            );
+        }
     };
     let input = match protocol::decode(&request) {
         Ok(input) => input,
-        Err(message) => return finish(Outcome::Invalid, error(StatusCode::BAD_REQUEST, message), &attrs),
+        Err(message) => {
+            return finish(Outcome::Invalid, error(StatusCode::BAD_REQUEST, message), &attrs);
+        }
     };
     if version.is_none() {
-        return finish(Outcome::Unavailable, error(StatusCode::SERVICE_UNAVAILABLE, "no model version loaded yet"), &attrs);
+        return finish(
+            Outcome::Unavailable,
+            error(StatusCode::SERVICE_UNAVAILABLE, "no model version loaded yet"),
+            &attrs,
+        );
     }
     let (reply, answer) = oneshot::channel();
     let job = Job { pixels: input.pixels, n: input.n, enqueued: arrived, reply };
     if state.queue.try_enqueue(job).is_err() {
-        return finish(Outcome::Rejected, error(StatusCode::SERVICE_UNAVAILABLE, "queue full, try another replica"), &attrs);
+        return finish(
+            Outcome::Rejected,
+            error(StatusCode::SERVICE_UNAVAILABLE, "queue full, try another replica"),
+            &attrs,
+        );
     }
     let Ok(result) = answer.await else {
-        return finish(Outcome::Error, error(StatusCode::SERVICE_UNAVAILABLE, "server shutting down"), &attrs);
+        return finish(
+            Outcome::Error,
+            error(StatusCode::SERVICE_UNAVAILABLE, "server shutting down"),
+            &attrs,
+        );
     };
     // Attribute the work to the version that actually computed it (it may have just changed).
     let served_version = result.model.as_ref().map(|m| m.meta.version);
     let attrs = model_attributes(&state.model_name, served_version);
     let probabilities = match result.probabilities {
         Ok(p) => p,
-        Err(message) => return finish(Outcome::Error, error(StatusCode::INTERNAL_SERVER_ERROR, message), &attrs),
+        Err(message) => {
+            return finish(
+                Outcome::Error,
+                error(StatusCode::INTERNAL_SERVER_ERROR, message),
+                &attrs,
+            );
+        }
     };
     state.metrics.served(&attrs, result.queue, result.compute, input.n);
     for (i, row) in probabilities.iter().enumerate() {

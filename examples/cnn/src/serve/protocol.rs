@@ -109,7 +109,10 @@ pub fn decode(request: &InferRequest) -> Result<DecodedInput, String> {
         return Err(format!("expected exactly one input tensor, got {}", request.inputs.len()));
     };
     if input.datatype != "FP32" {
-        return Err(format!("input {:?}: datatype must be FP32, got {}", input.name, input.datatype));
+        return Err(format!(
+            "input {:?}: datatype must be FP32, got {}",
+            input.name, input.datatype
+        ));
     }
     let shape_ok = match input.shape.as_slice() {
         [n, c, h, w] => *n >= 1 && *c == 1 && *h == IMAGE_SIDE as i64 && *w == IMAGE_SIDE as i64,
@@ -122,13 +125,18 @@ pub fn decode(request: &InferRequest) -> Result<DecodedInput, String> {
             input.name, input.shape
         ));
     }
-    let n = usize::try_from(input.shape[0]).map_err(|_| format!("bad batch size {}", input.shape[0]))?;
+    let n = usize::try_from(input.shape[0])
+        .map_err(|_| format!("bad batch size {}", input.shape[0]))?;
     if n > MAX_BATCH {
-        return Err(format!("input {:?}: at most {MAX_BATCH} images per request, got {n}", input.name));
+        return Err(format!(
+            "input {:?}: at most {MAX_BATCH} images per request, got {n}",
+            input.name
+        ));
     }
     let expected = n * IMAGE_PIXELS;
     let mut pixels = Vec::with_capacity(expected);
-    flatten_into(&input.data, &mut pixels, expected).map_err(|e| format!("input {:?}: {e}", input.name))?;
+    flatten_into(&input.data, &mut pixels, expected)
+        .map_err(|e| format!("input {:?}: {e}", input.name))?;
     if pixels.len() != expected {
         return Err(format!(
             "input {:?}: shape {:?} needs {expected} values, got {}",
@@ -141,7 +149,10 @@ pub fn decode(request: &InferRequest) -> Result<DecodedInput, String> {
     Ok(DecodedInput { pixels, n, labels })
 }
 
-fn decode_labels(parameters: Option<&serde_json::Map<String, Value>>, n: usize) -> Result<Option<Vec<u32>>, String> {
+fn decode_labels(
+    parameters: Option<&serde_json::Map<String, Value>>,
+    n: usize,
+) -> Result<Option<Vec<u32>>, String> {
     let Some(parameters) = parameters else { return Ok(None) };
     let label = |v: &Value| {
         v.as_u64()
@@ -174,9 +185,24 @@ pub fn outputs(probabilities: &[Vec<f32>]) -> Vec<InferOutput> {
         confidences.push(Value::from(f64::from(p)));
     }
     vec![
-        InferOutput { name: "probabilities".into(), shape: vec![n, CLASSES], datatype: "FP32".into(), data: probs },
-        InferOutput { name: "predicted_class".into(), shape: vec![n], datatype: "INT64".into(), data: classes },
-        InferOutput { name: "confidence".into(), shape: vec![n], datatype: "FP32".into(), data: confidences },
+        InferOutput {
+            name: "probabilities".into(),
+            shape: vec![n, CLASSES],
+            datatype: "FP32".into(),
+            data: probs,
+        },
+        InferOutput {
+            name: "predicted_class".into(),
+            shape: vec![n],
+            datatype: "INT64".into(),
+            data: classes,
+        },
+        InferOutput {
+            name: "confidence".into(),
+            shape: vec![n],
+            datatype: "FP32".into(),
+            data: confidences,
+        },
     ]
 }
 
@@ -196,7 +222,8 @@ mod tests {
 
     #[test]
     fn accepts_flat_and_nested_data() {
-        let flat = decode(&request(json!([1, 784]), json!(vec![0.5; 784]), json!({"label": 3}))).unwrap();
+        let flat =
+            decode(&request(json!([1, 784]), json!(vec![0.5; 784]), json!({"label": 3}))).unwrap();
         assert_eq!((flat.n, flat.pixels.len(), flat.labels), (1, 784, Some(vec![3])));
         let nested = json!([[vec![vec![0.25; 28]; 28]], [vec![vec![0.75; 28]; 28]]]);
         let two = decode(&request(json!([2, 1, 28, 28]), nested, json!({}))).unwrap();
@@ -211,7 +238,8 @@ mod tests {
         assert!(e.contains("needs 784 values, got 783"), "{e}");
         let e = decode(&request(json!([1, 784]), json!(vec![0.0; 785]), json!({}))).unwrap_err();
         assert!(e.contains("more data"), "{e}");
-        let e = decode(&request(json!([1, 784]), json!(vec![0.0; 784]), json!({"labels": [1, 2]}))).unwrap_err();
+        let e = decode(&request(json!([1, 784]), json!(vec![0.0; 784]), json!({"labels": [1, 2]})))
+            .unwrap_err();
         assert!(e.contains("2 labels for 1 images"), "{e}");
     }
 }

@@ -21,8 +21,8 @@ pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Bucket boundaries in seconds for the latency histograms: fine around the 10–500 ms range
 /// a small model's latency and queueing live in, coarse beyond.
 pub const LATENCY_BUCKETS: [f64; 25] = [
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
-    0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25,
+    0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
 ];
 
 /// Bucket boundaries for top-1 confidence: 0.05 steps, 0.05 … 1.0.
@@ -77,7 +77,9 @@ pub fn otlp_meter_provider(settings: &OtlpSettings) -> Result<SdkMeterProvider> 
         .with_endpoint(settings.endpoint.clone())
         .with_timeout(Duration::from_secs(2))
         .build()
-        .map_err(|e| CnnError::Telemetry(format!("build OTLP exporter for {}: {e}", settings.endpoint)))?;
+        .map_err(|e| {
+            CnnError::Telemetry(format!("build OTLP exporter for {}: {e}", settings.endpoint))
+        })?;
     let reader = PeriodicReader::builder(exporter).with_interval(settings.interval).build();
     let resource = Resource::builder()
         .with_service_name(settings.service_name.clone())
@@ -131,7 +133,10 @@ impl Outcome {
 pub fn model_attributes(model_name: &str, version: Option<u32>) -> [KeyValue; 2] {
     [
         KeyValue::new("model.name", model_name.to_string()),
-        KeyValue::new("model.version", version.map_or_else(|| "none".to_string(), |v| v.to_string())),
+        KeyValue::new(
+            "model.version",
+            version.map_or_else(|| "none".to_string(), |v| v.to_string()),
+        ),
     ]
 }
 
@@ -152,9 +157,18 @@ impl InferenceMetrics {
                 .build()
         };
         Self {
-            request_duration: latency("inference.request.duration", "Time from request arrival to response, queueing included."),
-            queue_duration: latency("inference.queue.duration", "Time a request waited in the replica's queue."),
-            compute_duration: latency("inference.compute.duration", "Time of the model's forward pass."),
+            request_duration: latency(
+                "inference.request.duration",
+                "Time from request arrival to response, queueing included.",
+            ),
+            queue_duration: latency(
+                "inference.queue.duration",
+                "Time a request waited in the replica's queue.",
+            ),
+            compute_duration: latency(
+                "inference.compute.duration",
+                "Time of the model's forward pass.",
+            ),
             confidence: meter
                 .f64_histogram("inference.prediction.confidence")
                 .with_unit("1")
@@ -201,7 +215,13 @@ impl InferenceMetrics {
     }
 
     /// Records one prediction; `correct` when the caller supplied the true label.
-    pub fn prediction(&self, attrs: &[KeyValue; 2], class: usize, confidence: f32, correct: Option<bool>) {
+    pub fn prediction(
+        &self,
+        attrs: &[KeyValue; 2],
+        class: usize,
+        confidence: f32,
+        correct: Option<bool>,
+    ) {
         self.confidence.record(f64::from(confidence), attrs);
         let mut with_class = attrs.to_vec();
         with_class.push(KeyValue::new("class", class.to_string()));

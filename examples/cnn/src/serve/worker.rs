@@ -76,7 +76,10 @@ pub fn spawn_worker(
                 Some(loaded) => {
                     let (pixels, n) = (job.pixels, job.n);
                     let run = tokio::task::spawn_blocking(move || {
-                        loaded.model.probabilities(&pixels, n, &Device::Cpu).map_err(|e: CnnError| e.to_string())
+                        loaded
+                            .model
+                            .probabilities(&pixels, n, &Device::Cpu)
+                            .map_err(|e: CnnError| e.to_string())
                     })
                     .await
                     .unwrap_or_else(|e| Err(format!("inference task failed: {e}")));

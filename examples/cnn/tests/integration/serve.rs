@@ -32,7 +32,10 @@ async fn answers_kserve_v2_requests_and_explains_bad_ones() {
 
     assert_eq!(get(&c, format!("{b}/v2/health/live")).await.0, 200);
     assert_eq!(get(&c, format!("{b}/v2/health/ready")).await.0, 200);
-    assert_eq!(get(&c, format!("{b}/v2/models/cnn/ready")).await, (200, json!({"name": "cnn", "ready": true})));
+    assert_eq!(
+        get(&c, format!("{b}/v2/models/cnn/ready")).await,
+        (200, json!({"name": "cnn", "ready": true}))
+    );
     let (status, meta) = get(&c, format!("{b}/v2/models/cnn")).await;
     assert_eq!(status, 200);
     assert_eq!(meta["versions"], json!(["1"]));
@@ -47,14 +50,24 @@ async fn answers_kserve_v2_requests_and_explains_bad_ones() {
     });
     let (status, answer) = post(&c, format!("{b}/v2/models/cnn/infer"), body).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!((answer["model_name"].as_str(), answer["model_version"].as_str(), answer["id"].as_str()), (Some("cnn"), Some("1"), Some("batch-1")));
+    assert_eq!(
+        (answer["model_name"].as_str(), answer["model_version"].as_str(), answer["id"].as_str()),
+        (Some("cnn"), Some("1"), Some("batch-1"))
+    );
     let outputs = answer["outputs"].as_array().unwrap();
     let probs = outputs.iter().find(|o| o["name"] == "probabilities").unwrap();
     assert_eq!(probs["shape"], json!([10, 10]));
-    let row_sum: f64 = probs["data"].as_array().unwrap()[..10].iter().map(|v| v.as_f64().unwrap()).sum();
+    let row_sum: f64 =
+        probs["data"].as_array().unwrap()[..10].iter().map(|v| v.as_f64().unwrap()).sum();
     assert!((row_sum - 1.0).abs() < 1e-3, "probabilities sum to {row_sum}");
     let classes = outputs.iter().find(|o| o["name"] == "predicted_class").unwrap();
-    let correct = classes["data"].as_array().unwrap().iter().zip(&set.labels).filter(|(p, l)| p.as_u64() == Some(u64::from(**l))).count();
+    let correct = classes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&set.labels)
+        .filter(|(p, l)| p.as_u64() == Some(u64::from(**l)))
+        .count();
     assert!(correct >= 8, "only {correct}/10 clean digits right");
 
     // A [1,784] request works too.
@@ -120,7 +133,8 @@ async fn a_full_queue_answers_503_and_service_time_bounds_throughput() {
     let image = Dataset::generate(1, &DataParams::default(), 1).images;
     let body = json!({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": image}]});
     let started = tokio::time::Instant::now();
-    let answers = futures_util::future::join_all((0..6).map(|_| post(&c, url.clone(), body.clone()))).await;
+    let answers =
+        futures_util::future::join_all((0..6).map(|_| post(&c, url.clone(), body.clone()))).await;
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
     let rejected: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
     assert!((1..=2).contains(&ok), "{answers:?}");

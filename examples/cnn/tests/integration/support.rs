@@ -15,11 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 /// The bounded training run the tests use (a fraction of the binary's default).
 pub fn small_config(data: DataParams) -> TrainConfig {
-    TrainConfig { data, train_samples: 3000, test_samples: 600, epochs: 3, ..TrainConfig::default() }
+    TrainConfig {
+        data,
+        train_samples: 3000,
+        test_samples: 600,
+        epochs: 3,
+        ..TrainConfig::default()
+    }
 }
 
 /// A model trained on clean data, shared by every test.
-pub static CLEAN: LazyLock<Trained> = LazyLock::new(|| train(&small_config(DataParams::default())).unwrap());
+pub static CLEAN: LazyLock<Trained> =
+    LazyLock::new(|| train(&small_config(DataParams::default())).unwrap());
 
 /// Publishes `trained` as the next version under `dir`; returns the version number.
 pub fn publish(dir: &ModelDir, trained: &Trained) -> u32 {
@@ -50,7 +57,12 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(dir: &ModelDir, service_time: Duration, queue_capacity: usize, metrics: InferenceMetrics) -> Self {
+    pub async fn start(
+        dir: &ModelDir,
+        service_time: Duration,
+        queue_capacity: usize,
+        metrics: InferenceMetrics,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let config = ServeConfig {

@@ -33,6 +33,9 @@ fn drift_lowers_confidence_and_a_retrain_on_it_recovers() {
         old_on_drift.mean_confidence,
         new_on_drift.mean_confidence
     );
-    assert!(new_on_drift.accuracy >= 0.85, "retrained accuracy on drifted data {:.3}", new_on_drift.accuracy);
+    assert!(
+        new_on_drift.accuracy >= 0.85,
+        "retrained accuracy on drifted data {:.3}",
+        new_on_drift.accuracy
+    );
 }
-
