@@ -93,7 +93,7 @@ pub async fn run(
         }
         None => None,
     };
-    let publisher = Publisher::new(outbox.clone(), latest);
+    let publisher = Publisher::new(outbox.clone(), latest.clone());
 
     let host = HostSampler::new(cfg.processes.clone(), start)?;
     tasks.spawn(
@@ -110,7 +110,7 @@ pub async fn run(
 
     start_gpu(&cfg, start, &resource, &publisher, &tasks, &shutdown).await;
 
-    inference::spawn(
+    let room = inference::start(
         &cfg.inference,
         InferenceContext {
             outbox: outbox.clone(),
@@ -122,6 +122,9 @@ pub async fn run(
             otlp_http_listen: opts.otlp_http_listen,
         },
     )?;
+    if let Some(latest) = &latest {
+        latest.show_inference(room.stats);
+    }
 
     // The agent's own counters, once per interval.
     {

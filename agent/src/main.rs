@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let (cfg, opts) = match build_config(&cli) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("stoker-agent: bad configuration: {e}");
+            eprintln!("stoker-agent: error: bad configuration: {e}");
             return ExitCode::from(ConfigError::EXIT_CODE as u8);
         }
     };
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("stoker-agent: cannot start the runtime: {e}");
+            eprintln!("stoker-agent: error: start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -85,10 +85,13 @@ fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("STOKER_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colour only on a terminal, and never with NO_COLOR set (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(colour);
     if json {
         builder.json().init();
     } else {

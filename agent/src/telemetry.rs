@@ -3,13 +3,13 @@
 //! [`Publisher`] is how the samplers hand over a batch: it goes to the outbox and, when
 //! `/metrics` is enabled, replaces the last batch of the same scope in [`Latest`], which
 //! `/metrics` renders in Prometheus text format next to the agent's own counters
-//! (`stoker.agent.export.*`). `/healthz` answers `ok`.
+//! (`stoker.agent.export.*`, `stoker.agent.inference.*`). `/healthz` answers `ok`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use tokio_util::sync::CancellationToken;
 
 use crate::export::{ExportCounters, Outbox};
+use crate::inference::InferenceStats;
 use crate::sample::otlp::{BatchBuilder, Kind};
 
 /// Instrumentation scope of the agent's own telemetry.
@@ -32,6 +33,8 @@ pub const SCOPE: &str = "stoker-agent/self";
 #[derive(Debug, Default)]
 pub struct Latest {
     batches: Mutex<BTreeMap<String, ResourceMetrics>>,
+    /// The inference room's counters, once it has started.
+    inference: OnceLock<Arc<InferenceStats>>,
 }
 
 impl Latest {
@@ -46,7 +49,14 @@ impl Latest {
         map.insert(scope, batch.clone());
     }
 
-    /// Render every stored batch as Prometheus text exposition format.
+    /// Show the inference room's counters on `/metrics` too.
+    pub fn show_inference(&self, stats: Arc<InferenceStats>) {
+        let _ = self.inference.set(stats);
+    }
+
+    /// Render every stored batch, and the inference room's counters, as Prometheus text
+    /// exposition format: `# HELP` and `# TYPE` for every family, as `promtool check metrics`
+    /// requires.
     pub fn render(&self) -> String {
         let map = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
@@ -60,7 +70,12 @@ impl Latest {
                         _ => continue,
                     };
                     let name = prometheus_name(&metric.name, &metric.unit, kind == "counter");
-                    let _ = writeln!(out, "# TYPE {name} {kind}");
+                    let help = if metric.description.is_empty() {
+                        format!("OpenTelemetry metric {}.", metric.name)
+                    } else {
+                        metric.description.replace('\\', "\\\\").replace('\n', "\\n")
+                    };
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
                     for p in points {
                         let value = match p.value {
                             Some(Value::AsDouble(v)) => v,
@@ -71,6 +86,9 @@ impl Latest {
                     }
                 }
             }
+        }
+        if let Some(stats) = self.inference.get() {
+            stats.render_prometheus(&mut out);
         }
         out
     }
@@ -250,7 +268,8 @@ mod tests {
         let text = latest.render();
         assert_eq!(
             text,
-            "# TYPE hw_power_watts gauge\nhw_power_watts{hw_id=\"GPU-\\\"1\\\"\"} 2.5\n"
+            "# HELP hw_power_watts GPU power draw.\n# TYPE hw_power_watts gauge\n\
+             hw_power_watts{hw_id=\"GPU-\\\"1\\\"\"} 2.5\n"
         );
     }
 }

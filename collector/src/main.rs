@@ -33,11 +33,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Check policy files; errors as `file:line:col: message`. Exit 0 clean, 1 errors.
+    /// Check policy files; errors as `file:line:col: message`. Exit 0 clean, 1 errors (and
+    /// when the paths hold no policy file).
     Check {
         /// Policy files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// `text` (default) or `json` (one document on stdout, for CI annotations).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
     /// Run the `*.test.yaml` tests beside policies. Exit 0 all pass, 1 any fail.
     Test {
@@ -47,6 +51,9 @@ enum PolicyCommand {
         /// Also write a JUnit XML report.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// `text` (default) or `json` (one document on stdout, for CI annotations).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
     /// Backtest policies on recorded data against a simulated service.
     Replay {
@@ -81,6 +88,35 @@ enum PolicyCommand {
     },
 }
 
+/// `--format` of `policy check` and `policy test`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+impl From<OutputFormat> for policy_cli::Format {
+    fn from(f: OutputFormat) -> Self {
+        match f {
+            OutputFormat::Text => policy_cli::Format::Text,
+            OutputFormat::Json => policy_cli::Format::Json,
+        }
+    }
+}
+
+/// What SIGHUP means to a running collector (`--reload-signal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReloadSignal {
+    /// `hup` when standard input is not a terminal (systemd, Kubernetes, `nohup`), else `none`:
+    /// closing the terminal that started a foreground collector stops it, as it stops any
+    /// foreground program.
+    Auto,
+    /// SIGHUP reloads the policy directory (`kill -HUP`).
+    Hup,
+    /// SIGHUP shuts down gracefully, like SIGTERM.
+    None,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Collector configuration (TOML).
@@ -101,6 +137,10 @@ struct ServeArgs {
     /// HTTP API address (default 127.0.0.1:7700).
     #[arg(long)]
     api_listen: Option<SocketAddr>,
+    /// What SIGHUP does: `hup` reloads policies, `none` shuts down gracefully, `auto` (default)
+    /// reloads unless standard input is a terminal.
+    #[arg(long, value_enum, default_value_t = ReloadSignal::Auto)]
+    reload_signal: ReloadSignal,
 }
 
 const EX_CONFIG: u8 = 64;
@@ -113,25 +153,45 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Policy { command } => policy(command),
     }
 }
 
+/// Logs on stderr: colour only on a terminal and without `NO_COLOR`, JSON lines with
+/// `STOKER_LOG_FORMAT=json`, as the agent does.
+fn init_logs() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    if std::env::var("STOKER_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Prints `stoker-collector: error: …`, the one error style of both daemons.
+fn report(message: impl std::fmt::Display) {
+    eprintln!("stoker-collector: error: {message}");
+}
+
 fn policy(command: PolicyCommand) -> ExitCode {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let code = match command {
-        PolicyCommand::Check { paths } => policy_cli::check(&paths, &mut out, &mut err),
-        PolicyCommand::Test { paths, junit } => {
-            policy_cli::test(&paths, junit.as_ref(), &mut out, &mut err)
+        PolicyCommand::Check { paths, format } => {
+            policy_cli::check(&paths, format.into(), &mut out, &mut err)
+        }
+        PolicyCommand::Test { paths, junit, format } => {
+            policy_cli::test(&paths, junit.as_ref(), format.into(), &mut out, &mut err)
         }
         PolicyCommand::Replay {
             policies,
@@ -166,7 +226,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(p) => match CollectorConfig::load(p) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: {e}");
+                report(e);
                 return ExitCode::from(EX_CONFIG);
             }
         },
@@ -183,20 +243,34 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     // Token files are read now so that a bad one exits 64 before anything starts.
     if let Err(e) = config.auth.tokens() {
-        eprintln!("error: {e}");
+        report(e);
         return ExitCode::from(EX_CONFIG);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: start runtime: {e}");
+            report(format_args!("start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, args.data_dir, args.policies)) {
+    let reload_on_hup = match args.reload_signal {
+        ReloadSignal::Hup => true,
+        ReloadSignal::None => false,
+        ReloadSignal::Auto => {
+            use std::io::IsTerminal as _;
+            !std::io::stdin().is_terminal()
+        }
+    };
+    let settings = CollectorSettings {
+        config,
+        data_dir: args.data_dir,
+        policies: args.policies,
+        reload_on_hup,
+    };
+    match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(format_args!("{e:#}"));
             if e.downcast_ref::<serve::ServeError>().is_some_and(serve::ServeError::is_config) {
                 ExitCode::from(EX_CONFIG)
             } else {
@@ -206,33 +280,26 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(
-    config: CollectorConfig,
-    data_dir: PathBuf,
-    policies: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let running = serve::start(
-        CollectorSettings { config, data_dir, policies },
-        cancel.clone(),
-        tracker.clone(),
-    )
-    .await
-    .context("start the collector")?;
+    let hup_stops = !settings.reload_on_hup;
+    let running = serve::start(settings, cancel.clone(), tracker.clone())
+        .await
+        .context("start the collector")?;
     let bound = running.bound;
     // Machine-readable line for scripts and tests that ask for port 0.
     println!(
         "listening api={} otlp_grpc={} otlp_http={}",
         bound.api, bound.otlp_grpc, bound.otlp_http
     );
-    shutdown_signal().await;
+    shutdown_signal(hup_stops).await;
     tracing::info!("Shutting down: flushing the store.");
     cancel.cancel();
     tracker.close();
-    let second = tokio::spawn(async {
-        shutdown_signal().await;
+    let second = tokio::spawn(async move {
+        shutdown_signal(hup_stops).await;
         eprintln!("Second signal: exiting now.");
         std::process::exit(130);
     });
@@ -241,24 +308,33 @@ async fn run(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM; SIGHUP too when it does not reload policies (`hup_stops`).
+async fn shutdown_signal(hup_stops: bool) {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    if hup_stops {
+                        tracing::info!("SIGHUP: the terminal closed or --reload-signal none.");
+                        return;
+                    }
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = hup_stops;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

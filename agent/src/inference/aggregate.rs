@@ -155,17 +155,11 @@ impl HistogramAcc {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
+        self.min = merged_extreme(self.min, self.count, other.min, other.count, f64::min);
+        self.max = merged_extreme(self.max, self.count, other.max, other.count, f64::max);
         self.count += other.count;
         self.sum += other.sum;
         self.has_sum |= other.has_sum;
-        self.min = match (self.min, other.min) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.max = match (self.max, other.max) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
     }
 
     fn from_point(p: &HistogramDataPoint) -> Self {
@@ -197,15 +191,25 @@ impl HistogramAcc {
         for (a, b) in self.counts.iter().zip(&earlier.counts) {
             counts.push(a.checked_sub(*b)?);
         }
+        let count = self.count - earlier.count;
+        // A lifetime minimum that fell, or maximum that rose, was observed in this interval; one
+        // that stayed only bounds the interval's, so it is unknown.
+        let moved = |now: Option<f64>, before: Option<f64>, out: fn(f64, f64) -> bool| match (
+            now, before,
+        ) {
+            _ if count == 0 => None,
+            (Some(n), _) if earlier.count == 0 => Some(n),
+            (Some(n), Some(b)) if out(n, b) => Some(n),
+            _ => None,
+        };
         Some(HistogramAcc {
             bounds: self.bounds.clone(),
             counts,
-            count: self.count - earlier.count,
+            count,
             sum: self.sum - earlier.sum,
             has_sum: self.has_sum,
-            // Lifetime extremes say nothing about one interval.
-            min: None,
-            max: None,
+            min: moved(self.min, earlier.min, |n, b| n < b),
+            max: moved(self.max, earlier.max, |n, b| n > b),
         })
     }
 }
@@ -291,8 +295,10 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// An empty aggregator. `node_resource` enriches every resource (the node's values win
-    /// over a service's for the same key); `now` starts the first interval.
+    /// An empty aggregator. `node_resource` enriches every resource: the service keeps its
+    /// own identity (`service.*` and anything else it set), the node adds what the service did
+    /// not set (`cloud.*`, `k8s.*`, labels) and always gives `host.*`, since a service in a
+    /// container reports its pod's host name, not the node's. `now` starts the first interval.
     pub fn new(node_resource: Vec<KeyValue>, max_series: usize, now: u64) -> Self {
         Self {
             node_resource,
@@ -432,12 +438,19 @@ impl Aggregator {
     }
 
     fn resource(&mut self, service_attrs: &[KeyValue]) -> Arc<ResourceEntry> {
+        let node = &self.node_resource;
         let mut attrs: Vec<KeyValue> = service_attrs
             .iter()
-            .filter(|kv| !self.node_resource.iter().any(|n| n.key == kv.key))
+            .filter(|kv| !(node_owns(&kv.key) && node.iter().any(|n| n.key == kv.key)))
             .cloned()
             .collect();
-        attrs.extend(self.node_resource.iter().cloned());
+        let missing: Vec<KeyValue> = node
+            .iter()
+            .filter(|n| !n.key.starts_with("service."))
+            .filter(|n| !attrs.iter().any(|kv| kv.key == n.key))
+            .cloned()
+            .collect();
+        attrs.extend(missing);
         attrs.sort_by(|a, b| a.key.cmp(&b.key));
         let mut key = Vec::new();
         encode_attrs(&attrs, &mut key);
@@ -689,16 +702,8 @@ impl Aggregator {
                 _ => None,
             };
             // A reset (new start time, or a value going down): everything counted since the
-            // restart is new.
-            let delta = delta.unwrap_or_else(|| match &value {
-                Cumulative::Histogram(h) => {
-                    let mut h = h.clone();
-                    h.min = None;
-                    h.max = None;
-                    Cumulative::Histogram(h)
-                }
-                other => other.clone(),
-            });
+            // restart is new, its extremes too.
+            let delta = delta.unwrap_or_else(|| value.clone());
             *base = Baseline { start, value, seen_flush: flushes };
             return Delta::Increment(delta);
         }
@@ -806,6 +811,30 @@ fn push_point(metric: &mut Metric, series: Series, start: u64, now: u64) {
             }
         },
     }
+}
+
+/// The extreme (`pick` = `f64::min` or `f64::max`) of two merged histograms of `a_count` and
+/// `b_count` observations. `None` is unknown, and an unknown side makes the merge unknown: its
+/// observations may lie beyond the known one. An empty side adds nothing.
+fn merged_extreme(
+    a: Option<f64>,
+    a_count: u64,
+    b: Option<f64>,
+    b_count: u64,
+    pick: fn(f64, f64) -> f64,
+) -> Option<f64> {
+    match (a, b) {
+        _ if b_count == 0 => a,
+        _ if a_count == 0 => b,
+        (Some(x), Some(y)) => Some(pick(x, y)),
+        _ => None,
+    }
+}
+
+/// Keys the node is the authority on: which host a series was measured on. A service's own
+/// `host.name` inside a container is its pod's, which would split the node's series.
+fn node_owns(key: &str) -> bool {
+    key.starts_with("host.")
 }
 
 fn series_key(
@@ -957,6 +986,69 @@ mod tests {
         assert!(agg.flush(3_000).is_empty(), "a flushed interval starts empty");
     }
 
+    /// Regression: the node's `service.name=stoker-agent` used to overwrite every service's,
+    /// merging two services on one node into one series. The test node carries the agent's
+    /// whole identity, as the daemon passes it, not just `host.name`.
+    #[test]
+    fn each_service_keeps_its_identity_and_the_node_adds_its_own() {
+        let node = vec![
+            kv_str("service.name", "stoker-agent"),
+            kv_str("service.version", "9.9.9"),
+            kv_str("host.name", "node-1"),
+            kv_str("cloud.region", "eu-west-1"),
+            kv_str("pool", "a100"),
+        ];
+        let mut agg = Aggregator::new(node, 100, 1_000);
+        let m = || {
+            histogram(
+                AggregationTemporality::Delta,
+                vec![hist_point(1_000, vec![1, 2, 3], 0.5, vec![])],
+            )
+        };
+        let mut resnet = batch("resnet", m());
+        if let Some(r) = resnet.resource.as_mut() {
+            r.attributes.push(kv_str("service.version", "1.2.0"));
+            r.attributes.push(kv_str("pool", "h100-override"));
+            // A containerised SDK reports its pod as the host: the node is the authority.
+            r.attributes.push(kv_str("host.name", "resnet-pod-7f9c"));
+        }
+        agg.ingest(&resnet, &no_rename);
+        agg.ingest(&batch("bert", m()), &no_rename);
+        let out = agg.flush(2_000);
+        assert_eq!(out.len(), 2, "two services, two resources");
+        let mut seen: Vec<(String, String, String, String, String)> = out
+            .iter()
+            .map(|rm| {
+                let a = rm.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+                let get = |k| attr_string(&a, k).map(|v| v.to_string()).unwrap_or_default();
+                (
+                    get("service.name"),
+                    get("service.version"),
+                    get("host.name"),
+                    get("cloud.region"),
+                    get("pool"),
+                )
+            })
+            .collect();
+        seen.sort();
+        let row = |s: &str, v: &str, pool: &str| {
+            (
+                s.to_owned(),
+                v.to_owned(),
+                "node-1".to_owned(),
+                "eu-west-1".to_owned(),
+                pool.to_owned(),
+            )
+        };
+        assert_eq!(seen, vec![row("bert", "", "a100"), row("resnet", "1.2.0", "h100-override")]);
+        for rm in &out {
+            match &rm.scope_metrics[0].metrics[0].data {
+                Some(Data::Histogram(h)) => assert_eq!(h.data_points[0].count, 6),
+                other => panic!("not a histogram: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn cumulative_histograms_become_increments_with_resets() {
         let mut agg = Aggregator::new(vec![], 100, 1_000);
@@ -974,6 +1066,41 @@ mod tests {
         // Restart of the service: new start time, counts from zero again.
         agg.ingest(&batch("svc", m(2_500, vec![0, 1, 0], 0.05)), &no_rename);
         assert_eq!(only_histogram(&agg.flush(4_000)).bucket_counts, vec![0, 1, 0]);
+    }
+
+    /// Regression: increments of cumulative histograms dropped both extremes, and a merge then
+    /// kept the other side's, so the collector's p95 and `max` were clamped to stale values.
+    #[test]
+    fn cumulative_increments_keep_derivable_extremes_and_merges_mark_the_rest_unknown() {
+        let mut agg = Aggregator::new(vec![], 100, 1_000);
+        let m = |c: Vec<u64>, sum, min, max| {
+            let mut p = hist_point(1_500, c, sum, vec![]);
+            (p.min, p.max) = (Some(min), Some(max));
+            histogram(AggregationTemporality::Cumulative, vec![p])
+        };
+        // First export counts whole, extremes included; the second raises the maximum.
+        agg.ingest(&batch("svc", m(vec![2, 1, 0], 0.06, 0.004, 0.05)), &no_rename);
+        agg.ingest(&batch("svc", m(vec![2, 1, 3], 6.06, 0.004, 4.0)), &no_rename);
+        let out = agg.flush(2_000);
+        let p = only_histogram(&out);
+        assert_eq!(p.bucket_counts, vec![2, 1, 3]);
+        assert_eq!(p.max, Some(4.0), "a maximum that rose is the interval's");
+        assert_eq!(p.min, None, "the merge of a known and an unknown minimum is unknown");
+        // Next interval: only the middle bucket grows; neither extreme moved, so both unknown.
+        agg.ingest(&batch("svc", m(vec![2, 3, 3], 6.16, 0.004, 4.0)), &no_rename);
+        let out = agg.flush(3_000);
+        let p = only_histogram(&out);
+        assert_eq!(p.bucket_counts, vec![0, 2, 0]);
+        assert_eq!((p.min, p.max), (None, None));
+        // A restart: everything since is new, and so are its extremes.
+        let mut restarted = m(vec![1, 0, 0], 0.002, 0.002, 0.002);
+        if let Some(Data::Histogram(h)) = &mut restarted.data {
+            h.data_points[0].start_time_unix_nano = 2_500;
+        }
+        agg.ingest(&batch("svc", restarted), &no_rename);
+        let out = agg.flush(4_000);
+        let p = only_histogram(&out);
+        assert_eq!((p.min, p.max), (Some(0.002), Some(0.002)));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod spans;
 pub mod stats;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -114,21 +114,6 @@ pub struct InferenceHandle {
     pub http_addr: SocketAddr,
 }
 
-static LATEST_STATS: Mutex<Option<Arc<InferenceStats>>> = Mutex::new(None);
-
-/// Start the room: receivers, scrapers, probes and the aggregator, all on `ctx.tasks`, all
-/// stopping on `ctx.shutdown` (the aggregator flushes a last batch first).
-pub fn spawn(cfg: &InferenceConfig, ctx: InferenceContext) -> Result<(), InferenceError> {
-    let handle = start(cfg, ctx)?;
-    *LATEST_STATS.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.stats);
-    Ok(())
-}
-
-/// The counters of the room started by the last [`spawn`], for the core's `/metrics`.
-pub fn stats() -> Option<Arc<InferenceStats>> {
-    LATEST_STATS.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
 /// Messages to the aggregator task.
 #[derive(Debug)]
 pub(crate) enum Work {
@@ -168,7 +153,9 @@ fn queue_capacity(cfg: &ReceiverConfig) -> usize {
     cfg.max_in_flight.max(1)
 }
 
-/// Like [`spawn`], returning the bound addresses and counters (tests, benchmarks).
+/// Start the room: receivers, scrapers, probes and the aggregator, all on `ctx.tasks`, all
+/// stopping on `ctx.shutdown` (the aggregator flushes a last batch first). The handle carries
+/// the bound addresses and the room's counters, which the agent's `/metrics` shows.
 pub fn start(
     cfg: &InferenceConfig,
     ctx: InferenceContext,

@@ -76,6 +76,7 @@ impl BatchBuilder {
                 };
                 self.metrics.push(Metric {
                     name: name.to_owned(),
+                    description: describe(name).to_owned(),
                     unit: unit.to_owned(),
                     data: Some(data),
                     ..Default::default()
@@ -133,6 +134,46 @@ impl BatchBuilder {
             }],
             ..Default::default()
         }
+    }
+}
+
+/// The description of one of the agent's metrics, sent over OTLP and shown as `# HELP` on
+/// `/metrics`. Every name the samplers emit has one; a test checks that.
+pub fn describe(name: &str) -> &'static str {
+    match name {
+        "system.cpu.utilization" => "Fraction of CPU time busy, per logical CPU and overall.",
+        "system.cpu.load_average.1m" => "Host load average over 1 minute.",
+        "system.cpu.load_average.5m" => "Host load average over 5 minutes.",
+        "system.cpu.load_average.15m" => "Host load average over 15 minutes.",
+        "system.memory.usage" => "Host memory in use, by state.",
+        "system.memory.limit" => "Total host memory.",
+        "system.linux.memory.available" => "Host memory available for new work (MemAvailable).",
+        "process.cpu.utilization" => "Fraction of one CPU used by a watched serving process.",
+        "process.memory.usage" => "Resident memory of a watched serving process.",
+        "hw.gpu.utilization" => "Fraction of time the GPU was busy, by task.",
+        "gpu.memory_controller.utilization" => {
+            "Fraction of time the GPU memory was read or written."
+        }
+        "hw.gpu.memory.usage" => "GPU memory in use.",
+        "hw.gpu.memory.limit" => "GPU memory in total.",
+        "hw.power" => "GPU power draw.",
+        "gpu.power.limit" => "GPU power limit enforced by the driver.",
+        "hw.energy" => "GPU energy consumed since the driver loaded.",
+        "hw.temperature" => "GPU core temperature.",
+        "gpu.clock.sm" => "GPU streaming multiprocessor clock.",
+        "gpu.throttle.reasons" => "Why the GPU clocks are held back (1 for each active reason).",
+        "gpu.pcie.throughput" => "GPU PCIe traffic, by direction.",
+        "hw.errors" => "GPU errors counted by the driver (ECC, Xid), by type.",
+        "hw.status" => "GPU health (1 for the current state).",
+        "process.gpu.utilization" => "Fraction of GPU time used by one process.",
+        "process.gpu.memory.usage" => "GPU memory used by one process.",
+        "stoker.agent.export.dropped" => "Data points dropped because the export buffer was full.",
+        "stoker.agent.export.sent" => "Data points the collector accepted.",
+        "stoker.agent.export.rejected" => "Data points the collector rejected.",
+        "stoker.agent.export.failures" => "Export requests that failed.",
+        "stoker.agent.export.queue.size" => "Batches waiting in the export buffer.",
+        "stoker.agent.export.connected" => "1 while the exporter is connected to the collector.",
+        _ => "",
     }
 }
 

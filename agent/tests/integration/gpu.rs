@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::support::{Agent, Point, Receiver, config, fake_nvml};
 
-const FULL: &str = r#"{
+pub(crate) const FULL: &str = r#"{
   "driver_version": "550.54.15",
   "devices": [{
     "uuid": "GPU-11111111-2222-3333-4444-555555555555",

@@ -9,4 +9,5 @@ mod config;
 mod export;
 mod gpu;
 mod inference;
+mod prometheus;
 mod support;

@@ -146,6 +146,11 @@ fn collect_files(
                 std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
             entries.sort();
             for entry in entries {
+                // Hidden entries are skipped: a Kubernetes ConfigMap volume holds every file
+                // once more under `..data` and a timestamped `..2026_…` directory.
+                if entry.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+                    continue;
+                }
                 if entry.is_dir() {
                     out.extend(collect_files(&[entry], wanted)?);
                 } else if entry.file_name().and_then(|n| n.to_str()).is_some_and(wanted) {

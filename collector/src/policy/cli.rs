@@ -5,24 +5,77 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::check::{Severity, check_paths};
+use super::check::{Diagnostic, Severity, check_paths};
 use super::replay::{self, Baseline, Capacity, ReplayOptions};
 use super::testing;
 
-/// `policy check PATH...`: prints every diagnostic; exit 0 without errors, 1 with.
-pub fn check(paths: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let report = check_paths(paths);
-    for d in &report.diagnostics {
-        let _ = writeln!(err, "{d}");
+/// How `policy check` and `policy test` print their results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for people: `file:line:col: message`, `ok`/`FAIL` per test.
+    #[default]
+    Text,
+    /// One JSON document on stdout, for CI annotations.
+    Json,
+}
+
+/// `policy check PATH... [--format text|json]`: prints every diagnostic; exit 0 without
+/// errors, 1 with. Paths that hold no policy file at all are an error: a CI job pointed at the
+/// wrong directory must fail, not pass on nothing.
+pub fn check(paths: &[PathBuf], format: Format, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let mut report = check_paths(paths);
+    let files = report.policies.len() + count_failed_files(&report);
+    if files == 0 && report.diagnostics.is_empty() {
+        report.diagnostics.push(Diagnostic {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: 1,
+            col: 1,
+            severity: Severity::Error,
+            path: String::new(),
+            message: format!("no policy files under {}", display_paths(paths)),
+        });
     }
     let errors = report.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = report.diagnostics.len() - errors;
-    let _ = writeln!(
-        out,
-        "{} policies checked: {errors} errors, {warnings} warnings",
-        report.policies.len() + count_failed_files(&report)
-    );
+    match format {
+        Format::Text => {
+            for d in &report.diagnostics {
+                let _ = writeln!(err, "{d}");
+            }
+            let _ = writeln!(out, "{files} policies checked: {errors} errors, {warnings} warnings");
+        }
+        Format::Json => {
+            let diagnostics: Vec<_> = report
+                .diagnostics
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "file": d.file.display().to_string(),
+                        "line": d.line,
+                        "col": d.col,
+                        "severity": match d.severity {
+                            Severity::Error => "error",
+                            Severity::Warning => "warning",
+                        },
+                        "path": d.path,
+                        "message": d.message,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "policies": files,
+                "errors": errors,
+                "warnings": warnings,
+                "diagnostics": diagnostics,
+            });
+            let _ = writeln!(out, "{doc}");
+        }
+    }
     i32::from(errors > 0)
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn count_failed_files(report: &super::check::CheckReport) -> usize {
@@ -36,16 +89,42 @@ fn count_failed_files(report: &super::check::CheckReport) -> usize {
     bad.len()
 }
 
-/// `policy test PATH... [--junit FILE]`: exit 0 when all pass, 1 otherwise.
+/// `policy test PATH... [--junit FILE] [--format text|json]`: exit 0 when all pass, 1
+/// otherwise, and 1 when the paths hold no test file.
 pub fn test(
     paths: &[PathBuf],
     junit: Option<&PathBuf>,
+    format: Format,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
     let outcomes = testing::run_paths(paths);
     let (text, failed) = testing::render(&outcomes);
-    let _ = write!(out, "{text}");
+    match format {
+        Format::Text => {
+            let _ = write!(out, "{text}");
+        }
+        Format::Json => {
+            let tests: Vec<_> = outcomes
+                .iter()
+                .map(|o| {
+                    serde_json::json!({
+                        "file": o.file.display().to_string(),
+                        "name": o.name,
+                        "passed": o.failures.is_empty(),
+                        "failures": o.failures,
+                        "evaluations": o.evaluations,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "passed": outcomes.len() - failed,
+                "failed": failed,
+                "tests": tests,
+            });
+            let _ = writeln!(out, "{doc}");
+        }
+    }
     if let Some(file) = junit {
         if let Err(e) = std::fs::write(file, testing::junit(&outcomes)) {
             let _ = writeln!(err, "{}: cannot write JUnit report: {e}", file.display());
@@ -53,7 +132,7 @@ pub fn test(
         }
     }
     if outcomes.is_empty() {
-        let _ = writeln!(err, "no *.test.yaml files found");
+        let _ = writeln!(err, "no *.test.yaml files under {}", display_paths(paths));
         return 1;
     }
     i32::from(failed > 0)

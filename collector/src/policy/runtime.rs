@@ -143,6 +143,8 @@ pub struct RuntimeConfig {
     pub reload_poll: Duration,
     /// How often running jobs are polled.
     pub job_poll: Duration,
+    /// Whether SIGHUP reloads the directory (the binary's `--reload-signal`).
+    pub reload_on_hup: bool,
 }
 
 impl RuntimeConfig {
@@ -153,6 +155,7 @@ impl RuntimeConfig {
             data_dir,
             reload_poll: Duration::from_secs(2),
             job_poll: Duration::from_secs(30),
+            reload_on_hup: false,
         }
     }
 }
@@ -521,14 +524,19 @@ impl PolicyRuntime {
         }
     }
 
-    /// Runs until `shutdown`: evaluates every second, reloads on file change and SIGHUP.
+    /// Runs until `shutdown`: evaluates every second, reloads on file change and, when
+    /// configured, on SIGHUP.
     pub async fn run(self, shutdown: CancellationToken) {
         self.resume_pending().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut poll = tokio::time::interval(self.shared.cfg.reload_poll);
         #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = if self.shared.cfg.reload_on_hup {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+        } else {
+            None
+        };
         loop {
             #[cfg(unix)]
             let hup_fut = async {

@@ -45,6 +45,9 @@ pub struct CollectorSettings {
     /// The policy directory (`--policies`, wins over `[policy] dir`); with neither, ingest,
     /// store and API run alone.
     pub policies: Option<PathBuf>,
+    /// Whether SIGHUP reloads the policy directory. Embedders (the demo, tests) leave it off;
+    /// the binary decides with `--reload-signal`.
+    pub reload_on_hup: bool,
 }
 
 /// Why the collector could not start.
@@ -133,7 +136,7 @@ pub async fn start(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<RunningCollector, ServeError> {
-    let CollectorSettings { mut config, data_dir, policies } = settings;
+    let CollectorSettings { mut config, data_dir, policies, reload_on_hup } = settings;
     let policies = policies.or_else(|| config.policy.dir.clone());
     config.store.data_dir = Some(data_dir.clone());
     let tokens = config.auth.tokens()?;
@@ -167,8 +170,8 @@ pub async fn start(
     );
     let policy = match &policies {
         Some(dir) => {
-            let (rt, executor) =
-                start_policy(&config, dir, &data_dir, secrets, store.clone(), &cancel)?;
+            let paths = PolicyPaths { dir, data_dir: &data_dir, reload_on_hup };
+            let (rt, executor) = start_policy(&config, paths, secrets, store.clone(), &cancel)?;
             extra_api.push(crate::policy::router(rt.clone()));
             let metrics_rt = rt.clone();
             extra_metrics.push(Arc::new(move || metrics_rt.metrics_text()));
@@ -197,12 +200,18 @@ pub async fn start(
     Ok(RunningCollector { bound, handles, store, policy: runtime })
 }
 
+/// Where the policy engine reads and keeps its files, and whether SIGHUP reloads them.
+struct PolicyPaths<'a> {
+    dir: &'a std::path::Path,
+    data_dir: &'a std::path::Path,
+    reload_on_hup: bool,
+}
+
 /// Opens the actions journal and the policy state, and builds the runtime over the store and
 /// the actuators.
 fn start_policy(
     config: &CollectorConfig,
-    dir: &std::path::Path,
-    data_dir: &std::path::Path,
+    PolicyPaths { dir, data_dir, reload_on_hup }: PolicyPaths<'_>,
     secrets: Secrets,
     store: Arc<Store>,
     cancel: &CancellationToken,
@@ -223,6 +232,7 @@ fn start_policy(
     let mut rc = RuntimeConfig::new(dir.to_path_buf(), data_dir.to_path_buf());
     rc.reload_poll = config.policy.reload_poll.get();
     rc.job_poll = config.policy.job_poll.get();
+    rc.reload_on_hup = reload_on_hup;
     let rt = PolicyRuntime::new(rc, executor.clone(), source, runtime::system_clock(), exporter)
         .map_err(|source| ServeError::Policy {
             dir: dir.to_path_buf(),

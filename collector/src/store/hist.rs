@@ -108,17 +108,39 @@ pub struct Histogram {
     pub buckets: Buckets,
 }
 
-fn opt_min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+/// The extreme (`pick` = `f64::min` or `f64::max`) of two merged histograms holding `a_count`
+/// and `b_count` observations. `None` means unknown, and an unknown side makes the merge unknown:
+/// its observations may lie beyond the known one, so keeping the known value would clamp
+/// quantiles and `max` to a bound that is not one. An empty side adds nothing.
+pub(crate) fn merged_extreme(
+    a: Option<f64>,
+    a_count: u64,
+    b: Option<f64>,
+    b_count: u64,
+    pick: fn(f64, f64) -> f64,
+) -> Option<f64> {
     match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) | (None, x) => x,
+        _ if b_count == 0 => a,
+        _ if a_count == 0 => b,
+        (Some(x), Some(y)) => Some(pick(x, y)),
+        _ => None,
     }
 }
 
-fn opt_max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, None) | (None, x) => x,
+/// The interval's extreme from two cumulative extremes (`earlier`, then `now`): a minimum that
+/// fell or a maximum that rose was observed in the interval; one that stayed says only that the
+/// interval's extreme lies within it, so it is unknown. `beyond(now, earlier)` says whether
+/// `now` moved outward.
+fn interval_extreme(
+    now: Option<f64>,
+    earlier: Option<f64>,
+    earlier_count: u64,
+    beyond: fn(f64, f64) -> bool,
+) -> Option<f64> {
+    match (now, earlier) {
+        (Some(n), _) if earlier_count == 0 => Some(n),
+        (Some(n), Some(e)) if beyond(n, e) => Some(n),
+        _ => None,
     }
 }
 
@@ -150,7 +172,8 @@ impl Histogram {
     }
 
     /// `self - earlier` for cumulative histograms of the same layout (the increments between
-    /// two cumulative points). `None` when a bucket went down: the counter was reset.
+    /// two cumulative points), with the extremes that can be derived (see `interval_extreme`).
+    /// `None` when a bucket went down: the counter was reset.
     pub fn delta_since(&self, earlier: &Histogram) -> Option<Histogram> {
         if self.count < earlier.count {
             return None;
@@ -193,13 +216,16 @@ impl Histogram {
             }
             _ => return None,
         };
-        Some(Histogram {
-            count: self.count - earlier.count,
-            sum: self.sum - earlier.sum,
-            min: None,
-            max: None,
-            buckets,
-        })
+        let count = self.count - earlier.count;
+        let (min, max) = if count == 0 {
+            (None, None)
+        } else {
+            (
+                interval_extreme(self.min, earlier.min, earlier.count, |n, e| n < e),
+                interval_extreme(self.max, earlier.max, earlier.count, |n, e| n > e),
+            )
+        };
+        Some(Histogram { count, sum: self.sum - earlier.sum, min, max, buckets })
     }
 
     /// Adds `other` into `self` (merging across time or series). Explicit layouts with different
@@ -208,10 +234,10 @@ impl Histogram {
     /// the coarser scale; an exponential merged into an explicit one is first laid onto explicit
     /// bounds of its own buckets.
     pub fn merge(&mut self, other: &Histogram) {
+        self.min = merged_extreme(self.min, self.count, other.min, other.count, f64::min);
+        self.max = merged_extreme(self.max, self.count, other.max, other.count, f64::max);
         self.count += other.count;
         self.sum += other.sum;
-        self.min = opt_min(self.min, other.min);
-        self.max = opt_max(self.max, other.max);
         match (&mut self.buckets, &other.buckets) {
             (
                 Buckets::Explicit { bounds, counts },
@@ -416,6 +442,72 @@ mod tests {
         assert!((2.0..=5.0).contains(&p95), "{p95}");
         assert_eq!(h.quantile_bucket(0.95), Some((2.0, 5.0)));
         assert_eq!(h.mean(), Some(1.5));
+    }
+
+    fn with_extremes(mut h: Histogram, min: Option<f64>, max: Option<f64>) -> Histogram {
+        h.min = min;
+        h.max = max;
+        h
+    }
+
+    /// Regression (real SDKs, cumulative temporality): the increment between two cumulative
+    /// points lost both extremes, the window merge then kept the first point's (0.001–0.1) and
+    /// p50/p95/max read 0.05/0.095/0.1 where the truth was about 2.1/3.8/4.0.
+    #[test]
+    fn cumulative_increments_keep_what_the_extremes_tell_and_quantiles_follow_the_data() {
+        let bounds: Arc<[f64]> = vec![0.01, 0.05, 0.1, 1.0, 2.0, 3.0, 4.0, 5.0].into();
+        let first = with_extremes(
+            Histogram::explicit(bounds.clone(), vec![10, 5, 5, 0, 0, 0, 0, 0, 0], 0.8),
+            Some(0.001),
+            Some(0.1),
+        );
+        let second = with_extremes(
+            Histogram::explicit(bounds, vec![10, 5, 5, 0, 10, 10, 20, 0, 0], 110.8),
+            Some(0.001),
+            Some(4.0),
+        );
+        let delta = second.delta_since(&first).expect("monotonic");
+        assert_eq!(delta.count, 40);
+        assert_eq!(delta.max, Some(4.0), "a maximum that rose was observed in the interval");
+        assert_eq!(delta.min, None, "a minimum that stayed only bounds the interval's");
+        let mut window = first.clone();
+        window.merge(&delta);
+        assert_eq!(window.min, None, "an unknown side makes the merged minimum unknown");
+        assert_eq!(window.max, Some(4.0));
+        let p95 = window.quantile(0.95).expect("p95");
+        assert!((3.0..=4.0).contains(&p95), "p95 {p95} lies in the bucket of the truth");
+        let p50 = window.quantile(0.5).expect("p50");
+        assert!((1.0..=3.0).contains(&p50), "p50 {p50}");
+
+        // A maximum that did not rise says nothing exact about the interval.
+        let mut third = second.clone();
+        if let Buckets::Explicit { counts, .. } = &mut third.buckets {
+            counts[1] += 2;
+        }
+        third.count += 2;
+        let d = third.delta_since(&second).expect("monotonic");
+        assert_eq!((d.min, d.max), (None, None));
+        // The first point of a series counts whole; an empty increment adds no unknowns.
+        let empty = second.delta_since(&second).expect("no change");
+        let mut w = first.clone();
+        w.merge(&empty);
+        assert_eq!((w.min, w.max), (Some(0.001), Some(0.1)));
+    }
+
+    #[test]
+    fn merged_extremes_are_unknown_when_either_side_is() {
+        let known = |min, max| {
+            with_extremes(Histogram::explicit(vec![1.0], vec![1, 1], 2.0), Some(min), Some(max))
+        };
+        let unknown = Histogram::explicit(vec![1.0], vec![0, 3], 9.0);
+        let mut a = known(0.5, 1.5);
+        a.merge(&known(0.2, 1.2));
+        assert_eq!((a.min, a.max), (Some(0.2), Some(1.5)));
+        a.merge(&unknown);
+        assert_eq!((a.min, a.max), (None, None));
+        // Without a known maximum the open last bucket is closed by its finite bound, never
+        // by a stale extreme.
+        assert_eq!(a.quantile(1.0), Some(1.0));
     }
 
     #[test]

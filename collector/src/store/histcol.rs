@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::hist::{Buckets, ExpSide, Histogram};
+use super::hist::{Buckets, ExpSide, Histogram, merged_extreme};
 
 /// A bucket layout shared by many points of a series.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,9 +22,9 @@ enum Layout {
 #[derive(Debug, Default)]
 pub(crate) struct HistCols {
     count: Vec<u64>,
-    /// `NaN` where the sender did not report a minimum.
+    /// `NaN` where the minimum is unknown (not reported, or not derivable for the interval).
     min: Vec<f64>,
-    /// `NaN` where the sender did not report a maximum.
+    /// `NaN` where the maximum is unknown.
     max: Vec<f64>,
     layout: Vec<u32>,
     start: Vec<usize>,
@@ -34,6 +34,10 @@ pub(crate) struct HistCols {
 
 fn opt(v: f64) -> Option<f64> {
     (!v.is_nan()).then_some(v)
+}
+
+fn nan_none(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
 }
 
 fn same_bounds(a: &Arc<[f64]>, b: &Arc<[f64]>) -> bool {
@@ -107,13 +111,12 @@ impl HistCols {
                 for (a, c) in self.buckets[s..].iter_mut().zip(counts) {
                     *a += c;
                 }
+                let n = self.count[i];
+                self.min[i] =
+                    nan_none(merged_extreme(opt(self.min[i]), n, h.min, h.count, f64::min));
+                self.max[i] =
+                    nan_none(merged_extreme(opt(self.max[i]), n, h.max, h.count, f64::max));
                 self.count[i] += h.count;
-                if let Some(m) = h.min {
-                    self.min[i] = if self.min[i].is_nan() { m } else { self.min[i].min(m) };
-                }
-                if let Some(m) = h.max {
-                    self.max[i] = if self.max[i].is_nan() { m } else { self.max[i].max(m) };
-                }
                 return;
             }
         }
@@ -197,15 +200,11 @@ impl HistCols {
                         for (a, c) in counts.iter_mut().zip(&self.buckets[s..e]) {
                             *a += c;
                         }
-                        *count += self.count[j];
+                        let n = self.count[j];
+                        *min = merged_extreme(*min, *count, opt(self.min[j]), n, f64::min);
+                        *max = merged_extreme(*max, *count, opt(self.max[j]), n, f64::max);
+                        *count += n;
                         *sum += sums[j];
-                        let (mn, mx) = (self.min[j], self.max[j]);
-                        if !mn.is_nan() {
-                            *min = Some(min.map_or(mn, |m| m.min(mn)));
-                        }
-                        if !mx.is_nan() {
-                            *max = Some(max.map_or(mx, |m| m.max(mx)));
-                        }
                         j += 1;
                     }
                     if j > i {

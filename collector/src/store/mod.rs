@@ -883,8 +883,9 @@ pub(crate) fn apply(
             let delta = match &d.cum {
                 Cumulative::Hist { start: ps, prev } => {
                     let restarted = start != 0 && *ps != 0 && start != *ps;
+                    // After a reset everything since the restart is new, the extremes too.
                     if restarted { None } else { hist.delta_since(prev) }
-                        .unwrap_or_else(|| Histogram { min: None, max: None, ..hist.clone() })
+                        .unwrap_or_else(|| hist.clone())
                 }
                 _ => {
                     if start != 0 && start <= ts {

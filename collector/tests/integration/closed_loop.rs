@@ -61,6 +61,7 @@ async fn start(data: &Path, policies: &Path) -> (RunningCollector, CancellationT
         config,
         data_dir: data.to_path_buf(),
         policies: Some(policies.to_path_buf()),
+        reload_on_hup: false,
     };
     let running = serve::start(settings, cancel.clone(), tracker.clone()).await.expect("start");
     (running, cancel, tracker)

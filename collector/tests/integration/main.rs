@@ -3,6 +3,7 @@
 mod actuate;
 mod anomaly;
 mod api_auth;
+mod cli;
 mod closed_loop;
 mod common;
 mod crash_recovery;

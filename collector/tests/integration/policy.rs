@@ -25,10 +25,10 @@ fn root() -> PathBuf {
 fn shipped_policies_check_and_pass_their_tests() {
     let dir = root().join("policies");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::check(std::slice::from_ref(&dir), &mut out, &mut err);
+    let code = cli::check(std::slice::from_ref(&dir), cli::Format::Text, &mut out, &mut err);
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::test(&[dir], None, &mut out, &mut err);
+    let code = cli::test(&[dir], None, cli::Format::Text, &mut out, &mut err);
     assert_eq!(code, 0, "{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
 }
 
@@ -38,10 +38,10 @@ fn shipped_policies_check_and_pass_their_tests() {
 fn fixture_policies_check_and_pass_their_tests() {
     let dir = root().join("tests/policies");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::check(std::slice::from_ref(&dir), &mut out, &mut err);
+    let code = cli::check(std::slice::from_ref(&dir), cli::Format::Text, &mut out, &mut err);
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::test(&[dir], None, &mut out, &mut err);
+    let code = cli::test(&[dir], None, cli::Format::Text, &mut out, &mut err);
     let text = String::from_utf8_lossy(&out);
     assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
     assert!(text.contains("classifier-drift.test.yaml"), "{text}");
@@ -77,7 +77,74 @@ fn broken_policies_report_what_a_user_sees() {
     }
     assert!(!failed, "messages differ:\n{all}");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    assert_eq!(cli::check(&[dir], &mut out, &mut err), 1);
+    assert_eq!(cli::check(&[dir], cli::Format::Text, &mut out, &mut err), 1);
+}
+
+/// Regression: `policy check` on a directory without policies exited 0, so a CI job pointed at
+/// the wrong path passed on nothing; `policy test` already failed there.
+#[test]
+fn check_and_test_fail_on_a_directory_without_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.md"), "not a policy").unwrap();
+    let paths = [dir.path().to_path_buf()];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::check(&paths, cli::Format::Text, &mut out, &mut err), 1);
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains(&format!("no policy files under {}", dir.path().display())), "{err}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::test(&paths, None, cli::Format::Text, &mut out, &mut err), 1);
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains(&format!("no *.test.yaml files under {}", dir.path().display())), "{err}");
+}
+
+/// Regression: a ConfigMap mounted as the policy directory holds each file three times (the
+/// name, `..data/`, and a timestamped `..2026_…/` directory), and the set was refused for
+/// duplicate names. Hidden entries are skipped.
+#[test]
+fn a_configmap_volume_layout_loads_each_policy_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stamped = dir.path().join("..2026_12_03_10_00_00.123");
+    std::fs::create_dir(&stamped).unwrap();
+    let src = root().join("policies/resnet-serving.yaml");
+    std::fs::copy(&src, stamped.join("resnet-serving.yaml")).unwrap();
+    std::os::unix::fs::symlink(&stamped, dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new("..data/resnet-serving.yaml"),
+        dir.path().join("resnet-serving.yaml"),
+    )
+    .unwrap();
+    let report = check_paths(&[dir.path().to_path_buf()]);
+    assert!(!report.has_errors(), "{:?}", report.diagnostics);
+    assert_eq!(report.policies.len(), 1);
+}
+
+/// `--format json` gives one document a CI job can turn into annotations: every diagnostic
+/// with file, line, column and severity; every test with its failures.
+#[test]
+fn check_and_test_speak_json() {
+    let bad = root().join("collector/tests/invalid_policies/several_errors.yaml");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cli::check(&[bad], cli::Format::Json, &mut out, &mut err), 1);
+    assert!(err.is_empty(), "json mode writes only stdout: {}", String::from_utf8_lossy(&err));
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["errors"], 3, "{doc}");
+    assert_eq!(doc["warnings"], 0, "{doc}");
+    let first = &doc["diagnostics"][0];
+    assert!(first["file"].as_str().unwrap().ends_with("several_errors.yaml"), "{doc}");
+    assert_eq!((first["line"].as_u64(), first["col"].as_u64()), (Some(7), Some(10)), "{doc}");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["path"], "spec.target.min");
+    assert_eq!(first["message"], "min 10 is greater than max 2");
+
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::test(&[root().join("policies")], None, cli::Format::Json, &mut out, &mut err);
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let tests = doc["tests"].as_array().unwrap();
+    assert!(!tests.is_empty());
+    assert_eq!(doc["failed"], 0);
+    assert_eq!(doc["passed"].as_u64(), Some(tests.len() as u64));
+    assert!(tests.iter().all(|t| t["passed"] == true && t["evaluations"].as_u64() > Some(0)));
 }
 
 const EXPECT_BAD_DURATION: &str = "bad_duration.yaml:9:66: spec.scale.metrics[0].signal.window: invalid duration \"30 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write it like 30s, 5m, 1h30m or 250ms)";

@@ -178,6 +178,7 @@ async fn run_async(opts: DemoOpts) -> Result<(), TuiError> {
             config,
             data_dir: dir.path().join("data"),
             policies: Some(policy_dir.clone()),
+            reload_on_hup: false,
         },
         cancel.clone(),
         tracker.clone(),
