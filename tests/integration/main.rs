@@ -1,3 +1,4 @@
 //! Workspace-level integration tests, one binary with a module per area.
 
+mod deploy;
 mod layout;
