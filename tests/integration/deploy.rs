@@ -505,7 +505,12 @@ fn collector_overlays_probe_keep_their_data_and_hold_only_the_rbac_they_need() {
         let (volume, at, _) = mounted(pod, c, policies);
         assert_eq!(policies, format!("{at}/..data"), "{overlay}: --policies");
         let cm = find(&objs, "ConfigMap", volume["configMap"]["name"].as_str().unwrap_or_default());
-        assert_eq!(configmap_policies(cm), repository_policies(), "{overlay}: policy ConfigMap");
+        assert_eq!(
+            configmap_policies(cm),
+            repository_policies(),
+            "{overlay}: the policy ConfigMap is not policies/*.yaml: copy them (tests aside) to \
+             deploy/kubernetes/base/collector/policies/ and list them in its kustomization.yaml"
+        );
 
         let data = &mounted(pod, c, arg(c, "--data-dir")).0;
         if ha {
