@@ -1,4 +1,5 @@
 //! Workspace-level integration tests, one binary with a module per area.
 
+mod deploy;
 mod layout;
 mod real_clients;

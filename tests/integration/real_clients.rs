@@ -42,17 +42,6 @@ fn interop_dir() -> PathBuf {
     stoker_tests::workspace_root().join("tests/interop")
 }
 
-fn require(ok: bool, peer: &str, script: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("STOKER_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{peer} is required (STOKER_REQUIRE_PEERS=1) but not installed: run .ci/{script}");
-    }
-    eprintln!("skipping: {peer} not installed (run .ci/{script})");
-    false
-}
-
 fn python_ok() -> bool {
     std::process::Command::new("python3")
         .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http"])
@@ -249,7 +238,11 @@ async fn assert_close_to_truth(api: SocketAddr, service: &str, what: &str) {
 /// 0.05/0.095/0.1 where the truth is about 2.1/3.8/4.0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_cumulative_histograms_direct_and_through_the_agent() {
-    if !require(python_ok(), "OpenTelemetry Python SDK", "install-python-peers.sh") {
+    if !stoker_tests::peer_available(
+        python_ok(),
+        "OpenTelemetry Python SDK",
+        "install-python-peers.sh",
+    ) {
         return;
     }
     let direct = stack(false).await;
@@ -266,7 +259,7 @@ async fn python_cumulative_histograms_direct_and_through_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_cumulative_histograms_direct_and_through_the_agent() {
-    if !require(js_ok(), "OpenTelemetry JS SDK", "install-js-peers.sh") {
+    if !stoker_tests::peer_available(js_ok(), "OpenTelemetry JS SDK", "install-js-peers.sh") {
         return;
     }
     let direct = stack(false).await;
@@ -287,8 +280,12 @@ async fn js_cumulative_histograms_direct_and_through_the_agent() {
 /// carry the node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_behind_one_agent_keep_their_identity() {
-    let python = require(python_ok(), "OpenTelemetry Python SDK", "install-python-peers.sh");
-    let js = require(js_ok(), "OpenTelemetry JS SDK", "install-js-peers.sh");
+    let python = stoker_tests::peer_available(
+        python_ok(),
+        "OpenTelemetry Python SDK",
+        "install-python-peers.sh",
+    );
+    let js = stoker_tests::peer_available(js_ok(), "OpenTelemetry JS SDK", "install-js-peers.sh");
     if !(python && js) {
         return;
     }
