@@ -1,5 +1,8 @@
 //! Integration tests of stoker-collector, one binary with a module per area.
 
+// Test code: a failed unwrap is a failed test, in helpers as in `#[test]` functions.
+#![allow(clippy::unwrap_used)]
+
 mod actuate;
 mod anomaly;
 mod api_auth;
