@@ -233,44 +233,40 @@ async fn assert_close_to_truth(api: SocketAddr, service: &str, what: &str) {
     assert_eq!(max, 4.0, "{what}: the maximum rose in a later export and is known exactly");
 }
 
+/// The SDK sends to the collector, then through an agent, and both answer close to the truth.
+async fn cumulative_direct_and_through_the_agent(sdk: Sdk, name: &str) {
+    let direct = stack(false).await;
+    let endpoint = format!("http://{}", direct.collector.bound.otlp_http);
+    let service = format!("{name}-direct");
+    send(sdk, &endpoint, &service, json!({})).await;
+    assert_close_to_truth(direct.collector.bound.api, &service, &format!("{name} → collector"))
+        .await;
+
+    let node = stack(true).await;
+    let endpoint = format!("http://{}", node.agent_http.expect("agent"));
+    let service = format!("{name}-agent");
+    send(sdk, &endpoint, &service, json!({})).await;
+    let what = format!("{name} → agent → collector");
+    assert_close_to_truth(node.collector.bound.api, &service, &what).await;
+}
+
 /// Regression: a cumulative histogram's extremes were dropped when it was turned into
 /// increments, a window merge kept the first export's (0.001–0.1), and p50/p95/max read as
 /// 0.05/0.095/0.1 where the truth is about 2.1/3.8/4.0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_cumulative_histograms_direct_and_through_the_agent() {
-    if !stoker_tests::peer_available(
-        python_ok(),
-        "OpenTelemetry Python SDK",
-        "install-python-peers.sh",
-    ) {
-        return;
+    let python = python_ok();
+    if stoker_tests::peer_available(python, "OpenTelemetry Python SDK", "install-python-peers.sh") {
+        cumulative_direct_and_through_the_agent(Sdk::Python, "python").await;
     }
-    let direct = stack(false).await;
-    let endpoint = format!("http://{}", direct.collector.bound.otlp_http);
-    send(Sdk::Python, &endpoint, "py-direct", json!({})).await;
-    assert_close_to_truth(direct.collector.bound.api, "py-direct", "python → collector").await;
-
-    let node = stack(true).await;
-    let endpoint = format!("http://{}", node.agent_http.expect("agent"));
-    send(Sdk::Python, &endpoint, "py-agent", json!({})).await;
-    let api = node.collector.bound.api;
-    assert_close_to_truth(api, "py-agent", "python → agent → collector").await;
 }
 
+/// The same with the JS SDK.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_cumulative_histograms_direct_and_through_the_agent() {
-    if !stoker_tests::peer_available(js_ok(), "OpenTelemetry JS SDK", "install-js-peers.sh") {
-        return;
+    if stoker_tests::peer_available(js_ok(), "OpenTelemetry JS SDK", "install-js-peers.sh") {
+        cumulative_direct_and_through_the_agent(Sdk::Js, "js").await;
     }
-    let direct = stack(false).await;
-    let endpoint = format!("http://{}", direct.collector.bound.otlp_http);
-    send(Sdk::Js, &endpoint, "js-direct", json!({})).await;
-    assert_close_to_truth(direct.collector.bound.api, "js-direct", "js → collector").await;
-
-    let node = stack(true).await;
-    let endpoint = format!("http://{}", node.agent_http.expect("agent"));
-    send(Sdk::Js, &endpoint, "js-agent", json!({})).await;
-    assert_close_to_truth(node.collector.bound.api, "js-agent", "js → agent → collector").await;
 }
 
 /// Regression: the agent's own `service.name=stoker-agent` overwrote every service's, so two
