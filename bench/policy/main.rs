@@ -14,8 +14,11 @@
 //!    of the objective (`tests/policies/reactive.yaml`) and its predictive variant
 //!    (`tests/policies/predictive.yaml`, the same plus a forecast floor), against the HPA and
 //!    KPA baselines (on the default's metrics) on every trace in `tests/traces/`, side by
-//!    side, each scored after an unscored history (1 h on diurnal and slow-ramp, 10 min on the
-//!    short traces).
+//!    side, with the oracle and each contender's replica-hours as a ratio to it and its scale
+//!    actions per day, each scored after an unscored history (1 h on traces of 6 h or more,
+//!    10 min on the short ones). `quality DIR` replays another policy set as the default.
+//! 4. `traces [DIR]` (not part of a plain run): writes the seeded evaluation traces of
+//!    [`stoker_collector::policy::tracegen`] (default `tests/traces/`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use stoker_collector::policy::replay::{self, Baseline, ReplayOptions, Trace};
 use stoker_collector::policy::signal::{
     Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
 };
+use stoker_collector::policy::tracegen;
 
 const NODES: usize = 1000;
 const GPUS: usize = 8;
@@ -395,18 +399,19 @@ fn bench_replay(root: &Path) {
     );
 }
 
-/// Unscored history at the start of each trace: an hour on the long traces the forecast is
-/// for (it fits on that hour), 10 minutes on the short spike and flash-crowd traces (past the
+/// Unscored history at the start of each trace: an hour on traces of 6 hours or more (the
+/// forecast fits on that hour), 10 minutes on the short spike and flash-crowd traces (past the
 /// cold start, before their events).
-fn quality_history(trace: &str) -> Duration {
-    match trace {
-        "diurnal" | "slow-ramp" => Duration::from_secs(3600),
-        _ => Duration::from_secs(600),
+fn quality_history(trace: &Trace) -> Duration {
+    if trace.load.len() as f64 * trace.step.as_secs_f64() >= 6.0 * 3600.0 {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(600)
     }
 }
 
-fn bench_quality(root: &Path) {
-    let default = load_policies(&root.join("policies"));
+fn bench_quality(root: &Path, policies: &Path) {
+    let default = load_policies(policies);
     let fixture = |name: &str| {
         let p = root.join("tests/policies").join(name);
         p.exists().then(|| load_policies(&p))
@@ -422,8 +427,16 @@ fn bench_quality(root: &Path) {
         "decision quality (SLO: p95 of inference.request.duration over 30 s <= 150 ms; scored after the history):"
     );
     println!(
-        "{:<16} {:<18} {:>9} {:>14} {:>12} {:>10} {:>10}",
-        "trace", "contender", "history", "SLO-viol-min", "replica-h", "ups", "downs"
+        "{:<16} {:<18} {:>9} {:>14} {:>12} {:>9} {:>11} {:>8} {:>8}",
+        "trace",
+        "contender",
+        "history",
+        "SLO-viol-min",
+        "replica-h",
+        "x-oracle",
+        "actions/d",
+        "ups",
+        "downs"
     );
     for file in traces {
         let trace = match replay::load_trace(&file) {
@@ -431,15 +444,17 @@ fn bench_quality(root: &Path) {
             Err(e) => panic!("{e}"),
         };
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let opts =
-            ReplayOptions { history: Some(quality_history(&name)), ..ReplayOptions::default() };
+        let history = quality_history(&trace);
+        let opts = ReplayOptions { history: Some(history), ..ReplayOptions::default() };
         let t0 = Instant::now();
         let mut rows = Vec::new();
+        let mut oracle = None;
         for (label, b) in [("hpa", Baseline::Hpa), ("kpa", Baseline::Kpa)] {
             match replay::replay(&name, &default, &trace, Some(&b), &opts) {
                 Ok(r) => {
                     if rows.is_empty() {
                         rows.push(("default".to_owned(), r.contenders[0].clone()));
+                        oracle = r.oracle.clone();
                     }
                     rows.push((label.to_owned(), r.contenders[1].clone()));
                 }
@@ -457,14 +472,17 @@ fn bench_quality(root: &Path) {
                 }
             }
         }
+        rows.extend(oracle.map(|o| ("oracle".to_owned(), o)));
         for (label, c) in rows {
             println!(
-                "{:<16} {:<18} {:>9} {:>14} {:>12.1} {:>10} {:>10}",
+                "{:<16} {:<18} {:>9} {:>14} {:>12.1} {:>9} {:>11.1} {:>8} {:>8}",
                 name,
                 label,
-                humantime::format_duration(quality_history(&name)).to_string(),
+                humantime::format_duration(history).to_string(),
                 c.slo_violation_minutes.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into()),
                 c.replica_hours,
+                c.oracle_ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+                c.actions_per_day,
                 c.scale_ups,
                 c.scale_downs
             );
@@ -487,6 +505,24 @@ fn main() {
         bench_replay(&root);
     }
     if want("quality") {
-        bench_quality(&root);
+        // `quality DIR` runs another policy set as the default (to compare candidates).
+        let dir = match (only.as_deref(), std::env::args().nth(2)) {
+            (Some("quality"), Some(d)) => PathBuf::from(d),
+            _ => root.join("policies"),
+        };
+        bench_quality(&root, &dir);
+    }
+    // Not part of a plain run: writes the seeded evaluation traces (`traces [DIR]`, default
+    // tests/traces).
+    if only.as_deref() == Some("traces") {
+        let dir =
+            std::env::args().nth(2).map(PathBuf::from).unwrap_or_else(|| root.join("tests/traces"));
+        for shape in tracegen::Shape::ALL {
+            let file = dir.join(format!("{}.csv", shape.file_stem()));
+            if let Err(e) = std::fs::write(&file, tracegen::to_csv(shape, tracegen::SEED)) {
+                panic!("{}: cannot write: {e}", file.display());
+            }
+            println!("wrote {}", file.display());
+        }
     }
 }

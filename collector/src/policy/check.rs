@@ -468,8 +468,11 @@ impl Checker<'_> {
     }
 
     fn scale(&mut self, scale: &super::format::ScaleSpec) {
-        if scale.metrics.is_empty() && scale.steps.is_empty() {
-            self.err("spec.scale", "needs `metrics` (target tracking) or `steps`");
+        if scale.metrics.is_empty() && scale.steps.is_empty() && scale.model.is_none() {
+            self.err("spec.scale", "needs `metrics` (target tracking), `steps` or `model`");
+        }
+        if let Some(m) = &scale.model {
+            self.model(m);
         }
         let mut names = BTreeSet::new();
         for (i, m) in scale.metrics.iter().enumerate() {
@@ -555,6 +558,31 @@ impl Checker<'_> {
             self.signal("spec.scale.forecast.signal", &f.signal);
         }
         self.step_conflicts(scale);
+    }
+
+    fn model(&mut self, m: &super::format::ModelScale) {
+        self.signal("spec.scale.model.load", &m.load);
+        self.signal("spec.scale.model.latency", &m.latency);
+        self.signal("spec.scale.model.utilization", &m.utilization);
+        if !(m.p95.is_finite() && m.p95 > 0.0) {
+            self.err("spec.scale.model.p95", format!("{} must be greater than 0", m.p95));
+        }
+        if let Some(z) = m.headroom {
+            if !(z.is_finite() && z >= 0.0) {
+                self.err("spec.scale.model.headroom", format!("{z} must be at least 0"));
+            }
+        }
+        if let Some(x) = m.scale_in_at {
+            if !(x > 0.0 && x <= 1.0) {
+                self.err("spec.scale.model.scaleInAt", format!("{x} must be in (0, 1]"));
+            }
+        }
+        for (key, d) in [("drain", m.drain), ("refitEvery", m.refit_every), ("history", m.history)]
+        {
+            if d.is_some_and(|d| d.get().is_zero()) {
+                self.err(&format!("spec.scale.model.{key}"), "must be greater than 0");
+            }
+        }
     }
 
     fn budget(&mut self, path: &str, b: &super::format::Budget) {

@@ -8,6 +8,9 @@
 //! decision with its effect:
 //! tolerance → panic → stabilization → forecast → rate limit → min/max → cooldown → budget →
 //! missing data. A `scale.forecast` ([`super::forecast`]) adds a floor after stabilization.
+//! A fitted `scale.model` ([`super::model`]) replaces the tracked metrics' recommendation
+//! before the tolerance. With a ready count ([`evaluate_sized`]) ratios apply to the ready
+//! replicas and a scale-out covered by warming replicas is held.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +26,7 @@ use super::format::{
     Condition, DirectionBehavior, MissingData, Mode, RateKind, RatePolicy, RetrainRule, ScaleSpec,
     SelectPolicy, SignalSpec, StepChange, TrackedMetric,
 };
+use super::model::{self, ModelState, step_model};
 use super::signal::{NANOS, Selector, SignalQuery, SignalSource, Stat, nanos};
 
 /// Default evaluation interval.
@@ -275,6 +279,9 @@ pub struct ScaleState {
     /// The forecaster's state (`scale.forecast`).
     #[serde(default)]
     pub forecast: ForecastState,
+    /// The queueing model's state (`scale.model`).
+    #[serde(default)]
+    pub model: ModelState,
 }
 
 /// State of a retraining rule.
@@ -400,11 +407,36 @@ pub fn evaluate_in_place(
     current: Option<u32>,
     now: u64,
 ) -> Vec<Decision> {
+    evaluate_sized(policy, source, state, current, None, now)
+}
+
+/// [`evaluate_in_place`] with the target's ready count beside its provisioned size
+/// (`current`), for resizers that report both. Signals reflect only ready replicas, so
+/// target tracking, step rules and panic size on `ready` (HPA's treatment of unready pods,
+/// for every signal): a metric asks for `ceil(ready × ratio)`, and a scale-out that the
+/// replicas still warming (`current − ready`) already cover is held at `current` instead of
+/// compounding on the provisioned size. `None` counts every provisioned replica as ready.
+pub fn evaluate_sized(
+    policy: &Policy,
+    source: &dyn SignalSource,
+    state: &mut PolicyState,
+    current: Option<u32>,
+    ready: Option<u32>,
+    now: u64,
+) -> Vec<Decision> {
     let mut decisions = Vec::with_capacity(
         usize::from(policy.doc.spec.scale.is_some()) + policy.doc.spec.retrain.len(),
     );
     if let Some(scale) = &policy.doc.spec.scale {
-        decisions.push(evaluate_scale(policy, scale, source, &mut state.scale, current, now));
+        decisions.push(evaluate_scale(
+            policy,
+            scale,
+            source,
+            &mut state.scale,
+            current,
+            ready,
+            now,
+        ));
     }
     for rule in &policy.doc.spec.retrain {
         if !state.retrain.contains_key(&rule.name) {
@@ -590,6 +622,7 @@ fn evaluate_scale(
     source: &dyn SignalSource,
     st: &mut ScaleState,
     current: Option<u32>,
+    ready: Option<u32>,
     now: u64,
 ) -> Decision {
     let mode = mode_of(policy, scale.mode);
@@ -617,6 +650,14 @@ fn evaluate_scale(
     let mut raw: Option<u32> = None;
     let mut tolerated: Option<u32> = None;
     let mut tol_notes = Vec::new();
+    // The replicas the signals reflect, and those still warming on top of them.
+    let base = current.map(|c| ready.map_or(c, |r| r.min(c)));
+    // A recommendation from the ready count: a scale-out that the warming replicas cover is
+    // held at the provisioned size.
+    let covered = |r: u32| match (current, base) {
+        (Some(c), Some(b)) if b < c && r > b && r <= c => c,
+        _ => r,
+    };
 
     // Step rules update their condition state whatever the current size.
     let mut step_recs = Vec::new();
@@ -633,8 +674,8 @@ fn evaluate_scale(
         if holds.is_none() {
             missing.push(step.name.clone());
         }
-        let rec = match (cs.firing, current) {
-            (true, Some(c)) => Some(apply_step(&step.change, c)),
+        let rec = match (cs.firing, base) {
+            (true, Some(b)) => Some(covered(apply_step(&step.change, b))),
             _ => None,
         };
         for mut i in inputs {
@@ -647,16 +688,35 @@ fn evaluate_scale(
         }
     }
 
-    let Some(cur) = current else {
+    let (Some(cur), Some(base)) = (current, base) else {
         d.reason = "no action because the current size is unknown".to_owned();
         return d;
     };
+    if base < cur {
+        d.inputs.push(InputValue {
+            name: "ready replicas".to_owned(),
+            query: "resizer".to_owned(),
+            value: Some(f64::from(base)),
+            against: format!("{} of {cur} provisioned still warming", cur - base),
+            recommends: None,
+            version: None,
+        });
+    }
 
     // The forecast is made (and earlier ones scored) whatever the reactive inputs say.
     let forecast = scale.forecast.as_ref().map(|fc| {
         let f = step_forecast(fc, source, &mut st.forecast, now);
         d.inputs.push(f.input.clone());
         (fc.mode, f)
+    });
+
+    // The queueing model learns at every evaluation; once fitted it sizes the target in
+    // place of the tracked metrics' ratios.
+    let model_rec = scale.model.as_ref().and_then(|m| {
+        let upper = target.max.max(target.min);
+        let s = step_model(m, source, &mut st.model, cur, base, upper, now);
+        d.inputs.push(s.input);
+        s.replicas
     });
 
     // Each tracked metric's query is built once; the panic window reads it again below.
@@ -677,9 +737,11 @@ fn evaluate_scale(
             _ => String::new(),
         };
         let rec = value.map(|v| {
-            let ratio = usage_ratio(m, v, cur);
-            let r = ceil_u32(f64::from(cur.max(1)) * ratio);
-            let t = if (ratio - 1.0).abs() <= tolerance {
+            let ratio = usage_ratio(m, v, base);
+            let r = covered(ceil_u32(f64::from(base.max(1)) * ratio));
+            let t = if r == cur {
+                cur
+            } else if (ratio - 1.0).abs() <= tolerance {
                 if r != cur {
                     tol_notes.push(format!("{} ratio {ratio:.3} within ±{tolerance}", m.name));
                 }
@@ -705,6 +767,11 @@ fn evaluate_scale(
             raw = Some(raw.map_or(r, |x: u32| x.max(r)));
             tolerated = Some(tolerated.map_or(t, |x: u32| x.max(t)));
         }
+    }
+    if let Some(r) = model_rec {
+        raw = Some(r);
+        tolerated = Some(r);
+        tol_notes.clear();
     }
     for r in &step_recs {
         raw = Some(raw.map_or(*r, |x| x.max(*r)));
@@ -766,7 +833,7 @@ fn evaluate_scale(
             let Some(q) = q else { continue };
             q.window = window;
             if let Some(v) = read(source, q, now) {
-                let r = ceil_u32(f64::from(cur.max(1)) * usage_ratio(m, v, cur));
+                let r = covered(ceil_u32(f64::from(base.max(1)) * usage_ratio(m, v, base)));
                 panic_rec = Some(panic_rec.map_or(r, |x| x.max(r)));
             }
         }
@@ -845,7 +912,13 @@ fn evaluate_scale(
     // lowers it; forecast-only records what it would have done.
     if let Some((mode, f)) = &forecast {
         let before = desired;
-        let detail = match (f.replicas, mode) {
+        // With a fitted model, the forecast load is sized by the model.
+        let by_model = scale
+            .model
+            .as_ref()
+            .zip(f.input.value)
+            .and_then(|(m, v)| model::size_at(m, &st.model, v, target.max.max(target.min)));
+        let detail = match (f.replicas.and(by_model).or(f.replicas), mode) {
             (None, _) => f.input.against.clone(),
             (Some(r), ForecastMode::Floor) => {
                 desired = desired.max(r);

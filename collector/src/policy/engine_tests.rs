@@ -353,3 +353,59 @@ fn dry_run_is_recorded_as_such() {
     assert_eq!(ev.decisions[0].mode, super::format::Mode::DryRun);
     assert_eq!(ev.decisions[0].action, Action::Resize { from: 2, to: 4 });
 }
+
+/// Ready and warming replicas (HPA's unready pods, for every signal): the GPU at twice its
+/// target on 5 ready replicas asks for 10. With 10 provisioned (5 still warming) that is
+/// covered: no action. Counted on the provisioned size it would compound to 20; with a
+/// latency at three times its target it asks for 15 of 10 provisioned, and gets them.
+#[test]
+fn scale_out_covered_by_warming_replicas_is_held() {
+    let p = policy(GPU);
+    let src = source(&[("hw.gpu.utilization", "1.0x5")]);
+    let now = T0 + 2 * NANOS;
+    let mut st = PolicyState::default();
+    let d = &super::engine::evaluate_sized(&p, &src, &mut st, Some(10), Some(5), now)[0];
+    assert_eq!(d.action, Action::None, "{d:?}");
+    assert_eq!(d.recommendation, Some(10));
+    assert!(d.inputs.iter().any(|i| i.name == "ready replicas" && i.value == Some(5.0)));
+    let d = &evaluate(&p, &src, &PolicyState::default(), Some(10), now).decisions[0];
+    assert_eq!(d.action, Action::Resize { from: 10, to: 20 }, "{d:?}");
+    let lat = policy(
+        "  scale:\n    metrics:\n      - name: p95\n        signal: {metric: inference.request.duration, stat: max, window: 1s}\n        target: {value: 0.1}\n",
+    );
+    let src = source(&[("inference.request.duration", "0.3x5")]);
+    let mut st = PolicyState::default();
+    let d = &super::engine::evaluate_sized(&lat, &src, &mut st, Some(10), Some(5), now)[0];
+    assert_eq!(d.action, Action::Resize { from: 10, to: 15 }, "{d:?}");
+}
+
+/// `scale.model` replaces the ratio once fitted: 30 s of samples at 250 req/s on 10 ready
+/// replicas at 50 % busy (μ = 50 req/s) with p95 80 ms (s = 20 ms, the M/M/1 tail 60 ms)
+/// fit the model; then 500 req/s needs the fewest replicas holding 130 ms (no noise
+/// headroom here): 15 give 139.8 ms, 16 give 119.9 ms → 16, although the GPU ratio alone
+/// would ask for only 10 · 0.5 / 0.5 = 10.
+#[test]
+fn model_sizes_the_target_once_fitted() {
+    let p = policy(&format!(
+        "{GPU}    model:\n      load: {{metric: inference.requests, stat: max, window: 1s}}\n      latency: {{metric: inference.request.duration, stat: max, window: 1s}}\n      utilization: {{metric: hw.gpu.utilization, stat: max, window: 1s}}\n      p95: 0.130\n      headroom: 0\n"
+    ));
+    let tail = 20f64.ln() / 50.0;
+    let lat = format!("{}x30 {}x5", 0.02 + tail, 0.02 + tail);
+    let src = source(&[
+        ("inference.requests", "250x30 500x5"),
+        ("hw.gpu.utilization", "0.5x36"),
+        ("inference.request.duration", lat.as_str()),
+    ]);
+    let mut st = PolicyState::default();
+    for s in 0..30 {
+        let d =
+            super::engine::evaluate_sized(&p, &src, &mut st, Some(10), Some(10), T0 + s * NANOS);
+        assert_eq!(d[0].action, Action::None, "at {s} s: {:?}", d[0]);
+    }
+    let fit = st.scale.model.fit.expect("fitted");
+    assert!((fit.throughput - 50.0).abs() < 1e-6 && (fit.service_time - 0.02).abs() < 1e-6);
+    let d =
+        &super::engine::evaluate_sized(&p, &src, &mut st, Some(10), Some(10), T0 + 31 * NANOS)[0];
+    assert_eq!(d.action, Action::Resize { from: 10, to: 16 }, "{d:?}");
+    assert_eq!(d.recommendation, Some(16), "{d:?}");
+}

@@ -225,6 +225,57 @@ pub struct ScaleSpec {
     /// size (or, `forecast-only`, is only recorded and scored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastScale>,
+    /// Capacity-aware sizing: a queueing model of the target learned from its telemetry
+    /// sizes it once fitted, instead of the tracked metrics' ratios ([`super::model`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelScale>,
+}
+
+/// `scale.model`: what the queueing model reads and what it holds ([`super::model`]).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ModelScale {
+    /// Requests/s arriving at the target, a total over its replicas.
+    pub load: SignalSpec,
+    /// The p95 request latency the model predicts, seconds (fits the service time, scores
+    /// the model).
+    pub latency: SignalSpec,
+    /// Mean busy fraction of the ready replicas, 0–1 (fits the per-replica throughput).
+    pub utilization: SignalSpec,
+    /// The p95 to hold, seconds: the size is the fewest replicas predicted to meet it.
+    pub p95: f64,
+    /// Scale in only to a size predicted to meet `scaleInAt × p95` (a band that noise does
+    /// not cross); default 0.8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_at: Option<f64>,
+    /// `per-replica` (requests spread over independent queues, the default) or `pooled`
+    /// (one queue in front of all replicas: M/M/c, Erlang C).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueKind>,
+    /// Headroom for the load's own noise: the demand is raised by this many robust standard
+    /// deviations of the load over the last 10 minutes of samples; default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<f64>,
+    /// A backlog found in the latency is sized to drain within this; default 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<HumanDuration>,
+    /// Refit interval; default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit_every: Option<HumanDuration>,
+    /// Samples kept for fitting, newest; default 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HumanDuration>,
+}
+
+/// Queue discipline of [`ModelScale`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueKind {
+    /// A queue per replica (random or round-robin routing): an M/M/1 waiting tail each.
+    #[default]
+    PerReplica,
+    /// One queue for all replicas: M/M/c with the Erlang C waiting probability.
+    Pooled,
 }
 
 /// `scale.forecast`: stoker-learn's [`ForecastSpec`] (`horizon`, `history`, `minHistory`,

@@ -1,8 +1,9 @@
 //! Policies: the YAML format ([`format`]), its checks with positions ([`check`]), the pure
 //! engine ([`engine`]) and its drift statistics ([`drift`]), the signal boundary
 //! ([`signal::SignalSource`]), and the tools built on the engine: unit tests of policies
-//! ([`testing`]), backtests ([`replay`]), and the live [`runtime`] with its persistence,
-//! API and decision log export.
+//! ([`testing`]), backtests ([`replay`]) on seeded traces ([`tracegen`]), and the live
+//! [`runtime`] with its persistence, API and decision log export. Capacity-aware sizing
+//! (`scale.model`) is its own module ([`model`]), as the load forecast is ([`forecast`]).
 //!
 //! Data flows one way: signals → [`engine::evaluate`] → decisions → executor → records.
 
@@ -14,6 +15,7 @@ pub mod drift;
 pub mod engine;
 pub mod forecast;
 pub mod format;
+pub mod model;
 pub mod otel;
 pub mod persist;
 pub mod replay;
@@ -22,6 +24,7 @@ pub mod series;
 pub mod signal;
 pub mod template;
 pub mod testing;
+pub mod tracegen;
 
 pub use api::router;
 pub use check::{CheckReport, Diagnostic, Policy, Severity, check_paths};

@@ -31,8 +31,19 @@
 //! **History** (`ReplayOptions::history`, `--history`): the trace's first part is run by every
 //! contender (forecasts fit on it, sizes settle) but not scored; the report counts from there.
 //!
-//! **Report**: actions, replica-hours, SLO-violation minutes (steps where the policy's `slo`
-//! signal exceeds its objective), worst latency.
+//! **Ready and warming**: our policies are offered the provisioned size and the ready count
+//! (replicas past their warm-up), as a resizer that reports both does
+//! ([`engine::evaluate_sized`]); HPA and KPA keep their own treatment (HPA on the provisioned
+//! size, as it does for custom metrics; KPA on the ready count).
+//!
+//! **Oracle**: beside the contenders, [`oracle_size`] at every step: the fewest replicas whose
+//! modelled p95 (no backlog) holds the SLO objective at that step's load, `min`/`max` kept,
+//! no warm-up, through the same simulation and scoring; each contender's replica-hours are
+//! reported as a ratio to it.
+//!
+//! **Report**: actions (and actions per day of scored trace), replica-hours and their ratio to
+//! the oracle's, SLO-violation minutes (steps where the policy's `slo` signal exceeds its
+//! objective), worst latency.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -610,6 +621,10 @@ pub struct ContenderReport {
     pub worst_p95: f64,
     /// Most replicas at once.
     pub max_replicas: u32,
+    /// Scale actions (ups and downs) per day of scored trace.
+    pub actions_per_day: f64,
+    /// Replica-hours over the oracle's (see [`oracle_size`]); absent without an SLO.
+    pub oracle_ratio: Option<f64>,
 }
 
 /// A whole replay.
@@ -625,6 +640,8 @@ pub struct ReplayReport {
     pub history_s: f64,
     /// Contenders, the replayed policies first.
     pub contenders: Vec<ContenderReport>,
+    /// The oracle (see [`oracle_size`]), scored like the contenders; absent without an SLO.
+    pub oracle: Option<ContenderReport>,
 }
 
 /// Replay options beyond the policies and the trace.
@@ -681,8 +698,9 @@ fn slo_violated(slo: Option<&SloSpec>, src: &SimSource, now: u64) -> Option<bool
     Some(src.read(&q, now).ok().flatten().is_some_and(|v| v > slo.objective))
 }
 
-/// Drives one contender through the trace, offering `decide(now, src, size) -> (Option<new
-/// size>, retrain jobs)` a tick every `every` rounded up to whole steps (every step when zero).
+/// Drives one contender through the trace, offering `decide(now, src, size, ready) ->
+/// (Option<new size>, retrain jobs)` a tick every `every` rounded up to whole steps (every
+/// step when zero); `size` is the provisioned count, `ready` the replicas past their warm-up.
 /// Steps before `score_from` run (history) but are not scored.
 #[allow(clippy::too_many_arguments)]
 fn simulate(
@@ -693,7 +711,7 @@ fn simulate(
     slo: Option<&SloSpec>,
     score_from: usize,
     every: Duration,
-    mut decide: impl FnMut(u64, &SimSource, u32) -> (Option<u32>, u32),
+    mut decide: impl FnMut(u64, &SimSource, u32, u32) -> (Option<u32>, u32),
 ) -> Run {
     let mut src = SimSource::new(trace);
     let mut svc = Service::new(cap, start);
@@ -708,6 +726,8 @@ fn simulate(
         slo_violation_minutes: slo.map(|_| 0.0),
         worst_p95: 0.0,
         max_replicas: start,
+        actions_per_day: 0.0,
+        oracle_ratio: None,
     };
     for (i, load) in trace.load.iter().enumerate() {
         let t = i as f64 * dt;
@@ -728,7 +748,7 @@ fn simulate(
             }
         }
         if i % every_steps == 0 {
-            let (to, jobs) = decide(now, &src, svc.size());
+            let (to, jobs) = decide(now, &src, svc.size(), svc.ready(t) as u32);
             if scored {
                 r.retrain_jobs += jobs;
                 if let Some(to) = to {
@@ -745,7 +765,84 @@ fn simulate(
             }
         }
     }
+    let scored_days = (trace.load.len() - score_from.min(trace.load.len())) as f64 * dt / 86_400.0;
+    if scored_days > 0.0 {
+        r.actions_per_day = f64::from(r.scale_ups + r.scale_downs) / scored_days;
+    }
     Run { report: r }
+}
+
+/// The oracle's size for a step with `load` requests/s: the fewest replicas in
+/// `max(min, 1)..=max` whose modelled p95 without backlog, `serviceTime + ln(20)·ρ/(μ·(1−ρ))`
+/// with ρ = load / (n·μ), is at most `objective`; `max` when none is (an objective at or
+/// below the service time). It knows each step's load as the step starts and its replicas
+/// serve at once (no warm-up), so it never queues and never violates the SLO within the
+/// bounds: a floor no realisable policy reaches, against which replica-hours are compared.
+pub fn oracle_size(cap: &Capacity, load: f64, objective: f64, min: u32, max: u32) -> u32 {
+    let hi = max.max(min);
+    let lo = min.max(1).min(hi);
+    let mu = cap.throughput;
+    let slack = objective - cap.service_time;
+    if slack.is_nan() || slack <= 0.0 || mu.is_nan() || mu <= 0.0 {
+        return hi;
+    }
+    let p95 = |n: u32| {
+        let rho = (load / (f64::from(n) * mu)).min(0.99);
+        cap.service_time + (20f64).ln() * rho / (mu * (1.0 - rho))
+    };
+    // The tail bound solved for ρ, then checked against the model itself (rounding).
+    let x = slack * mu / (20f64).ln();
+    let rho = (x / (1.0 + x)).min(0.99);
+    let mut n = ceil_ratio(load, mu * rho).clamp(lo, hi);
+    while n > lo && p95(n - 1) <= objective {
+        n -= 1;
+    }
+    while n < hi && p95(n) > objective {
+        n += 1;
+    }
+    n
+}
+
+fn ceil_ratio(a: f64, b: f64) -> u32 {
+    let x = a / b;
+    if !x.is_finite() || x <= 0.0 {
+        0
+    } else if x >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        (x - 1e-9).ceil().max(0.0) as u32
+    }
+}
+
+/// The oracle through the same simulation and scoring as the contenders: every step it sizes
+/// for the next step's load with [`oracle_size`], and its replicas need no warm-up.
+fn replay_oracle(
+    trace: &Trace,
+    cap: Capacity,
+    slo: &SloSpec,
+    min: u32,
+    max: u32,
+    score_from: usize,
+) -> Run {
+    let instant = Capacity { warmup: 0.0, ..cap };
+    let size = |i: usize| {
+        let load = trace.load.get(i).or(trace.load.last()).copied().unwrap_or(0.0);
+        oracle_size(&cap, load, slo.objective, min, max)
+    };
+    let step = nanos(trace.step).max(1);
+    simulate(
+        "oracle",
+        trace,
+        instant,
+        size(0),
+        Some(slo),
+        score_from,
+        Duration::ZERO,
+        |now, _, _, _| {
+            let i = (now.saturating_sub(trace.start) / step) as usize;
+            (Some(size(i + 1)), 0)
+        },
+    )
 }
 
 fn replay_policies(
@@ -762,7 +859,7 @@ fn replay_policies(
     // tick, then at the first tick at least one interval after its last evaluation. The
     // simulation offers every step as a tick.
     let mut next_due: Vec<u64> = vec![0; policies.len()];
-    simulate(name, trace, cap, start, slo, score_from, Duration::ZERO, |now, src, size| {
+    simulate(name, trace, cap, start, slo, score_from, Duration::ZERO, |now, src, size, ready| {
         let mut to = None;
         let mut jobs = 0;
         for ((p, st), due) in policies.iter().zip(states.iter_mut()).zip(next_due.iter_mut()) {
@@ -771,7 +868,8 @@ fn replay_policies(
             }
             *due = now.saturating_add(nanos(engine::interval(p)));
             let current = if p.doc.spec.scale.is_some() { Some(size) } else { None };
-            for d in engine::evaluate_in_place(p, src, st, current, now) {
+            let ready = current.map(|_| ready);
+            for d in engine::evaluate_sized(p, src, st, current, ready, now) {
                 match (d.action, d.mode) {
                     (Action::Resize { to: n, .. }, Mode::Enforce) => to = Some(n),
                     (Action::StartJob { .. }, Mode::Enforce) => jobs += 1,
@@ -966,16 +1064,29 @@ pub fn replay(
                 ));
             }
             let mut hpa = Hpa::new(&scale, t.min, t.max);
-            let run =
-                simulate("hpa", trace, cap, start, slo, score_from, HPA_SYNC, |now, src, size| {
-                    (Some(hpa.sync(src, size, now)), 0)
-                });
+            let run = simulate(
+                "hpa",
+                trace,
+                cap,
+                start,
+                slo,
+                score_from,
+                HPA_SYNC,
+                |now, src, size, _| (Some(hpa.sync(src, size, now)), 0),
+            );
             contenders.push(run.report);
         }
         Some(Baseline::Kpa) => {
             let mut kpa = Kpa::new(0.7 * cap.throughput, t.min, t.max);
-            let run =
-                simulate("kpa", trace, cap, start, slo, score_from, KPA_TICK, |now, src, size| {
+            let run = simulate(
+                "kpa",
+                trace,
+                cap,
+                start,
+                slo,
+                score_from,
+                KPA_TICK,
+                |now, src, size, _| {
                     let ready = src
                         .read(
                             &SignalQuery {
@@ -993,7 +1104,8 @@ pub fn replay(
                         .map(|r| r as u32)
                         .unwrap_or(size);
                     (Some(kpa.tick(src, ready, now)), 0)
-                });
+                },
+            );
             contenders.push(run.report);
         }
         Some(Baseline::Policies(name, other)) => {
@@ -1002,12 +1114,21 @@ pub fn replay(
                 .push(replay_policies(name, other, trace, cap, start, slo, score_from).report);
         }
     }
+    let oracle = slo.map(|slo| replay_oracle(trace, cap, slo, t.min, t.max, score_from).report);
+    if let Some(o) = &oracle {
+        for c in &mut contenders {
+            if o.replica_hours > 0.0 {
+                c.oracle_ratio = Some(c.replica_hours / o.replica_hours);
+            }
+        }
+    }
     Ok(ReplayReport {
         data: data.to_owned(),
         duration_s: trace.load.len() as f64 * trace.step.as_secs_f64(),
         capacity: cap,
         history_s: score_from as f64 * trace.step.as_secs_f64(),
         contenders,
+        oracle,
     })
 }
 
@@ -1044,28 +1165,37 @@ pub fn render_table(r: &ReplayReport) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<28} {:>10} {:>10} {:>8} {:>14} {:>12} {:>10} {:>9}",
+        "{:<28} {:>10} {:>10} {:>11} {:>8} {:>14} {:>9} {:>12} {:>10} {:>9}",
         "",
         "scale-ups",
         "scale-dn",
+        "actions/day",
         "retrain",
         "replica-hours",
+        "x-oracle",
         "SLO-viol-min",
         "worst-p95",
         "max-size"
     );
-    for c in &r.contenders {
+    for c in r.contenders.iter().chain(r.oracle.as_ref()) {
         let _ = writeln!(
             s,
-            "{:<28} {:>10} {:>10} {:>8} {:>14.2} {:>12} {:>9.3}s {:>9}",
+            "{:<28} {:>10} {:>10} {:>11.1} {:>8} {:>14.2} {:>9} {:>12} {:>9.3}s {:>9}",
             c.name,
             c.scale_ups,
             c.scale_downs,
+            c.actions_per_day,
             c.retrain_jobs,
             c.replica_hours,
+            c.oracle_ratio.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
             c.slo_violation_minutes.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into()),
             c.worst_p95,
             c.max_replicas
+        );
+    }
+    if r.oracle.is_some() {
+        s.push_str(
+            "oracle: at every step the fewest replicas whose modelled p95 (no backlog) holds the SLO objective at that step's load, min/max kept, no warm-up\n",
         );
     }
     s
@@ -1140,7 +1270,7 @@ mod tests {
         let cap = Capacity { throughput: 100.0, service_time: 0.01, warmup: 0.0 };
         let mut hpa = Hpa::new(&scale, 1, 20);
         let mut sizes = Vec::new();
-        let run = simulate("hpa", &tr, cap, 2, None, 0, HPA_SYNC, |now, src, size| {
+        let run = simulate("hpa", &tr, cap, 2, None, 0, HPA_SYNC, |now, src, size, _| {
             let to = hpa.sync(src, size, now);
             sizes.push(to);
             (Some(to), 0)
@@ -1254,6 +1384,48 @@ mod tests {
         assert_eq!(r.contenders[0].retrain_jobs, 10, "{:?}", r.contenders[0]);
     }
 
+    /// Hand-computed oracle sizes: 50 req/s per replica, 20 ms, objective 150 ms holds
+    /// ρ ≤ x/(1+x) with x = 0.13 · 50 / ln 20 = 2.1697, ρ ≤ 0.6845: 1,000 req/s needs
+    /// 1000 / (50 · 0.6845) = 29.2 → 30 replicas (29 would give p95 0.1529 s).
+    #[test]
+    fn oracle_size_is_the_fewest_replicas_holding_the_objective() {
+        let cap = Capacity { throughput: 50.0, service_time: 0.02, warmup: 120.0 };
+        assert_eq!(oracle_size(&cap, 1000.0, 0.150, 1, 100), 30);
+        assert_eq!(oracle_size(&cap, 1000.0, 0.150, 1, 20), 20, "max kept");
+        assert_eq!(oracle_size(&cap, 0.0, 0.150, 0, 100), 1, "one replica at least");
+        assert_eq!(oracle_size(&cap, 10.0, 0.150, 5, 100), 5, "min kept");
+        assert_eq!(oracle_size(&cap, 10.0, 0.010, 1, 100), 100, "objective below service time");
+    }
+
+    /// The oracle through the simulation: no SLO minute within the bounds, a size change at
+    /// every load change, and every contender's replica-hours reported against it.
+    #[test]
+    fn oracle_never_violates_and_contenders_report_their_ratio() {
+        let check = |text: &str| {
+            let (p, _, diags) = super::super::check::check_text(Path::new("s.yaml"), text);
+            p.unwrap_or_else(|| panic!("{diags:?}"))
+        };
+        let policy = check(
+            "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: s}\nspec:\n  target: {name: svc, min: 1, max: 40, actuator: command, command: {argv: [echo]}, capacity: {perReplicaThroughput: 50, serviceTime: 20ms, warmup: 60s}}\n  interval: 5s\n  slo: {signal: {metric: inference.request.duration, stat: p95, window: 30s}, objective: 0.150}\n  scale:\n    metrics:\n      - name: gpu\n        signal: {metric: hw.gpu.utilization, stat: mean, window: 30s}\n        target: {value: 0.6}\n",
+        );
+        let mut load = vec![200.0; 120];
+        load.extend(vec![900.0; 120]);
+        load.extend(vec![300.0; 120]);
+        let tr = trace(&load, 5);
+        let r = replay("t", &[policy], &tr, Some(&Baseline::Hpa), &ReplayOptions::default())
+            .expect("replay");
+        let o = r.oracle.as_ref().expect("oracle with an SLO");
+        assert_eq!(o.slo_violation_minutes, Some(0.0), "{o:?}");
+        // 200 → 6, 900 → 27, 300 → 9 replicas; 10 min at each: (6 + 27 + 9) / 6 h.
+        assert!((o.replica_hours - 42.0 / 6.0).abs() < 0.1, "{o:?}");
+        assert_eq!((o.scale_ups, o.scale_downs), (1, 1), "{o:?}");
+        for c in &r.contenders {
+            let ratio = c.oracle_ratio.expect("ratio");
+            assert!((ratio - c.replica_hours / o.replica_hours).abs() < 1e-9);
+            assert!(c.actions_per_day > 0.0, "{c:?}");
+        }
+    }
+
     #[test]
     fn kpa_panics_on_a_burst_and_never_scales_down_while_panicking() {
         let mut load = vec![100.0; 40];
@@ -1263,7 +1435,7 @@ mod tests {
         let cap = Capacity { throughput: 100.0, service_time: 0.01, warmup: 0.0 };
         let mut kpa = Kpa::new(70.0, 1, 100);
         let mut sizes = Vec::new();
-        simulate("kpa", &tr, cap, 2, None, 0, KPA_TICK, |now, src, size| {
+        simulate("kpa", &tr, cap, 2, None, 0, KPA_TICK, |now, src, size, _| {
             let to = kpa.tick(src, size, now);
             sizes.push(to);
             (Some(to), 0)
