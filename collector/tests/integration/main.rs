@@ -8,6 +8,7 @@ mod common;
 mod crash_recovery;
 mod ingest_bad_input;
 mod ingest_gzip;
+mod ingest_hostile;
 mod ingest_python;
 mod ingest_rust_sdk;
 mod policy;
