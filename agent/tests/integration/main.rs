@@ -9,4 +9,5 @@ mod config;
 mod export;
 mod gpu;
 mod inference;
+mod prom_text_fuzz;
 mod support;
