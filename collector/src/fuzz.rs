@@ -62,8 +62,11 @@ pub fn replay_trace(data: &[u8]) {
     }
 }
 
+/// A fuzz target: arbitrary bytes in, nothing out (it must not panic).
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the name of its corpus directory under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("otlp_protobuf", otlp_protobuf),
     ("otlp_json", otlp_json),
     ("selector", selector),
