@@ -4,6 +4,7 @@
 pub mod actuate;
 pub mod anomaly;
 pub mod duration;
+pub mod fuzz;
 pub mod policy;
 
 pub mod api;

@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -166,25 +166,177 @@ fn tls_config(server: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>
     Ok(Some(Arc::new(cfg)))
 }
 
+/// An HTTP/1 client must send a whole request head within this time, or the connection is
+/// closed: slowly trickled headers (slowloris) hold a connection no longer than this. Idle
+/// HTTP/1 keep-alive connections are closed after it too (hyper times the wait for the next
+/// head), which clients' pools handle by reconnecting.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A connection with no bytes read or written for this long is shut down gracefully (an
+/// HTTP/2 or gRPC client that keeps a connection open and sends nothing).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// File descriptors kept back from the connection limits (store, logs, outgoing requests).
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one and returns the connections each of the
+/// three listeners may hold: a third of the limit less [`RESERVED_FDS`], within 64..=16384.
+/// Beyond it a listener stops accepting until a connection ends, so a flood of connections
+/// queues in the kernel's backlog instead of exhausting descriptors the store needs.
+pub fn connection_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    };
+    (soft.saturating_sub(RESERVED_FDS) / 3).clamp(64, 16384) as usize
+}
+
+/// An accepted stream that records when bytes last moved, for [`IDLE_TIMEOUT`].
+struct Activity<S> {
+    inner: S,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    epoch: tokio::time::Instant,
+}
+
+impl<S> Activity<S> {
+    fn touch(&self) {
+        self.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Serves one connection until it ends, `cancel` fires or it has been idle for
+/// [`IDLE_TIMEOUT`]; the last two shut it down gracefully (in-flight requests finish).
+async fn serve_conn<S>(stream: S, svc: TowerToHyperService<Router>, cancel: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let epoch = tokio::time::Instant::now();
+    let io = Activity { inner: stream, last: last.clone(), epoch };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle_check = (IDLE_TIMEOUT / 10).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(idle_check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = cancel.cancelled() => { conn.as_mut().graceful_shutdown(); break conn.await }
+            _ = tick.tick() => {
+                let idle_ms = (epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(last.load(Ordering::Relaxed));
+                if idle_ms >= IDLE_TIMEOUT.as_millis() as u64 {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "Connection ended with an error.");
+    }
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2, TLS when configured) until cancelled.
+/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2, TLS when configured) until cancelled,
+/// holding at most `max_conns` connections at once.
 async fn serve_router(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    max_conns: usize,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_conns));
     loop {
+        // A slot first: at the limit, connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, _peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
+                    // Out of descriptors (EMFILE) or the like: back off, keep serving.
                     tracing::warn!(error = %e, "Accept failed; continuing.");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -196,33 +348,17 @@ async fn serve_router(
         let acceptor = acceptor.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match acceptor {
-                Some(acc) => match acc.accept(stream).await {
-                    Ok(s) => {
-                        let conn = builder.serve_connection(TokioIo::new(s), svc);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            r = conn.as_mut() => r,
-                            _ = cancel.cancelled() => { conn.as_mut().graceful_shutdown(); conn.await }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TLS handshake failed.");
-                        return;
-                    }
-                },
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = cancel.cancelled() => { conn.as_mut().graceful_shutdown(); conn.await }
+            let _permit = permit;
+            match acceptor {
+                Some(acc) => {
+                    // The handshake is bounded like a request head.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acc.accept(stream)).await {
+                        Ok(Ok(s)) => serve_conn(s, svc, cancel).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed."),
+                        Err(_) => tracing::debug!("TLS handshake timed out."),
                     }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "Connection ended with an error.");
+                None => serve_conn(stream, svc, cancel).await,
             }
         });
     }
@@ -329,9 +465,31 @@ pub async fn start(
         otlp_grpc: local(&grpc_l, "otlp-grpc", opts.server.otlp_grpc_listen)?,
         otlp_http: local(&http_l, "otlp-http", opts.server.otlp_http_listen)?,
     };
-    tracker.spawn(serve_router(api_l, api_router, tls.clone(), cancel.clone(), tracker.clone()));
-    tracker.spawn(serve_router(grpc_l, grpc_router, tls.clone(), cancel.clone(), tracker.clone()));
-    tracker.spawn(serve_router(http_l, http_router, tls, cancel.clone(), tracker.clone()));
+    let max_conns = connection_limit();
+    tracker.spawn(serve_router(
+        api_l,
+        api_router,
+        tls.clone(),
+        cancel.clone(),
+        tracker.clone(),
+        max_conns,
+    ));
+    tracker.spawn(serve_router(
+        grpc_l,
+        grpc_router,
+        tls.clone(),
+        cancel.clone(),
+        tracker.clone(),
+        max_conns,
+    ));
+    tracker.spawn(serve_router(
+        http_l,
+        http_router,
+        tls,
+        cancel.clone(),
+        tracker.clone(),
+        max_conns,
+    ));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(api = %bound.api, otlp_grpc = %bound.otlp_grpc, otlp_http = %bound.otlp_http, "Collector listening.");
     Ok((bound, Handles { ingest: ingest_stats, queries, ready }))

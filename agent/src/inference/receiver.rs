@@ -11,14 +11,8 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -105,23 +99,159 @@ fn grpc_status(refusal: Refusal) -> tonic::Status {
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Ingress {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics(request.into_inner()).await.map(tonic::Response::new).map_err(grpc_status)
+/// prost decoding whose malformed messages are INVALID_ARGUMENT (tonic-prost's codec answers
+/// INTERNAL, which tells the exporter the fault is ours).
+struct OtlpCodec<E, D>(std::marker::PhantomData<fn() -> (E, D)>);
+
+struct OtlpDecoder<D>(std::marker::PhantomData<fn() -> D>);
+
+impl<D: Message + Default + Send + 'static> tonic::codec::Decoder for OtlpDecoder<D> {
+    type Item = D;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        D::decode(buf).map(Some).map_err(|e| {
+            tonic::Status::invalid_argument(format!("cannot decode the export request: {e}"))
+        })
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Ingress {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces(request.get_ref()).map(tonic::Response::new).map_err(grpc_status)
+impl<E, D> tonic::codec::Codec for OtlpCodec<E, D>
+where
+    E: Message + Send + 'static,
+    D: Message + Default + Send + 'static,
+{
+    type Encode = E;
+    type Decode = D;
+    type Encoder = tonic_prost::ProstEncoder<E>;
+    type Decoder = OtlpDecoder<D>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        OtlpDecoder(std::marker::PhantomData)
+    }
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// One OTLP export method served over gRPC.
+trait Export: Send + Sync + 'static {
+    /// `/package.Service/Export`.
+    const PATH: &'static str;
+    type Request: Message + Default + Send + 'static;
+    type Response: Message + Send + 'static;
+    fn export(
+        ingress: Ingress,
+        request: Self::Request,
+    ) -> BoxFuture<Result<Self::Response, tonic::Status>>;
+}
+
+struct MetricsExport;
+struct TracesExport;
+
+impl Export for MetricsExport {
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+    fn export(
+        ingress: Ingress,
+        request: Self::Request,
+    ) -> BoxFuture<Result<Self::Response, tonic::Status>> {
+        Box::pin(async move { ingress.metrics(request).await.map_err(grpc_status) })
+    }
+}
+
+impl Export for TracesExport {
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    fn export(
+        ingress: Ingress,
+        request: Self::Request,
+    ) -> BoxFuture<Result<Self::Response, tonic::Status>> {
+        Box::pin(async move { ingress.traces(&request).map_err(grpc_status) })
+    }
+}
+
+/// The gRPC service of one export method: body limit (inflated size too), gzip, and
+/// [`OtlpCodec`].
+struct GrpcExport<X> {
+    ingress: Ingress,
+    limit: usize,
+    _method: std::marker::PhantomData<fn() -> X>,
+}
+
+impl<X> Clone for GrpcExport<X> {
+    fn clone(&self) -> Self {
+        Self { ingress: self.ingress.clone(), limit: self.limit, _method: self._method }
+    }
+}
+
+impl<X: Export> GrpcExport<X> {
+    fn new(ingress: Ingress, limit: usize) -> Self {
+        Self { ingress, limit, _method: std::marker::PhantomData }
+    }
+}
+
+impl<X: Export> tonic::server::UnaryService<X::Request> for GrpcExport<X> {
+    type Response = X::Response;
+    type Future = BoxFuture<Result<tonic::Response<X::Response>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<X::Request>) -> Self::Future {
+        let fut = X::export(self.ingress.clone(), request.into_inner());
+        Box::pin(async move { fut.await.map(tonic::Response::new) })
+    }
+}
+
+impl tonic::server::NamedService for GrpcExport<MetricsExport> {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl tonic::server::NamedService for GrpcExport<TracesExport> {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl<X: Export, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for GrpcExport<X>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let svc = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != X::PATH {
+                return Ok(tonic::Status::unimplemented(format!(
+                    "no method {}; this service serves {}",
+                    req.uri().path(),
+                    X::PATH
+                ))
+                .into_http());
+            }
+            let limit = svc.limit;
+            let mut grpc = tonic::server::Grpc::new(OtlpCodec::<X::Response, X::Request>(
+                std::marker::PhantomData,
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(limit);
+            Ok(grpc.unary(svc, req).await)
+        })
     }
 }
 
@@ -166,16 +296,8 @@ impl Receivers {
     pub(crate) fn spawn(self, tasks: &TaskTracker, shutdown: CancellationToken) {
         let max_body = self.ingress.cfg.max_body_bytes;
         let grpc_router = tonic::transport::Server::builder()
-            .add_service(
-                MetricsServiceServer::new(self.ingress.clone())
-                    .max_decoding_message_size(max_body)
-                    .accept_compressed(CompressionEncoding::Gzip),
-            )
-            .add_service(
-                TraceServiceServer::new(self.ingress.clone())
-                    .max_decoding_message_size(max_body)
-                    .accept_compressed(CompressionEncoding::Gzip),
-            );
+            .add_service(GrpcExport::<MetricsExport>::new(self.ingress.clone(), max_body))
+            .add_service(GrpcExport::<TracesExport>::new(self.ingress.clone(), max_body));
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let stop = shutdown.clone();

@@ -1103,3 +1103,32 @@ async fn a_full_work_queue_refuses_with_resource_exhausted_and_counts_what_it_sh
         .sum();
     assert_eq!(accepted, (ok * 50) as f64);
 }
+
+#[tokio::test]
+async fn grpc_receiver_answers_malformed_messages_invalid_argument() {
+    let agent = start_agent(&local_config(), Duration::from_secs(3600));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
+    let mut truncated = request("grpc-bad", vec![]).encode_to_vec();
+    truncated.push(0x0a);
+    for path in [
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    ] {
+        for msg in [vec![0xffu8; 32], vec![0x0a, 0x05, 0x01], truncated.clone()] {
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&msg);
+            let r = client
+                .post(format!("http://{}{path}", agent.handle.grpc_addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(frame)
+                .send()
+                .await
+                .expect("grpc post");
+            // Errors are trailers-only responses: the status is in the headers.
+            let status = r.headers().get("grpc-status").and_then(|v| v.to_str().ok());
+            assert_eq!(status, Some("3"), "{path} {msg:?}: {:?}", r.headers());
+        }
+    }
+}

@@ -9,5 +9,6 @@ mod config;
 mod export;
 mod gpu;
 mod inference;
+mod prom_text_fuzz;
 mod prometheus;
 mod support;

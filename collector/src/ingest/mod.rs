@@ -2,6 +2,7 @@
 //! both writing through [`otlp::export`] into the store, with the protocol's answers for
 //! partial success, bad input, oversized bodies and back-pressure.
 
+pub mod budget;
 pub mod otlp;
 
 use std::sync::Arc;
@@ -13,9 +14,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -68,15 +66,104 @@ impl IngestState {
     }
 }
 
-/// The gRPC metrics service.
+/// Why a request body was not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeRefusal {
+    /// Not a well-formed `ExportMetricsServiceRequest`: 400 / INVALID_ARGUMENT.
+    Malformed(String),
+    /// Decoding would take more memory than [`budget::MAX_DECODE_BYTES`]: 413 /
+    /// RESOURCE_EXHAUSTED.
+    OverBudget(String),
+}
+
+impl std::fmt::Display for DecodeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeRefusal::Malformed(m) | DecodeRefusal::OverBudget(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Decodes an export request body within the decode budget: the memory it would take is
+/// estimated on the raw bytes first ([`budget`]), then it is decoded. Never panics, whatever
+/// the bytes.
+pub fn decode_request(
+    wire: Wire,
+    body: &[u8],
+) -> Result<ExportMetricsServiceRequest, DecodeRefusal> {
+    let estimate = match wire {
+        Wire::Protobuf => budget::protobuf_estimate(body).map_err(|e| {
+            DecodeRefusal::Malformed(format!("cannot decode ExportMetricsServiceRequest: {e}"))
+        })?,
+        Wire::Json => budget::json_estimate(body),
+    };
+    budget::check(estimate).map_err(|e| DecodeRefusal::OverBudget(e.to_string()))?;
+    match wire {
+        Wire::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| e.to_string()),
+        Wire::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
+    }
+    .map_err(|e| {
+        DecodeRefusal::Malformed(format!("cannot decode ExportMetricsServiceRequest: {e}"))
+    })
+}
+
+/// Decodes a request and writes it into `store`, as both listeners do: the whole ingest path
+/// that outside bytes take (the fuzz targets drive it).
+pub fn ingest_bytes(
+    store: &Store,
+    wire: Wire,
+    body: &[u8],
+) -> Result<otlp::ExportOutcome, DecodeRefusal> {
+    decode_request(wire, body).map(|r| otlp::export(store, &r))
+}
+
+/// The gRPC codec of the metrics service: requests arrive as raw bytes (tonic has inflated and
+/// size-checked them) and are decoded by [`decode_request`], so a malformed message is
+/// INVALID_ARGUMENT (prost's codec answers INTERNAL) and the decode budget applies.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawRequestCodec;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawDecoder;
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        use bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl tonic::codec::Codec for RawRequestCodec {
+    type Encode = ExportMetricsServiceResponse;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportMetricsServiceResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+/// The gRPC metrics service (`opentelemetry.proto.collector.metrics.v1.MetricsService`).
 #[derive(Debug, Clone)]
 pub struct GrpcIngest(pub IngestState);
 
-#[tonic::async_trait]
-impl MetricsService for GrpcIngest {
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+impl GrpcIngest {
     async fn export(
         &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
+        request: tonic::Request<Bytes>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         self.0.stats.grpc_requests.fetch_add(1, Ordering::Relaxed);
         if request
@@ -86,14 +173,35 @@ impl MetricsService for GrpcIngest {
         {
             self.0.stats.gzip_requests.fetch_add(1, Ordering::Relaxed);
         }
-        let req = request.into_inner();
+        let body = request.into_inner();
         let state = self.0.clone();
-        // Decoding happened in tonic; writing is CPU work on the store, kept off the reactor.
-        let out = tokio::task::spawn_blocking(move || state.run(&req))
-            .await
-            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+        // Decoding and writing are CPU work on the store, kept off the reactor.
+        let out = tokio::task::spawn_blocking(move || {
+            decode_request(Wire::Protobuf, &body).map(|req| state.run(&req))
+        })
+        .await
+        .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                self.0.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(match e {
+                    DecodeRefusal::Malformed(m) => tonic::Status::invalid_argument(m),
+                    DecodeRefusal::OverBudget(m) => {
+                        self.0.stats.too_large.fetch_add(1, Ordering::Relaxed);
+                        tonic::Status::resource_exhausted(m)
+                    }
+                });
+            }
+        };
         if out.backlogged {
             return Err(tonic::Status::unavailable(out.message));
+        }
+        if out.all_malformed() {
+            return Err(tonic::Status::invalid_argument(format!(
+                "no data point in the request was usable ({} refused): {}",
+                out.rejected, out.message
+            )));
         }
         Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: out.partial_success(),
@@ -101,14 +209,76 @@ impl MetricsService for GrpcIngest {
     }
 }
 
+impl tonic::server::UnaryService<Bytes> for GrpcIngest {
+    type Response = ExportMetricsServiceResponse;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let svc = self.clone();
+        Box::pin(async move { svc.export(request).await })
+    }
+}
+
+/// The tower service for `--otlp-grpc-listen`: the metrics service's one method, with the
+/// body limit (on the inflated size too) and gzip.
+#[derive(Debug, Clone)]
+pub struct GrpcMetricsServer {
+    svc: GrpcIngest,
+    limit: usize,
+}
+
+impl tonic::server::NamedService for GrpcMetricsServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for GrpcMetricsServer
+where
+    B: axum::body::HttpBody + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = axum::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let svc = self.svc.clone();
+        let limit = self.limit;
+        Box::pin(async move {
+            if req.uri().path() != EXPORT_PATH {
+                return Ok(tonic::Status::unimplemented(format!(
+                    "no method {} here; this listener serves {EXPORT_PATH}",
+                    req.uri().path()
+                ))
+                .into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(RawRequestCodec)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit);
+            Ok(grpc.unary(svc, req).await)
+        })
+    }
+}
+
 /// The tonic service for `--otlp-grpc-listen`, with the body limit applied.
-pub fn grpc_service(state: IngestState) -> MetricsServiceServer<GrpcIngest> {
+pub fn grpc_service(state: IngestState) -> GrpcMetricsServer {
     let limit = state.max_body_bytes;
     // gzip'd requests (OTEL_EXPORTER_OTLP_COMPRESSION=gzip) are inflated by tonic, bounded by
     // the same limit on the decompressed size (RESOURCE_EXHAUSTED beyond it).
-    MetricsServiceServer::new(GrpcIngest(state))
-        .max_decoding_message_size(limit)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+    GrpcMetricsServer { svc: GrpcIngest(state), limit }
 }
 
 /// `google.rpc.Status` (the OTLP/HTTP error body), without details.
@@ -122,9 +292,12 @@ pub struct RpcStatus {
     pub message: String,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Wire {
+/// The encoding of an OTLP/HTTP body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// `application/x-protobuf`.
     Protobuf,
+    /// `application/json` (OTLP's JSON mapping).
     Json,
 }
 
@@ -246,21 +419,16 @@ async fn http_export(
         } else {
             body
         };
-        let req = match wire {
-            Wire::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| e.to_string()),
-            Wire::Json => serde_json::from_slice::<ExportMetricsServiceRequest>(&body)
-                .map_err(|e| e.to_string()),
-        };
-        match req {
+        match decode_request(wire, &body) {
             Ok(r) => Ok(st.run(&r)),
-            Err(e) => {
+            Err(DecodeRefusal::Malformed(m)) => {
                 st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                Err(Box::new(error(
-                    wire,
-                    StatusCode::BAD_REQUEST,
-                    3,
-                    &format!("cannot decode ExportMetricsServiceRequest: {e}"),
-                )))
+                Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &m)))
+            }
+            Err(DecodeRefusal::OverBudget(m)) => {
+                st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                st.stats.too_large.fetch_add(1, Ordering::Relaxed);
+                Err(Box::new(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &m)))
             }
         }
     })
@@ -281,6 +449,17 @@ async fn http_export(
         let mut r = error(wire, StatusCode::SERVICE_UNAVAILABLE, 14, &out.message);
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return r;
+    }
+    if out.all_malformed() {
+        return error(
+            wire,
+            StatusCode::BAD_REQUEST,
+            3,
+            &format!(
+                "no data point in the request was usable ({} refused): {}",
+                out.rejected, out.message
+            ),
+        );
     }
     let resp = ExportMetricsServiceResponse { partial_success: out.partial_success() };
     match wire {

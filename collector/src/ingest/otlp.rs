@@ -29,6 +29,9 @@ pub struct ExportOutcome {
     pub message: String,
     /// The write-ahead log is over its bound: answer "unavailable, retry".
     pub backlogged: bool,
+    /// Of the refused points, those that were well-formed but not storable (non-finite
+    /// values, out of order, duplicates, series limits, kind conflicts).
+    pub refused_well_formed: u64,
 }
 
 impl ExportOutcome {
@@ -39,24 +42,44 @@ impl ExportOutcome {
             error_message: self.message.clone(),
         })
     }
+
+    /// Nothing in the request was usable: every point was malformed (none accepted, none
+    /// well-formed). Answered 400 / INVALID_ARGUMENT rather than partial success.
+    pub fn all_malformed(&self) -> bool {
+        self.accepted == 0 && self.rejected > 0 && self.refused_well_formed == 0
+    }
 }
 
 /// Tallies refusals by reason for the error message.
 #[derive(Default)]
 struct Tally {
     rejected: u64,
+    by_state: u64,
     reasons: Vec<(String, u64)>,
 }
 
 impl Tally {
     fn refuse(&mut self, metric: &str, why: &str) {
-        self.rejected += 1;
-        let key = format!("{metric}: {why}");
-        match self.reasons.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, n)) => *n += 1,
+        self.refuse_n(metric, why, 1);
+    }
+
+    fn refuse_n(&mut self, metric: &str, why: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.rejected += n;
+        // Compared without formatting: a request refused point by point allocates nothing.
+        let same = |k: &str| {
+            k.len() == metric.len() + 2 + why.len()
+                && k.starts_with(metric)
+                && k.as_bytes()[metric.len()..].starts_with(b": ")
+                && k.ends_with(why)
+        };
+        match self.reasons.iter_mut().find(|(k, _)| same(k)) {
+            Some((_, c)) => *c += n,
             None => {
                 if self.reasons.len() < 8 {
-                    self.reasons.push((key, 1));
+                    self.reasons.push((format!("{metric}: {why}"), n));
                 }
             }
         }
@@ -74,44 +97,102 @@ impl Tally {
     }
 }
 
-/// An attribute value as a string; `None` for types a metric attribute may not carry.
-fn attr_value(v: &Option<AnyValue>) -> Option<Cow<'_, str>> {
-    let Some(v) = v.as_ref().and_then(|v| v.value.as_ref()) else { return Some(Cow::Borrowed("")) };
-    Some(match v {
+/// Most attributes on one point, resource or scope.
+pub const MAX_ATTRIBUTES: usize = 128;
+/// Longest attribute key, bytes.
+pub const MAX_ATTR_KEY_BYTES: usize = 256;
+/// Longest attribute value (a string, or an array or map rendered as JSON), bytes.
+pub const MAX_ATTR_VALUE_BYTES: usize = 4096;
+/// Deepest nesting of arrays and maps inside one attribute value.
+pub const MAX_VALUE_DEPTH: usize = 4;
+/// Most data points one request may carry (summary quantiles count one each); the rest of
+/// the request is refused as partial success.
+pub const MAX_POINTS_PER_REQUEST: u64 = 100_000;
+/// Most new series one request may create; points of further new series are refused as
+/// partial success (points of known series still go in).
+pub const MAX_NEW_SERIES_PER_REQUEST: u64 = 20_000;
+/// Most explicit bounds of one histogram point.
+pub const MAX_EXPLICIT_BOUNDS: usize = 1024;
+pub use crate::store::MAX_EXP_BUCKETS;
+
+/// An attribute value as a string, or why it cannot be one: a type a metric attribute may not
+/// carry, nesting deeper than [`MAX_VALUE_DEPTH`], or longer than [`MAX_ATTR_VALUE_BYTES`].
+fn attr_value(v: &Option<AnyValue>) -> Result<Cow<'_, str>, &'static str> {
+    let s = match v.as_ref() {
+        Some(v) => value_str(v, 0)?,
+        None => Cow::Borrowed(""),
+    };
+    if s.len() > MAX_ATTR_VALUE_BYTES {
+        return Err("attribute value longer than 4096 bytes");
+    }
+    Ok(s)
+}
+
+fn value_str(v: &AnyValue, depth: usize) -> Result<Cow<'_, str>, &'static str> {
+    let Some(v) = v.value.as_ref() else { return Ok(Cow::Borrowed("")) };
+    let nested = |depth: usize| {
+        if depth >= MAX_VALUE_DEPTH {
+            Err("attribute value nested deeper than 4 levels")
+        } else {
+            Ok(depth + 1)
+        }
+    };
+    Ok(match v {
         any_value::Value::StringValue(s) => Cow::Borrowed(s.as_str()),
         any_value::Value::BoolValue(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         any_value::Value::IntValue(i) => Cow::Owned(i.to_string()),
         any_value::Value::DoubleValue(d) => Cow::Owned(d.to_string()),
         any_value::Value::BytesValue(b) => {
+            if b.len() > MAX_ATTR_VALUE_BYTES / 2 {
+                return Err("attribute value longer than 4096 bytes");
+            }
             Cow::Owned(b.iter().map(|x| format!("{x:02x}")).collect())
         }
         any_value::Value::ArrayValue(a) => {
-            let items: Option<Vec<serde_json::Value>> = a
+            let d = nested(depth)?;
+            if a.values.len() > MAX_ATTRIBUTES {
+                return Err("attribute array longer than 128 items");
+            }
+            let items: Result<Vec<serde_json::Value>, _> = a
                 .values
                 .iter()
-                .map(|x| {
-                    attr_value(&Some(x.clone())).map(|s| serde_json::Value::String(s.into_owned()))
-                })
+                .map(|x| value_str(x, d).map(|s| serde_json::Value::String(s.into_owned())))
                 .collect();
             Cow::Owned(serde_json::Value::Array(items?).to_string())
         }
         any_value::Value::KvlistValue(kv) => {
+            let d = nested(depth)?;
+            if kv.values.len() > MAX_ATTRIBUTES {
+                return Err("attribute map longer than 128 entries");
+            }
             let mut m = serde_json::Map::new();
             for e in &kv.values {
-                m.insert(
-                    e.key.clone(),
-                    serde_json::Value::String(attr_value(&e.value)?.into_owned()),
-                );
+                let v = match &e.value {
+                    Some(v) => value_str(v, d)?.into_owned(),
+                    None => String::new(),
+                };
+                m.insert(e.key.clone(), serde_json::Value::String(v));
             }
             Cow::Owned(serde_json::Value::Object(m).to_string())
         }
         // A reference into a profiles dictionary: meaningless in a metrics request.
-        _ => return None,
+        _ => return Err("unsupported attribute type"),
     })
 }
 
-fn convert_attrs(attrs: &[KeyValue]) -> Option<Vec<(&str, Cow<'_, str>)>> {
-    attrs.iter().map(|kv| Some((kv.key.as_str(), attr_value(&kv.value)?))).collect()
+fn convert_attrs(attrs: &[KeyValue]) -> Result<Vec<(&str, Cow<'_, str>)>, &'static str> {
+    if attrs.len() > MAX_ATTRIBUTES {
+        return Err("more than 128 attributes");
+    }
+    attrs
+        .iter()
+        .map(|kv| {
+            if kv.key.len() > MAX_ATTR_KEY_BYTES {
+                return Err("attribute key longer than 256 bytes");
+            }
+            Ok((kv.key.as_str(), attr_value(&kv.value)?))
+        })
+        .collect()
 }
 
 /// Appends one point whose attributes could not take the fast path (non-string values, a key
@@ -124,9 +205,7 @@ fn append_general(
     ts: u64,
     v: PointValue,
 ) -> Result<(), PointErr> {
-    let Some(pattrs) = convert_attrs(attrs) else {
-        return Err(PointErr::Bad("unsupported attribute type"));
-    };
+    let pattrs = convert_attrs(attrs).map_err(PointErr::Bad)?;
     // Resource attributes first, point attributes after: on a duplicate key the point's value
     // wins.
     let mut merged: Vec<(&str, &str)> = Vec::with_capacity(res.len() + pattrs.len());
@@ -153,6 +232,8 @@ enum PointErr {
 pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> ExportOutcome {
     let mut tally = Tally::default();
     let mut w = store.batch_writer();
+    w.limit_new_series(MAX_NEW_SERIES_PER_REQUEST);
+    let mut points_left = MAX_POINTS_PER_REQUEST;
     if w.backlogged() {
         return ExportOutcome {
             backlogged: true,
@@ -163,13 +244,15 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
     for rm in &req.resource_metrics {
         let empty = Vec::new();
         let res_attrs = rm.resource.as_ref().map(|r| &r.attributes).unwrap_or(&empty);
-        let Some(res) = convert_attrs(res_attrs) else {
-            let n: usize = rm.scope_metrics.iter().flat_map(|s| &s.metrics).map(point_count).sum();
-            for _ in 0..n {
-                tally.refuse("resource", "unsupported attribute type");
-                store.refusals.count(Refusal::Invalid);
+        let res = match convert_attrs(res_attrs) {
+            Ok(res) => res,
+            Err(why) => {
+                let n: usize =
+                    rm.scope_metrics.iter().flat_map(|s| &s.metrics).map(point_count).sum();
+                tally.refuse_n("resource", why, n as u64);
+                store.refusals.invalid.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                continue;
             }
-            continue;
         };
         // The resource's pairs and their share of every series key, once per resource. A
         // resource repeating a key takes the general path (the later value wins there).
@@ -194,6 +277,17 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
                      quantile: Option<f64>,
                      ts: u64,
                      v: Result<Option<PointValue>, &'static str>| {
+                        if points_left == 0 {
+                            store.refusals.count(Refusal::Invalid);
+                            tally.refuse(metric, "request over 100000 data points");
+                            return;
+                        }
+                        points_left -= 1;
+                        if attrs.len() > MAX_ATTRIBUTES {
+                            store.refusals.count(Refusal::Invalid);
+                            tally.refuse(metric, "more than 128 attributes");
+                            return;
+                        }
                         let v = match v {
                             Ok(Some(v)) => v,
                             Ok(None) => return, // no recorded value (staleness marker)
@@ -216,6 +310,8 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
                             match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
                                 Some(any_value::Value::StringValue(s))
                                     if fast
+                                        && kv.key.len() <= MAX_ATTR_KEY_BYTES
+                                        && s.len() <= MAX_ATTR_VALUE_BYTES
                                         && !scratch.iter().any(|(k, _)| *k == kv.key.as_str()) =>
                                 {
                                     scratch.push((kv.key.as_str(), s.as_str()));
@@ -244,7 +340,12 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
                         };
                         match r {
                             Ok(()) => {}
-                            Err(PointErr::Store(r)) => tally.refuse(metric, &r.to_string()),
+                            Err(PointErr::Store(r)) => {
+                                if r != Refusal::Invalid {
+                                    tally.by_state += 1;
+                                }
+                                tally.refuse(metric, &r.to_string())
+                            }
                             Err(PointErr::Bad(why)) => {
                                 store.refusals.count(Refusal::Invalid);
                                 tally.refuse(metric, why);
@@ -388,6 +489,7 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
         rejected: tally.rejected,
         message: tally.message(),
         backlogged: false,
+        refused_well_formed: tally.by_state,
     }
 }
 
@@ -420,10 +522,13 @@ fn explicit(p: &HistogramDataPoint) -> Result<Option<Histogram>, &'static str> {
     let (bounds, counts) = if p.bucket_counts.is_empty() {
         (Vec::new(), vec![p.count])
     } else {
+        if p.explicit_bounds.len() > MAX_EXPLICIT_BOUNDS {
+            return Err("histogram has more than 1024 explicit bounds");
+        }
         if p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
             return Err("bucket_counts must have one more entry than explicit_bounds");
         }
-        if p.bucket_counts.iter().sum::<u64>() != p.count {
+        if checked_total(&p.bucket_counts) != Some(p.count) {
             return Err("bucket counts do not add up to count");
         }
         (p.explicit_bounds.clone(), p.bucket_counts.clone())
@@ -444,17 +549,31 @@ fn exponential(p: &ExponentialHistogramDataPoint) -> Result<Option<Histogram>, &
     if !(-10..=20).contains(&p.scale) {
         return Err("exponential histogram scale out of range [-10, 20]");
     }
+    // Checked before anything is copied: the bucket range must hold values an f64 can carry
+    // at this scale, and be at most MAX_EXP_BUCKETS wide.
+    let (lo, hi) = index_range(p.scale);
     let side = |b: &Option<
         opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets,
     >| {
-        b.as_ref()
-            .map(|b| ExpSide { offset: b.offset, counts: b.bucket_counts.clone() })
-            .unwrap_or_default()
+        let Some(b) = b.as_ref() else { return Ok(ExpSide::default()) };
+        if b.bucket_counts.len() > MAX_EXP_BUCKETS {
+            return Err("exponential histogram has more than 160 buckets on one side");
+        }
+        let first = i64::from(b.offset);
+        if !b.bucket_counts.is_empty() && (first < lo || first + b.bucket_counts.len() as i64 > hi)
+        {
+            return Err("exponential histogram bucket offset outside the range of float64 values");
+        }
+        Ok(ExpSide { offset: b.offset, counts: b.bucket_counts.clone() })
     };
-    let positive = side(&p.positive);
-    let negative = side(&p.negative);
-    if positive.counts.len() > 1 << 16 || negative.counts.len() > 1 << 16 {
-        return Err("exponential histogram has too many buckets");
+    let positive = side(&p.positive)?;
+    let negative = side(&p.negative)?;
+    let total = checked_total(&positive.counts)
+        .zip(checked_total(&negative.counts))
+        .and_then(|(a, b)| a.checked_add(b))
+        .and_then(|t| t.checked_add(p.zero_count));
+    if total != Some(p.count) {
+        return Err("exponential histogram bucket counts do not add up to count");
     }
     Ok(Some(Histogram {
         count: p.count,
@@ -468,4 +587,22 @@ fn exponential(p: &ExponentialHistogramDataPoint) -> Result<Option<Histogram>, &
             negative,
         },
     }))
+}
+
+/// Sum of counts, `None` on overflow.
+fn checked_total(counts: &[u64]) -> Option<u64> {
+    counts.iter().try_fold(0u64, |t, c| t.checked_add(*c))
+}
+
+/// Bucket indices `[lo, hi)` at `scale` that hold finite, non-zero float64 magnitudes
+/// (`2^-1074 ..= f64::MAX`); bucket `k` covers `(2^(k·2^-scale), 2^((k+1)·2^-scale)]`.
+fn index_range(scale: i32) -> (i64, i64) {
+    let (lo, hi) = (-1075i64, 1024i64);
+    if scale >= 0 {
+        (lo << scale, hi << scale)
+    } else {
+        let by = (-scale).min(62);
+        // Floor for the lower end, ceiling for the upper.
+        (lo >> by, (hi + (1i64 << by) - 1) >> by)
+    }
 }

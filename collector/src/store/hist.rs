@@ -18,51 +18,89 @@ pub struct ExpSide {
 
 impl ExpSide {
     fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0u64, |a, c| a.saturating_add(*c))
+    }
+
+    /// Index of the first bucket and one past the last, `by` halvings coarser (`None` when
+    /// empty). Computed in `i64`: an offset near `i32::MAX` cannot overflow.
+    fn span(&self, by: u32) -> Option<(i64, i64)> {
+        if self.counts.is_empty() {
+            return None;
+        }
+        let by = by.min(31);
+        let first = i64::from(self.offset);
+        let last = first + self.counts.len() as i64 - 1;
+        Some((first >> by, (last >> by) + 1))
     }
 
     /// The same counts at a coarser scale (`by` halvings of resolution).
     fn downscaled(&self, by: u32) -> ExpSide {
-        if by == 0 || self.counts.is_empty() {
+        let Some((first, end)) = self.span(by) else { return self.clone() };
+        if by == 0 {
             return self.clone();
         }
         let by = by.min(31);
-        let first = self.offset >> by;
-        let last = (self.offset + self.counts.len() as i32 - 1) >> by;
-        let mut counts = vec![0u64; (last - first + 1) as usize];
+        let mut counts = vec![0u64; (end - first) as usize];
         for (i, c) in self.counts.iter().enumerate() {
-            let idx = (self.offset + i as i32) >> by;
-            counts[(idx - first) as usize] += c;
+            let idx = (i64::from(self.offset) + i as i64) >> by;
+            let slot = &mut counts[(idx - first) as usize];
+            *slot = slot.saturating_add(*c);
         }
-        ExpSide { offset: first, counts }
+        // `first` is `offset >> by` of an `i32`, so it fits.
+        ExpSide { offset: i32::try_from(first).unwrap_or(self.offset), counts }
     }
 
-    /// Adds (`sign` = 1) or subtracts (saturating, `sign` = -1) another side of the same scale.
+    /// Adds (`add`) or subtracts (saturating) another side of the same scale. The union of
+    /// the two ranges is allocated: callers bound it first ([`fit_scale`]).
     fn combine(&mut self, other: &ExpSide, add: bool) {
-        if other.counts.is_empty() {
-            return;
-        }
-        if self.counts.is_empty() {
+        let Some((ofirst, oend)) = other.span(0) else { return };
+        let Some((sfirst, send)) = self.span(0) else {
             if add {
                 *self = other.clone();
             }
             return;
-        }
-        let first = self.offset.min(other.offset);
-        let last =
-            (self.offset + self.counts.len() as i32).max(other.offset + other.counts.len() as i32);
-        if first != self.offset || last != self.offset + self.counts.len() as i32 {
-            let mut counts = vec![0u64; (last - first) as usize];
-            for (i, c) in self.counts.iter().enumerate() {
-                counts[(self.offset - first) as usize + i] = *c;
-            }
-            self.offset = first;
+        };
+        let (first, end) = (sfirst.min(ofirst), send.max(oend));
+        if first != sfirst || end != send {
+            let mut counts = vec![0u64; (end - first) as usize];
+            let at = (sfirst - first) as usize;
+            counts[at..at + self.counts.len()].copy_from_slice(&self.counts);
+            self.offset = other.offset.min(self.offset);
             self.counts = counts;
         }
-        for (i, c) in other.counts.iter().enumerate() {
-            let slot = &mut self.counts[(other.offset - self.offset) as usize + i];
-            *slot = if add { *slot + c } else { slot.saturating_sub(*c) };
+        let at = (ofirst - first) as usize;
+        for (slot, c) in self.counts[at..].iter_mut().zip(&other.counts) {
+            *slot = if add { slot.saturating_add(*c) } else { slot.saturating_sub(*c) };
         }
+    }
+}
+
+/// Most buckets one side of an exponential histogram spans after a merge or a subtraction:
+/// the OTel SDKs' default `max_size`. Two histograms whose union of bucket ranges would be
+/// wider are brought to a coarser scale first, as the SDKs do, so merging memory stays bounded
+/// whatever the offsets.
+pub const MAX_EXP_BUCKETS: usize = 160;
+
+/// The scale at which `a` (at `sa`) and `b` (at `sb`) combine within [`MAX_EXP_BUCKETS`] per
+/// side: the finer of the two scales' minimum, lowered until both sides' unions fit.
+fn fit_scale(sa: i32, a: [&ExpSide; 2], sb: i32, b: [&ExpSide; 2]) -> i32 {
+    let mut s = sa.min(sb);
+    loop {
+        let fits = (0..2).all(|side| {
+            let x = a[side].span(sa.saturating_sub(s).max(0) as u32);
+            let y = b[side].span(sb.saturating_sub(s).max(0) as u32);
+            let width = match (x, y) {
+                (Some((xf, xe)), Some((yf, ye))) => xe.max(ye) - xf.min(yf),
+                (Some((f, e)), None) | (None, Some((f, e))) => e - f,
+                (None, None) => 0,
+            };
+            width <= MAX_EXP_BUCKETS as i64
+        });
+        // Past 31 halvings below both scales every side is at most two buckets wide.
+        if fits || s <= sa.min(sb).saturating_sub(32) {
+            return s;
+        }
+        s -= 1;
     }
 }
 
@@ -196,7 +234,7 @@ impl Histogram {
                 Buckets::Exponential { scale, zero_count, positive, negative },
                 Buckets::Exponential { scale: es, zero_count: ez, positive: ep, negative: en },
             ) => {
-                let s = (*scale).min(*es);
+                let s = fit_scale(*scale, [positive, negative], *es, [ep, en]);
                 let (mut p, mut n) = (
                     positive.downscaled((scale - s) as u32),
                     negative.downscaled((scale - s) as u32),
@@ -236,7 +274,7 @@ impl Histogram {
     pub fn merge(&mut self, other: &Histogram) {
         self.min = merged_extreme(self.min, self.count, other.min, other.count, f64::min);
         self.max = merged_extreme(self.max, self.count, other.max, other.count, f64::max);
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.sum += other.sum;
         match (&mut self.buckets, &other.buckets) {
             (
@@ -245,7 +283,7 @@ impl Histogram {
             ) => {
                 if (Arc::ptr_eq(bounds, ob) || bounds == ob) && counts.len() == oc.len() {
                     for (a, b) in counts.iter_mut().zip(oc) {
-                        *a += b;
+                        *a = a.saturating_add(*b);
                     }
                 } else {
                     let (nb, nc) = union_merge(bounds, counts, ob, oc);
@@ -257,7 +295,7 @@ impl Histogram {
                 Buckets::Exponential { scale, zero_count, positive, negative },
                 Buckets::Exponential { scale: os, zero_count: oz, positive: op, negative: on },
             ) => {
-                let s = (*scale).min(*os);
+                let s = fit_scale(*scale, [positive, negative], *os, [op, on]);
                 if s < *scale {
                     *positive = positive.downscaled((*scale - s) as u32);
                     *negative = negative.downscaled((*scale - s) as u32);
@@ -265,7 +303,7 @@ impl Histogram {
                 }
                 positive.combine(&op.downscaled((os - s) as u32), true);
                 negative.combine(&on.downscaled((os - s) as u32), true);
-                *zero_count += oz;
+                *zero_count = zero_count.saturating_add(*oz);
             }
             (Buckets::Explicit { bounds, counts }, Buckets::Exponential { .. }) => {
                 let (ob, oc) = other.as_explicit();
@@ -288,16 +326,21 @@ impl Histogram {
             Buckets::Exponential { .. } => {
                 let mut bounds = Vec::new();
                 let mut counts = Vec::new();
-                for (lo, hi, c) in self.ranges() {
-                    let _ = lo;
+                // Buckets whose upper bound overflows f64 belong to the open-ended ends: +Inf
+                // to the last bucket, -Inf to the first. No count is dropped.
+                let (mut below, mut above) = (0u64, 0u64);
+                for (_, hi, c) in self.ranges() {
                     if hi.is_finite() {
                         bounds.push(hi);
                         counts.push(c);
-                    } else if let Some(last) = counts.last_mut() {
-                        *last += c;
+                    } else if hi > 0.0 {
+                        above = above.saturating_add(c);
+                    } else {
+                        below = below.saturating_add(c);
                     }
                 }
-                counts.push(0);
+                counts.push(above);
+                counts[0] = counts[0].saturating_add(below);
                 (bounds.into(), counts)
             }
         }
@@ -319,15 +362,15 @@ impl Histogram {
                 let base = 2f64.powf(2f64.powi(-*scale));
                 let mut out = Vec::new();
                 for (i, c) in negative.counts.iter().enumerate().rev() {
-                    let k = negative.offset + i as i32;
-                    out.push((-base.powi(k + 1), -base.powi(k), *c));
+                    let k = negative.offset.saturating_add(i as i32);
+                    out.push((-base.powi(k.saturating_add(1)), -base.powi(k), *c));
                 }
                 if *zero_count > 0 {
                     out.push((0.0, 0.0, *zero_count));
                 }
                 for (i, c) in positive.counts.iter().enumerate() {
-                    let k = positive.offset + i as i32;
-                    out.push((base.powi(k), base.powi(k + 1), *c));
+                    let k = positive.offset.saturating_add(i as i32);
+                    out.push((base.powi(k), base.powi(k.saturating_add(1)), *c));
                 }
                 out
             }
@@ -342,7 +385,7 @@ impl Histogram {
             return None;
         }
         let ranges = self.ranges();
-        let total: u64 = ranges.iter().map(|r| r.2).sum();
+        let total = ranges.iter().fold(0u64, |t, r| t.saturating_add(r.2));
         if total == 0 {
             return None;
         }
@@ -352,7 +395,7 @@ impl Histogram {
             if c == 0 {
                 continue;
             }
-            if (seen + c) as f64 >= rank {
+            if seen.saturating_add(c) as f64 >= rank {
                 let lo = if lo.is_finite() {
                     lo
                 } else {
@@ -370,7 +413,7 @@ impl Histogram {
                 let frac = ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
                 return Some(lo + (hi - lo) * frac);
             }
-            seen += c;
+            seen = seen.saturating_add(c);
         }
         ranges.iter().rev().find(|r| r.2 > 0).map(|r| if r.1.is_finite() { r.1 } else { r.0 })
     }
@@ -379,17 +422,17 @@ impl Histogram {
     /// answer is exact to.
     pub fn quantile_bucket(&self, q: f64) -> Option<(f64, f64)> {
         let ranges = self.ranges();
-        let total: u64 = ranges.iter().map(|r| r.2).sum();
+        let total = ranges.iter().fold(0u64, |t, r| t.saturating_add(r.2));
         if total == 0 || !(0.0..=1.0).contains(&q) {
             return None;
         }
         let rank = q * total as f64;
         let mut seen = 0u64;
         for (lo, hi, c) in ranges {
-            if c > 0 && (seen + c) as f64 >= rank {
+            if c > 0 && seen.saturating_add(c) as f64 >= rank {
                 return Some((lo, hi));
             }
-            seen += c;
+            seen = seen.saturating_add(c);
         }
         None
     }
@@ -422,7 +465,7 @@ fn union_merge(ab: &[f64], ac: &[u64], bb: &[f64], bc: &[u64]) -> (Arc<[f64]>, V
                 Some(upper) => bounds.partition_point(|b| b < upper),
                 None => bounds.len(),
             };
-            counts[slot] += c;
+            counts[slot] = counts[slot].saturating_add(*c);
         }
     }
     (bounds.into(), counts)

@@ -38,6 +38,8 @@
 mod codec;
 mod disk;
 mod hist;
+#[cfg(test)]
+mod hist_props;
 mod histcol;
 mod labels;
 #[cfg(test)]
@@ -48,7 +50,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use disk::{StoreConfig, TierConfig};
-pub use hist::{Buckets, ExpSide, Histogram};
+pub use hist::{Buckets, ExpSide, Histogram, MAX_EXP_BUCKETS};
 pub(crate) use histcol::HistCols;
 pub(crate) use labels::{FxHashMap, series_hash};
 pub use labels::{Labels, SeriesKey};
@@ -179,6 +181,10 @@ pub enum Refusal {
     /// The series would exceed the configured cardinality limit.
     #[error("series limit reached")]
     Cardinality,
+    /// The request would create more new series than one request may
+    /// ([`Writer::limit_new_series`]).
+    #[error("new-series limit of this request reached")]
+    RequestSeries,
     /// Older than the newest stored point of its series.
     #[error("out-of-order point")]
     OutOfOrder,
@@ -219,7 +225,7 @@ impl RefusalCounts {
     /// Counts one refusal.
     pub fn count(&self, r: Refusal) {
         let c = match r {
-            Refusal::Cardinality => &self.cardinality,
+            Refusal::Cardinality | Refusal::RequestSeries => &self.cardinality,
             Refusal::OutOfOrder => &self.out_of_order,
             Refusal::Duplicate => &self.duplicate,
             Refusal::NonFinite => &self.non_finite,
@@ -553,7 +559,14 @@ impl Store {
     /// Starts a batch of writes. Call [`Writer::finish`] to hand its log records to the
     /// committer; the points are visible to queries as soon as each append returns.
     pub fn writer(&self) -> Writer<'_> {
-        Writer { store: self, wal: Vec::new(), accepted: 0, held: None, hold: false }
+        Writer {
+            store: self,
+            wal: Vec::new(),
+            accepted: 0,
+            held: None,
+            hold: false,
+            new_series_left: u64::MAX,
+        }
     }
 
     /// A writer for one large batch (an export request): it keeps the series index
@@ -567,6 +580,7 @@ impl Store {
             accepted: 0,
             held: self.index.read().ok(),
             hold: true,
+            new_series_left: u64::MAX,
         }
     }
 
@@ -637,9 +651,17 @@ pub struct Writer<'a> {
     /// The index read guard a batch writer keeps between appends.
     held: Option<std::sync::RwLockReadGuard<'a, Index>>,
     hold: bool,
+    /// New series this writer may still create.
+    new_series_left: u64,
 }
 
 impl Writer<'_> {
+    /// Lets this writer create at most `n` new series; appends beyond are refused with
+    /// [`Refusal::RequestSeries`] (points of known series still go in).
+    pub fn limit_new_series(&mut self, n: u64) {
+        self.new_series_left = n;
+    }
+
     /// Appends one point to the series `metric{pairs}`. `pairs` must not repeat a key (use
     /// [`sort_pairs`] to resolve duplicates); their order does not matter.
     pub fn append(
@@ -710,9 +732,13 @@ impl Writer<'_> {
                     Err(Refusal::KindConflict)
                 };
             }
+            if self.new_series_left == 0 {
+                return Err(Refusal::RequestSeries);
+            }
             if idx.series.len() >= self.store.config.max_series {
                 return Err(Refusal::Cardinality);
             }
+            self.new_series_left -= 1;
             let id = idx.series.len() as u32;
             Ok((idx.insert(id, metric, &sorted, kind), true))
         })();
