@@ -6,6 +6,7 @@ mod api_auth;
 mod closed_loop;
 mod common;
 mod crash_recovery;
+mod durability;
 mod ingest_bad_input;
 mod ingest_gzip;
 mod ingest_python;
