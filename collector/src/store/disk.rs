@@ -589,7 +589,11 @@ fn disk_failed(store: &Store, disk: &Disk, e: &StoreError) {
         );
     }
     if let Err(e) = disk.reopen() {
-        tracing::warn!(error = %e, "Store database did not reopen yet; will retry.");
+        if was_failing {
+            tracing::debug!(error = %e, "Store database did not reopen yet; will retry.");
+        } else {
+            tracing::warn!(error = %e, "Store database did not reopen yet; will retry.");
+        }
     }
 }
 
@@ -626,7 +630,8 @@ pub(crate) fn checkpoint(store: &Store, now: u64) -> Result<(), StoreError> {
     let r = checkpoint_disk(store, disk, now);
     if let Err(e) = &r {
         store.stats.errors.fetch_add(1, Ordering::Relaxed);
-        if !matches!(e, StoreError::Corrupt(_)) {
+        // A failed commit inside the checkpoint has handled the disk already.
+        if !matches!(e, StoreError::Corrupt(_)) && !store.health.is_failing() {
             let _guard = disk.commit_lock.lock();
             disk_failed(store, disk, e);
         }
@@ -643,6 +648,10 @@ struct Taken {
 
 fn checkpoint_disk(store: &Store, disk: &Disk, now: u64) -> Result<(), StoreError> {
     commit(store)?;
+    if let Some(reason) = store.unavailable() {
+        // The commit just failed over to the reserve; blocks must not use up that room.
+        return Err(StoreError::Db(format!("checkpoint skipped: {reason}")));
+    }
     let upto_seq = disk.seq.load(Ordering::Relaxed);
     let series = store.series_snapshot();
     let cfg = &store.config;
