@@ -10,6 +10,7 @@ pub mod policy;
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod dbfile;
 pub mod ingest;
 pub mod query;
 pub mod serve;

@@ -399,6 +399,7 @@ pub async fn start(
     let (mi, mq) = (ingest_stats.clone(), queries.clone());
     let extra_metrics = Arc::new(opts.extra_metrics);
     let ready_flag = ready.clone();
+    let ready_store = opts.store.clone();
     api_router = api_router
         .route(
             "/metrics",
@@ -419,11 +420,16 @@ pub async fn start(
             "/readyz",
             get(move || {
                 let r = ready_flag.load(Ordering::Relaxed);
+                // Not ready while the store cannot write: ingest refuses then, and a load
+                // balancer should send agents elsewhere.
+                let failing = ready_store.unavailable();
                 async move {
-                    if r {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                    match (r, failing) {
+                        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),
+                        (true, Some(reason)) => {
+                            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n"))
+                        }
+                        (true, None) => (StatusCode::OK, "ready\n".to_string()),
                     }
                 }
             }),

@@ -132,7 +132,7 @@ impl Journal {
     /// Open (or create) the journal at `path`; conventionally `<data-dir>/actions.redb`.
     pub fn open(path: &Path) -> Result<Self, ActuateError> {
         let db =
-            Database::create(path).map_err(|e| jerr(format!("open {}: {e}", path.display())))?;
+            crate::dbfile::open(path, &mut Database::builder()).map_err(|e| jerr(e.to_string()))?;
         let tx = db.begin_write().map_err(jerr)?;
         {
             tx.open_table(ACTIONS).map_err(jerr)?;

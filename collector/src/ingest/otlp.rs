@@ -235,12 +235,13 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
     w.limit_new_series(MAX_NEW_SERIES_PER_REQUEST);
     let mut points_left = MAX_POINTS_PER_REQUEST;
     if w.backlogged() {
-        return ExportOutcome {
-            backlogged: true,
-            message: "store is catching up; retry".into(),
-            ..Default::default()
+        let message = match store.unavailable() {
+            Some(reason) => format!("{reason}; retry"),
+            None => "store is catching up; retry".into(),
         };
+        return ExportOutcome { backlogged: true, message, ..Default::default() };
     }
+    let (oldest, newest) = store.accepted_window();
     for rm in &req.resource_metrics {
         let empty = Vec::new();
         let res_attrs = rm.resource.as_ref().map(|r| &r.attributes).unwrap_or(&empty);
@@ -300,6 +301,13 @@ pub fn export<'r>(store: &Store, req: &'r ExportMetricsServiceRequest) -> Export
                         if ts == 0 {
                             store.refusals.count(Refusal::Invalid);
                             tally.refuse(metric, "missing time_unix_nano");
+                            return;
+                        }
+                        // Outside the window the store keeps: refused with the reason.
+                        if ts < oldest || ts > newest {
+                            let r = if ts < oldest { Refusal::TooOld } else { Refusal::TooNew };
+                            store.refusals.count(r);
+                            tally.refuse(metric, &r.to_string());
                             return;
                         }
                         // Fast path: string attributes whose keys the resource does not repeat.

@@ -226,6 +226,17 @@ pub fn check_text(file: &Path, text: &str) -> (Option<Policy>, Option<Node>, Vec
             return (None, None, out);
         }
     };
+    if let Some((line, col)) = second_document(text) {
+        out.push(diag(
+            file,
+            line,
+            col,
+            Severity::Error,
+            "",
+            "a second YAML document: a policy file holds one policy (put each in its own file)",
+        ));
+    }
+    out.extend(non_finite_numbers(file, &node, ""));
     let doc: PolicyDoc = match marked_yaml::from_node(&node) {
         Ok(doc) => doc,
         Err(e) => {
@@ -275,6 +286,93 @@ pub fn parse_node(text: &str) -> Result<Node, (usize, usize, String)> {
         let (line, col) = mark.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
         (line, col, message)
     })
+}
+
+/// Where a second document starts (line, column), if the text has one. marked-yaml reads the
+/// first document only; a policy after a `---` would be ignored without a word.
+fn second_document(text: &str) -> Option<(usize, usize)> {
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+    /// Start marks of the documents that hold something (a bare trailing `---` does not).
+    #[derive(Default)]
+    struct Docs {
+        start: Option<(usize, usize)>,
+        with_content: Vec<(usize, usize)>,
+    }
+    impl MarkedEventReceiver for Docs {
+        fn on_event(&mut self, ev: Event, mark: yaml_rust2::scanner::Marker) {
+            let content = match ev {
+                Event::DocumentStart => {
+                    self.start = Some((mark.line(), mark.col() + 1));
+                    false
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => true,
+                Event::Scalar(v, ..) => !v.is_empty() && v != "~" && v != "null",
+                _ => false,
+            };
+            if content {
+                if let Some(start) = self.start.take() {
+                    self.with_content.push(start);
+                }
+            }
+        }
+    }
+    let mut docs = Docs::default();
+    // A syntax error is reported by `parse_node`; here only the documents before it count.
+    let _ = Parser::new_from_str(text).load(&mut docs, true);
+    docs.with_content.get(1).copied()
+}
+
+/// Numbers YAML reads as infinite or NaN (`1e400`, `.inf`, `.nan`): every number in a policy
+/// must be finite, and serde would otherwise take `1e400` as infinity without complaint.
+fn non_finite_numbers(file: &Path, node: &Node, path: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match node {
+        Node::Scalar(s) if s.may_coerce() => {
+            let t = s.as_str().trim();
+            let number_like = t
+                .trim_start_matches(['+', '-'])
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || c == '.');
+            let non_finite = if t.trim_start_matches(['+', '-']).starts_with('.') {
+                matches!(
+                    t.trim_start_matches(['+', '-']),
+                    ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN"
+                )
+            } else {
+                number_like && t.parse::<f64>().is_ok_and(|v| !v.is_finite())
+            };
+            if non_finite {
+                let (line, col) =
+                    s.span().start().map(|m| (m.line(), m.column())).unwrap_or((1, 1));
+                out.push(diag(
+                    file,
+                    line,
+                    col,
+                    Severity::Error,
+                    path,
+                    format!("number {t} is out of range (a finite number is required)"),
+                ));
+            }
+        }
+        Node::Scalar(_) => {}
+        Node::Mapping(m) => {
+            for (k, v) in m.iter() {
+                let p = if path.is_empty() {
+                    k.as_str().to_owned()
+                } else {
+                    format!("{path}.{}", k.as_str())
+                };
+                out.extend(non_finite_numbers(file, v, &p));
+            }
+        }
+        Node::Sequence(seq) => {
+            for (i, v) in seq.iter().enumerate() {
+                out.extend(non_finite_numbers(file, v, &format!("{path}[{i}]")));
+            }
+        }
+    }
+    out
 }
 
 /// marked-yaml's error text without the path prefix it adds, starting lower-case.
@@ -616,6 +714,13 @@ impl Checker<'_> {
         }
         if c.pods == Some(0) || c.percent == Some(0.0) {
             self.err(path, "a change of 0 does nothing");
+        }
+        // Replica counts are u32; a change beyond that range is a typo, not a policy.
+        if let Some(p) = c.pods.filter(|p| p.unsigned_abs() > u64::from(u32::MAX)) {
+            self.err(
+                &format!("{path}.pods"),
+                format!("{p} is out of range: a replica change lies within ±{}", u32::MAX),
+            );
         }
     }
 

@@ -32,6 +32,9 @@ pub enum PersistError {
         #[source]
         source: redb::Error,
     },
+    /// The file is empty or damaged (the message says what to do).
+    #[error(transparent)]
+    File(#[from] crate::dbfile::DbFileError),
     /// A record did not encode or decode.
     #[error("policy state record: {0}")]
     Codec(#[from] serde_json::Error),
@@ -100,7 +103,7 @@ impl PolicyStore {
         let p = path.display().to_string();
         let err = |e: redb::Error| PersistError::Db { path: p.clone(), source: e };
         std::fs::create_dir_all(dir).map_err(|e| err(redb::Error::Io(e)))?;
-        let db = Database::create(&path).map_err(|e| err(e.into()))?;
+        let db = crate::dbfile::open(&path, &mut Database::builder())?;
         let store = Self { db, path: p };
         // Create the tables so reads never meet a missing table.
         store.write(|txn| {

@@ -503,7 +503,7 @@ impl<'q> Grouper<'q> {
 impl Store {
     /// Series ids matching a selector, with their series.
     pub(crate) fn matching(&self, sel: &Selector) -> Vec<Arc<Series>> {
-        let Ok(idx) = self.index.read() else { return Vec::new() };
+        let idx = self.index.read();
         let Some(mi) = idx.by_metric.get(sel.metric.as_str()) else { return Vec::new() };
         // Intersect equality postings (smallest first), then filter by the other matchers.
         let mut eq_lists: Vec<&Vec<u32>> = Vec::new();
@@ -540,14 +540,14 @@ impl Store {
                 metric: s.metric.to_string(),
                 labels: s.labels.clone(),
                 kind: s.kind,
-                last_ts: s.data.read().map(|d| d.last_ts).unwrap_or(0),
+                last_ts: s.data.read().last_ts,
             })
             .collect()
     }
 
     /// Metric names known to the store, with their kind and series count.
     pub fn metrics(&self) -> Vec<(String, SeriesKind, usize)> {
-        let Ok(idx) = self.index.read() else { return Vec::new() };
+        let idx = self.index.read();
         let mut v: Vec<_> = idx
             .by_metric
             .iter()
@@ -566,7 +566,7 @@ impl Store {
         b: u64,
         want_hist: bool,
     ) -> Result<(Vec<AggPoint>, f64), QueryError> {
-        let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+        let d = s.data.read();
         let mut out = Vec::new();
         let mut fallback = d.base_total;
         if a < d.mem_start && d.older_on_disk {
@@ -632,7 +632,7 @@ impl Store {
         want_hist: bool,
     ) -> Result<SeriesAcc, QueryError> {
         {
-            let d = s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+            let d = s.data.read();
             if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
                 let mem = Mem { ts: &d.ts, vals: &d.vals, hists: &d.hists, rollups: &d.rollups };
                 return Ok(accumulate(&mem, a, b, d.base_total, want_hist));
@@ -752,8 +752,7 @@ impl Store {
             let g = &mut grouper.groups[slot];
             if let (Stat::Quantile(_), SeriesKind::Gauge, None) = (q.stat, s.kind, q.across) {
                 // Exact quantile over every sample of the group.
-                let d =
-                    s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+                let d = s.data.read();
                 let before = g.samples.len();
                 if a >= d.mem_start || self.disk.is_none() || !d.older_on_disk {
                     let i0 = d.ts.partition_point(|t| *t < a);
@@ -889,8 +888,7 @@ impl Store {
         let mut out = Vec::new();
         for s in self.matching(sel) {
             let first = {
-                let d =
-                    s.data.read().map_err(|_| QueryError::Bad("series lock poisoned".into()))?;
+                let d = s.data.read();
                 if d.mem_start == 0 || self.disk.is_none() {
                     Some(d.ts.first().copied())
                 } else {

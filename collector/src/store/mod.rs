@@ -25,9 +25,13 @@
 //! through a [`Writer`], which also appends a compact record to the write-ahead log; a
 //! committer task writes the log to redb with an fsync every `commit_interval` (≤ 1 s, default
 //! 200 ms), so `kill -9` loses at most that much acknowledged data. A checkpoint (every
-//! `checkpoint_interval`) moves in-memory points into compressed blocks (tier 0, raw), builds
-//! the downsampled tiers (10 s and 1 min aggregates), applies retention by age and by bytes,
-//! and truncates the log, all in one redb transaction. Points older than `memory_window` are
+//! `checkpoint_interval`, in its own task) moves in-memory points into compressed blocks
+//! (tier 0, raw) and truncates the log in one redb transaction, then builds the downsampled
+//! tiers (10 s and 1 min aggregates) a bounded number of spans per transaction, then applies
+//! retention by age and by bytes, so a commit never waits for a whole checkpoint. When a
+//! commit fails (a full disk), the store refuses writes until it recovers by itself; see
+//! [`Store::unavailable`] and the `disk` module. Ingest accepts timestamps within
+//! [`Store::accepted_window`] only. Points older than `memory_window` are
 //! dropped from memory once on disk; queries read disk blocks transparently for older ranges,
 //! choosing the finest tier still retained.
 //!
@@ -45,8 +49,10 @@ mod labels;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 
 pub use disk::{StoreConfig, TierConfig};
@@ -62,14 +68,21 @@ use crate::clock::SharedClock;
 /// Errors from opening or persisting the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The redb database could not be opened or created.
-    #[error("open store database {path}")]
-    Open {
+    /// The database file is empty, damaged or cannot be opened (the message says what to do).
+    #[error(transparent)]
+    File(#[from] crate::dbfile::DbFileError),
+    /// The database opened but what it holds could not be read back.
+    #[error(
+        "{path}: cannot read the stored data back ({detail}). The file is damaged and its data \
+         cannot be recovered by the collector. Keep a copy for inspection, move it aside \
+         (`mv {path} {path}.bad`) and start again to create a new, empty store, or restore it \
+         from a backup"
+    )]
+    Unreadable {
         /// The database file.
         path: String,
-        /// Why.
-        #[source]
-        source: redb::DatabaseError,
+        /// What failed.
+        detail: String,
     },
     /// A redb operation failed.
     #[error("store database: {0}")]
@@ -200,6 +213,12 @@ pub enum Refusal {
     /// Malformed point (bad histogram layout, unsupported attribute type, missing value).
     #[error("invalid point")]
     Invalid,
+    /// Timestamp older than `store.max_point_age` before now.
+    #[error("timestamp older than store.max_point_age")]
+    TooOld,
+    /// Timestamp more than `store.max_point_ahead` after now.
+    #[error("timestamp further ahead than store.max_point_ahead")]
+    TooNew,
 }
 
 /// Counts of refused points by reason, plus what was accepted. Visible in `/metrics`.
@@ -219,6 +238,10 @@ pub struct RefusalCounts {
     pub kind_conflict: AtomicU64,
     /// Refused: malformed.
     pub invalid: AtomicU64,
+    /// Refused: timestamp before the accepted window.
+    pub too_old: AtomicU64,
+    /// Refused: timestamp after the accepted window.
+    pub too_new: AtomicU64,
 }
 
 impl RefusalCounts {
@@ -231,6 +254,8 @@ impl RefusalCounts {
             Refusal::NonFinite => &self.non_finite,
             Refusal::KindConflict => &self.kind_conflict,
             Refusal::Invalid => &self.invalid,
+            Refusal::TooOld => &self.too_old,
+            Refusal::TooNew => &self.too_new,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -244,6 +269,8 @@ impl RefusalCounts {
             ("non_finite", self.non_finite.load(Ordering::Relaxed)),
             ("kind_conflict", self.kind_conflict.load(Ordering::Relaxed)),
             ("invalid", self.invalid.load(Ordering::Relaxed)),
+            ("too_old", self.too_old.load(Ordering::Relaxed)),
+            ("too_new", self.too_new.load(Ordering::Relaxed)),
         ]
     }
 }
@@ -522,6 +549,31 @@ pub struct Store {
     pub refusals: RefusalCounts,
     pub(crate) clock: SharedClock,
     pub(crate) stats: disk::DiskStats,
+    pub(crate) health: Health,
+}
+
+/// Whether the store can write to disk. While it cannot, ingest refuses new data (agents keep
+/// it and retry) and `/readyz` says not ready, so nothing is acknowledged that could be lost.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    failing: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Health {
+    pub(crate) fn fail(&self, reason: String) {
+        *self.reason.lock() = reason;
+        self.failing.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn recover(&self) {
+        self.failing.store(false, Ordering::Release);
+        self.reason.lock().clear();
+    }
+
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
 }
 
 impl Store {
@@ -537,6 +589,7 @@ impl Store {
             refusals: RefusalCounts::default(),
             clock,
             stats: disk::DiskStats::default(),
+            health: Health::default(),
         }
     }
 
@@ -578,24 +631,37 @@ impl Store {
             store: self,
             wal: Vec::new(),
             accepted: 0,
-            held: self.index.read().ok(),
+            held: Some(self.index.read()),
             hold: true,
             new_series_left: u64::MAX,
         }
     }
 
+    /// Why the store cannot take writes now (the disk failed a commit and has not recovered),
+    /// or `None` when it can. Ingest answers "unavailable, retry" and `/readyz` not ready while
+    /// this is `Some`.
+    pub fn unavailable(&self) -> Option<String> {
+        self.health.is_failing().then(|| self.health.reason.lock().clone())
+    }
+
+    /// The timestamps ingest accepts now: `[now - max_point_age, now + max_point_ahead]`.
+    pub fn accepted_window(&self) -> (u64, u64) {
+        let now = self.clock.now();
+        (
+            before(now, self.config.max_point_age.get()),
+            now.saturating_add(self.config.max_point_ahead.get().as_nanos() as u64),
+        )
+    }
+
     /// Number of series.
     pub fn series_count(&self) -> usize {
-        self.index.read().map(|i| i.series.len()).unwrap_or(0)
+        self.index.read().series.len()
     }
 
     /// Number of points held in memory.
     pub fn memory_points(&self) -> usize {
-        let series: Vec<Arc<Series>> = match self.index.read() {
-            Ok(i) => i.series.clone(),
-            Err(_) => return 0,
-        };
-        series.iter().map(|s| s.data.read().map(|d| d.ts.len()).unwrap_or(0)).sum()
+        let series: Vec<Arc<Series>> = self.index.read().series.clone();
+        series.iter().map(|s| s.data.read().ts.len()).sum()
     }
 
     /// Bytes kept on disk (blocks plus log), as tracked by the store.
@@ -616,11 +682,11 @@ impl Store {
 
     /// Nodes seen, with their last-seen time.
     pub fn nodes(&self) -> Vec<Arc<NodeEntry>> {
-        self.index.read().map(|i| i.nodes.clone()).unwrap_or_default()
+        self.index.read().nodes.clone()
     }
 
     pub(crate) fn series_snapshot(&self) -> Vec<Arc<Series>> {
-        self.index.read().map(|i| i.series.clone()).unwrap_or_default()
+        self.index.read().series.clone()
     }
 
     /// Writes the pending log records to disk now (the committer does this every
@@ -649,7 +715,7 @@ pub struct Writer<'a> {
     wal: Vec<u8>,
     accepted: u64,
     /// The index read guard a batch writer keeps between appends.
-    held: Option<std::sync::RwLockReadGuard<'a, Index>>,
+    held: Option<parking_lot::RwLockReadGuard<'a, Index>>,
     hold: bool,
     /// New series this writer may still create.
     new_series_left: u64,
@@ -705,7 +771,7 @@ impl Writer<'_> {
             let idx: &Index = match &self.held {
                 Some(g) => g,
                 None => {
-                    guard = self.store.index.read().map_err(|_| Refusal::Invalid)?;
+                    guard = self.store.index.read();
                     &guard
                 }
             };
@@ -724,7 +790,7 @@ impl Writer<'_> {
         let mut sorted: Vec<(&str, &str)> = pairs.to_vec();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let r = (|| {
-            let mut idx = self.store.index.write().map_err(|_| Refusal::Invalid)?;
+            let mut idx = self.store.index.write();
             if let Some(s) = idx.lookup(key) {
                 return if s.kind == kind {
                     Ok((s.clone(), false))
@@ -749,7 +815,7 @@ impl Writer<'_> {
             s
         });
         if self.hold {
-            self.held = self.store.index.read().ok();
+            self.held = Some(self.store.index.read());
         }
         r
     }
@@ -785,7 +851,7 @@ impl Writer<'_> {
             }
         }
         let series = self.resolve(metric, key, pairs, value.kind())?;
-        let mut d = series.data.write().map_err(|_| Refusal::Invalid)?;
+        let mut d = series.data.write();
         if d.last_ts != 0 {
             if ts == d.last_ts {
                 return Err(Refusal::Duplicate);
@@ -794,8 +860,18 @@ impl Writer<'_> {
                 return Err(Refusal::OutOfOrder);
             }
         }
-        apply(&mut d, ts, value, Some((&mut self.wal, series.id)));
+        // A point that makes the arithmetic fail is refused, not a failed request: the lock is
+        // released as the panic unwinds (parking_lot locks do not poison), and the log only
+        // gets the point's record once it was applied.
+        let wal_len = self.wal.len();
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply(&mut d, ts, value, Some((&mut self.wal, series.id)))
+        }));
         drop(d);
+        if applied.is_err() {
+            self.wal.truncate(wal_len);
+            return Err(Refusal::Invalid);
+        }
         if let Some(seen) = &series.node_seen {
             seen.fetch_max(ts, Ordering::Relaxed);
         }
@@ -817,26 +893,19 @@ impl Writer<'_> {
         if self.store.disk.is_none() || wal.is_empty() {
             return true;
         }
-        match self.store.wal.lock() {
-            Ok(mut w) => {
-                if w.is_empty() {
-                    self.store.wal_pending_since.store(self.store.clock.now(), Ordering::Relaxed);
-                }
-                w.extend_from_slice(&wal);
-                w.len() <= self.store.config.max_pending_log_bytes
-            }
-            Err(_) => false,
+        let mut w = self.store.wal.lock();
+        if w.is_empty() {
+            self.store.wal_pending_since.store(self.store.clock.now(), Ordering::Relaxed);
         }
+        w.extend_from_slice(&wal);
+        w.len() <= self.store.config.max_pending_log_bytes
     }
 
-    /// Whether the committer is behind (the log buffer is over its bound): ingest should
-    /// answer "unavailable, retry" before taking more.
+    /// Whether the committer is behind (the log buffer is over its bound) or the disk is
+    /// failing: ingest should answer "unavailable, retry" before taking more.
     pub fn backlogged(&self) -> bool {
-        self.store
-            .wal
-            .lock()
-            .map(|w| w.len() > self.store.config.max_pending_log_bytes)
-            .unwrap_or(true)
+        self.store.health.is_failing()
+            || self.store.wal.lock().len() > self.store.config.max_pending_log_bytes
     }
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod closed_loop;
 mod common;
 mod crash_recovery;
+mod durability;
 mod fuzz_corpus;
 mod ingest_bad_input;
 mod ingest_gzip;

@@ -53,6 +53,9 @@ fn broken_policies_report_what_a_user_sees() {
     let cases: &[(&str, &[&str])] = &[
         ("bad_duration.yaml", &[EXPECT_BAD_DURATION]),
         ("bad_yaml.yaml", &[EXPECT_BAD_YAML]),
+        ("huge_pods.yaml", &[EXPECT_HUGE_PODS]),
+        ("huge_value.yaml", &[EXPECT_HUGE_VALUE]),
+        ("second_document.yaml", &[EXPECT_SECOND_DOCUMENT]),
         ("several_errors.yaml", EXPECT_SEVERAL),
         ("two_thresholds.yaml", &[EXPECT_TWO_THRESHOLDS]),
         ("unknown_field.yaml", &[EXPECT_UNKNOWN_FIELD]),
@@ -150,6 +153,11 @@ fn check_and_test_speak_json() {
 const EXPECT_BAD_DURATION: &str = "bad_duration.yaml:9:66: spec.scale.metrics[0].signal.window: invalid duration \"30 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write it like 30s, 5m, 1h30m or 250ms)";
 const EXPECT_BAD_YAML: &str =
     "bad_yaml.yaml:10:12: invalid YAML: while parsing a block mapping, did not find expected key";
+// Regressions: `pods` beyond any replica count, a number YAML reads as infinity, and a second
+// policy after `---` were all accepted (the second document silently ignored).
+const EXPECT_HUGE_PODS: &str = "huge_pods.yaml:10:24: spec.scale.steps[0].change.pods: -99999999999999 is out of range: a replica change lies within ±4294967295";
+const EXPECT_HUGE_VALUE: &str = "huge_value.yaml:10:25: spec.scale.metrics[0].target.value: number 1e400 is out of range (a finite number is required)";
+const EXPECT_SECOND_DOCUMENT: &str = "second_document.yaml:12:1: a second YAML document: a policy file holds one policy (put each in its own file)";
 const EXPECT_SEVERAL: &[&str] = &[
     "several_errors.yaml:7:10: spec.target.min: min 10 is greater than max 2",
     "several_errors.yaml:14:52: spec.scale.metrics[0].signal.stat: unknown statistic \"median\": use mean, min, max, sum, count, last, rate, increase or a quantile like p95",
