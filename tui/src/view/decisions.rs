@@ -74,7 +74,13 @@ fn outcome(d: &DecisionView) -> Span<'static> {
             Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
         ),
         DecisionOutcome::NoAction(why) => {
-            Span::styled(format!("{prefix}no action: {why}"), Style::new().fg(Color::DarkGray))
+            // The engine's reasons already read "no action because …".
+            let text = if why.starts_with("no action") {
+                format!("{prefix}{why}")
+            } else {
+                format!("{prefix}no action: {why}")
+            };
+            Span::styled(text, Style::new().fg(Color::DarkGray))
         }
     }
 }

@@ -393,7 +393,14 @@ fn decisions_json() -> String {
     let p = policies_json();
     let v: serde_json::Value = serde_json::from_str(&p).unwrap();
     let d = v["policies"][0]["rules"][0]["last_decision"].clone();
-    serde_json::json!({ "decisions": [d] }).to_string()
+    // An earlier evaluation that did not act, with the engine's reason.
+    let mut held = d.clone();
+    held["time"] = serde_json::json!(NOW - 60 * S);
+    held["action"] = serde_json::json!({"type": "none"});
+    held["reason"] = serde_json::json!("no action because of min/max: bounds 1..=2");
+    held["key"] = serde_json::Value::Null;
+    held["outcome"] = serde_json::Value::Null;
+    serde_json::json!({ "decisions": [d, held] }).to_string()
 }
 
 // Regression: a rule whose actuator failed showed `ok`, with the failure nowhere on screen,
@@ -444,6 +451,9 @@ async fn a_rule_whose_actuator_fails_says_failed_and_why() {
                 .contains("FAILED scale resnet-serving 2 -> 4"),
             "{text}"
         );
+        // Regression: the log read "no action: no action because …".
+        assert!(!text.contains("no action: no action"), "{text}");
+        assert!(text.contains("no action because of min/max"), "{text}");
     }
 }
 
