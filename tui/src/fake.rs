@@ -379,6 +379,7 @@ impl FakeFleet {
                     scored: 212.0,
                     problem: None,
                 }),
+                problem: None,
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
@@ -397,6 +398,7 @@ impl FakeFleet {
                     reason: "rate limit 4 pods/15s".to_owned(),
                 },
                 forecast: None,
+                problem: None,
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
@@ -423,6 +425,7 @@ impl FakeFleet {
                     reason: "cooldown 24h".to_owned(),
                 },
                 forecast: None,
+                problem: None,
             },
             RuleView {
                 policy: "efficientnet-serving".to_owned(),
@@ -446,6 +449,7 @@ impl FakeFleet {
                     scored: 0.0,
                     problem: Some("4m of history, fewer than minHistory 30m".to_owned()),
                 }),
+                problem: None,
             },
             RuleView {
                 policy: "yolo-serving".to_owned(),
@@ -461,6 +465,7 @@ impl FakeFleet {
                 replicas: Some(Replicas { current: 3, desired: 3, min: 3, max: 10 }),
                 next_action: NextAction::Blocked("missing data: hold".to_owned()),
                 forecast: None,
+                problem: None,
             },
             RuleView {
                 policy: "yolo-serving".to_owned(),
@@ -476,6 +481,7 @@ impl FakeFleet {
                 replicas: None,
                 next_action: NextAction::Blocked("budget 3/3 runs per 30d spent".to_owned()),
                 forecast: None,
+                problem: None,
             },
         ]
     }
@@ -512,6 +518,7 @@ impl FakeFleet {
                             actuator: "kubernetes".to_owned(),
                             attempts: 1 + (seq % 3) as u32,
                             status: "applied".to_owned(),
+                            failed: false,
                             remote_ids: vec![format!("infer/resnet generation {}", 40 + seq % 100)],
                         }),
                         job: None,
@@ -555,6 +562,7 @@ impl FakeFleet {
                             actuator: "github-workflow".to_owned(),
                             attempts: 2,
                             status: "applied after 1 retry (502)".to_owned(),
+                            failed: false,
                             remote_ids: vec![format!("run {}", 9_000_000 + seq % 1000)],
                         }),
                         job: (seq % 8 == 2).then(|| JobStatus {

@@ -21,17 +21,18 @@ use stoker_collector::api::types::{
 };
 use stoker_collector::policy::api::{
     ActionsResponse, DecisionsResponse, ForecastStatus, PoliciesResponse,
-    RuleState as WireRuleState,
+    RuleState as WireRuleState, RuleStatus,
 };
-use stoker_collector::policy::engine::{Action, Decision, RuleKind as WireRuleKind};
+use stoker_collector::policy::engine::{Action, Decision, OutcomeStatus, RuleKind as WireRuleKind};
 
 use crate::client::{Need, Snapshot, Source, SourceError};
 use crate::model::{
     ActuatorOutcome, Anomaly, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
     DecisionView, FleetRow, ForecastView, GpuStatus, GpuView, JobStatus, LatencyHistory,
     ModelVersionView, ModelView, NextAction, NodeDetail, NodeHealth, Percentiles, ProcessView,
-    RuleInput, RuleKind, RuleState, RuleView, Series, ServiceView, Unit, XidEvent,
+    RuleInput, RuleKind, RuleProblem, RuleState, RuleView, Series, ServiceView, Unit, XidEvent,
 };
+use crate::outcome;
 
 /// Per-request timeout: the fetch loop has its own overall timeout; this one keeps a single
 /// stuck connection from holding a whole refresh.
@@ -116,6 +117,16 @@ impl HttpSource {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, SourceError> {
+        let body = self.get_body(path, query).await?;
+        serde_json::from_slice(&body).map_err(|e| SourceError::Decode(format!("{path}: {e}")))
+    }
+
+    /// The body of a successful answer to `GET path?query`.
+    async fn get_body(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<bytes::Bytes, SourceError> {
         let mut url = self
             .base
             .join(path)
@@ -141,7 +152,7 @@ impl HttpSource {
         if !status.is_success() {
             return Err(SourceError::Status { status: status.as_u16(), path: path.to_owned() });
         }
-        serde_json::from_slice(&body).map_err(|e| SourceError::Decode(format!("{path}: {e}")))
+        Ok(body)
     }
 
     async fn query(&self, p: QueryParams) -> Result<QueryResponse, SourceError> {
@@ -312,8 +323,7 @@ impl HttpSource {
             instant(&on("inference.request.duration", ""), "p50", svc, None),
             instant(&on("inference.request.duration", ""), "p95", svc, None),
             instant(&on("inference.request.duration", ""), "p99", svc, None),
-            instant(&on("inference.requests", ""), "rate", svc, None),
-            instant(&on("inference.requests", "outcome!=\"success\""), "rate", svc, None),
+            instant(&on("inference.requests", ""), "rate", &with_error_keys(svc), None),
         ];
         let (r, anomalies) = futures_util::future::try_join(
             try_join_all(qs.into_iter().map(|p| self.query(p))),
@@ -414,7 +424,7 @@ impl HttpSource {
         gpus.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.uuid.cmp(&b.uuid)));
         let first = |q: &QueryResponse| instant_groups(q).first().map(|g| g.value);
         let processes = processes(&r[13], &r[14], &r[15], &r[16]);
-        let services = services(&r[17..22]);
+        let services = services(&r[17..20], &r[20]);
         Ok(Snapshot::Node(NodeDetail {
             node: node.to_owned(),
             last_seen,
@@ -434,12 +444,18 @@ impl HttpSource {
         let lat = "inference.request.duration";
         let conf = "inference.prediction.confidence";
         let whole = format!("{}s", win.as_secs().max(1));
+        // The values "now" come from the same instant queries, over the same window, as the
+        // Node screen's service rows, so the two screens show the same numbers; the range
+        // queries only draw the histories.
         let mut qs = vec![
             ranged(lat, "p50", by, win, step),
             ranged(lat, "p95", by, win, step),
             ranged(lat, "p99", by, win, step),
             ranged("inference.requests", "rate", by, win, step),
-            instant("inference.requests{outcome!=\"success\"}", "rate", by, None),
+            instant(lat, "p50", by, None),
+            instant(lat, "p95", by, None),
+            instant(lat, "p99", by, None),
+            instant("inference.requests", "rate", &with_error_keys(by), None),
             window(instant(conf, "mean", by, None), &whole),
             window(instant(conf, "count", by, None), &whole),
             window(
@@ -454,8 +470,13 @@ impl HttpSource {
         );
         let r = try_join_all(qs.into_iter().map(|p| self.query(p))).await?;
         type Key = (String, String);
+        // A model is known by its name; a version it does not report is "" (as on the Node
+        // screen), not a reason to leave the model out.
         let key = |g: &BTreeMap<String, String>| -> Option<Key> {
-            Some((g.get("model.name")?.clone(), g.get("model.version")?.clone()))
+            Some((
+                g.get("model.name")?.clone(),
+                g.get("model.version").cloned().unwrap_or_default(),
+            ))
         };
         let mut versions: BTreeMap<Key, ModelVersionView> = BTreeMap::new();
         let blank = |k: &Key| ModelVersionView {
@@ -479,24 +500,40 @@ impl HttpSource {
                     v.first_seen = if v.first_seen == 0 { t } else { v.first_seen.min(t) };
                 }
                 match i {
-                    0 => {
-                        v.latency.p50 = s.last();
-                        v.latency_history.p50 = s;
-                    }
-                    1 => {
-                        v.latency.p95 = s.last();
-                        v.latency_history.p95 = s;
-                    }
-                    2 => {
-                        v.latency.p99 = s.last();
-                        v.latency_history.p99 = s;
-                    }
-                    _ => {
-                        v.rate_rps = s.last();
-                        v.rate_history = s;
-                    }
+                    0 => v.latency_history.p50 = s,
+                    1 => v.latency_history.p95 = s,
+                    2 => v.latency_history.p99 = s,
+                    _ => v.rate_history = s,
                 }
             }
+        }
+        for (i, q) in r.iter().enumerate().skip(4).take(3) {
+            for g in instant_groups(q) {
+                let Some(k) = key(&g.group) else { continue };
+                let v = versions.entry(k.clone()).or_insert_with(|| blank(&k));
+                if v.first_seen == 0 {
+                    v.first_seen = q.time_unix_nano;
+                }
+                let x = Some(g.value);
+                match i {
+                    4 => v.latency.p50 = x,
+                    5 => v.latency.p95 = x,
+                    _ => v.latency.p99 = x,
+                }
+            }
+        }
+        for (k, (rate, errors)) in request_rates(&r[7], &["model.name", "model.version"]) {
+            let [name, version] = <[String; 2]>::try_from(k).unwrap_or_default();
+            if name.is_empty() {
+                continue;
+            }
+            let k = (name, version);
+            let v = versions.entry(k.clone()).or_insert_with(|| blank(&k));
+            if v.first_seen == 0 {
+                v.first_seen = r[7].time_unix_nano;
+            }
+            v.rate_rps = Some(rate);
+            v.errors_rps = Some(errors);
         }
         let at = |i: usize, k: &Key| {
             instant_groups(&r[i])
@@ -505,15 +542,14 @@ impl HttpSource {
                 .map(|g| g.value)
         };
         for (k, v) in &mut versions {
-            v.errors_rps = at(4, k).or(v.rate_rps.map(|_| 0.0));
             let quantiles: Vec<(f64, f64)> = CONFIDENCE_QUANTILES
                 .iter()
                 .enumerate()
-                .filter_map(|(i, &q)| at(8 + i, k).map(|x| (q, x)))
+                .filter_map(|(i, &q)| at(11 + i, k).map(|x| (q, x)))
                 .collect();
-            v.confidence = confidence(at(6, k), at(5, k), &quantiles);
+            v.confidence = confidence(at(9, k), at(8, k), &quantiles);
             let (mut right, mut total) = (0.0, 0.0);
-            for g in instant_groups(&r[7]) {
+            for g in instant_groups(&r[10]) {
                 if key(&g.group).as_ref() == Some(k) {
                     total += g.value;
                     if g.group.get("correct").map(String::as_str) == Some("true") {
@@ -545,13 +581,21 @@ impl HttpSource {
     }
 
     async fn policies(&self) -> Result<Snapshot, SourceError> {
-        let p: PoliciesResponse = self.get("/api/v1/policies", &[]).await?;
+        let path = "/api/v1/policies";
+        let body = self.get_body(path, &[]).await?;
+        let p: PoliciesResponse = serde_json::from_slice(&body)
+            .map_err(|e| SourceError::Decode(format!("{path}: {e}")))?;
+        // Read apart, so a collector that sends none of these fields (or sends them in a shape
+        // this build does not know) still fills the screen.
+        let extra: PoliciesExtra = serde_json::from_slice(&body).unwrap_or_default();
         let rules = p
             .policies
             .iter()
-            .flat_map(|pol| {
-                pol.rules.iter().map(move |r| {
-                    let mut v = rule_view(&pol.name, r);
+            .enumerate()
+            .flat_map(|(i, pol)| {
+                let extra = extra.policies.get(i);
+                pol.rules.iter().enumerate().map(move |(j, r)| {
+                    let mut v = rule_view(&pol.name, r, extra.and_then(|e| e.rules.get(j)));
                     if v.kind == RuleKind::Scale {
                         v.forecast = pol.forecast.as_ref().map(forecast_view);
                     }
@@ -697,43 +741,65 @@ fn processes(
     v
 }
 
-/// `r` holds p50, p95, p99, rate and error rate, each grouped by service, model and version.
-fn services(r: &[QueryResponse]) -> Vec<ServiceView> {
+/// `group_by` with the attributes [`outcome::is_error`] reads, so that one rate query answers
+/// both the request rate and the error rate.
+fn with_error_keys(group_by: &str) -> String {
+    format!("{group_by},{}", outcome::ERROR_KEYS.join(","))
+}
+
+/// A request rate query grouped by `keys` and [`outcome::ERROR_KEYS`], summed back onto the
+/// values of `keys` (an absent attribute as ""): `(requests/s, failed requests/s)`.
+fn request_rates(r: &QueryResponse, keys: &[&str]) -> BTreeMap<Vec<String>, (f64, f64)> {
+    let mut out: BTreeMap<Vec<String>, (f64, f64)> = BTreeMap::new();
+    for g in instant_groups(r) {
+        let k = keys.iter().map(|k| g.group.get(*k).cloned().unwrap_or_default()).collect();
+        let e = out.entry(k).or_default();
+        e.0 += g.value;
+        if outcome::is_error(&g.group) {
+            e.1 += g.value;
+        }
+    }
+    out
+}
+
+/// `latency` holds p50, p95 and p99 grouped by service, model and version; `requests` the
+/// request rate grouped by those and [`outcome::ERROR_KEYS`].
+fn services(latency: &[QueryResponse], requests: &QueryResponse) -> Vec<ServiceView> {
     type Key = (String, String, String);
-    let key = |g: &InstantGroup| -> Key {
-        let l = |k: &str| g.group.get(k).cloned().unwrap_or_default();
-        (l("service.name"), l("model.name"), l("model.version"))
+    let blank = |k: Key| ServiceView {
+        name: k.0,
+        model: k.1,
+        version: k.2,
+        rate_rps: None,
+        errors_rps: None,
+        latency: Percentiles::default(),
     };
     let mut out: BTreeMap<Key, ServiceView> = BTreeMap::new();
-    for (i, q) in r.iter().enumerate() {
+    for (i, q) in latency.iter().enumerate() {
         for g in instant_groups(q) {
-            let k = key(g);
-            let s = out.entry(k.clone()).or_insert_with(|| ServiceView {
-                name: k.0,
-                model: k.1,
-                version: k.2,
-                rate_rps: None,
-                errors_rps: None,
-                latency: Percentiles::default(),
-            });
+            let l = |k: &str| g.group.get(k).cloned().unwrap_or_default();
+            let k = (l("service.name"), l("model.name"), l("model.version"));
+            let s = out.entry(k.clone()).or_insert_with(|| blank(k));
             let x = Some(g.value);
             match i {
                 0 => s.latency.p50 = x,
                 1 => s.latency.p95 = x,
-                2 => s.latency.p99 = x,
-                3 => s.rate_rps = x,
-                _ => s.errors_rps = x,
+                _ => s.latency.p99 = x,
             }
         }
     }
-    let mut v: Vec<ServiceView> = out.into_values().collect();
-    for s in &mut v {
-        if s.errors_rps.is_none() && s.rate_rps.is_some() {
-            s.errors_rps = Some(0.0);
-        }
+    for (k, (rate, errors)) in request_rates(requests, &SERVICE_KEYS) {
+        let [name, model, version] = <[String; 3]>::try_from(k).unwrap_or_default();
+        let k = (name, model, version);
+        let s = out.entry(k.clone()).or_insert_with(|| blank(k));
+        s.rate_rps = Some(rate);
+        s.errors_rps = Some(errors);
     }
-    v
+    out.into_values().collect()
 }
+
+/// What a service row is keyed by.
+const SERVICE_KEYS: [&str; 3] = ["service.name", "model.name", "model.version"];
 
 /// Place a distribution known by its quantiles onto [`CONFIDENCE_BOUNDS`]: the fraction below
 /// each bound is interpolated linearly between the neighbouring known quantiles (with 0 at
@@ -814,7 +880,57 @@ fn forecast_view(f: &ForecastStatus) -> ForecastView {
     }
 }
 
-fn rule_view(policy: &str, r: &stoker_collector::policy::api::RuleStatus) -> RuleView {
+/// What `/api/v1/policies` may say beyond [`PoliciesResponse`]: a rule's `problem` (why it
+/// cannot act now, e.g. the target's size cannot be read) and since when. Collectors that do
+/// not send it leave it out, and the screen falls back on the rule's last decision.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PoliciesExtra {
+    #[serde(default)]
+    policies: Vec<PolicyExtra>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PolicyExtra {
+    #[serde(default)]
+    rules: Vec<RuleExtra>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RuleExtra {
+    #[serde(default)]
+    problem: Option<String>,
+    #[serde(default)]
+    problem_since: Option<u64>,
+}
+
+/// Why a rule cannot act: what the collector says, else what its last decision shows (an
+/// action its actuator failed, or a scaling decision made without the target's size).
+fn rule_problem(r: &RuleStatus, extra: Option<&RuleExtra>) -> Option<RuleProblem> {
+    if let Some(what) = extra.and_then(|e| e.problem.as_deref()).filter(|p| !p.trim().is_empty()) {
+        return Some(RuleProblem {
+            what: what.to_owned(),
+            at: extra.and_then(|e| e.problem_since),
+        });
+    }
+    let d = r.last_decision.as_ref()?;
+    if let Some(o) = d.outcome.as_ref().filter(|o| o.status == OutcomeStatus::Failed) {
+        let what = if o.message.is_empty() {
+            "the actuator failed".to_owned()
+        } else {
+            format!("the actuator failed: {}", o.message)
+        };
+        return Some(RuleProblem { what, at: Some(d.time) });
+    }
+    if d.kind == WireRuleKind::Scale && d.current.is_none() {
+        return Some(RuleProblem {
+            what: "the target's current size cannot be read".to_owned(),
+            at: Some(d.time),
+        });
+    }
+    None
+}
+
+fn rule_view(policy: &str, r: &RuleStatus, extra: Option<&RuleExtra>) -> RuleView {
     let d = r.last_decision.as_ref();
     let inputs = d
         .map(|d| {
@@ -859,6 +975,7 @@ fn rule_view(policy: &str, r: &stoker_collector::policy::api::RuleStatus) -> Rul
         replicas: None,
         next_action,
         forecast: None,
+        problem: rule_problem(r, extra),
     }
 }
 
@@ -912,6 +1029,7 @@ fn decision_view(d: &Decision, jobs: &HashMap<&str, JobStatus>) -> DecisionView 
                 _ => "scale".to_owned(),
             },
             attempts: o.attempts,
+            failed: o.status == OutcomeStatus::Failed,
             status: if o.message.is_empty() {
                 kebab(&o.status)
             } else {

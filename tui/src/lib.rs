@@ -14,6 +14,7 @@ pub mod demo;
 pub mod fake;
 pub mod http;
 pub mod model;
+pub mod outcome;
 pub mod run;
 pub mod view;
 

@@ -213,7 +213,8 @@ pub struct ServiceView {
     pub version: String,
     /// Requests per second (`inference.requests`).
     pub rate_rps: Option<f64>,
-    /// Failed requests per second (`inference.requests{outcome!=success}`).
+    /// Failed requests per second (`inference.requests` counted as errors by
+    /// [`crate::outcome::is_error`]).
     pub errors_rps: Option<f64>,
     /// `inference.request.duration` percentiles, seconds.
     pub latency: Percentiles,
@@ -326,6 +327,18 @@ pub struct RuleView {
     /// The target's load forecast and its error (scaling rules of policies with
     /// `scale.forecast`).
     pub forecast: Option<ForecastView>,
+    /// Why the rule cannot do what it decides: its actuator failed, or the target's size
+    /// cannot be read. Such a rule is not ok whatever its state, and says why.
+    pub problem: Option<RuleProblem>,
+}
+
+/// What keeps a rule from acting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleProblem {
+    /// What went wrong, as the collector or the actuator says it.
+    pub what: String,
+    /// When it was seen, when known.
+    pub at: Option<UnixNanos>,
 }
 
 /// A target's load forecast and how good it has been.
@@ -498,6 +511,8 @@ pub struct ActuatorOutcome {
     pub attempts: u32,
     /// Final status: `applied`, `failed: ...`, `retrying`.
     pub status: String,
+    /// Whether the action failed (the status then says why).
+    pub failed: bool,
     /// Ids on the remote side (request ids, run ids).
     pub remote_ids: Vec<String>,
 }

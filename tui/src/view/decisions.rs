@@ -4,12 +4,12 @@
 //! the whole screen.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
-use super::{fmt, header_style, placeholder, scroll_to, section, selected_style};
+use super::{column_widths, fmt, header_style, placeholder, scroll_to, section, selected_style};
 use crate::app::App;
 use crate::model::{DecisionOutcome, DecisionView, UnixNanos};
 
@@ -36,53 +36,64 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         Layout::vertical([Constraint::Length(list_h), Constraint::Min(0)]).areas(area);
     let visible = usize::from(list_h.saturating_sub(1));
     let offset = scroll_to(app, app.decision_sel, list.len(), visible);
+    let widths = column_widths(list_area.width, &COLUMNS, Flex::Start);
     let rows: Vec<Row> = list
         .iter()
         .enumerate()
         .skip(offset)
         .take(visible)
         .map(|(i, d)| {
-            let row = log_row(d, now);
+            let row = log_row(d, now, &widths);
             if i == app.decision_sel { row.style(selected_style()) } else { row }
         })
         .collect();
     let header = Row::new(["TIME", "   AGO", "POLICY / RULE", "OUTCOME"]).style(header_style());
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(8),
-                Constraint::Length(6),
-                Constraint::Fill(2),
-                Constraint::Fill(3),
-            ],
-        )
-        .header(header)
-        .column_spacing(1),
+        Table::new(rows, COLUMNS).header(header).column_spacing(1).flex(Flex::Start),
         list_area,
     );
     explain(frame, sel, now, detail_area);
 }
 
+/// The log's columns: time, age, policy/rule, outcome.
+const COLUMNS: [Constraint; 4] =
+    [Constraint::Length(8), Constraint::Length(6), Constraint::Fill(2), Constraint::Fill(3)];
+
 fn outcome(d: &DecisionView) -> Span<'static> {
     let prefix = if d.dry_run { "[dry-run] " } else { "" };
     match &d.outcome {
+        // The engine decided to act and the actuator could not: not a success to show green.
+        DecisionOutcome::Action(a) if d.actuator.as_ref().is_some_and(|x| x.failed) => {
+            Span::styled(
+                format!("{prefix}FAILED {a}"),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            )
+        }
         DecisionOutcome::Action(a) => Span::styled(
             format!("{prefix}{a}"),
             Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
         ),
         DecisionOutcome::NoAction(why) => {
-            Span::styled(format!("{prefix}no action: {why}"), Style::new().fg(Color::DarkGray))
+            // The engine's reasons already read "no action because …".
+            let text = if why.starts_with("no action") {
+                format!("{prefix}{why}")
+            } else {
+                format!("{prefix}no action: {why}")
+            };
+            Span::styled(text, Style::new().fg(Color::DarkGray))
         }
     }
 }
 
-fn log_row(d: &DecisionView, now: UnixNanos) -> Row<'static> {
+fn log_row(d: &DecisionView, now: UnixNanos, widths: &[usize]) -> Row<'static> {
+    let w = |i: usize| widths.get(i).copied().unwrap_or(0);
+    let mut result = outcome(d);
+    result.content = fmt::fit(&result.content, w(3)).into();
     Row::new(vec![
         Cell::from(fmt::clock(d.time)),
         Cell::from(format!("{:>6}", fmt::ago(now, d.time))),
-        Cell::from(format!("{} / {}", d.policy, d.rule)),
-        Cell::from(Line::from(outcome(d))),
+        Cell::from(fmt::fit(&format!("{} / {}", d.policy, d.rule), w(2))),
+        Cell::from(Line::from(result)),
     ])
 }
 

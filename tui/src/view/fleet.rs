@@ -65,7 +65,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         .take(visible)
         .filter_map(|(pos, &i)| {
             let r = fleet.data.get(i)?;
-            let row = row(r, now, usize::from(bar_w));
+            let row = row(r, now, usize::from(bar_w), usize::from(name_w));
             Some(if pos == app.fleet_sel { row.style(selected_style()) } else { row })
         })
         .collect();
@@ -86,7 +86,11 @@ fn summary(rows: &[FleetRow], shown: usize, now: UnixNanos) -> Paragraph<'static
     let gpus: u32 = rows.iter().map(|r| r.gpus).sum();
     let busy: Vec<f64> = rows.iter().filter_map(|r| r.gpu_busy_mean).collect();
     let mean = (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64);
-    let power: f64 = rows.iter().filter_map(|r| r.power_w).sum();
+    // Folded from +0: an empty f64 sum is -0, which prints as "-0W".
+    let power = rows
+        .iter()
+        .filter_map(|r| r.power_w)
+        .fold(None, |a: Option<f64>, w| Some(a.unwrap_or(0.0) + w));
     let lost: u32 = rows.iter().map(|r| r.health.gpus_lost).sum();
     let xid = rows.iter().filter(|r| r.health.last_xid.is_some()).count();
     let stale = rows.iter().filter(|r| is_stale(r, now)).count();
@@ -94,17 +98,25 @@ fn summary(rows: &[FleetRow], shown: usize, now: UnixNanos) -> Paragraph<'static
     let warn = |n: usize| {
         if n > 0 { Style::new().fg(Color::Red) } else { Style::new().fg(Color::DarkGray) }
     };
-    Paragraph::new(Line::from(vec![
+    let mut spans = vec![
         Span::raw(format!(" {} nodes", rows.len())),
         Span::styled(format!(" ({shown} shown)"), Style::new().fg(Color::DarkGray)),
-        Span::raw(format!("  {gpus} GPUs  busy ")),
-        Span::styled(fmt::pct(mean), fmt::load_style(mean)),
-        Span::raw(format!("  {}", fmt::watts(Some(power)))),
+    ];
+    if gpus == 0 {
+        // No GPU to be busy or draw power: say so rather than "0 GPUs busy - 0W".
+        spans.push(Span::raw("  no GPU"));
+    } else {
+        spans.push(Span::raw(format!("  {gpus} GPUs  busy ")));
+        spans.push(Span::styled(fmt::pct(mean), fmt::load_style(mean)));
+        spans.push(Span::raw(format!("  {}", fmt::watts(power))));
+    }
+    spans.extend([
         Span::styled(format!("  lost {lost}"), warn(lost as usize)),
         Span::styled(format!("  xid {xid}"), warn(xid)),
         Span::styled(format!("  stale {stale}"), warn(stale)),
         Span::styled(format!("  anomalous {anomalous}"), warn(anomalous)),
-    ]))
+    ]);
+    Paragraph::new(Line::from(spans))
 }
 
 fn is_stale(r: &FleetRow, now: UnixNanos) -> bool {
@@ -147,7 +159,7 @@ fn ratio(used: Option<u64>, total: Option<u64>) -> Option<f64> {
     }
 }
 
-fn row(r: &FleetRow, now: UnixNanos, bar_w: usize) -> Row<'static> {
+fn row(r: &FleetRow, now: UnixNanos, bar_w: usize, name_w: usize) -> Row<'static> {
     let stale = is_stale(r, now);
     let gmem = ratio(r.gpu_mem_used, r.gpu_mem_total);
     let busy = if bar_w > 0 {
@@ -172,11 +184,30 @@ fn row(r: &FleetRow, now: UnixNanos, bar_w: usize) -> Row<'static> {
     let name = if r.health.anomalies > 0 {
         Line::from(vec![
             Span::styled(ANOMALY_MARK, Style::new().fg(Color::Magenta)),
-            Span::styled(r.node.clone(), name_style),
+            Span::styled(fmt::fit(&r.node, name_w.saturating_sub(1)), name_style),
         ])
     } else {
-        Line::from(Span::styled(r.node.clone(), name_style))
+        Line::from(Span::styled(fmt::fit(&r.node, name_w), name_style))
     };
+    if r.gpus == 0 {
+        // A CPU-only node: its GPU columns say so once instead of a row of dashes.
+        let gpu_w = if bar_w > 0 { bar_w + 9 } else { 9 };
+        return Row::new(vec![
+            Cell::from(name),
+            Cell::from(format!("{:>3}", r.gpus)),
+            Cell::from(""),
+            Cell::from(""),
+            Cell::from(Line::styled(
+                format!("{:>gpu_w$}", "no GPU"),
+                Style::new().fg(Color::DarkGray),
+            )),
+            Cell::from(""),
+            Cell::from(""),
+            Cell::from(format!("{:>4}", fmt::pct(r.cpu))),
+            Cell::from(format!("{:>4}", fmt::pct(ratio(r.mem_used, r.mem_total)))),
+            Cell::from(health(r, now)),
+        ]);
+    }
     Row::new(vec![
         Cell::from(name),
         Cell::from(format!("{:>3}", r.gpus)),

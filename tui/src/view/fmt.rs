@@ -37,7 +37,8 @@ pub fn mem_pair(used: Option<u64>, total: Option<u64>) -> String {
 
 /// `350W`, `2.8kW`, or `-`.
 pub fn watts(v: Option<f64>) -> String {
-    match v {
+    // Adding +0 turns -0 (an empty float sum) into 0, which is what it means.
+    match v.map(|w| w + 0.0) {
         Some(w) if w >= 1000.0 => format!("{:.1}kW", w / 1000.0),
         Some(w) => format!("{w:.0}W"),
         None => "-".to_owned(),
@@ -183,6 +184,36 @@ pub fn fit(s: &str, width: usize) -> String {
     }
 }
 
+/// `s` broken into lines of at most `width` characters, at spaces where it can be and inside
+/// a word only when the word alone is wider.
+pub fn wrap(s: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in s.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = line.chars().count();
+        if used > 0 && used + 1 + word.len() <= width {
+            line.push(' ');
+            line.extend(word.iter());
+            continue;
+        }
+        if used > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > width {
+            let rest = word.split_off(width);
+            lines.push(word.into_iter().collect());
+            word = rest;
+        }
+        line = word.into_iter().collect();
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,10 +243,14 @@ mod tests {
         assert_eq!(latency(Some(0.0123)), "12ms");
         assert_eq!(latency(Some(0.0004)), "400µs");
         assert_eq!(watts(Some(2800.0)), "2.8kW");
+        assert_eq!(watts(Some(-0.0)), "0W");
         assert_eq!(mem_pair(Some(41 << 30), Some(80 << 30)), "41/80G");
         assert_eq!(span(72_000), "20h00m");
         assert_eq!(clock(3_723 * NANOS_PER_SEC), "01:02:03");
         assert_eq!(fit("gpu-node-001", 6), "gpu-n…");
+        assert_eq!(wrap("cannot read the size", 10), ["cannot", "read the", "size"]);
+        assert_eq!(wrap("abcdefghij-kl x", 5), ["abcde", "fghij", "-kl x"]);
+        assert_eq!(wrap("", 5), [""]);
         assert_eq!(value(Some(6.0), Unit::Plain), "6");
         assert_eq!(value(Some(0.26), Unit::Plain), "0.26");
     }

@@ -13,7 +13,7 @@ mod node;
 mod policies;
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
@@ -210,9 +210,23 @@ fn selected_style() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
 
+/// The width in cells of each column of a `Table` drawn `width` cells wide with these
+/// constraints, `flex` and one cell between columns (and no selection column, as the screens
+/// draw them): what a cell may hold before the table cuts it, so that names are cut with `…`
+/// by [`fmt::fit`] instead of silently.
+fn column_widths(width: u16, constraints: &[Constraint], flex: Flex) -> Vec<usize> {
+    Layout::horizontal(constraints.iter().copied())
+        .flex(flex)
+        .spacing(1)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| usize::from(r.width))
+        .collect()
+}
+
 /// A section title line: `─ Title ───`.
 fn section(title: &str, width: u16) -> Line<'static> {
-    let t = format!("─ {title} ");
+    let t = format!("─ {} ", fmt::fit(title, usize::from(width).saturating_sub(3)));
     let rest = usize::from(width).saturating_sub(t.chars().count());
     Line::from(vec![
         Span::styled(t, Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)),

@@ -3,13 +3,13 @@
 //! its confidence distribution and its drift against the reference.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table};
 
-use super::{fmt, header_style, placeholder, scroll_to, section, selected_style};
+use super::{column_widths, fmt, header_style, placeholder, scroll_to, section, selected_style};
 use crate::app::App;
 use crate::model::{ModelVersionView, ModelView, NANOS_PER_SEC, Series, UnixNanos};
 
@@ -29,40 +29,28 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         Layout::vertical([Constraint::Length(table_h), Constraint::Min(0)]).areas(area);
     let visible = usize::from(table_h.saturating_sub(1));
     let offset = scroll_to(app, app.model_sel, rows.len(), visible);
+    let name_w =
+        rows.iter().map(|(m, _)| m.name.chars().count()).max().unwrap_or(5).clamp(5, 32) as u16;
+    let columns = columns(name_w);
+    // What the name column gets once the table is squeezed into the width there is.
+    let name_fit =
+        column_widths(table_area.width, &columns, Flex::Start).first().copied().unwrap_or(0);
     let body: Vec<Row> = rows
         .iter()
         .enumerate()
         .skip(offset)
         .take(visible)
         .map(|(i, (m, v))| {
-            let row = version_row(m, v);
+            let row = version_row(m, v, name_fit);
             if i == app.model_sel { row.style(selected_style()) } else { row }
         })
         .collect();
-    let name_w =
-        rows.iter().map(|(m, _)| m.name.chars().count()).max().unwrap_or(5).clamp(5, 32) as u16;
     let header = Row::new([
         "MODEL", "VERSION", "   RATE", "  ERRS", "   P50", "   P95", "   P99", "DRIFT", " ACC",
     ])
     .style(header_style());
     frame.render_widget(
-        Table::new(
-            body,
-            [
-                Constraint::Length(name_w),
-                Constraint::Length(8),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(4),
-            ],
-        )
-        .header(header)
-        .column_spacing(1)
-        .flex(ratatui::layout::Flex::Start),
+        Table::new(body, columns).header(header).column_spacing(1).flex(Flex::Start),
         table_area,
     );
     if let Some((m, v)) = rows.get(app.model_sel) {
@@ -70,9 +58,13 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     }
 }
 
-fn version_row(m: &ModelView, v: &ModelVersionView) -> Row<'static> {
+fn version_row(m: &ModelView, v: &ModelVersionView, name_w: usize) -> Row<'static> {
     let current = v.version == m.current_version;
-    let version = if current { format!("{}*", v.version) } else { v.version.clone() };
+    // The star marks the current version even when the version itself is cut.
+    let version = match (current, version_label(&v.version)) {
+        (true, label) => format!("{}*", fmt::fit(label, VERSION_W - 1)),
+        (false, label) => fmt::fit(label, VERSION_W),
+    };
     let drift_style = match &v.drift {
         Some(d) if d.threshold.is_some_and(|t| d.value > t) => Style::new().fg(Color::Red),
         _ => Style::new(),
@@ -80,7 +72,7 @@ fn version_row(m: &ModelView, v: &ModelVersionView) -> Row<'static> {
     let err_style =
         if v.errors_rps.unwrap_or(0.0) > 0.0 { Style::new().fg(Color::Red) } else { Style::new() };
     Row::new(vec![
-        Cell::from(m.name.clone()),
+        Cell::from(fmt::fit(&m.name, name_w)),
         Cell::from(version),
         Cell::from(format!("{:>7}", fmt::rate(v.rate_rps))),
         Cell::from(Line::styled(format!("{:>6}", fmt::rate(v.errors_rps)), err_style)),
@@ -93,6 +85,29 @@ fn version_row(m: &ModelView, v: &ModelVersionView) -> Row<'static> {
         )),
         Cell::from(format!("{:>4}", fmt::pct(v.accuracy))),
     ])
+}
+
+/// The table's columns: model, version, rate, errors, p50, p95, p99, drift, accuracy.
+fn columns(name_w: u16) -> [Constraint; 9] {
+    [
+        Constraint::Length(name_w),
+        Constraint::Length(VERSION_W as u16),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(4),
+    ]
+}
+
+/// Width of the VERSION column.
+const VERSION_W: usize = 8;
+
+/// A version as listed: `-` for data that names no `model.version`.
+fn version_label(version: &str) -> &str {
+    if version.is_empty() { "-" } else { version }
 }
 
 fn xy(s: &Series, now: UnixNanos, scale: f64) -> Vec<(f64, f64)> {
@@ -120,7 +135,7 @@ fn detail(
             &format!(
                 "{} {}{current}, first seen {} ago",
                 m.name,
-                v.version,
+                version_label(&v.version),
                 fmt::ago(now, v.first_seen)
             ),
             area.width,

@@ -4,13 +4,13 @@
 //! flags any, the node's anomalies with why.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table};
 
-use super::{fmt, header_style, placeholder, section, selected_style};
+use super::{column_widths, fmt, header_style, placeholder, section, selected_style};
 use crate::app::App;
 use crate::model::{GpuStatus, GpuView, NANOS_PER_SEC, NodeDetail, Series, UnixNanos};
 
@@ -53,18 +53,17 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     ])
     .areas(area);
     frame.render_widget(header(d, now), head);
-    let model = d.gpus.first().map_or("", |g| g.model.as_str());
-    frame.render_widget(
-        Paragraph::new(section(
-            &format!(
-                "{} × {model}  (history {}m, +/- to zoom)",
-                d.gpus.len(),
-                app.zoom.as_secs() / 60
-            ),
-            area.width,
-        )),
-        gpu_title,
-    );
+    let title = match d.gpus.first() {
+        Some(g) => format!(
+            "{} × {}  (history {}m, +/- to zoom)",
+            d.gpus.len(),
+            g.model,
+            app.zoom.as_secs() / 60
+        ),
+        // A CPU-only node reports no GPU at all; "0 ×" would read like a GPU model lost.
+        None => "no GPU".to_owned(),
+    };
+    frame.render_widget(Paragraph::new(section(&title, area.width)), gpu_title);
     let lines: Vec<Line> =
         d.gpus.iter().enumerate().map(|(i, g)| gpu_line(g, gpus.width, i == app.gpu_sel)).collect();
     frame.render_widget(Paragraph::new(lines), gpus);
@@ -266,6 +265,8 @@ fn processes(frame: &mut Frame, d: &NodeDetail, area: Rect) {
         Paragraph::new(section(&format!("Processes ({})", d.processes.len()), area.width)),
         title,
     );
+    let widths = column_widths(table.width, &PROCESS_COLUMNS, Flex::Start);
+    let command_w = widths.get(6).copied().unwrap_or(0);
     let rows: Vec<Row> = d
         .processes
         .iter()
@@ -281,30 +282,39 @@ fn processes(frame: &mut Frame, d: &NodeDetail, area: Rect) {
                 )),
                 Cell::from(format!("{:>5}", fmt::pct(p.cpu))),
                 Cell::from(format!("{:>6}", p.mem.map_or_else(|| "-".to_owned(), fmt::bytes))),
-                Cell::from(p.name.clone()),
+                Cell::from(fmt::fit(&p.name, command_w)),
             ])
         })
         .collect();
     let header = Row::new(["    PID", "GPU", "GPU MEM", "GPU %", " CPU%", "   MEM", "COMMAND"])
         .style(header_style());
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Length(7),
-                Constraint::Length(3),
-                Constraint::Length(8),
-                Constraint::Length(5),
-                Constraint::Length(5),
-                Constraint::Length(6),
-                Constraint::Min(8),
-            ],
-        )
-        .header(header)
-        .column_spacing(1),
+        Table::new(rows, PROCESS_COLUMNS).header(header).column_spacing(1).flex(Flex::Start),
         table,
     );
 }
+
+/// The process table's columns: pid, GPU, GPU memory, GPU %, CPU %, memory, command.
+const PROCESS_COLUMNS: [Constraint; 7] = [
+    Constraint::Length(7),
+    Constraint::Length(3),
+    Constraint::Length(8),
+    Constraint::Length(5),
+    Constraint::Length(5),
+    Constraint::Length(6),
+    Constraint::Min(8),
+];
+
+/// The service table's columns: service, model:version, rate, errors, p50, p95, p99.
+const SERVICE_COLUMNS: [Constraint; 7] = [
+    Constraint::Fill(1),
+    Constraint::Fill(1),
+    Constraint::Length(7),
+    Constraint::Length(6),
+    Constraint::Length(6),
+    Constraint::Length(6),
+    Constraint::Length(6),
+];
 
 fn services(frame: &mut Frame, d: &NodeDetail, area: Rect) {
     if area.height < 2 {
@@ -315,6 +325,8 @@ fn services(frame: &mut Frame, d: &NodeDetail, area: Rect) {
         Paragraph::new(section(&format!("Services ({})", d.services.len()), area.width)),
         title,
     );
+    let widths = column_widths(table.width, &SERVICE_COLUMNS, Flex::Start);
+    let w = |i: usize| widths.get(i).copied().unwrap_or(0);
     let rows: Vec<Row> = d
         .services
         .iter()
@@ -325,8 +337,8 @@ fn services(frame: &mut Frame, d: &NodeDetail, area: Rect) {
                 Style::new()
             };
             Row::new(vec![
-                Cell::from(s.name.clone()),
-                Cell::from(format!("{}:{}", s.model, s.version)),
+                Cell::from(fmt::fit(&s.name, w(0))),
+                Cell::from(fmt::fit(&model_version(&s.model, &s.version), w(1))),
                 Cell::from(format!("{:>7}", fmt::rate(s.rate_rps))),
                 Cell::from(Line::styled(format!("{:>6}", fmt::rate(s.errors_rps)), err_style)),
                 Cell::from(format!("{:>6}", fmt::latency(s.latency.p50))),
@@ -338,20 +350,13 @@ fn services(frame: &mut Frame, d: &NodeDetail, area: Rect) {
     let header = Row::new(["SERVICE", "MODEL", "   RATE", "  ERRS", "   P50", "   P95", "   P99"])
         .style(header_style());
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(6),
-            ],
-        )
-        .header(header)
-        .column_spacing(1),
+        Table::new(rows, SERVICE_COLUMNS).header(header).column_spacing(1).flex(Flex::Start),
         table,
     );
+}
+
+/// `model:version`, or the model alone when the service reports no version (as the Models
+/// screen lists it).
+fn model_version(model: &str, version: &str) -> String {
+    if version.is_empty() { model.to_owned() } else { format!("{model}:{version}") }
 }

@@ -5,12 +5,12 @@
 //! comparison) in the table and the forecast in the detail.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
-use super::{fmt, header_style, placeholder, scroll_to, section, selected_style};
+use super::{column_widths, fmt, header_style, placeholder, scroll_to, section, selected_style};
 use crate::app::App;
 use crate::model::{ForecastView, NextAction, RuleInput, RuleKind, RuleState, RuleView, UnixNanos};
 
@@ -27,19 +27,23 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     }
     let detail_h = rules
         .get(app.policy_sel)
-        .map_or(0, |r| r.inputs.len() as u16 + 3 + u16::from(r.forecast.is_some()))
+        .map_or(0, |r| {
+            let problem = problem_lines(r, now, area.width).len() as u16;
+            r.inputs.len() as u16 + 3 + u16::from(r.forecast.is_some()) + problem
+        })
         .min(area.height / 2);
     let [table_area, detail_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(detail_h)]).areas(area);
     let visible = usize::from(table_area.height.saturating_sub(1));
     let offset = scroll_to(app, app.policy_sel, rules.len(), visible);
+    let widths = column_widths(table_area.width, &COLUMNS, Flex::Start);
     let rows: Vec<Row> = rules
         .iter()
         .enumerate()
         .skip(offset)
         .take(visible)
         .map(|(i, r)| {
-            let row = rule_row(r, now);
+            let row = rule_row(r, now, &widths);
             if i == app.policy_sel { row.style(selected_style()) } else { row }
         })
         .collect();
@@ -47,19 +51,7 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
         Row::new(["POLICY / RULE", "STATE", "NOW / TARGET", "REPL", "MAPE (NAIVE)", "NEXT ACTION"])
             .style(header_style());
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Fill(3),
-                Constraint::Length(14),
-                Constraint::Length(13),
-                Constraint::Length(5),
-                Constraint::Length(12),
-                Constraint::Fill(2),
-            ],
-        )
-        .header(header)
-        .column_spacing(1),
+        Table::new(rows, COLUMNS).header(header).column_spacing(1).flex(Flex::Start),
         table_area,
     );
     if let Some(r) = rules.get(app.policy_sel) {
@@ -67,9 +59,26 @@ pub fn render(frame: &mut Frame, app: &App, now: UnixNanos, area: Rect) {
     }
 }
 
-/// The state cell: word and colour.
-pub fn state(s: &RuleState, now: UnixNanos) -> Span<'static> {
-    match s {
+/// The rules table's columns: policy/rule, state, now/target, replicas, MAPE, next action.
+const COLUMNS: [Constraint; 6] = [
+    Constraint::Fill(3),
+    Constraint::Length(14),
+    Constraint::Length(13),
+    Constraint::Length(5),
+    Constraint::Length(12),
+    Constraint::Fill(2),
+];
+
+/// The state cell: word and colour. A rule that cannot act (its actuator failed, its target's
+/// size is unknown) is `FAILED` whatever the engine's state, since nothing it decides happens.
+pub fn state(r: &RuleView, now: UnixNanos) -> Span<'static> {
+    if r.problem.is_some() {
+        return Span::styled(
+            "FAILED",
+            Style::new().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD),
+        );
+    }
+    match &r.state {
         RuleState::Ok => Span::styled("ok", Style::new().fg(Color::Green)),
         RuleState::Pending { since } => Span::styled(
             format!("pending {}", fmt::ago(now, *since)),
@@ -135,7 +144,8 @@ fn forecast_line(f: &ForecastView) -> Line<'static> {
     Line::from(spans)
 }
 
-fn rule_row(r: &RuleView, now: UnixNanos) -> Row<'static> {
+fn rule_row(r: &RuleView, now: UnixNanos, widths: &[usize]) -> Row<'static> {
+    let w = |i: usize| widths.get(i).copied().unwrap_or(0);
     let kind = match r.kind {
         RuleKind::Scale => "",
         RuleKind::Retrain => " (retrain)",
@@ -147,14 +157,43 @@ fn rule_row(r: &RuleView, now: UnixNanos) -> Row<'static> {
             format!("{}→{}", p.current, p.desired)
         }
     });
+    // A failing rule's reason takes the place of its next action: that is what blocks it.
+    let next_cell = match &r.problem {
+        Some(p) => Line::styled(fmt::fit(&p.what, w(5)), Style::new().fg(Color::Red)),
+        None => Line::raw(fmt::fit(&next(&r.next_action, now), w(5))),
+    };
     Row::new(vec![
-        Cell::from(format!("{}/{}{kind}", r.policy, r.rule)),
-        Cell::from(Line::from(state(&r.state, now))),
-        Cell::from(r.inputs.first().map(vs).unwrap_or_default()),
+        Cell::from(fmt::fit(&format!("{}/{}{kind}", r.policy, r.rule), w(0))),
+        Cell::from(Line::from(state(r, now))),
+        Cell::from(fmt::fit(&r.inputs.first().map(vs).unwrap_or_default(), w(2))),
         Cell::from(replicas),
         Cell::from(r.forecast.as_ref().map(mape_cell).unwrap_or_default()),
-        Cell::from(next(&r.next_action, now)),
+        Cell::from(next_cell),
     ])
+}
+
+/// Why the rule cannot act, whole, wrapped to `width`: the first line marked `FAILED`.
+fn problem_lines(r: &RuleView, now: UnixNanos, width: u16) -> Vec<Line<'static>> {
+    let Some(p) = &r.problem else {
+        return Vec::new();
+    };
+    const MARK: &str = " FAILED ";
+    let when = p.at.map_or_else(String::new, |t| format!(" ({} ago)", fmt::ago(now, t)));
+    let indent = MARK.chars().count() + 1;
+    let text = format!("{}{when}", p.what);
+    let red = Style::new().fg(Color::Red);
+    fmt::wrap(&text, usize::from(width).saturating_sub(indent).max(10))
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let lead = if i == 0 {
+                Span::styled(MARK, Style::new().fg(Color::White).bg(Color::Red))
+            } else {
+                Span::raw(" ".repeat(MARK.chars().count()))
+            };
+            Line::from(vec![lead, Span::styled(format!(" {part}"), red)])
+        })
+        .collect()
 }
 
 fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
@@ -162,6 +201,7 @@ fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
         return;
     }
     let mut lines = vec![section(&format!("{} / {}", r.policy, r.rule), area.width)];
+    lines.extend(problem_lines(r, now, area.width));
     for i in &r.inputs {
         let over = i.current.is_some_and(|c| c > i.target);
         let style = match i.current {
@@ -182,7 +222,7 @@ fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
     if let Some(f) = &r.forecast {
         lines.push(forecast_line(f));
     }
-    let mut tail = vec![Span::raw(" state "), state(&r.state, now)];
+    let mut tail = vec![Span::raw(" state "), state(r, now)];
     if let Some(p) = r.replicas {
         tail.push(Span::raw(format!(
             "  replicas {} → {} (min {}, max {})",

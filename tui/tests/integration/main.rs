@@ -8,6 +8,7 @@ mod event_loop;
 mod live;
 mod otlp_fleet;
 mod render;
+mod screens_data;
 
 use stoker_tui::app::App;
 use stoker_tui::client::Update;

@@ -47,7 +47,8 @@ fn gauge(name: &str, points: Vec<(Vec<KeyValue>, f64)>, ts: u64) -> Metric {
     }
 }
 
-fn counter(name: &str, points: Vec<(Vec<KeyValue>, f64)>, start: u64, ts: u64) -> Metric {
+/// A cumulative monotonic sum with one point per attribute set.
+pub fn counter(name: &str, points: Vec<(Vec<KeyValue>, f64)>, start: u64, ts: u64) -> Metric {
     Metric {
         name: name.into(),
         data: Some(metric::Data::Sum(Sum {
@@ -69,7 +70,7 @@ fn counter(name: &str, points: Vec<(Vec<KeyValue>, f64)>, start: u64, ts: u64) -
 }
 
 /// A delta histogram with `counts` over explicit `bounds`.
-fn histogram(
+pub fn histogram(
     name: &str,
     attributes: Vec<KeyValue>,
     bounds: &[f64],

@@ -15,9 +15,11 @@ use stoker_tui::view::{buffer_text, render_buffer};
 
 use crate::{NOW, feed};
 
-const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
+/// The sizes every screen is drawn at.
+pub const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
 
-fn check(name: &str, text: &str) {
+/// Compare `text` with the snapshot `name` (or write it, with `STOKER_UPDATE_SNAPSHOTS`).
+pub fn check(name: &str, text: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
     let path = dir.join(format!("{name}.txt"));
     if std::env::var_os("STOKER_UPDATE_SNAPSHOTS").is_some() {
