@@ -92,9 +92,13 @@ struct AuthState {
     grpc: bool,
 }
 
-/// Compares without an early exit, so timing says nothing about how much of a guess was right.
+/// Compares in constant time, so timing says nothing about how much of a guess was right, nor
+/// about the token's length: both sides are hashed to 32 bytes first, and the digests are
+/// compared without an early exit.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest as _, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
 }
 
 async fn require_token(State(st): State<AuthState>, req: Request, next: Next) -> Response {
@@ -499,4 +503,18 @@ pub async fn start(
     ready.store(true, Ordering::Relaxed);
     tracing::info!(api = %bound.api, otlp_grpc = %bound.otlp_grpc, otlp_http = %bound.otlp_http, "Collector listening.");
     Ok((bound, Handles { ingest: ingest_stats, queries, ready }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn token_comparison_is_exact_whatever_the_lengths() {
+        assert!(same(b"s3cret-token", b"s3cret-token"));
+        assert!(!same(b"s3cret-token", b"s3cret-tokeN"));
+        assert!(!same(b"s3cret", b"s3cret-token"), "a prefix is not the token");
+        assert!(!same(b"", b"s3cret-token"));
+        assert!(same(b"", b""));
+    }
 }
