@@ -585,17 +585,12 @@ impl HttpSource {
         let body = self.get_body(path, &[]).await?;
         let p: PoliciesResponse = serde_json::from_slice(&body)
             .map_err(|e| SourceError::Decode(format!("{path}: {e}")))?;
-        // Read apart, so a collector that sends none of these fields (or sends them in a shape
-        // this build does not know) still fills the screen.
-        let extra: PoliciesExtra = serde_json::from_slice(&body).unwrap_or_default();
         let rules = p
             .policies
             .iter()
-            .enumerate()
-            .flat_map(|(i, pol)| {
-                let extra = extra.policies.get(i);
-                pol.rules.iter().enumerate().map(move |(j, r)| {
-                    let mut v = rule_view(&pol.name, r, extra.and_then(|e| e.rules.get(j)));
+            .flat_map(|pol| {
+                pol.rules.iter().map(move |r| {
+                    let mut v = rule_view(&pol.name, r);
                     if v.kind == RuleKind::Scale {
                         v.forecast = pol.forecast.as_ref().map(forecast_view);
                     }
@@ -880,37 +875,11 @@ fn forecast_view(f: &ForecastStatus) -> ForecastView {
     }
 }
 
-/// What `/api/v1/policies` may say beyond [`PoliciesResponse`]: a rule's `problem` (why it
-/// cannot act now, e.g. the target's size cannot be read) and since when. Collectors that do
-/// not send it leave it out, and the screen falls back on the rule's last decision.
-#[derive(Debug, Default, serde::Deserialize)]
-struct PoliciesExtra {
-    #[serde(default)]
-    policies: Vec<PolicyExtra>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct PolicyExtra {
-    #[serde(default)]
-    rules: Vec<RuleExtra>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct RuleExtra {
-    #[serde(default)]
-    problem: Option<String>,
-    #[serde(default)]
-    problem_since: Option<u64>,
-}
-
 /// Why a rule cannot act: what the collector says, else what its last decision shows (an
 /// action its actuator failed, or a scaling decision made without the target's size).
-fn rule_problem(r: &RuleStatus, extra: Option<&RuleExtra>) -> Option<RuleProblem> {
-    if let Some(what) = extra.and_then(|e| e.problem.as_deref()).filter(|p| !p.trim().is_empty()) {
-        return Some(RuleProblem {
-            what: what.to_owned(),
-            at: extra.and_then(|e| e.problem_since),
-        });
+fn rule_problem(r: &RuleStatus) -> Option<RuleProblem> {
+    if let Some(what) = r.problem.as_deref().filter(|p| !p.trim().is_empty()) {
+        return Some(RuleProblem { what: what.to_owned(), at: r.problem_since });
     }
     let d = r.last_decision.as_ref()?;
     if let Some(o) = d.outcome.as_ref().filter(|o| o.status == OutcomeStatus::Failed) {
@@ -930,7 +899,7 @@ fn rule_problem(r: &RuleStatus, extra: Option<&RuleExtra>) -> Option<RuleProblem
     None
 }
 
-fn rule_view(policy: &str, r: &RuleStatus, extra: Option<&RuleExtra>) -> RuleView {
+fn rule_view(policy: &str, r: &RuleStatus) -> RuleView {
     let d = r.last_decision.as_ref();
     let inputs = d
         .map(|d| {
@@ -975,7 +944,7 @@ fn rule_view(policy: &str, r: &RuleStatus, extra: Option<&RuleExtra>) -> RuleVie
         replicas: None,
         next_action,
         forecast: None,
-        problem: rule_problem(r, extra),
+        problem: rule_problem(r),
     }
 }
 

@@ -51,6 +51,13 @@ pub struct RuleStatus {
     /// The last recorded decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<Decision>,
+    /// Why the rule cannot act now, e.g. "cannot read the current size: …" (a decision made
+    /// without the target's size is not recorded, so this is the only place it shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Since when the problem holds, Unix nanos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_since: Option<u64>,
 }
 
 /// One policy in `/api/v1/policies`.
@@ -180,6 +187,8 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 pending_since,
                 cooling_down_until: until,
                 last_decision: snap.last.get(&(p.name().to_owned(), "scale".to_owned())).cloned(),
+                problem: snap.problems.get(p.name()).map(|(why, _)| why.clone()),
+                problem_since: snap.problems.get(p.name()).map(|(_, since)| *since),
             });
         }
         for r in &p.doc.spec.retrain {
@@ -206,6 +215,8 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 pending_since: rs.condition.pending_since,
                 cooling_down_until: until,
                 last_decision: snap.last.get(&(p.name().to_owned(), r.name.clone())).cloned(),
+                problem: None,
+                problem_since: None,
             });
         }
         out.push(PolicyStatus {

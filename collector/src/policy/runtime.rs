@@ -185,6 +185,8 @@ struct Inner {
     fingerprint: u64,
     next_due: BTreeMap<String, u64>,
     last: BTreeMap<(String, String), Decision>,
+    /// Why a policy's scaling cannot act now (its target's size cannot be read), and since when.
+    problems: BTreeMap<String, (String, u64)>,
     last_reload: u64,
     last_job_poll: u64,
 }
@@ -219,6 +221,8 @@ pub struct Snapshot {
     pub warnings: Vec<Diagnostic>,
     /// Last decision per (policy, rule).
     pub last: BTreeMap<(String, String), Decision>,
+    /// Per policy, why its scaling cannot act now and since when (Unix nanos).
+    pub problems: BTreeMap<String, (String, u64)>,
     /// Time of the last load attempt.
     pub last_reload: u64,
 }
@@ -332,6 +336,7 @@ impl PolicyRuntime {
             errors: inner.errors.clone(),
             warnings: inner.warnings.clone(),
             last: inner.last.clone(),
+            problems: inner.problems.clone(),
             last_reload: inner.last_reload,
         }
     }
@@ -422,9 +427,19 @@ impl PolicyRuntime {
                         engine::current_from_signal(&policy, self.shared.source.as_ref(), now)
                     } else {
                         match self.shared.executor.current_size(&target_ref(&policy)).await {
-                            Ok(n) => Some(n),
+                            Ok(n) => {
+                                self.lock().problems.remove(policy.name());
+                                Some(n)
+                            }
                             Err(e) => {
                                 warn!(policy = policy.name(), error = %e, "Cannot read the current size.");
+                                let why = format!("cannot read the current size: {e}");
+                                let mut inner = self.lock();
+                                let since = match inner.problems.get(policy.name()) {
+                                    Some((old, since)) if *old == why => *since,
+                                    _ => now,
+                                };
+                                inner.problems.insert(policy.name().to_owned(), (why, since));
                                 None
                             }
                         }

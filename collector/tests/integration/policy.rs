@@ -175,13 +175,20 @@ const EXPECT_WRONG_SECTION: &[&str] = &[
 #[derive(Default)]
 struct Recording {
     size: Mutex<u32>,
+    /// When set, reading the current size fails with this message.
+    size_error: Mutex<Option<String>>,
     keys: Mutex<Vec<String>>,
     jobs: Mutex<Vec<BTreeMap<String, String>>>,
 }
 
 impl Executor for Recording {
     fn current_size<'a>(&'a self, _t: &'a TargetRef) -> BoxFuture<'a, Result<u32, ExecError>> {
-        Box::pin(async move { Ok(*self.size.lock().expect("lock")) })
+        Box::pin(async move {
+            match self.size_error.lock().expect("lock").clone() {
+                Some(e) => Err(ExecError(e)),
+                None => Ok(*self.size.lock().expect("lock")),
+            }
+        })
     }
     fn resize<'a>(
         &'a self,
@@ -444,6 +451,31 @@ async fn api_serves_policies_decisions_and_actions() {
     assert_eq!(d["decisions"][0]["action"]["type"], "start-job", "{d}");
     let a = get("/api/v1/actions").await;
     assert_eq!(a["actions"][0]["status"], "running", "{a}");
+}
+
+/// Regression: when the target's size could not be read (no kubeconfig), the collector only
+/// logged it; the decision made without a size is not recorded, so `/api/v1/policies` showed the
+/// rule `ok`. The rule now carries the problem, since when, and loses it once the size reads.
+#[tokio::test]
+async fn a_rule_that_cannot_read_its_size_says_so_until_it_can() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    let scaling = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: s}\nspec:\n  target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  scale:\n    metrics:\n      - name: conf\n        signal: {metric: inference.prediction.confidence, stat: mean, window: 10s}\n        target: {value: 0.5}\n";
+    std::fs::write(tmp.path().join("policies/s.yaml"), scaling).expect("write");
+    let exec = Arc::new(Recording::default());
+    *exec.size_error.lock().unwrap() = Some("no kubeconfig found".into());
+    let rt = runtime(tmp.path(), exec.clone(), Arc::new(Mutex::new(T0 + 30 * NANOS)));
+    rt.tick(T0 + 20 * NANOS).await;
+    rt.tick(T0 + 21 * NANOS).await;
+    let status = stoker_collector::policy::api::policies_status(&rt, T0 + 21 * NANOS);
+    let rule = &status.policies[0].rules[0];
+    assert_eq!(rule.problem.as_deref(), Some("cannot read the current size: no kubeconfig found"));
+    assert_eq!(rule.problem_since, Some(T0 + 20 * NANOS), "since the first failure");
+    *exec.size_error.lock().unwrap() = None;
+    *exec.size.lock().unwrap() = 2;
+    rt.tick(T0 + 22 * NANOS).await;
+    let status = stoker_collector::policy::api::policies_status(&rt, T0 + 22 * NANOS);
+    assert_eq!(status.policies[0].rules[0].problem, None, "{:?}", status.policies[0].rules[0]);
 }
 
 #[test]
