@@ -51,6 +51,14 @@ pub struct RuleStatus {
     /// The last recorded decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<Decision>,
+    /// Scaling rules: the target's provisioned replicas as its resizer last reported them
+    /// (absent for a size read from a signal, or before the first read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<u32>,
+    /// Scaling rules: of the provisioned replicas, the ready ones (absent where the resizer
+    /// cannot tell). A dashboard shows `ready/provisioned`; the difference is warming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<u32>,
 }
 
 /// One policy in `/api/v1/policies`.
@@ -180,6 +188,8 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 pending_since,
                 cooling_down_until: until,
                 last_decision: snap.last.get(&(p.name().to_owned(), "scale".to_owned())).cloned(),
+                provisioned: snap.sizes.get(p.name()).map(|s| s.provisioned),
+                ready: snap.sizes.get(p.name()).and_then(|s| s.ready),
             });
         }
         for r in &p.doc.spec.retrain {
@@ -206,6 +216,8 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 pending_since: rs.condition.pending_since,
                 cooling_down_until: until,
                 last_decision: snap.last.get(&(p.name().to_owned(), r.name.clone())).cloned(),
+                provisioned: None,
+                ready: None,
             });
         }
         out.push(PolicyStatus {
