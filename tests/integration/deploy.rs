@@ -394,6 +394,9 @@ fn needed_rbac(ha: bool) -> BTreeSet<(String, String, String)> {
             need.insert(("apps".to_owned(), res.to_owned(), verb.to_owned()));
         }
     }
+    for res in ["deployments", "statefulsets"] {
+        need.insert(("apps".to_owned(), res.to_owned(), "get".to_owned()));
+    }
     for verb in ["create", "get", "delete"] {
         need.insert(("batch".to_owned(), "jobs".to_owned(), verb.to_owned()));
     }

@@ -7,6 +7,10 @@
 //! - `PATCH` the same path, `application/merge-patch+json`,
 //!   `{"metadata":{"resourceVersion":RV},"spec":{"replicas":N}}`: the resourceVersion makes the
 //!   API server refuse (409) if someone changed the scale since we read it; we re-read and retry.
+//! - `GET   /apis/apps/v1/namespaces/{ns}/{deployments|statefulsets}/{name}` for the ready
+//!   count: `status.readyReplicas` (omitted by the API server when zero), else
+//!   `status.availableReplicas`. Without `get` on the object itself (403, an older RBAC) or
+//!   when it is gone (404), the ready count is unknown and every provisioned replica counts.
 //! - `POST  /apis/batch/v1/namespaces/{ns}/jobs` with the deterministic name
 //!   `{name_prefix}-{hash of the idempotency key}`; 409 means it exists: success.
 //! - `GET   /apis/batch/v1/namespaces/{ns}/jobs/{name}` for status (`conditions`, `active`).
@@ -318,6 +322,19 @@ fn u32_at(v: &serde_json::Value, pointer: &str) -> Option<u32> {
     v.pointer(pointer).and_then(serde_json::Value::as_u64).and_then(|n| u32::try_from(n).ok())
 }
 
+/// The ready count a Deployment's or StatefulSet's status says: `readyReplicas`, else
+/// `availableReplicas`; both are omitted when zero, so a status without them (but with
+/// `observedGeneration` or `replicas`) means none ready. `None` when there is no status yet.
+fn ready_replicas(v: &serde_json::Value) -> Option<u32> {
+    let status = v.get("status").filter(|s| s.is_object())?;
+    u32_at(status, "/readyReplicas").or_else(|| u32_at(status, "/availableReplicas")).or_else(
+        || {
+            (status.get("observedGeneration").is_some() || status.get("replicas").is_some())
+                .then_some(0)
+        },
+    )
+}
+
 /// `actuator: kubernetes`: a Deployment or StatefulSet's scale subresource.
 pub struct KubernetesScaler {
     client: KubeClient,
@@ -346,8 +363,28 @@ impl KubernetesScaler {
         })
     }
 
+    fn object_path(&self) -> String {
+        format!("/apis/apps/v1/namespaces/{}/{}/{}", self.namespace, self.kind, self.name)
+    }
+
     fn path(&self) -> String {
-        format!("/apis/apps/v1/namespaces/{}/{}/{}/scale", self.namespace, self.kind, self.name)
+        format!("{}/scale", self.object_path())
+    }
+
+    /// The ready replicas of the Deployment or StatefulSet, `None` when they cannot be read
+    /// (no `get` on the object, or it is gone).
+    async fn read_ready(
+        &self,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<Option<u32>, ActuateError> {
+        let call = self.client.call(Method::GET, &self.object_path(), false)?;
+        let answer = send(&self.client.env, &call, &[403, 404], attempts).await?;
+        if answer.status == 403 || answer.status == 404 {
+            tracing::debug!(target = %self.target(), status = answer.status, "Cannot read the ready replicas; counting every replica as ready.");
+            return Ok(None);
+        }
+        let v = answer.json("kubernetes workload")?;
+        Ok(ready_replicas(&v))
     }
 
     fn patch(
@@ -379,7 +416,7 @@ impl KubernetesScaler {
         let replicas = u32_at(&v, "/spec/replicas").unwrap_or(0);
         Ok(ScaleState {
             replicas,
-            ready: u32_at(&v, "/status/replicas"),
+            ready: None,
             remote_min: None,
             remote_max: None,
             version: v
@@ -403,7 +440,11 @@ impl ResizeBackend for KubernetesScaler {
         &'a self,
         attempts: &'a mut Vec<AttemptRecord>,
     ) -> ActFuture<'a, Option<ScaleState>> {
-        Box::pin(async move { Ok(Some(self.read_scale(attempts).await?)) })
+        Box::pin(async move {
+            let mut state = self.read_scale(attempts).await?;
+            state.ready = self.read_ready(attempts).await?;
+            Ok(Some(state))
+        })
     }
 
     fn plan(&self, size: u32, _key: &IdempotencyKey) -> Result<Vec<PlannedRequest>, ActuateError> {

@@ -4,7 +4,8 @@
 //! replica numbers first, so ports stay dense from `port_from`.
 //!
 //! The size reported is the number of supervised replicas (`replicas`) and how many of them
-//! have a live process right now (`ready`).
+//! are ready (`ready`): with a readiness probe (`ready: {http: URL}`), those whose process runs
+//! and whose URL answers 2xx when the size is read; without one, those whose process runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -26,6 +27,8 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A replica that ran this long is considered healthy again: its backoff resets.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How long one readiness probe may take unless the spec says.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Replica {
     index: u32,
@@ -53,12 +56,41 @@ pub struct LocalReplicaSet {
     spec: LocalReplicas,
     name: String,
     replicas: std::sync::Mutex<Vec<Replica>>,
+    http: reqwest::Client,
 }
 
 impl LocalReplicaSet {
-    /// A set with no replicas running yet.
-    pub fn new(spec: LocalReplicas, name: &str) -> Self {
-        Self { spec, name: name.to_owned(), replicas: std::sync::Mutex::new(Vec::new()) }
+    /// A set with no replicas running yet; `http` sends the readiness probes.
+    pub fn new(spec: LocalReplicas, name: &str, http: reqwest::Client) -> Self {
+        Self { spec, name: name.to_owned(), replicas: std::sync::Mutex::new(Vec::new()), http }
+    }
+
+    /// How many of `replicas` are ready: running, and answering the probe when there is one.
+    async fn ready_count(&self, replicas: &[ReplicaInfo]) -> u32 {
+        let running = replicas.iter().filter(|r| r.running);
+        let Some(probe) = &self.spec.ready else {
+            return u32::try_from(running.count()).unwrap_or(u32::MAX);
+        };
+        let timeout = probe.timeout.map(|t| t.get()).unwrap_or(PROBE_TIMEOUT);
+        let probes = running.map(|r| {
+            let url = fill(&probe.http, r.port, r.index);
+            let request = self.http.get(url.clone()).timeout(timeout).send();
+            async move {
+                match request.await {
+                    Ok(answer) if answer.status().is_success() => true,
+                    Ok(answer) => {
+                        tracing::debug!(replica = r.index, url, status = answer.status().as_u16(), "Replica not ready yet.");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::debug!(replica = r.index, url, error = %e, "Replica not ready yet.");
+                        false
+                    }
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(probes).await;
+        u32::try_from(answers.into_iter().filter(|ok| *ok).count()).unwrap_or(u32::MAX)
     }
 
     fn capacity(&self) -> u32 {
@@ -142,12 +174,14 @@ fn replica_port(spec: &LocalReplicas, index: u32) -> u16 {
     spec.port_from.saturating_add(u16::try_from(index).unwrap_or(u16::MAX))
 }
 
+/// `text` with `{port}` and `{replica}` replaced.
+fn fill(text: &str, port: u16, index: u32) -> String {
+    text.replace("{port}", &port.to_string()).replace("{replica}", &index.to_string())
+}
+
 fn replica_argv(spec: &LocalReplicas, index: u32) -> Vec<String> {
-    let port = replica_port(spec, index).to_string();
-    spec.argv
-        .iter()
-        .map(|a| a.replace("{port}", &port).replace("{replica}", &index.to_string()))
-        .collect()
+    let port = replica_port(spec, index);
+    spec.argv.iter().map(|a| fill(a, port, index)).collect()
 }
 
 fn replica_command(spec: &LocalReplicas, index: u32) -> Result<Command, ActuateError> {
@@ -282,10 +316,7 @@ impl ResizeBackend for LocalReplicaSet {
             let replicas = self.replicas();
             Ok(Some(ScaleState {
                 replicas: u32::try_from(replicas.len()).unwrap_or(u32::MAX),
-                ready: Some(
-                    u32::try_from(replicas.iter().filter(|r| r.running).count())
-                        .unwrap_or(u32::MAX),
-                ),
+                ready: Some(self.ready_count(&replicas).await),
                 remote_min: None,
                 remote_max: Some(self.capacity()),
                 version: None,

@@ -119,7 +119,7 @@ pub fn build_resizer(
         }
         Some(ResizeActuator::Local) => {
             let l = spec.local.as_ref().ok_or_else(|| missing("local"))?;
-            let backend = local::LocalReplicaSet::new(l.clone(), target_name);
+            let backend = local::LocalReplicaSet::new(l.clone(), target_name, env.http.clone());
             Arc::new(journaled::JournaledResizer::new(backend, target_name, env))
         }
         Some(ResizeActuator::Command) => {

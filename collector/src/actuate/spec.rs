@@ -154,6 +154,22 @@ pub struct LocalReplicas {
     /// Time a replica is given to stop after SIGTERM before SIGKILL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace: Option<HumanDuration>,
+    /// Readiness probe: a replica counts as ready while it answers. Without one, a replica
+    /// counts as ready while its process runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyProbe>,
+}
+
+/// How a local replica says it serves.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyProbe {
+    /// A URL whose GET answers 2xx once the replica serves (`http://127.0.0.1:{port}/healthz`);
+    /// `{port}` and `{replica}` are replaced per copy.
+    pub http: String,
+    /// How long one probe may take; default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
 }
 
 /// A command run once per action, with the decision in its environment.

@@ -58,6 +58,14 @@ pub struct RuleStatus {
     /// Since when the problem holds, Unix nanos.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem_since: Option<u64>,
+    /// Scaling rules: the target's provisioned replicas as its resizer last reported them
+    /// (absent for a size read from a signal, or before the first read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned: Option<u32>,
+    /// Scaling rules: of the provisioned replicas, the ready ones (absent where the resizer
+    /// cannot tell). A dashboard shows `ready/provisioned`; the difference is warming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<u32>,
 }
 
 /// One policy in `/api/v1/policies`.
@@ -189,6 +197,8 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 last_decision: snap.last.get(&(p.name().to_owned(), "scale".to_owned())).cloned(),
                 problem: snap.problems.get(p.name()).map(|(why, _)| why.clone()),
                 problem_since: snap.problems.get(p.name()).map(|(_, since)| *since),
+                provisioned: snap.sizes.get(p.name()).map(|s| s.provisioned),
+                ready: snap.sizes.get(p.name()).and_then(|s| s.ready),
             });
         }
         for r in &p.doc.spec.retrain {
@@ -217,6 +227,8 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 last_decision: snap.last.get(&(p.name().to_owned(), r.name.clone())).cloned(),
                 problem: None,
                 problem_since: None,
+                provisioned: None,
+                ready: None,
             });
         }
         out.push(PolicyStatus {

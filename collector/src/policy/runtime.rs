@@ -1,6 +1,7 @@
 //! The live policy runtime: loads the policy directory, reloads it on change and on SIGHUP
 //! (an invalid edit keeps the last good set and reports the errors), evaluates each policy on
-//! its interval through [`engine::evaluate`], acts through an [`Executor`], and records
+//! its interval through [`engine::evaluate_sized`] (sized on the ready replicas the resizer
+//! reports, as replay models it, so a scale-out the warming replicas cover is held), acts through an [`Executor`], and records
 //! decisions, state and actions in [`PolicyStore`] so a restart keeps cooldowns, budgets and
 //! pending actions.
 //!
@@ -82,6 +83,16 @@ pub enum JobStatus {
     Unknown,
 }
 
+/// A target's size as its resizer reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSize {
+    /// Provisioned replicas: the size the remote holds (`spec.replicas`, `DesiredCapacity`).
+    pub provisioned: u32,
+    /// Of them, the ready ones (serving); `None` when the resizer cannot tell, which counts
+    /// every provisioned replica as ready.
+    pub ready: Option<u32>,
+}
+
 /// Why the executor could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -91,6 +102,16 @@ pub struct ExecError(pub String);
 pub trait Executor: Send + Sync {
     /// The target's current size.
     fn current_size<'a>(&'a self, target: &'a TargetRef) -> BoxFuture<'a, Result<u32, ExecError>>;
+    /// The target's provisioned and ready replicas. The default knows only the provisioned
+    /// size ([`Executor::current_size`]); executors whose resizers report readiness override it.
+    fn target_size<'a>(
+        &'a self,
+        target: &'a TargetRef,
+    ) -> BoxFuture<'a, Result<TargetSize, ExecError>> {
+        Box::pin(async move {
+            self.current_size(target).await.map(|n| TargetSize { provisioned: n, ready: None })
+        })
+    }
     /// Resizes to `desired` (within min/max). A key seen before must not act twice.
     fn resize<'a>(
         &'a self,
@@ -187,6 +208,8 @@ struct Inner {
     last: BTreeMap<(String, String), Decision>,
     /// Why a policy's scaling cannot act now (its target's size cannot be read), and since when.
     problems: BTreeMap<String, (String, u64)>,
+    /// The size each policy's target last reported (resizer-read targets only).
+    sizes: BTreeMap<String, TargetSize>,
     last_reload: u64,
     last_job_poll: u64,
 }
@@ -223,6 +246,9 @@ pub struct Snapshot {
     pub last: BTreeMap<(String, String), Decision>,
     /// Per policy, why its scaling cannot act now and since when (Unix nanos).
     pub problems: BTreeMap<String, (String, u64)>,
+    /// The provisioned and ready replicas each policy's target last reported (policies whose
+    /// size comes from the resizer, not from a signal).
+    pub sizes: BTreeMap<String, TargetSize>,
     /// Time of the last load attempt.
     pub last_reload: u64,
 }
@@ -313,6 +339,7 @@ impl PolicyRuntime {
         inner.warnings = report.diagnostics;
         let names: Vec<String> = report.policies.iter().map(|p| p.name().to_owned()).collect();
         inner.next_due.retain(|k, _| names.contains(k));
+        inner.sizes.retain(|k, _| names.contains(k));
         info!(policies = names.len(), dir = %dir.display(), "Policies loaded.");
         inner.policies = report.policies.into_iter().map(Arc::new).collect();
         true
@@ -337,6 +364,7 @@ impl PolicyRuntime {
             warnings: inner.warnings.clone(),
             last: inner.last.clone(),
             problems: inner.problems.clone(),
+            sizes: inner.sizes.clone(),
             last_reload: inner.last_reload,
         }
     }
@@ -413,8 +441,8 @@ impl PolicyRuntime {
                 .collect()
         };
         for policy in due {
-            let current = match policy.doc.spec.scale {
-                None => None,
+            let (current, ready) = match policy.doc.spec.scale {
+                None => (None, None),
                 Some(_) => {
                     let from_signal = policy
                         .doc
@@ -424,23 +452,29 @@ impl PolicyRuntime {
                         .as_ref()
                         .is_some_and(|c| c.from == CurrentFrom::Signal);
                     if from_signal {
-                        engine::current_from_signal(&policy, self.shared.source.as_ref(), now)
+                        (
+                            engine::current_from_signal(&policy, self.shared.source.as_ref(), now),
+                            None,
+                        )
                     } else {
-                        match self.shared.executor.current_size(&target_ref(&policy)).await {
-                            Ok(n) => {
-                                self.lock().problems.remove(policy.name());
-                                Some(n)
+                        match self.shared.executor.target_size(&target_ref(&policy)).await {
+                            Ok(size) => {
+                                let mut inner = self.lock();
+                                inner.problems.remove(policy.name());
+                                inner.sizes.insert(policy.name().to_owned(), size);
+                                (Some(size.provisioned), size.ready)
                             }
                             Err(e) => {
                                 warn!(policy = policy.name(), error = %e, "Cannot read the current size.");
                                 let why = format!("cannot read the current size: {e}");
                                 let mut inner = self.lock();
+                                inner.sizes.remove(policy.name());
                                 let since = match inner.problems.get(policy.name()) {
                                     Some((old, since)) if *old == why => *since,
                                     _ => now,
                                 };
                                 inner.problems.insert(policy.name().to_owned(), (why, since));
-                                None
+                                (None, None)
                             }
                         }
                     }
@@ -449,11 +483,12 @@ impl PolicyRuntime {
             // The state is taken out of the map once and updated in place (evaluate would copy it
             // again).
             let mut state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
-            let decisions = engine::evaluate_in_place(
+            let decisions = engine::evaluate_sized(
                 &policy,
                 self.shared.source.as_ref(),
                 &mut state,
                 current,
+                ready,
                 now,
             );
             let mut recorded = Vec::new();

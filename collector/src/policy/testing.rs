@@ -11,6 +11,7 @@
 //!     interval: 10s                   # series step; default 10s
 //!     evalInterval: 10s               # default: the series step
 //!     size: 2                         # starting size
+//!     ready: 1                        # ready replicas throughout; default: all of them
 //!     series:
 //!       - series: 'inference.request.duration{model.name="resnet"}'
 //!         values: '0.03x30 0.2x30'
@@ -69,6 +70,10 @@ pub struct TestCase {
     /// Starting size of the target.
     #[serde(default)]
     pub size: Option<u32>,
+    /// Ready replicas throughout the test (never more than the size; the rest are warming),
+    /// as a resizer reporting readiness gives them; default: every replica is ready.
+    #[serde(default)]
+    pub ready: Option<u32>,
     /// Histogram bounds for drift conditions; default tenths of [0, 1].
     #[serde(default)]
     pub buckets: Option<Vec<f64>>,
@@ -271,17 +276,16 @@ pub fn run_case(file: &Path, t: &TestCase, policies: &[Policy]) -> TestOutcome {
     while at <= last {
         let now = TEST_EPOCH + at;
         let current = size.or_else(|| engine::current_from_signal(policy, &source, now));
-        let ev = engine::evaluate(policy, &source, &state, current, now);
-        state = ev.state;
+        let decisions = engine::evaluate_sized(policy, &source, &mut state, current, t.ready, now);
         out.evaluations += 1;
-        for d in &ev.decisions {
+        for d in &decisions {
             if let (Action::Resize { to, .. }, Mode::Enforce) = (&d.action, d.mode) {
                 size = Some(*to);
             }
         }
         if let Some(exps) = by_time.get(&at) {
             for e in exps {
-                check_expectation(&mut out, e, &ev.decisions, size);
+                check_expectation(&mut out, e, &decisions, size);
             }
         }
         at += nanos(eval);

@@ -20,7 +20,7 @@ use crate::actuate::{
     JobState, ResizeOutcome, Resizer, build_job_runner, build_resizer,
 };
 use crate::policy::engine::{Outcome, OutcomeStatus};
-use crate::policy::runtime::{ExecError, Executor, JobRef, JobStatus, TargetRef};
+use crate::policy::runtime::{ExecError, Executor, JobRef, JobStatus, TargetRef, TargetSize};
 
 /// How far back [`Executor::job_status`] looks in the journal for a job started before a
 /// restart (the in-memory handles are lost then).
@@ -205,6 +205,17 @@ impl Executor for ActuatorExecutor {
         Box::pin(async move {
             let r = self.resizer(target).await.map_err(|e| ExecError(e.to_string()))?;
             r.current().await.map(|s| s.replicas).map_err(|e| ExecError(e.to_string()))
+        })
+    }
+
+    fn target_size<'a>(
+        &'a self,
+        target: &'a TargetRef,
+    ) -> BoxFuture<'a, Result<TargetSize, ExecError>> {
+        Box::pin(async move {
+            let r = self.resizer(target).await.map_err(|e| ExecError(e.to_string()))?;
+            let s = r.current().await.map_err(|e| ExecError(e.to_string()))?;
+            Ok(TargetSize { provisioned: s.replicas, ready: s.ready })
         })
     }
 

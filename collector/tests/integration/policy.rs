@@ -12,7 +12,7 @@ use stoker_collector::policy::check::check_paths;
 use stoker_collector::policy::cli;
 use stoker_collector::policy::engine::{Outcome, OutcomeStatus};
 use stoker_collector::policy::runtime::{
-    ExecError, Executor, JobRef, JobStatus, PolicyRuntime, RuntimeConfig, TargetRef,
+    ExecError, Executor, JobRef, JobStatus, PolicyRuntime, RuntimeConfig, TargetRef, TargetSize,
 };
 use stoker_collector::policy::series::{SeriesSource, series_from_notation};
 use stoker_collector::policy::signal::NANOS;
@@ -177,6 +177,8 @@ struct Recording {
     size: Mutex<u32>,
     /// When set, reading the current size fails with this message.
     size_error: Mutex<Option<String>>,
+    /// The ready count reported beside the size; `None` reports none (the default method).
+    ready: Mutex<Option<u32>>,
     keys: Mutex<Vec<String>>,
     jobs: Mutex<Vec<BTreeMap<String, String>>>,
 }
@@ -188,6 +190,12 @@ impl Executor for Recording {
                 Some(e) => Err(ExecError(e)),
                 None => Ok(*self.size.lock().expect("lock")),
             }
+        })
+    }
+    fn target_size<'a>(&'a self, t: &'a TargetRef) -> BoxFuture<'a, Result<TargetSize, ExecError>> {
+        Box::pin(async move {
+            let provisioned = self.current_size(t).await?;
+            Ok(TargetSize { provisioned, ready: *self.ready.lock().expect("lock") })
         })
     }
     fn resize<'a>(
@@ -417,6 +425,65 @@ mod otlp {
         assert!(rec.attributes.iter().any(|a| a.key == "stoker.decision.to"));
         shutdown.cancel();
     }
+}
+
+/// The live runtime sizes on the ready replicas the resizer reports, as replay does: at
+/// utilisation 0.8 against a 0.5 target, 10 provisioned of which 5 ready need 8, which the
+/// warming 5 already cover, so nothing is sent; once all 10 are ready they need 16. The API
+/// shows both counts.
+#[tokio::test]
+async fn live_decisions_hold_a_scale_out_the_warming_replicas_cover() {
+    const UTIL: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: u}\nspec:\n  target: {name: svc, min: 1, max: 40, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  scale:\n    metrics:\n      - name: busy\n        signal: {metric: hw.gpu.utilization, stat: mean, window: 10s}\n        target: {value: 0.5}\n";
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    std::fs::write(tmp.path().join("policies/u.yaml"), UTIL).expect("write");
+    let exec = Arc::new(Recording::default());
+    *exec.size.lock().expect("lock") = 10;
+    *exec.ready.lock().expect("lock") = Some(5);
+    let series = vec![
+        series_from_notation("hw.gpu.utilization", "0.8x1000", T0, Duration::from_secs(1))
+            .expect("series"),
+    ];
+    let rt = PolicyRuntime::new(
+        RuntimeConfig::new(tmp.path().join("policies"), tmp.path().join("data")),
+        exec.clone(),
+        Arc::new(SeriesSource::new(series)),
+        Arc::new(|| T0 + 30 * NANOS),
+        None,
+    )
+    .expect("runtime");
+    rt.tick(T0 + 30 * NANOS).await;
+    assert!(exec.keys.lock().expect("lock").is_empty(), "warming replicas cover the scale-out");
+    assert_eq!(*exec.size.lock().expect("lock"), 10);
+    let status = stoker_collector::policy::api::policies_status(&rt, T0 + 30 * NANOS);
+    let rule = &status.policies[0].rules[0];
+    assert_eq!((rule.provisioned, rule.ready), (Some(10), Some(5)), "{rule:?}");
+    let json = serde_json::to_value(rule).expect("json");
+    assert_eq!((json["provisioned"].as_u64(), json["ready"].as_u64()), (Some(10), Some(5)));
+
+    // All ready: the same utilisation now asks for 16.
+    *exec.ready.lock().expect("lock") = Some(10);
+    rt.tick(T0 + 31 * NANOS).await;
+    assert_eq!(*exec.size.lock().expect("lock"), 16);
+}
+
+/// `policy test` takes a ready count: 10 provisioned of which 5 ready at utilisation 0.8
+/// against 0.5 hold their size; all 10 ready scale out to 16.
+#[test]
+fn policy_test_takes_a_ready_count() {
+    const UTIL: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: u}\nspec:\n  target: {name: svc, min: 1, max: 40, actuator: command, command: {argv: [echo]}}\n  interval: 10s\n  scale:\n    metrics:\n      - name: busy\n        signal: {metric: hw.gpu.utilization, stat: mean, window: 30s}\n        target: {value: 0.5}\n";
+    const TESTS: &str = "tests:\n  - name: warming replicas cover the scale-out\n    size: 10\n    ready: 5\n    series: [{series: hw.gpu.utilization, values: '0.8x10'}]\n    expect: [{at: 60s, size: 10, action: none}]\n  - name: all ready scale out\n    size: 10\n    series: [{series: hw.gpu.utilization, values: '0.8x10'}]\n    expect: [{at: 0s, size: 16, action: scale-up}]\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("u.yaml"), UTIL).unwrap();
+    std::fs::write(dir.path().join("u.test.yaml"), TESTS).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::test(&[dir.path().to_path_buf()], None, cli::Format::Text, &mut out, &mut err);
+    assert_eq!(code, 0, "{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    // The same case without the ready count fails: the ready count is what holds the size.
+    std::fs::write(dir.path().join("u.test.yaml"), TESTS.replace("    ready: 5\n", "")).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::test(&[dir.path().to_path_buf()], None, cli::Format::Text, &mut out, &mut err);
+    assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Kubernetes scale subresource against a local API server double: auth, merge-patch with
 //! resourceVersion, conflicts, 5xx/4xx, timeouts, refused connections, dry-run, clamping and a
-//! crash between send and record.
+//! crash between send and record. The ready count from the workload's own status.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use stoker_collector::actuate::{ActionState, ActuateError, Bounds, IdempotencyKe
 use super::support::{Mock, Reply, Seen, closed_port, test_env};
 
 const SCALE: &str = "/apis/apps/v1/namespaces/infer/deployments/resnet/scale";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/infer/deployments/resnet";
+const STATEFULSET: &str = "/apis/apps/v1/namespaces/infer/statefulsets/resnet";
 
 fn spec() -> ResizeSpec {
     serde_json::from_value(serde_json::json!({
@@ -102,6 +104,78 @@ async fn resizes_through_the_scale_subresource_once_per_key() {
     assert_eq!(mock.count("PATCH", SCALE), 1);
     let rec = t.env.journal.get(key.as_str()).expect("journal").expect("recorded");
     assert_eq!(rec.state, ActionState::Applied);
+}
+
+/// A Deployment or StatefulSet object as the API server answers it: the status counts that
+/// are zero are omitted (`omitempty`), so an object with none ready has no `readyReplicas`.
+fn workload(kind: &str, replicas: u32, ready: u32) -> Reply {
+    let mut status = serde_json::json!({"observedGeneration": 3, "replicas": replicas});
+    if ready > 0 {
+        status["readyReplicas"] = ready.into();
+        status["availableReplicas"] = ready.into();
+    }
+    Reply::json(
+        200,
+        serde_json::json!({
+            "kind": kind, "apiVersion": "apps/v1",
+            "metadata": {"name": "resnet", "namespace": "infer", "resourceVersion": "7"},
+            "spec": {"replicas": replicas}, "status": status
+        }),
+    )
+}
+
+#[tokio::test]
+async fn reports_ready_replicas_from_the_workload_status() {
+    let scale = Scale::new(5);
+    let s = scale.clone();
+    let ready = Arc::new(AtomicU32::new(3));
+    let rd = ready.clone();
+    let mock = Mock::start(move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+        ("GET", SCALE) => s.get(),
+        ("GET", DEPLOYMENT) => match rd.load(Ordering::SeqCst) {
+            // A collector whose RBAC lacks `get` on deployments.
+            u32::MAX => {
+                Reply::json(403, serde_json::json!({"kind": "Status", "reason": "Forbidden"}))
+            }
+            n => workload("Deployment", s.size(), n),
+        },
+        _ => Reply::text(404, "{}"),
+    })
+    .await;
+    let t = test_env(Some(&mock.url()));
+    let r = build_resizer(&spec(), "resnet", &t.env).expect("resizer");
+    let state = r.current().await.expect("current");
+    assert_eq!((state.replicas, state.ready), (5, Some(3)));
+    assert_eq!(mock.count("GET", DEPLOYMENT), 1);
+
+    // None ready: the API server omits `readyReplicas`, which is zero, not unknown.
+    ready.store(0, Ordering::SeqCst);
+    assert_eq!(r.current().await.expect("current").ready, Some(0));
+
+    // Forbidden: the ready count is unknown, the size still reads.
+    ready.store(u32::MAX, Ordering::SeqCst);
+    let state = r.current().await.expect("current despite 403");
+    assert_eq!((state.replicas, state.ready), (5, None));
+
+    // A StatefulSet reads its own object.
+    let sts = Mock::start(|seen| match (seen.method.as_str(), seen.path.as_str()) {
+        ("GET", p) if p == format!("{STATEFULSET}/scale") => Reply::json(
+            200,
+            serde_json::json!({"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 4}}),
+        ),
+        ("GET", STATEFULSET) => workload("StatefulSet", 4, 2),
+        _ => Reply::text(404, "{}"),
+    })
+    .await;
+    let t = test_env(Some(&sts.url()));
+    let spec: ResizeSpec = serde_json::from_value(serde_json::json!({
+        "actuator": "kubernetes",
+        "kubernetes": {"namespace": "infer", "statefulset": "resnet", "cluster": "test"}
+    }))
+    .expect("spec");
+    let r = build_resizer(&spec, "resnet", &t.env).expect("resizer");
+    let state = r.current().await.expect("current");
+    assert_eq!((state.replicas, state.ready), (4, Some(2)));
 }
 
 #[tokio::test]

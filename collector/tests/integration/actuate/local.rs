@@ -4,7 +4,10 @@
 use stoker_collector::actuate::spec::ResizeSpec;
 use stoker_collector::actuate::{Bounds, IdempotencyKey, build_resizer};
 
-use super::support::{eventually, test_env};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::support::{Mock, Reply, eventually, test_env};
 
 fn pid_of(dir: &std::path::Path, port: u16) -> Option<i32> {
     std::fs::read_to_string(dir.join(format!("{port}.pid"))).ok()?.trim().parse().ok()
@@ -69,6 +72,45 @@ async fn local_replicas_start_restart_scale_in_and_stop() {
     r.shutdown().await.expect("shutdown");
     eventually("all stopped", || !alive(first)).await;
     assert_eq!(r.current().await.expect("current").replicas, 0);
+}
+
+/// With a readiness probe a running replica counts as ready only while its URL answers 2xx:
+/// here the probe endpoint stands in for the replicas' own `/healthz`.
+#[tokio::test]
+async fn local_replicas_count_as_ready_once_their_probe_answers() {
+    let all_ready = Arc::new(AtomicBool::new(false));
+    let flag = all_ready.clone();
+    let probe = Mock::start(move |seen| match seen.path.as_str() {
+        "/ready/0" => Reply::text(200, "ok"),
+        "/ready/1" | "/ready/2" if flag.load(Ordering::SeqCst) => Reply::text(200, "ok"),
+        _ => Reply::text(503, "warming"),
+    })
+    .await;
+    let t = test_env(None);
+    let dir = t.dir.path().to_path_buf();
+    let script = format!("echo $$ > {}/$STOKER_PORT.pid; exec sleep 60", dir.display());
+    let spec: ResizeSpec = serde_json::from_value(serde_json::json!({
+        "actuator": "local",
+        "local": {
+            "argv": ["sh", "-c", script], "port_from": 18110, "port_to": 18113, "stop_grace": "2s",
+            "ready": {"http": format!("{}/ready/{{replica}}", probe.url()), "timeout": "500ms"}
+        }
+    }))
+    .expect("spec");
+    let r = build_resizer(&spec, "cnn", &t.env).expect("resizer");
+    r.resize(3, Bounds { min: 1, max: 10 }, &IdempotencyKey::new("p", "scale", 1), false)
+        .await
+        .expect("resize");
+    eventually("three replicas running", || {
+        (18110..18113).all(|p| pid_of(&dir, p).is_some_and(alive))
+    })
+    .await;
+    let state = r.current().await.expect("current");
+    assert_eq!((state.replicas, state.ready), (3, Some(1)));
+    all_ready.store(true, Ordering::SeqCst);
+    let state = r.current().await.expect("current");
+    assert_eq!((state.replicas, state.ready), (3, Some(3)));
+    r.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
