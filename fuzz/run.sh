@@ -10,7 +10,7 @@
 set -euo pipefail
 secs="${1:-60}"
 cd "$(dirname "$0")/.."
-targets=(otlp_protobuf otlp_json selector policy_yaml replay_trace prom_text)
+targets=(otlp_protobuf otlp_json selector policy_yaml replay_trace kubeconfig prom_text)
 if cargo fuzz --version >/dev/null 2>&1; then
   for t in "${targets[@]}"; do
     echo "== $t ($secs s)"

@@ -62,6 +62,34 @@ pub fn replay_trace(data: &[u8]) {
     }
 }
 
+/// The actuator environment the kubeconfig target builds clients in: one per process, its
+/// journal file unlinked once open (the open handle keeps it).
+fn actuate_env() -> Option<&'static crate::actuate::ActuateEnv> {
+    use crate::actuate::{ActuateEnv, ActuatorsConfig, Journal, Secrets, SecretsConfig};
+    static ENV: std::sync::OnceLock<Option<ActuateEnv>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("stoker-fuzz-{}-actions.redb", std::process::id()));
+        let journal = Journal::open(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        let secrets = Secrets::from_config(SecretsConfig::new()).ok()?;
+        ActuateEnv::new(ActuatorsConfig::default(), secrets, Arc::new(journal?)).ok()
+    })
+    .as_ref()
+}
+
+/// A kubeconfig (`[actuators.kubernetes.clusters.X] kubeconfig`): parsing, context, cluster
+/// and user resolution, base64 CA and client-certificate data, and the client they build.
+/// Files it names resolve under a directory that does not exist.
+pub fn kubeconfig(data: &[u8]) {
+    let (Ok(text), Some(env)) = (std::str::from_utf8(data), actuate_env()) else {
+        return;
+    };
+    let base = Path::new("/nonexistent/stoker-fuzz");
+    let _ =
+        crate::actuate::kubernetes::KubeClient::from_kubeconfig_text(text, None, Some(base), env);
+}
+
 /// A fuzz target: arbitrary bytes in, nothing out (it must not panic).
 pub type Target = fn(&[u8]);
 
@@ -72,4 +100,40 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("selector", selector),
     ("policy_yaml", policy_yaml),
     ("replay_trace", replay_trace),
+    ("kubeconfig", kubeconfig),
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::actuate::ActuateError;
+    use crate::actuate::kubernetes::KubeClient;
+
+    fn corpus(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/kubeconfig")
+            .join(name);
+        std::fs::read_to_string(path).expect("corpus file")
+    }
+
+    /// The kubeconfig target reaches the whole path: its seeds build clients (a token user, a
+    /// client certificate with a CA) or are refused for what they are.
+    #[test]
+    fn kubeconfig_seeds_build_clients_or_are_refused_with_the_reason() {
+        let env = super::actuate_env().expect("env");
+        let base = std::path::Path::new("/nonexistent/stoker-fuzz");
+        for ok in ["token.yaml", "client-cert.yaml"] {
+            let r = KubeClient::from_kubeconfig_text(&corpus(ok), None, Some(base), env);
+            assert!(r.is_ok(), "{ok}: {r:?}");
+        }
+        for (bad, why) in [
+            ("exec-plugin.yaml", "exec credential plugin"),
+            ("no-context.yaml", "no cluster `missing`"),
+            ("token-file-relative.yaml", "/nonexistent/stoker-fuzz/ca.crt"),
+        ] {
+            match KubeClient::from_kubeconfig_text(&corpus(bad), None, Some(base), env) {
+                Err(ActuateError::Config(m)) => assert!(m.contains(why), "{bad}: {m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}

@@ -174,9 +174,26 @@ impl KubeClient {
             .ok_or_else(|| cfg_err("a cluster needs `kubeconfig` or `in_cluster = true`"))?;
         let text = String::from_utf8(read_file(path, "kubeconfig")?)
             .map_err(|_| cfg_err(format!("kubeconfig {} is not UTF-8", path.display())))?;
-        let kc: Kubeconfig = serde_saphyr::from_str(&text)
-            .map_err(|e| cfg_err(format!("kubeconfig {}: {e}", path.display())))?;
-        Self::from_kubeconfig(&kc, cfg.context.as_deref(), path.parent(), env)
+        Self::from_kubeconfig_text(&text, cfg.context.as_deref(), path.parent(), env).map_err(|e| {
+            match e {
+                ActuateError::Config(m) => cfg_err(format!("{m} (in {})", path.display())),
+                other => other,
+            }
+        })
+    }
+
+    /// The client a kubeconfig's text describes: its `context` (default `current-context`),
+    /// files named in it relative to `base`. The parser and resolver `from_config` uses, and
+    /// the kubeconfig fuzz target's entry point (`crate::fuzz::kubeconfig`).
+    pub fn from_kubeconfig_text(
+        text: &str,
+        context: Option<&str>,
+        base: Option<&Path>,
+        env: &ActuateEnv,
+    ) -> Result<Self, ActuateError> {
+        let kc: Kubeconfig =
+            serde_saphyr::from_str(text).map_err(|e| cfg_err(format!("kubeconfig: {e}")))?;
+        Self::from_kubeconfig(&kc, context, base, env)
     }
 
     fn from_kubeconfig(

@@ -319,10 +319,48 @@ fn error(wire: Wire, status: StatusCode, grpc_code: i32, message: &str) -> Respo
     (status, [(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
+/// Why a request body was not read to its end.
+enum BodyRead {
+    /// Declared (`Content-Length`) or found longer than the limit.
+    TooLarge,
+    /// The connection failed or the client stopped sending.
+    Failed(String),
+}
+
+/// Reads a request body into one buffer of at most `limit` bytes. A `Content-Length` over the
+/// limit is refused before a byte is read; otherwise the buffer is sized from it once and each
+/// chunk is copied in and freed as it arrives, so a body costs its own size once, not its
+/// chunks plus a contiguous copy (memory the allocator kept after every large request).
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Bytes, BodyRead> {
+    use futures_util::StreamExt as _;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyRead::TooLarge);
+    }
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk =
+            chunk.map_err(|e| BodyRead::Failed(format!("reading the request body: {e}")))?;
+        if out.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyRead::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
 async fn http_export(
     State(state): State<IngestState>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     state.stats.http_requests.fetch_add(1, Ordering::Relaxed);
     let ct = headers
@@ -349,21 +387,20 @@ async fn http_export(
             );
         }
     };
-    let body = match body {
+    let body = match read_body(&headers, body, state.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => {
-            let status = e.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                state.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                return error(
-                    wire,
-                    status,
-                    8,
-                    &format!("request body over the limit of {} bytes", state.max_body_bytes),
-                );
-            }
+        Err(BodyRead::TooLarge) => {
+            state.stats.too_large.fetch_add(1, Ordering::Relaxed);
+            return error(
+                wire,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                8,
+                &format!("request body over the limit of {} bytes", state.max_body_bytes),
+            );
+        }
+        Err(BodyRead::Failed(m)) => {
             state.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            return error(wire, StatusCode::BAD_REQUEST, 3, &e.body_text());
+            return error(wire, StatusCode::BAD_REQUEST, 3, &m);
         }
     };
     let encoding = headers

@@ -107,7 +107,11 @@ fn mutated_corpus_inputs_never_panic() {
         std::env::var("STOKER_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(18);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut failed = Vec::new();
+    let only = std::env::var("STOKER_FUZZ_TARGET").ok();
     for (name, target) in TARGETS {
+        if only.as_deref().is_some_and(|t| t != *name) {
+            continue;
+        }
         let corpus: Vec<Vec<u8>> =
             inputs(&fuzz_dir().join("corpus").join(name)).into_iter().map(|(_, b)| b).collect();
         let started = Instant::now();

@@ -373,3 +373,22 @@ async fn slowloris_connections_do_not_delay_normal_requests() {
     assert!(trickled >= 290, "only {trickled} slow connections held on");
     assert!(worst < Duration::from_secs(1), "a normal request took {worst:?}");
 }
+
+/// A body declared longer than the limit is refused from its `Content-Length`, before a byte
+/// of it is read (nothing is buffered for it), and the connection's answer comes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_oversized_body_is_refused_before_it_is_read() {
+    use tokio::io::AsyncReadExt;
+    let srv = common::start().await;
+    let mut s = tokio::net::TcpStream::connect(srv.bound.otlp_http).await.expect("connect");
+    let head = "POST /v1/metrics HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1073741824\r\n\r\n";
+    s.write_all(head.as_bytes()).await.expect("write head");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(srv.handles.ingest.too_large.load(std::sync::atomic::Ordering::Relaxed), 1);
+}

@@ -18,4 +18,5 @@ mod ingest_hostile;
 mod ingest_python;
 mod ingest_rust_sdk;
 mod policy;
+mod secrets;
 mod tls;

@@ -5,4 +5,4 @@ mod cloud;
 mod jobs;
 mod kubernetes;
 mod local;
-mod support;
+pub(crate) mod support;
