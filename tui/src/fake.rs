@@ -380,6 +380,7 @@ impl FakeFleet {
                     problem: None,
                 }),
                 problem: None,
+                ready: None,
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
@@ -399,6 +400,7 @@ impl FakeFleet {
                 },
                 forecast: None,
                 problem: None,
+                ready: None,
             },
             RuleView {
                 policy: "resnet-serving".to_owned(),
@@ -426,6 +428,7 @@ impl FakeFleet {
                 },
                 forecast: None,
                 problem: None,
+                ready: None,
             },
             RuleView {
                 policy: "efficientnet-serving".to_owned(),
@@ -450,6 +453,7 @@ impl FakeFleet {
                     problem: Some("4m of history, fewer than minHistory 30m".to_owned()),
                 }),
                 problem: None,
+                ready: None,
             },
             RuleView {
                 policy: "yolo-serving".to_owned(),
@@ -466,6 +470,7 @@ impl FakeFleet {
                 next_action: NextAction::Blocked("missing data: hold".to_owned()),
                 forecast: None,
                 problem: None,
+                ready: None,
             },
             RuleView {
                 policy: "yolo-serving".to_owned(),
@@ -482,6 +487,7 @@ impl FakeFleet {
                 next_action: NextAction::Blocked("budget 3/3 runs per 30d spent".to_owned()),
                 forecast: None,
                 problem: None,
+                ready: None,
             },
         ]
     }

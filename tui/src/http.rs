@@ -945,6 +945,8 @@ fn rule_view(policy: &str, r: &RuleStatus) -> RuleView {
         next_action,
         forecast: None,
         problem: rule_problem(r),
+        // A resizer that cannot tell ready replicas apart counts every one as ready.
+        ready: r.provisioned.map(|p| (r.ready.unwrap_or(p), p)),
     }
 }
 

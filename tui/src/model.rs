@@ -330,6 +330,9 @@ pub struct RuleView {
     /// Why the rule cannot do what it decides: its actuator failed, or the target's size
     /// cannot be read. Such a rule is not ok whatever its state, and says why.
     pub problem: Option<RuleProblem>,
+    /// Scaling rules: `(ready, provisioned)` as the target's resizer last reported them; the
+    /// difference is replicas still warming.
+    pub ready: Option<(u32, u32)>,
 }
 
 /// What keeps a rule from acting.

@@ -150,13 +150,13 @@ fn rule_row(r: &RuleView, now: UnixNanos, widths: &[usize]) -> Row<'static> {
         RuleKind::Scale => "",
         RuleKind::Retrain => " (retrain)",
     };
-    let replicas = r.replicas.map_or_else(String::new, |p| {
-        if p.desired == p.current {
-            format!("{}", p.current)
-        } else {
-            format!("{}→{}", p.current, p.desired)
-        }
-    });
+    let replicas = match (r.replicas, r.ready) {
+        (Some(p), _) if p.desired != p.current => format!("{}→{}", p.current, p.desired),
+        (Some(p), None) => format!("{}", p.current),
+        // Ready out of provisioned: the rest are still warming.
+        (_, Some((ready, provisioned))) => format!("{ready}/{provisioned}"),
+        (None, None) => String::new(),
+    };
     // A failing rule's reason takes the place of its next action: that is what blocks it.
     let next_cell = match &r.problem {
         Some(p) => Line::styled(fmt::fit(&p.what, w(5)), Style::new().fg(Color::Red)),
@@ -228,6 +228,9 @@ fn detail(frame: &mut Frame, r: &RuleView, now: UnixNanos, area: Rect) {
             "  replicas {} → {} (min {}, max {})",
             p.current, p.desired, p.min, p.max
         )));
+    }
+    if let Some((ready, provisioned)) = r.ready {
+        tail.push(Span::raw(format!("  ready {ready}/{provisioned}")));
     }
     tail.push(Span::raw(format!("  next: {}", next(&r.next_action, now))));
     lines.push(Line::from(tail));

@@ -611,3 +611,31 @@ async fn names_cut_to_their_column_end_with_an_ellipsis() {
         assert!(line_with(&text, "resnet50-imagenet").contains("2026-1…*"), "{text}");
     }
 }
+
+/// The Policies screen shows a scaling rule's `ready/provisioned` replicas, as the collector's
+/// resizer last reported them: replicas still warming are the difference.
+#[tokio::test]
+async fn scaling_rules_show_ready_out_of_provisioned_replicas() {
+    let url = stub(Arc::new(|path: &str, _q: &BTreeMap<String, String>| match path {
+        "/api/v1/policies" => Some(
+            r#"{"policies": [
+  {"name": "resnet-serving", "file": "policies/resnet-serving.yaml", "target": "resnet",
+   "rules": [{"rule": "scale", "kind": "scale", "mode": "enforce", "state": "ok",
+              "provisioned": 5, "ready": 3}]}
+], "errors": [], "warnings": [], "last_reload": 0}"#
+                .to_owned(),
+        ),
+        "/api/v1/decisions" => Some(r#"{"decisions": []}"#.to_owned()),
+        "/api/v1/actions" => Some(r#"{"actions": []}"#.to_owned()),
+        _ => None,
+    }))
+    .await;
+    let mut src = HttpSource::new(&url, None).unwrap();
+    let mut app = App::new("http://127.0.0.1:7700");
+    press(&mut app, KeyCode::Char('4'));
+    fetch(&mut app, &mut src, NOW).await;
+    for text in texts(&app, NOW) {
+        assert!(line_with(&text, "resnet-serving/s").contains("3/5"), "{text}");
+        assert!(text.contains("ready 3/5"), "the selected rule's detail: {text}");
+    }
+}
