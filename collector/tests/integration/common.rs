@@ -150,3 +150,38 @@ pub fn peer_available(ok: bool, peer: &str, script: &str) -> bool {
     eprintln!("skipping: {peer} not installed (run .ci/{script})");
     false
 }
+
+/// `--api-listen`, `--otlp-grpc-listen` and `--otlp-http-listen` on OS-assigned loopback ports,
+/// for a real `stoker-collector serve` child.
+pub const LOOPBACK_LISTENERS: [&str; 6] = [
+    "--api-listen",
+    "127.0.0.1:0",
+    "--otlp-grpc-listen",
+    "127.0.0.1:0",
+    "--otlp-http-listen",
+    "127.0.0.1:0",
+];
+
+/// Where a real collector child listens, from the `listening api=… otlp_grpc=… otlp_http=…`
+/// line it prints first on stdout.
+pub struct Listening {
+    pub api: String,
+    #[allow(dead_code)]
+    pub grpc: String,
+    pub http: String,
+}
+
+/// Reads the child's listening line (its stdout must be piped).
+pub fn listening(child: &mut std::process::Child) -> Listening {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+    };
+    Listening { api: field("api="), grpc: field("otlp_grpc="), http: field("otlp_http=") }
+}

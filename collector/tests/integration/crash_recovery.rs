@@ -1,7 +1,6 @@
 //! Crash recovery with the real binary: ingest continuously, `kill -9`, restart, and compare
 //! with what was acknowledged. At most the last second of acknowledged data may be lost.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,29 +25,14 @@ fn spawn(data_dir: &std::path::Path) -> Collector {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--otlp-http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::LOOPBACK_LISTENERS)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
-    };
-    Collector { api: field("api="), http: field("otlp_http="), child }
+    let at = common::listening(&mut child);
+    Collector { api: at.api, http: at.http, child }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

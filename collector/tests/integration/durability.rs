@@ -4,7 +4,7 @@
 //! window are refused, a panicking request leaves nothing behind for good requests, and empty
 //! or damaged database files stop the start with a message saying what to do.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,14 +59,7 @@ fn command(data_dir: &Path, config: &str, extra: &[&str]) -> Command {
         .arg(&cfg)
         .arg("--data-dir")
         .arg(data_dir)
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--otlp-http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::LOOPBACK_LISTENERS)
         .args(extra)
         .env("RUST_LOG", "warn");
     cmd
@@ -78,16 +71,8 @@ fn spawn(data_dir: &Path, config: &str) -> Collector {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
-    };
-    Collector { api: field("api="), http: field("otlp_http="), grpc: field("otlp_grpc="), child }
+    let at = common::listening(&mut child);
+    Collector { api: at.api, http: at.http, grpc: at.grpc, child }
 }
 
 /// Runs a collector that is expected to refuse to start; returns (exit code, stderr).

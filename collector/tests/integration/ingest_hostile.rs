@@ -3,7 +3,6 @@
 //! values), malformed gRPC, and slowloris connections against the real binary. Each is refused
 //! quickly with the protocol's answer, and the collector keeps serving.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,29 +100,14 @@ fn spawn_capped(data_dir: &std::path::Path) -> Collector {
         .arg(env!("CARGO_BIN_EXE_stoker-collector"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-            "--otlp-http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::LOOPBACK_LISTENERS)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .map(str::to_string)
-            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
-    };
-    Collector { api: field("api="), http: field("otlp_http="), child }
+    let at = common::listening(&mut child);
+    Collector { api: at.api, http: at.http, child }
 }
 
 /// The request that took the collector down: two cumulative points of one exponential
