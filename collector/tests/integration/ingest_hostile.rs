@@ -358,6 +358,87 @@ async fn slowloris_connections_do_not_delay_normal_requests() {
     assert!(worst < Duration::from_secs(1), "a normal request took {worst:?}");
 }
 
+/// Regression: with no connection limit, 1,100 slow connections under a 1,024 open-file limit
+/// made `accept` fail on every listener and normal requests timed out. Now each listener holds
+/// at most its share of the descriptors, the rest wait in the kernel's backlog, and the API
+/// (a listener of its own) answers within a second while the flood hangs on; the flooded port
+/// serves again once the flood ends (the real binary, loopback only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_beyond_the_file_limit_leaves_the_api_answering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_stoker-collector"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(common::LOOPBACK_LISTENERS)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn collector");
+    let at = common::listening(&mut child);
+    let col = Collector { api: at.api, http: at.http, child };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut flood = Vec::new();
+    for _ in 0..1_100 {
+        let (addr, stop) = (col.http.clone(), stop.clone());
+        flood.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else { return false };
+            if s.write_all(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.is_err() {
+                return false;
+            }
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if s.write_all(b"a").await.is_err() {
+                    break;
+                }
+            }
+            true
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let c = common::client();
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let r = c
+            .get(format!("http://{}/api/v1/series", col.api))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("the API answers during the flood");
+        assert_eq!(r.status().as_u16(), 200);
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let connected = futures_util::future::join_all(flood).await;
+    let held = connected.into_iter().filter(|c| matches!(c, Ok(true))).count();
+    assert!(held >= 1_000, "only {held} of 1,100 flood connections were made");
+    assert!(worst < Duration::from_secs(1), "an API request took {worst:?} during the flood");
+    // The flood is gone: the flooded port takes exports again.
+    let t0 = common::now_nanos() - 10_000_000_000;
+    let body = common::gauge_request("after-flood", "m", t0, 1.0, vec![]).encode_to_vec();
+    let mut ok = false;
+    for _ in 0..50 {
+        let r = c
+            .post(format!("http://{}/v1/metrics", col.http))
+            .header("content-type", "application/x-protobuf")
+            .body(body.clone())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "ingest serves again after the flood");
+}
+
 /// A body declared longer than the limit is refused from its `Content-Length`, before a byte
 /// of it is read (nothing is buffered for it), and the connection's answer comes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
