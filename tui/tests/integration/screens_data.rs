@@ -35,7 +35,7 @@ type Answer = dyn Fn(&str, &BTreeMap<String, String>) -> Option<String> + Send +
 
 /// Serves HTTP/1.1 on loopback, one request per connection: `answer(path, query)` is the JSON
 /// body, `None` a 404. Returns the base URL.
-async fn stub(answer: Arc<Answer>) -> String {
+async fn local_api(answer: Arc<Answer>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -53,7 +53,7 @@ async fn stub(answer: Arc<Answer>) -> String {
                 }
                 let head = String::from_utf8_lossy(&buf);
                 let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let url = reqwest::Url::parse(&format!("http://stub{target}")).unwrap();
+                let url = reqwest::Url::parse(&format!("http://local{target}")).unwrap();
                 let query: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
                 let (status, body) = match answer(url.path(), &query) {
                     Some(body) => (200, body),
@@ -407,7 +407,7 @@ fn decisions_json() -> String {
 // and its Decisions row showed the resize green as if it had happened.
 #[tokio::test]
 async fn a_rule_whose_actuator_fails_says_failed_and_why() {
-    let url = stub(Arc::new(|path: &str, _q: &BTreeMap<String, String>| match path {
+    let url = local_api(Arc::new(|path: &str, _q: &BTreeMap<String, String>| match path {
         "/api/v1/policies" => Some(policies_json()),
         "/api/v1/decisions" => Some(decisions_json()),
         "/api/v1/actions" => Some(r#"{"actions": []}"#.to_owned()),
@@ -496,7 +496,7 @@ fn cpu_only(path: &str, q: &BTreeMap<String, String>) -> Option<String> {
 // f64 sum is -0) and "─ 0 ×" on its Node screen.
 #[tokio::test]
 async fn a_node_without_gpus_says_no_gpu() {
-    let url = stub(Arc::new(cpu_only)).await;
+    let url = local_api(Arc::new(cpu_only)).await;
     let mut src = HttpSource::new(&url, None).unwrap();
     let mut app = App::new("http://127.0.0.1:7700");
     fetch(&mut app, &mut src, NOW).await;
@@ -578,7 +578,7 @@ fn long_names(path: &str, q: &BTreeMap<String, String>) -> Option<String> {
 // Regression: names wider than their column were cut silently (`resnet-retrain/conf`).
 #[tokio::test]
 async fn names_cut_to_their_column_end_with_an_ellipsis() {
-    let url = stub(Arc::new(long_names)).await;
+    let url = local_api(Arc::new(long_names)).await;
     let mut src = HttpSource::new(&url, None).unwrap();
     let mut app = App::new("http://127.0.0.1:7700");
     fetch(&mut app, &mut src, NOW).await;
@@ -616,7 +616,7 @@ async fn names_cut_to_their_column_end_with_an_ellipsis() {
 /// resizer last reported them: replicas still warming are the difference.
 #[tokio::test]
 async fn scaling_rules_show_ready_out_of_provisioned_replicas() {
-    let url = stub(Arc::new(|path: &str, _q: &BTreeMap<String, String>| match path {
+    let url = local_api(Arc::new(|path: &str, _q: &BTreeMap<String, String>| match path {
         "/api/v1/policies" => Some(
             r#"{"policies": [
   {"name": "resnet-serving", "file": "policies/resnet-serving.yaml", "target": "resnet",
