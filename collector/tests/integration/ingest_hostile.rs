@@ -94,9 +94,14 @@ impl Drop for Collector {
 /// The real binary, its address space capped at 4 GiB: a request that makes it allocate
 /// without bound kills this child (allocation failure), never the machine.
 fn spawn_capped(data_dir: &std::path::Path) -> Collector {
+    spawn_under(data_dir, "ulimit -v 4194304")
+}
+
+/// The real binary started by `sh` after `limit` (a `ulimit` command) on loopback ports.
+fn spawn_under(data_dir: &std::path::Path, limit: &str) -> Collector {
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(format!("{limit} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_stoker-collector"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
@@ -366,20 +371,7 @@ async fn slowloris_connections_do_not_delay_normal_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_beyond_the_file_limit_leaves_the_api_answering() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_stoker-collector"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args(common::LOOPBACK_LISTENERS)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn collector");
-    let at = common::listening(&mut child);
-    let col = Collector { api: at.api, http: at.http, child };
+    let col = spawn_under(dir.path(), "ulimit -n 1024");
     let stop = tokio_util::sync::CancellationToken::new();
     let mut flood = Vec::new();
     for _ in 0..1_100 {
