@@ -137,7 +137,7 @@ async fn require_token(State(st): State<AuthState>, req: Request, next: Next) ->
     )
         .into_response();
     r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
+    crate::ingest::before_body(req.version(), r)
 }
 
 /// With no token for a listener, only loopback may reach it.

@@ -319,6 +319,16 @@ fn error(wire: Wire, status: StatusCode, grpc_code: i32, message: &str) -> Respo
     (status, [(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
+/// An answer sent before the request body was read to its end. Over HTTP/1 the server then
+/// closes the connection, so the answer says so: a client that pooled the connection would
+/// otherwise send its next request into a closing socket and see it fail.
+pub(crate) fn before_body(version: axum::http::Version, mut r: Response) -> Response {
+    if version < axum::http::Version::HTTP_2 {
+        r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    r
+}
+
 /// Why a request body was not read to its end.
 enum BodyRead {
     /// Declared (`Content-Length`) or found longer than the limit.
@@ -359,6 +369,7 @@ async fn read_body(
 
 async fn http_export(
     State(state): State<IngestState>,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -377,12 +388,15 @@ async fn http_export(
         "application/json" => Wire::Json,
         _ => {
             state.stats.bad_content_type.fetch_add(1, Ordering::Relaxed);
-            return error(
-                Wire::Json,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                3,
-                &format!(
-                    "unsupported content type {ct:?}: use application/x-protobuf or application/json"
+            return before_body(
+                version,
+                error(
+                    Wire::Json,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    3,
+                    &format!(
+                        "unsupported content type {ct:?}: use application/x-protobuf or application/json"
+                    ),
                 ),
             );
         }
@@ -391,16 +405,19 @@ async fn http_export(
         Ok(b) => b,
         Err(BodyRead::TooLarge) => {
             state.stats.too_large.fetch_add(1, Ordering::Relaxed);
-            return error(
-                wire,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                8,
-                &format!("request body over the limit of {} bytes", state.max_body_bytes),
+            return before_body(
+                version,
+                error(
+                    wire,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    8,
+                    &format!("request body over the limit of {} bytes", state.max_body_bytes),
+                ),
             );
         }
         Err(BodyRead::Failed(m)) => {
             state.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            return error(wire, StatusCode::BAD_REQUEST, 3, &m);
+            return before_body(version, error(wire, StatusCode::BAD_REQUEST, 3, &m));
         }
     };
     let encoding = headers
