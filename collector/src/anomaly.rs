@@ -40,16 +40,9 @@ use crate::policy::signal::nanos;
 use crate::query::{Query, Selector, Stat};
 use crate::store::{PointValue, Store};
 
-/// The gauge the scorer writes for flagged subjects.
-pub const SCORE_METRIC: &str = "stoker.anomaly.score";
-/// Attribute keys of [`SCORE_METRIC`].
-pub const ATTR_NODE: &str = "anomaly.node";
-/// Model attribute of [`SCORE_METRIC`] (absent for node-level anomalies).
-pub const ATTR_MODEL: &str = "anomaly.model";
-/// `peers` or `history`.
-pub const ATTR_BASELINE: &str = "anomaly.baseline";
-/// The feature that deviates most.
-pub const ATTR_FEATURE: &str = "anomaly.feature";
+pub use stoker_policy::anomaly::{
+    ATTR_BASELINE, ATTR_FEATURE, ATTR_MODEL, ATTR_NODE, SCORE_METRIC,
+};
 
 /// While no subject has a history model (a new collector), refits are retried this often.
 pub const RETRY_WITHOUT_MODELS: Duration = Duration::from_secs(300);

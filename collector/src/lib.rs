@@ -3,7 +3,7 @@
 
 pub mod actuate;
 pub mod anomaly;
-pub mod duration;
+pub use stoker_policy::duration;
 pub mod fuzz;
 pub mod policy;
 

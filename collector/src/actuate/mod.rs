@@ -29,7 +29,7 @@ pub mod kubernetes;
 pub mod local;
 pub mod retry;
 pub mod secrets;
-pub mod spec;
+pub use stoker_policy::spec;
 pub mod template;
 pub mod types;
 pub mod webhook;

@@ -254,12 +254,12 @@ pub fn step_forecast(
 mod tests {
     use std::path::Path;
 
-    use super::super::check::check_text;
-    use super::super::engine::{Action, Constraint, PolicyState, evaluate};
-    use super::super::series::{SeriesSource, series_from_notation};
-    use super::super::signal::NANOS;
+    use crate::check::check_text;
+    use crate::engine::{Action, Constraint, PolicyState, evaluate};
+    use crate::series::{SeriesSource, series_from_notation};
+    use crate::signal::NANOS;
 
-    fn policy(mode: &str) -> super::super::check::Policy {
+    fn policy(mode: &str) -> crate::check::Policy {
         let yaml = format!(
             "apiVersion: stoker/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n  target: {{name: t, min: 1, max: 100, actuator: kubernetes, kubernetes: {{namespace: n, deployment: d}}}}\n  scale:\n    metrics:\n      - name: load\n        signal: {{metric: inference.requests, stat: mean, window: 10s}}\n        target: {{averageValue: 1000}}\n    forecast: {{horizon: 5m, history: 1d, minHistory: 1h, mode: {mode}, perReplica: 10, signal: {{metric: inference.requests, stat: mean, window: 10s}}}}\n"
         );

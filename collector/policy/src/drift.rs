@@ -395,9 +395,9 @@ mod tests {
     /// 4 h; the first hour of the version is the reference.
     #[test]
     fn classifier_drift_condition_alerts_outside_the_band_only() {
-        use crate::policy::format::ClassifierDriftCondition;
-        use crate::policy::series::{SeriesSource, series_from_notation};
-        use crate::policy::signal::NANOS;
+        use crate::format::ClassifierDriftCondition;
+        use crate::series::{SeriesSource, series_from_notation};
+        use crate::signal::NANOS;
         let src = |b: &str| {
             let step = std::time::Duration::from_secs(5);
             SeriesSource::new(vec![

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actuate::spec::{
+use crate::duration::HumanDuration;
+use crate::spec::{
     AwsAsg, CommandSpec, GcpMig, JobSpec, KubernetesScale, LocalReplicas, ResizeActuator,
     ResizeSpec, WebhookSpec,
 };
-use crate::duration::HumanDuration;
 pub use stoker_learn::spec::{ForecastMode, ForecastSpec};
 
 /// One policy file.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::format::{Condition, CurrentFrom, PolicyDoc, SignalSpec, StepChange, TrackingTarget};
 use super::signal::Stat;
 use super::template;
-use crate::actuate::spec::JobSpec;
+use crate::spec::JobSpec;
 
 /// Metric names of Stoker's vocabulary (DESIGN.md); others draw a warning.
 pub const VOCABULARY: &[&str] = &[

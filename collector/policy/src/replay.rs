@@ -1309,7 +1309,7 @@ mod tests {
         let mut src = SimSource::new(&tr);
         let by_pass = |src: &SimSource, sel: &Selector, from: u64, to: u64| {
             let (lo, hi) = src.range(from, to);
-            let bounds = super::super::series::DEFAULT_BUCKETS.to_vec();
+            let bounds = crate::series::DEFAULT_BUCKETS.to_vec();
             let mut counts = vec![0.0; bounds.len() + 1];
             let mut any = false;
             for c in src.matching(sel) {
@@ -1356,7 +1356,7 @@ mod tests {
     #[test]
     fn each_policy_is_evaluated_at_its_own_interval() {
         let check = |name: &str, text: &str| {
-            let (p, _, diags) = super::super::check::check_text(Path::new(name), text);
+            let (p, _, diags) = crate::check::check_text(Path::new(name), text);
             p.unwrap_or_else(|| panic!("{name}: {diags:?}"))
         };
         let target = "target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}, capacity: {perReplicaThroughput: 100, serviceTime: 10ms, warmup: 0s}}";
@@ -1402,7 +1402,7 @@ mod tests {
     #[test]
     fn oracle_never_violates_and_contenders_report_their_ratio() {
         let check = |text: &str| {
-            let (p, _, diags) = super::super::check::check_text(Path::new("s.yaml"), text);
+            let (p, _, diags) = crate::check::check_text(Path::new("s.yaml"), text);
             p.unwrap_or_else(|| panic!("{diags:?}"))
         };
         let policy = check(

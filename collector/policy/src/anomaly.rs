@@ -1,5 +1,5 @@
 //! The `anomaly` condition: holds while the collector's anomaly scorer
-//! ([`crate::anomaly`]) has flagged a matching subject within the window. It reads the
+//! (`stoker_collector::anomaly`) has flagged a matching subject within the window. It reads the
 //! scorer's `stoker.anomaly.score` gauge through the ordinary [`SignalSource`], so it works in
 //! the live engine, in `policy test` fixtures and in `policy replay` traces alike.
 
@@ -9,7 +9,17 @@ use std::time::Duration;
 use super::engine::{InputValue, read};
 use super::format::AnomalyCondition;
 use super::signal::{Selector, SignalQuery, SignalSource, Stat};
-use crate::anomaly::{ATTR_BASELINE, ATTR_FEATURE, ATTR_MODEL, ATTR_NODE, SCORE_METRIC};
+
+/// The gauge the scorer writes for flagged subjects.
+pub const SCORE_METRIC: &str = "stoker.anomaly.score";
+/// Attribute keys of [`SCORE_METRIC`].
+pub const ATTR_NODE: &str = "anomaly.node";
+/// Model attribute of [`SCORE_METRIC`] (absent for node-level anomalies).
+pub const ATTR_MODEL: &str = "anomaly.model";
+/// `peers` or `history`.
+pub const ATTR_BASELINE: &str = "anomaly.baseline";
+/// The feature that deviates most.
+pub const ATTR_FEATURE: &str = "anomaly.feature";
 
 /// Default window of an `anomaly` condition.
 pub const DEFAULT_ANOMALY_WINDOW: Duration = Duration::from_secs(300);
@@ -63,8 +73,8 @@ pub fn eval_anomaly(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::series::{SeriesSource, series_from_notation};
-    use crate::policy::signal::NANOS;
+    use crate::series::{SeriesSource, series_from_notation};
+    use crate::signal::NANOS;
 
     #[test]
     fn holds_only_for_matching_flagged_subjects_in_the_window() {
