@@ -9,6 +9,9 @@
 //!  target/debug/examples/collector-hostile [--collector-bin PATH] [--series N] [--rounds N]
 //!  [--mutated N]`
 
+// A benchmark measures the real clocks.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -7,6 +7,9 @@
 //! Run through `bench/collector-ingest/run.sh`, which builds in release mode and installs
 //! Prometheus if missing.
 
+// A benchmark measures the real clocks.
+#![allow(clippy::disallowed_methods)]
+
 // The collector binary's allocator, so in-process figures match what `serve` does.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -8,6 +8,9 @@
 //! --minutes M --gpus G --runs R]`. `--gpus` (default 1) sets how many GPU series each node
 //! also has: they grow the index, the query never reads them.
 
+// A benchmark measures the real clocks.
+#![allow(clippy::disallowed_methods)]
+
 // The collector binary's allocator, so in-process figures match what `serve` does.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

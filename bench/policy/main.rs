@@ -20,6 +20,9 @@
 //! 4. `traces [DIR]` (not part of a plain run): writes the seeded evaluation traces of
 //!    [`stoker_collector::policy::tracegen`] (default `tests/traces/`).
 
+// A benchmark measures the real clocks.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -267,7 +267,7 @@ impl AsgScaler {
             .env
             .retry
             .run(&label, attempts, || {
-                let call = self.signed_call(&form, Some(&creds), SystemTime::now());
+                let call = self.signed_call(&form, Some(&creds), self.env.wall_time());
                 async move { send_once(&self.env.http, &call?, &[], self.env.request_timeout).await }
             })
             .await?;
@@ -332,7 +332,7 @@ impl ResizeBackend for AsgScaler {
                 ("HonorCooldown", "false".into()),
             ],
         );
-        Ok(vec![self.signed_call(&form, None, SystemTime::now())?.planned()])
+        Ok(vec![self.signed_call(&form, None, self.env.wall_time())?.planned()])
     }
 
     fn apply<'a>(

@@ -28,6 +28,7 @@ use super::journal::Journal;
 use super::retry::RetryPolicy;
 use super::secrets::Secrets;
 use super::types::ActuateError;
+use crate::clock::{SharedClock, SystemClock};
 use crate::duration::HumanDuration;
 
 /// `[actuators]`.
@@ -99,19 +100,6 @@ pub struct GcpConfig {
     pub token_secret: Option<String>,
 }
 
-/// A source of Unix-nanosecond timestamps; injected so tests control time.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The wall clock, as Unix nanoseconds.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    })
-}
-
 /// What every actuator is built from. Cheap to clone.
 #[derive(Clone)]
 pub struct ActuateEnv {
@@ -128,7 +116,7 @@ pub struct ActuateEnv {
     /// Per-request timeout.
     pub request_timeout: Duration,
     /// Wall clock for records and job timeouts.
-    pub clock: Clock,
+    pub clock: SharedClock,
 }
 
 impl std::fmt::Debug for ActuateEnv {
@@ -152,7 +140,15 @@ impl ActuateEnv {
         let retry = RetryPolicy::from_config(&config.retry);
         let request_timeout =
             config.request_timeout.map(|d| d.get()).unwrap_or(Duration::from_secs(10));
-        Ok(Self { config, secrets, journal, http, retry, request_timeout, clock: system_clock() })
+        Ok(Self {
+            config,
+            secrets,
+            journal,
+            http,
+            retry,
+            request_timeout,
+            clock: Arc::new(SystemClock),
+        })
     }
 
     /// The same environment with another retry policy (tests: no jitter, short delays).
@@ -168,14 +164,19 @@ impl ActuateEnv {
     }
 
     /// The same environment with another clock.
-    pub fn with_clock(mut self, clock: Clock) -> Self {
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
     }
 
     /// Now, Unix nanoseconds.
     pub fn now_ns(&self) -> u64 {
-        (self.clock)()
+        self.clock.now()
+    }
+
+    /// Now, as a `SystemTime` (request signing).
+    pub fn wall_time(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_nanos(self.clock.now())
     }
 }
 

@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::engine::{Action, Decision};
@@ -102,31 +103,49 @@ pub struct DecisionExporter {
 }
 
 impl DecisionExporter {
-    /// Starts the exporter task for `endpoint` (like `http://127.0.0.1:4317`).
-    pub fn spawn(endpoint: String, shutdown: CancellationToken) -> Self {
+    /// Starts the exporter task for `endpoint` (like `http://127.0.0.1:4317`) on `tracker`.
+    /// When `shutdown` fires it sends what is queued (each batch within the export timeout)
+    /// and ends, so waiting on the tracker flushes the decision log.
+    pub fn spawn(endpoint: String, shutdown: CancellationToken, tracker: &TaskTracker) -> Self {
         let (tx, mut rx) = mpsc::channel::<Decision>(QUEUE);
         let failed = Arc::new(AtomicU64::new(0));
         let failed_task = failed.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let mut client = None;
             loop {
                 let first = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    d = rx.recv() => match d { Some(d) => d, None => break },
+                    _ = shutdown.cancelled() => None,
+                    d = rx.recv() => match d { Some(d) => Some(d), None => break },
                 };
-                let mut batch = vec![first];
+                let stopping = first.is_none();
+                let mut batch: Vec<Decision> = first.into_iter().collect();
                 while batch.len() < 256 {
                     match rx.try_recv() {
                         Ok(d) => batch.push(d),
                         Err(_) => break,
                     }
                 }
+                if batch.is_empty() {
+                    break;
+                }
                 if client.is_none() {
-                    match LogsServiceClient::connect(endpoint.clone()).await {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
+                    let connect = LogsServiceClient::connect(endpoint.clone());
+                    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+                        Ok(Ok(c)) => client = Some(c),
+                        Ok(Err(e)) => {
                             failed_task.fetch_add(batch.len() as u64, Ordering::Relaxed);
                             warn!(endpoint = %endpoint, error = %e, "Cannot reach the OTLP endpoint for decision logs.");
+                            if stopping {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(_) => {
+                            failed_task.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            warn!(endpoint = %endpoint, "Connecting to the OTLP endpoint for decision logs timed out.");
+                            if stopping {
+                                break;
+                            }
                             continue;
                         }
                     }
@@ -138,6 +157,9 @@ impl DecisionExporter {
                         failed_task.fetch_add(batch.len() as u64, Ordering::Relaxed);
                         warn!(endpoint = %endpoint, "Decision log export failed.");
                         client = None;
+                        if stopping {
+                            break;
+                        }
                     }
                 }
             }

@@ -38,6 +38,9 @@ pub enum PersistError {
     /// A record did not encode or decode.
     #[error("policy state record: {0}")]
     Codec(#[from] serde_json::Error),
+    /// The blocking task that ran the transaction did not finish.
+    #[error("policy state task: {0}")]
+    Task(String),
 }
 
 /// Where an action stands.

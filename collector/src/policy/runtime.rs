@@ -28,6 +28,7 @@ use super::otel::DecisionExporter;
 use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
 use super::signal::{SignalSource, nanos};
 use crate::actuate::spec::{JobSpec, ResizeSpec};
+use crate::clock::SharedClock;
 
 /// How often the runtime wakes to evaluate the policies that are due.
 const TICK: Duration = Duration::from_secs(1);
@@ -135,16 +136,6 @@ pub trait Executor: Send + Sync {
 /// A signal source the runtime can share across tasks.
 pub type SharedSource = Arc<dyn SignalSource + Send + Sync>;
 
-/// The clock: Unix nanos. Injected so tests drive time.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(nanos).unwrap_or(0)
-    })
-}
-
 /// Errors starting the runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -222,10 +213,10 @@ pub struct PolicyRuntime {
 
 struct Shared {
     cfg: RuntimeConfig,
-    store: PolicyStore,
+    store: Arc<PolicyStore>,
     executor: Arc<dyn Executor>,
     source: SharedSource,
-    clock: Clock,
+    clock: SharedClock,
     exporter: Option<DecisionExporter>,
     counters: RuntimeCounters,
     inner: Mutex<Inner>,
@@ -270,10 +261,10 @@ impl PolicyRuntime {
         cfg: RuntimeConfig,
         executor: Arc<dyn Executor>,
         source: SharedSource,
-        clock: Clock,
+        clock: SharedClock,
         exporter: Option<DecisionExporter>,
     ) -> Result<Self, RuntimeError> {
-        let store = PolicyStore::open(&cfg.data_dir)?;
+        let store = Arc::new(PolicyStore::open(&cfg.data_dir)?);
         let states = store.states()?;
         let rt = Self {
             shared: Arc::new(Shared {
@@ -306,9 +297,21 @@ impl PolicyRuntime {
         &self.shared.store
     }
 
+    /// Runs a `policy.redb` transaction on the blocking pool: a commit waits for fsync, which
+    /// must not stall the async workers that serve ingest and the API.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PolicyStore) -> Result<T, PersistError> + Send + 'static,
+    ) -> Result<T, PersistError> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| Err(PersistError::Task(e.to_string())))
+    }
+
     /// Now, from the injected clock.
     pub fn now(&self) -> u64 {
-        (self.shared.clock)()
+        self.shared.clock.now()
     }
 
     /// Loads the policy directory. On errors the last good set stays and the errors are kept
@@ -371,7 +374,7 @@ impl PolicyRuntime {
 
     /// Sends every `pending` action again with its key (after a crash); call once at start.
     pub async fn resume_pending(&self) {
-        let Ok(actions) = self.shared.store.actions() else { return };
+        let Ok(actions) = self.db(|s| s.actions()).await else { return };
         for a in actions.into_iter().filter(|a| a.status == ActionStatus::Pending) {
             info!(key = %a.key, "Resuming a pending action.");
             self.execute(a).await;
@@ -389,8 +392,9 @@ impl PolicyRuntime {
                 remote_ids: vec![],
                 message: "policy no longer loaded".into(),
             });
-            let _ = self.shared.store.put_action(&rec);
-            return rec.outcome;
+            let outcome = rec.outcome.clone();
+            let _ = self.db(move |s| s.put_action(&rec)).await;
+            return outcome;
         };
         self.shared.counters.actions.fetch_add(1, Ordering::Relaxed);
         let outcome = match &rec.action {
@@ -420,8 +424,9 @@ impl PolicyRuntime {
         };
         rec.outcome = Some(outcome.clone());
         rec.updated = self.now();
-        if let Err(e) = self.shared.store.put_action(&rec) {
-            error!(error = %e, key = %rec.key, "Cannot record an action outcome.");
+        let key = rec.key.clone();
+        if let Err(e) = self.db(move |s| s.put_action(&rec)).await {
+            error!(error = %e, key = %key, "Cannot record an action outcome.");
         }
         Some(outcome)
     }
@@ -507,7 +512,8 @@ impl PolicyRuntime {
                             updated: now,
                         };
                         // Written before acting, so a crash in between retries with the key.
-                        if let Err(e) = self.shared.store.put_action(&rec) {
+                        let pending = rec.clone();
+                        if let Err(e) = self.db(move |s| s.put_action(&pending)).await {
                             error!(error = %e, "Cannot record a pending action; not acting.");
                             continue;
                         }
@@ -519,7 +525,22 @@ impl PolicyRuntime {
                 }
             }
             let name = policy.name().to_owned();
-            if let Err(e) = self.shared.store.commit(&[(name.as_str(), &state)], &recorded) {
+            // The state and records go to the blocking pool and come back, not copied.
+            let key = name.clone();
+            let (state, recorded, committed) = tokio::task::spawn_blocking({
+                let store = self.shared.store.clone();
+                move || {
+                    let r = store.commit(&[(key.as_str(), &state)], &recorded);
+                    (state, recorded, r)
+                }
+            })
+            .await
+            .unwrap_or_else(|e| {
+                // The task panicked and took the state with it: keep the last one in memory.
+                let kept = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
+                (kept, Vec::new(), Err(PersistError::Task(e.to_string())))
+            });
+            if let Err(e) = committed {
                 error!(error = %e, policy = %name, "Cannot persist policy state.");
             }
             self.shared.counters.decisions.fetch_add(recorded.len() as u64, Ordering::Relaxed);
@@ -544,7 +565,7 @@ impl PolicyRuntime {
             }
             inner.last_job_poll = now;
         }
-        let Ok(actions) = self.shared.store.actions() else { return };
+        let Ok(actions) = self.db(|s| s.actions()).await else { return };
         for mut a in actions.into_iter().filter(|a| a.status == ActionStatus::Running) {
             let policy = self.lock().policies.iter().find(|p| p.name() == a.policy).cloned();
             let Some(rule) =
@@ -569,7 +590,7 @@ impl PolicyRuntime {
             if new != a.status {
                 a.status = new;
                 a.updated = now;
-                let _ = self.shared.store.put_action(&a);
+                let _ = self.db(move |s| s.put_action(&a)).await;
             }
         }
     }

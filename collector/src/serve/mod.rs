@@ -24,7 +24,7 @@ use crate::actuate::{ActuateEnv, ActuateError, Journal, Secrets};
 use crate::clock::SystemClock;
 use crate::config::{CollectorConfig, ConfigError};
 use crate::policy::otel::DecisionExporter;
-use crate::policy::runtime::{self, PolicyRuntime, RuntimeConfig, RuntimeError};
+use crate::policy::runtime::{PolicyRuntime, RuntimeConfig, RuntimeError};
 use crate::server::{self, Bound, Handles, MetricsText, ServeOptions, ServerError};
 use crate::store::{Store, StoreError};
 
@@ -171,7 +171,8 @@ pub async fn start(
     let policy = match &policies {
         Some(dir) => {
             let paths = PolicyPaths { dir, data_dir: &data_dir, reload_on_hup };
-            let (rt, executor) = start_policy(&config, paths, secrets, store.clone(), &cancel)?;
+            let (rt, executor) =
+                start_policy(&config, paths, secrets, store.clone(), &cancel, &tracker)?;
             extra_api.push(crate::policy::router(rt.clone()));
             let metrics_rt = rt.clone();
             extra_metrics.push(Arc::new(move || metrics_rt.metrics_text()));
@@ -215,29 +216,32 @@ fn start_policy(
     secrets: Secrets,
     store: Arc<Store>,
     cancel: &CancellationToken,
+    tracker: &TaskTracker,
 ) -> Result<(PolicyRuntime, Arc<ActuatorExecutor>), ServeError> {
     let actuators = |source| ServeError::Actuators { dir: data_dir.to_path_buf(), source };
     std::fs::create_dir_all(data_dir).map_err(|e| {
         actuators(ActuateError::Journal(format!("create {}: {e}", data_dir.display())))
     })?;
     let journal = Arc::new(Journal::open(&data_dir.join("actions.redb")).map_err(actuators)?);
-    let env = ActuateEnv::new(config.actuators.clone(), secrets, journal).map_err(actuators)?;
+    // One clock for the store, the engine and the actuators' records.
+    let clock = store.clock.clone();
+    let env = ActuateEnv::new(config.actuators.clone(), secrets, journal)
+        .map_err(actuators)?
+        .with_clock(clock.clone());
     let executor = Arc::new(ActuatorExecutor::new(env));
     let source = Arc::new(StoreSource::new(store));
     let exporter = config
         .policy
         .otlp_logs_endpoint
         .clone()
-        .map(|endpoint| DecisionExporter::spawn(endpoint, cancel.clone()));
+        .map(|endpoint| DecisionExporter::spawn(endpoint, cancel.clone(), tracker));
     let mut rc = RuntimeConfig::new(dir.to_path_buf(), data_dir.to_path_buf());
     rc.reload_poll = config.policy.reload_poll.get();
     rc.job_poll = config.policy.job_poll.get();
     rc.reload_on_hup = reload_on_hup;
-    let rt = PolicyRuntime::new(rc, executor.clone(), source, runtime::system_clock(), exporter)
-        .map_err(|source| ServeError::Policy {
-            dir: dir.to_path_buf(),
-            source: Box::new(source),
-        })?;
+    let rt = PolicyRuntime::new(rc, executor.clone(), source, clock.clone(), exporter).map_err(
+        |source| ServeError::Policy { dir: dir.to_path_buf(), source: Box::new(source) },
+    )?;
     let loaded = rt.snapshot();
     tracing::info!(policies = %dir.display(), loaded = loaded.policies.len(), errors = loaded.errors.len(), "Policy engine started.");
     Ok((rt, executor))

@@ -550,7 +550,7 @@ fn commit_once(store: &Store, disk: &Disk) -> Result<usize, StoreError> {
     if disk.db.read().is_none() {
         disk.reopen()?;
     }
-    let started = std::time::Instant::now(); // measures the commit for /metrics only, not logic
+    let started = crate::clock::Stopwatch::start();
     let buf = std::mem::take(&mut *store.wal.lock());
     if buf.is_empty() {
         return Ok(0);

@@ -2,6 +2,9 @@
 
 // Test code: a failed unwrap is a failed test, in helpers as in `#[test]` functions.
 #![allow(clippy::unwrap_used)]
+// Tests drive the real binary against the real clocks; the code under test reads them only
+// through `clock`.
+#![allow(clippy::disallowed_methods)]
 
 mod actuate;
 mod anomaly;

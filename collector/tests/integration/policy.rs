@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use stoker_collector::clock::ManualClock;
 use stoker_collector::policy::check::check_paths;
 use stoker_collector::policy::cli;
 use stoker_collector::policy::engine::{Outcome, OutcomeStatus};
@@ -255,7 +256,7 @@ const T0: u64 = 1_735_689_600 * NANOS;
 
 const RETRAIN: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: r}\nspec:\n  target: {name: svc, min: 1, max: 4, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  retrain:\n    - name: low\n      when: {accuracy: {estimate: mean-confidence, window: 10s, minSamples: 5, lt: 0.8}}\n      cooldown: 1h\n      budget: {maxRuns: 1, per: 30d}\n      job: {actuator: command, command: {argv: [retrain, '{{ reason }}']}}\n";
 
-fn runtime(dir: &Path, exec: Arc<Recording>, now: Arc<Mutex<u64>>) -> PolicyRuntime {
+fn runtime(dir: &Path, exec: Arc<Recording>, now: ManualClock) -> PolicyRuntime {
     let series = vec![
         series_from_notation(
             "inference.prediction.confidence",
@@ -265,12 +266,11 @@ fn runtime(dir: &Path, exec: Arc<Recording>, now: Arc<Mutex<u64>>) -> PolicyRunt
         )
         .expect("series"),
     ];
-    let clock_now = now.clone();
     PolicyRuntime::new(
         RuntimeConfig::new(dir.join("policies"), dir.join("data")),
         exec,
         Arc::new(SeriesSource::new(series)),
-        Arc::new(move || *clock_now.lock().expect("lock")),
+        Arc::new(now),
         None,
     )
     .expect("runtime")
@@ -282,7 +282,7 @@ async fn hot_reload_keeps_the_last_good_set_on_a_broken_edit() {
     std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
     let file = tmp.path().join("policies/r.yaml");
     std::fs::write(&file, RETRAIN).expect("write");
-    let rt = runtime(tmp.path(), Arc::new(Recording::default()), Arc::new(Mutex::new(T0)));
+    let rt = runtime(tmp.path(), Arc::new(Recording::default()), ManualClock::new(T0));
     assert_eq!(rt.snapshot().policies.len(), 1);
     std::fs::write(&file, RETRAIN.replace("max: 4", "max: 0")).expect("write");
     assert!(!rt.reload_if_changed(), "a broken edit is refused");
@@ -312,7 +312,7 @@ async fn a_tick_a_little_early_still_evaluates_a_due_policy() {
     std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
     std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
     let exec = Arc::new(Recording::default());
-    let rt = runtime(tmp.path(), exec.clone(), Arc::new(Mutex::new(T0 + 20 * NANOS)));
+    let rt = runtime(tmp.path(), exec.clone(), ManualClock::new(T0 + 20 * NANOS));
     let count =
         |rt: &PolicyRuntime| rt.store().decisions(Some("r"), None, 10).expect("decisions").len();
     rt.tick(T0 + 20 * NANOS).await;
@@ -332,7 +332,7 @@ async fn restart_keeps_cooldowns_budgets_and_decisions() {
     std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
     std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
     let exec = Arc::new(Recording::default());
-    let now = Arc::new(Mutex::new(T0 + 20 * NANOS));
+    let now = ManualClock::new(T0 + 20 * NANOS);
     {
         let rt = runtime(tmp.path(), exec.clone(), now.clone());
         rt.tick(T0 + 20 * NANOS).await;
@@ -341,7 +341,7 @@ async fn restart_keeps_cooldowns_budgets_and_decisions() {
         assert_eq!(exec.jobs.lock().expect("lock").len(), 1);
     }
     // A new process: same data dir, two hours later (cooldown over, budget spent).
-    *now.lock().expect("lock") = T0 + 7200 * NANOS;
+    now.set(T0 + 7200 * NANOS);
     let rt = runtime(tmp.path(), exec.clone(), now.clone());
     rt.tick(T0 + 7200 * NANOS).await;
     assert_eq!(exec.jobs.lock().expect("lock").len(), 1, "the budget survived the restart");
@@ -396,8 +396,10 @@ mod otlp {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let exporter = DecisionExporter::spawn(format!("http://{addr}"), shutdown.clone());
-        exporter.offer(Decision {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let exporter =
+            DecisionExporter::spawn(format!("http://{addr}"), shutdown.clone(), &tracker);
+        let decision = Decision {
             time: T0,
             policy: "resnet-serving".into(),
             rule: "scale".into(),
@@ -412,7 +414,8 @@ mod otlp {
             reason: "scale up from 2 to 6".into(),
             key: Some("resnet-serving/scale/1".into()),
             outcome: None,
-        });
+        };
+        exporter.offer(decision.clone());
         let req = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .expect("in time")
@@ -423,7 +426,23 @@ mod otlp {
         assert!(body.contains("scale up from 2 to 6"), "{body}");
         assert!(rec.attributes.iter().any(|a| a.key == "stoker.decision.policy"));
         assert!(rec.attributes.iter().any(|a| a.key == "stoker.decision.to"));
+
+        // Records queued when the collector stops are sent before the task ends.
+        for i in 0..3 {
+            exporter.offer(Decision { time: T0 + i + 1, ..decision.clone() });
+        }
         shutdown.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(20), tracker.wait()).await.expect("flushed");
+        let mut times = Vec::new();
+        while let Ok(req) = rx.try_recv() {
+            for rl in &req.resource_logs {
+                for sl in &rl.scope_logs {
+                    times.extend(sl.log_records.iter().map(|r| r.time_unix_nano));
+                }
+            }
+        }
+        assert_eq!(times, vec![T0 + 1, T0 + 2, T0 + 3]);
     }
 }
 
@@ -448,7 +467,7 @@ async fn live_decisions_hold_a_scale_out_the_warming_replicas_cover() {
         RuntimeConfig::new(tmp.path().join("policies"), tmp.path().join("data")),
         exec.clone(),
         Arc::new(SeriesSource::new(series)),
-        Arc::new(|| T0 + 30 * NANOS),
+        Arc::new(ManualClock::new(T0 + 30 * NANOS)),
         None,
     )
     .expect("runtime");
@@ -491,8 +510,7 @@ async fn api_serves_policies_decisions_and_actions() {
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
     std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
-    let rt =
-        runtime(tmp.path(), Arc::new(Recording::default()), Arc::new(Mutex::new(T0 + 30 * NANOS)));
+    let rt = runtime(tmp.path(), Arc::new(Recording::default()), ManualClock::new(T0 + 30 * NANOS));
     rt.tick(T0 + 20 * NANOS).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -531,7 +549,7 @@ async fn a_rule_that_cannot_read_its_size_says_so_until_it_can() {
     std::fs::write(tmp.path().join("policies/s.yaml"), scaling).expect("write");
     let exec = Arc::new(Recording::default());
     *exec.size_error.lock().unwrap() = Some("no kubeconfig found".into());
-    let rt = runtime(tmp.path(), exec.clone(), Arc::new(Mutex::new(T0 + 30 * NANOS)));
+    let rt = runtime(tmp.path(), exec.clone(), ManualClock::new(T0 + 30 * NANOS));
     rt.tick(T0 + 20 * NANOS).await;
     rt.tick(T0 + 21 * NANOS).await;
     let status = stoker_collector::policy::api::policies_status(&rt, T0 + 21 * NANOS);

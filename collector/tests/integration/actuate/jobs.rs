@@ -12,6 +12,7 @@ use stoker_collector::actuate::{
     ActionState, ActuateError, IdempotencyKey, JobContext, JobState, build_job_runner,
     recent_actions,
 };
+use stoker_collector::clock::ManualClock;
 
 use super::support::{Mock, Reply, eventually, test_env};
 
@@ -318,16 +319,15 @@ async fn job_past_its_timeout_is_marked_timed_out() {
     let j = jobs.clone();
     let mock = Mock::start(move |seen| j.handle(seen)).await;
     let t = test_env(Some(&mock.url()));
-    let clock = Arc::new(std::sync::atomic::AtomicU64::new(1_000_000_000));
-    let c = clock.clone();
-    let env = t.env.clone().with_clock(Arc::new(move || c.load(Ordering::SeqCst)));
+    let clock = ManualClock::new(1_000_000_000);
+    let env = t.env.clone().with_clock(Arc::new(clock.clone()));
     let mut spec = k8s_job_spec();
     spec.timeout = Some("1h".parse().expect("duration"));
     let runner = build_job_runner(&spec, &env).expect("runner");
     let h = runner.start(&ctx(), &IdempotencyKey::new("p", "r", 1), false).await.expect("start");
     *jobs.status.lock().expect("lock") = serde_json::json!({"active": 1});
     assert_eq!(runner.poll(&h).await.expect("poll").state, JobState::Running);
-    clock.fetch_add(3_601_000_000_000, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(3601));
     assert_eq!(runner.poll(&h).await.expect("poll").state, JobState::TimedOut);
     assert_eq!(
         mock.count("DELETE", &format!("{JOBS}/{}", h.remote_id.as_deref().expect("name"))),
