@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stoker_collector::policy::check::{Policy, check_paths, check_text};
-use stoker_collector::policy::engine::{self, PolicyState};
+use stoker_collector::policy::driver::{self, Driver, TargetSize, applied_size};
+use stoker_collector::policy::engine::PolicyState;
 use stoker_collector::policy::replay::{self, Baseline, ReplayOptions, Trace};
 use stoker_collector::policy::signal::{
     Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
@@ -281,13 +282,16 @@ fn bench_evaluation() {
     let mut ticks = Vec::new();
     let mut actions = 0;
     let mut could_act = 0;
+    // Scheduled, sized and applied as the live runtime does.
+    let mut driver = Driver::new();
     for _ in 0..60 {
         let now = start + (src.len as u64 - 1) * NANOS;
         let t0 = Instant::now();
         for ((p, st), size) in policies.iter().zip(states.iter_mut()).zip(sizes.iter_mut()) {
-            for d in engine::evaluate_in_place(p, &src, st, Some(*size), now) {
+            let resizer = || Some(TargetSize { provisioned: *size, ready: None });
+            for d in driver.tick(p, &src, st, resizer, now).unwrap_or_default() {
                 could_act += usize::from(d.could_act());
-                if let engine::Action::Resize { to, .. } = d.action {
+                if let Some(to) = applied_size(&d) {
                     *size = to;
                     actions += 1;
                 }
@@ -307,7 +311,8 @@ fn bench_evaluation() {
     let now = start + (src.len as u64 - 1) * NANOS;
     for _ in 0..10 {
         for ((p, st), size) in policies.iter().zip(states.iter_mut()).zip(sizes.iter_mut()) {
-            let _ = engine::evaluate_in_place(p, &timed, st, Some(*size), now);
+            let resizer = Some(TargetSize { provisioned: *size, ready: None });
+            let _ = driver::evaluate(p, &timed, st, resizer, now);
         }
     }
     let (all, reads) = (t0.elapsed() / 10, timed.spent.get() / 10);

@@ -12,6 +12,7 @@ pub mod anomaly;
 pub mod check;
 pub mod cli;
 pub mod drift;
+pub mod driver;
 pub mod duration;
 pub mod engine;
 pub mod forecast;

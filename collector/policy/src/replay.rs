@@ -53,8 +53,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::check::{CheckReport, Policy};
-use super::engine::{self, Action, PolicyState};
-use super::format::{CapacitySpec, Mode, ScaleSpec, SloSpec};
+use super::driver::{Driver, TargetSize, applied_size, starts_job};
+use super::engine::{self, PolicyState};
+use super::format::{CapacitySpec, ScaleSpec, SloSpec};
 use super::series::{parse_series_name, quantile};
 use super::signal::{
     Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
@@ -855,26 +856,20 @@ fn replay_policies(
     score_from: usize,
 ) -> Run {
     let mut states: Vec<PolicyState> = vec![PolicyState::default(); policies.len()];
-    // Each policy at its own interval, scheduled as the live runtime does: due at the first
-    // tick, then at the first tick at least one interval after its last evaluation. The
-    // simulation offers every step as a tick.
-    let mut next_due: Vec<u64> = vec![0; policies.len()];
+    // Each policy at its own interval, scheduled, sized and applied as the live runtime does;
+    // the simulated service is the resizer. The simulation offers every step as a tick.
+    let mut driver = Driver::new();
     simulate(name, trace, cap, start, slo, score_from, Duration::ZERO, |now, src, size, ready| {
         let mut to = None;
         let mut jobs = 0;
-        for ((p, st), due) in policies.iter().zip(states.iter_mut()).zip(next_due.iter_mut()) {
-            if now < *due {
-                continue;
-            }
-            *due = now.saturating_add(nanos(engine::interval(p)));
-            let current = if p.doc.spec.scale.is_some() { Some(size) } else { None };
-            let ready = current.map(|_| ready);
-            for d in engine::evaluate_sized(p, src, st, current, ready, now) {
-                match (d.action, d.mode) {
-                    (Action::Resize { to: n, .. }, Mode::Enforce) => to = Some(n),
-                    (Action::StartJob { .. }, Mode::Enforce) => jobs += 1,
-                    _ => {}
+        for (p, st) in policies.iter().zip(states.iter_mut()) {
+            let resizer = || Some(TargetSize { provisioned: size, ready: Some(ready) });
+            let Some(decisions) = driver.tick(p, src, st, resizer, now) else { continue };
+            for d in &decisions {
+                if let Some(n) = applied_size(d) {
+                    to = Some(n);
                 }
+                jobs += u32::from(starts_job(d));
             }
         }
         (to, jobs)

@@ -32,8 +32,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::{self, Policy};
-use super::engine::{self, Action, Decision, PolicyState};
-use super::format::Mode;
+use super::driver::{Driver, TargetSize, applied_size};
+use super::engine::{Action, Decision, PolicyState};
 use super::series::{DEFAULT_BUCKETS, SeriesSource, series_from_notation};
 use super::signal::{NANOS, nanos};
 use crate::duration::HumanDuration;
@@ -272,15 +272,23 @@ pub fn run_case(file: &Path, t: &TestCase, policies: &[Policy]) -> TestOutcome {
     let last = by_time.keys().next_back().copied().unwrap_or(0);
     let mut size = t.size;
     let mut state = PolicyState::default();
+    // Scheduled, sized and applied as the live runtime does: the test's `size` and `ready`
+    // are what the resizer reports.
+    let mut driver = Driver::new();
     let mut at = 0u64;
     while at <= last {
         let now = TEST_EPOCH + at;
-        let current = size.or_else(|| engine::current_from_signal(policy, &source, now));
-        let decisions = engine::evaluate_sized(policy, &source, &mut state, current, t.ready, now);
-        out.evaluations += 1;
+        let resizer = size.map(|provisioned| TargetSize { provisioned, ready: t.ready });
+        let decisions = match driver.tick(policy, &source, &mut state, || resizer, now) {
+            Some(d) => {
+                out.evaluations += 1;
+                d
+            }
+            None => Vec::new(),
+        };
         for d in &decisions {
-            if let (Action::Resize { to, .. }, Mode::Enforce) = (&d.action, d.mode) {
-                size = Some(*to);
+            if let Some(to) = applied_size(d) {
+                size = Some(to);
             }
         }
         if let Some(exps) = by_time.get(&at) {

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::check::{self, Diagnostic, Policy, Severity};
-use super::engine::{self, Action, Decision, Outcome, OutcomeStatus, PolicyState};
-use super::format::{CurrentFrom, Mode};
+use super::driver::{self, Driver, Sizing};
+use super::engine::{Action, Decision, Outcome, OutcomeStatus, PolicyState};
+use super::format::Mode;
 use super::otel::DecisionExporter;
 use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
 use super::signal::{SignalSource, nanos};
@@ -32,11 +33,6 @@ use crate::clock::SharedClock;
 
 /// How often the runtime wakes to evaluate the policies that are due.
 const TICK: Duration = Duration::from_secs(1);
-
-/// A policy counts as due this much before its next due time, so a tick that wakes a few
-/// milliseconds early does not skip a whole interval (a 1 s policy on the 1 s tick would
-/// otherwise run every other tick now and then).
-const DUE_SLACK: Duration = Duration::from_millis(500);
 
 /// A resize target as the executor needs it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,15 +80,7 @@ pub enum JobStatus {
     Unknown,
 }
 
-/// A target's size as its resizer reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetSize {
-    /// Provisioned replicas: the size the remote holds (`spec.replicas`, `DesiredCapacity`).
-    pub provisioned: u32,
-    /// Of them, the ready ones (serving); `None` when the resizer cannot tell, which counts
-    /// every provisioned replica as ready.
-    pub ready: Option<u32>,
-}
+pub use stoker_policy::driver::TargetSize;
 
 /// Why the executor could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +183,7 @@ struct Inner {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     fingerprint: u64,
-    next_due: BTreeMap<String, u64>,
+    driver: Driver,
     last: BTreeMap<(String, String), Decision>,
     /// Why a policy's scaling cannot act now (its target's size cannot be read), and since when.
     problems: BTreeMap<String, (String, u64)>,
@@ -341,7 +329,7 @@ impl PolicyRuntime {
         inner.errors.clear();
         inner.warnings = report.diagnostics;
         let names: Vec<String> = report.policies.iter().map(|p| p.name().to_owned()).collect();
-        inner.next_due.retain(|k, _| names.contains(k));
+        inner.driver.retain(|k| names.iter().any(|n| n == k));
         inner.sizes.retain(|k, _| names.contains(k));
         info!(policies = names.len(), dir = %dir.display(), "Policies loaded.");
         inner.policies = report.policies.into_iter().map(Arc::new).collect();
@@ -432,55 +420,35 @@ impl PolicyRuntime {
     }
 
     /// One evaluation pass at `now`: every policy whose interval has come, give or take
-    /// [`DUE_SLACK`] (a tick that wakes a little early still evaluates a policy due at it).
+    /// [`driver::DUE_SLACK`] (a tick that wakes a little early still evaluates a policy due at
+    /// it).
     pub async fn tick(&self, now: u64) {
         let due: Vec<Arc<Policy>> = {
             let inner = self.lock();
-            inner
-                .policies
-                .iter()
-                .filter(|p| {
-                    inner.next_due.get(p.name()).is_none_or(|t| now + nanos(DUE_SLACK) >= *t)
-                })
-                .cloned()
-                .collect()
+            inner.policies.iter().filter(|p| inner.driver.is_due(p, now)).cloned().collect()
         };
         for policy in due {
-            let (current, ready) = match policy.doc.spec.scale {
-                None => (None, None),
-                Some(_) => {
-                    let from_signal = policy
-                        .doc
-                        .spec
-                        .target
-                        .current
-                        .as_ref()
-                        .is_some_and(|c| c.from == CurrentFrom::Signal);
-                    if from_signal {
-                        (
-                            engine::current_from_signal(&policy, self.shared.source.as_ref(), now),
-                            None,
-                        )
-                    } else {
-                        match self.shared.executor.target_size(&target_ref(&policy)).await {
-                            Ok(size) => {
-                                let mut inner = self.lock();
-                                inner.problems.remove(policy.name());
-                                inner.sizes.insert(policy.name().to_owned(), size);
-                                (Some(size.provisioned), size.ready)
-                            }
-                            Err(e) => {
-                                warn!(policy = policy.name(), error = %e, "Cannot read the current size.");
-                                let why = format!("cannot read the current size: {e}");
-                                let mut inner = self.lock();
-                                inner.sizes.remove(policy.name());
-                                let since = match inner.problems.get(policy.name()) {
-                                    Some((old, since)) if *old == why => *since,
-                                    _ => now,
-                                };
-                                inner.problems.insert(policy.name().to_owned(), (why, since));
-                                (None, None)
-                            }
+            let resizer = match Sizing::of(&policy) {
+                Sizing::None | Sizing::Signal => None,
+                Sizing::Resizer => {
+                    match self.shared.executor.target_size(&target_ref(&policy)).await {
+                        Ok(size) => {
+                            let mut inner = self.lock();
+                            inner.problems.remove(policy.name());
+                            inner.sizes.insert(policy.name().to_owned(), size);
+                            Some(size)
+                        }
+                        Err(e) => {
+                            warn!(policy = policy.name(), error = %e, "Cannot read the current size.");
+                            let why = format!("cannot read the current size: {e}");
+                            let mut inner = self.lock();
+                            inner.sizes.remove(policy.name());
+                            let since = match inner.problems.get(policy.name()) {
+                                Some((old, since)) if *old == why => *since,
+                                _ => now,
+                            };
+                            inner.problems.insert(policy.name().to_owned(), (why, since));
+                            None
                         }
                     }
                 }
@@ -488,14 +456,8 @@ impl PolicyRuntime {
             // The state is taken out of the map once and updated in place (evaluate would copy it
             // again).
             let mut state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
-            let decisions = engine::evaluate_sized(
-                &policy,
-                self.shared.source.as_ref(),
-                &mut state,
-                current,
-                ready,
-                now,
-            );
+            let decisions =
+                driver::evaluate(&policy, self.shared.source.as_ref(), &mut state, resizer, now);
             let mut recorded = Vec::new();
             for mut d in decisions {
                 if d.action.is_some() {
@@ -546,7 +508,7 @@ impl PolicyRuntime {
             self.shared.counters.decisions.fetch_add(recorded.len() as u64, Ordering::Relaxed);
             let mut inner = self.lock();
             inner.states.insert(name.clone(), state);
-            inner.next_due.insert(name.clone(), now + nanos(engine::interval(&policy)));
+            inner.driver.evaluated(&policy, now);
             for d in recorded {
                 if let Some(x) = &self.shared.exporter {
                     x.offer(d.clone());
