@@ -17,6 +17,7 @@ pub mod duration;
 pub mod engine;
 pub mod forecast;
 pub mod format;
+pub mod ledger;
 pub mod model;
 pub mod replay;
 pub mod series;

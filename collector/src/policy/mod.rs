@@ -6,8 +6,8 @@
 //! Data flows one way: signals → [`engine::evaluate`] → decisions → executor → records.
 
 pub use stoker_policy::{
-    anomaly, check, cli, drift, driver, engine, forecast, format, model, replay, series, signal,
-    template, testing, tracegen,
+    anomaly, check, cli, drift, driver, engine, forecast, format, ledger, model, replay, series,
+    signal, template, testing, tracegen,
 };
 
 pub mod api;

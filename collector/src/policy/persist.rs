@@ -1,24 +1,23 @@
-//! Durable policy state in `<data-dir>/policy.redb`: engine state per policy (cooldowns,
-//! stabilization history, budgets), decision records, and actions with their idempotency
-//! keys and job lifecycle. A file of its own, so the policy room does not depend on the
-//! store's internals. Values are JSON: small, few, and readable when debugging.
+//! The embedded [`Ledger`]: `<data-dir>/policy.redb` holds engine state per policy
+//! (cooldowns, stabilization history, budgets), decision records, actions with their
+//! idempotency keys and job lifecycle, and the highest write fence seen. A file of its own, so
+//! the policy room does not depend on the store's internals. Values are JSON: small, few, and
+//! readable when debugging.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::{Deserialize, Serialize};
 
-use super::engine::{Decision, Outcome, PolicyState};
+use super::engine::{Decision, PolicyState};
+pub use stoker_policy::ledger::{ActionRecord, ActionStatus, Fence, Ledger, LedgerError};
+use stoker_policy::ledger::{MAX_ACTIONS, MAX_DECISIONS, admit};
 
 const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("policy_state");
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
-
-/// Decisions kept; older ones are dropped oldest first.
-pub const MAX_DECISIONS: u64 = 20_000;
-/// Actions kept.
-pub const MAX_ACTIONS: u64 = 5_000;
+/// `fence`: the highest write fence seen.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Errors of the policy state file.
 #[derive(Debug, thiserror::Error)]
@@ -41,50 +40,18 @@ pub enum PersistError {
     /// The blocking task that ran the transaction did not finish.
     #[error("policy state task: {0}")]
     Task(String),
+    /// A writer with a higher fence has written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
-/// Where an action stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionStatus {
-    /// Recorded, not yet confirmed by the actuator (retried after a restart with its key).
-    Pending,
-    /// Applied (a resize) or started (a job).
-    Applied,
-    /// Dry run.
-    DryRun,
-    /// Failed.
-    Failed,
-    /// A job is running.
-    Running,
-    /// A job finished well.
-    Succeeded,
-    /// A job finished badly or timed out.
-    JobFailed,
-}
-
-/// An action and its lifecycle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActionRecord {
-    /// Idempotency key.
-    pub key: String,
-    /// Decision time, Unix nanos.
-    pub time: u64,
-    /// Policy.
-    pub policy: String,
-    /// Rule.
-    pub rule: String,
-    /// The decision's action.
-    pub action: super::engine::Action,
-    /// Dry run or not.
-    pub dry_run: bool,
-    /// Status.
-    pub status: ActionStatus,
-    /// Last actuator outcome.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
-    /// Last update, Unix nanos.
-    pub updated: u64,
+impl From<PersistError> for LedgerError {
+    fn from(e: PersistError) -> Self {
+        match e {
+            PersistError::Ledger(l) => l,
+            other => LedgerError::Storage(other.to_string()),
+        }
+    }
 }
 
 /// The policy state database.
@@ -113,9 +80,28 @@ impl PolicyStore {
             txn.open_table(STATES)?;
             txn.open_table(DECISIONS)?;
             txn.open_table(ACTIONS)?;
+            txn.open_table(META)?;
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// In a write transaction: admits `offered` against the fence held, or refuses.
+    fn fenced(
+        txn: &redb::WriteTransaction,
+        offered: Fence,
+    ) -> Result<Result<(), LedgerError>, redb::Error> {
+        let mut meta = txn.open_table(META)?;
+        let held = Fence(meta.get("fence")?.map(|v| v.value()).unwrap_or(0));
+        match admit(held, offered) {
+            Ok(keep) => {
+                if keep > held {
+                    meta.insert("fence", keep.0)?;
+                }
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> PersistError {
@@ -126,7 +112,23 @@ impl PolicyStore {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), PersistError> {
+        self.write_fenced(None, f)
+    }
+
+    /// A write transaction that commits only when `fence` (if any) is admitted; a refused
+    /// one is aborted, so nothing of it is stored.
+    fn write_fenced(
+        &self,
+        fence: Option<Fence>,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), PersistError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        if let Some(offered) = fence {
+            if let Err(refused) = Self::fenced(&txn, offered).map_err(|e| self.err(e))? {
+                txn.abort().map_err(|e| self.err(e))?;
+                return Err(refused.into());
+            }
+        }
         f(&txn).map_err(|e| self.err(e))?;
         txn.commit().map_err(|e| self.err(e))
     }
@@ -146,6 +148,7 @@ impl PolicyStore {
     /// Saves states and appends decisions in one transaction, so state and record agree.
     pub fn commit(
         &self,
+        fence: Fence,
         states: &[(&str, &PolicyState)],
         decisions: &[Decision],
     ) -> Result<(), PersistError> {
@@ -155,7 +158,7 @@ impl PolicyStore {
             .collect::<Result<_, _>>()?;
         let encoded: Vec<Vec<u8>> =
             decisions.iter().map(serde_json::to_vec).collect::<Result<_, _>>()?;
-        self.write(|txn| {
+        self.write_fenced(Some(fence), |txn| {
             let mut st = txn.open_table(STATES)?;
             for (k, v) in &encoded_states {
                 st.insert(*k, v.as_slice())?;
@@ -167,8 +170,8 @@ impl PolicyStore {
                 next += 1;
             }
             let len = dt.len()?;
-            if len > MAX_DECISIONS {
-                let drop_below = next - MAX_DECISIONS;
+            if len > MAX_DECISIONS as u64 {
+                let drop_below = next - MAX_DECISIONS as u64;
                 dt.retain_in(..drop_below, |_, _| false)?;
             }
             Ok(())
@@ -200,21 +203,18 @@ impl PolicyStore {
     }
 
     /// Inserts or replaces an action by key.
-    pub fn put_action(&self, a: &ActionRecord) -> Result<(), PersistError> {
+    pub fn put_action(&self, fence: Fence, a: &ActionRecord) -> Result<(), PersistError> {
         let v = serde_json::to_vec(a)?;
-        self.write(|txn| {
+        self.write_fenced(Some(fence), |txn| {
             let mut t = txn.open_table(ACTIONS)?;
             t.insert(a.key.as_str(), v.as_slice())?;
-            if t.len()? > MAX_ACTIONS {
+            if t.len()? > MAX_ACTIONS as u64 {
                 // Keys start with the policy name, so drop the oldest finished by time instead.
                 let mut oldest: Option<(u64, String)> = None;
                 for row in t.iter()? {
                     let (k, v) = row?;
                     if let Ok(r) = serde_json::from_slice::<ActionRecord>(v.value()) {
-                        let done = !matches!(
-                            r.status,
-                            ActionStatus::Pending | ActionStatus::Running | ActionStatus::Applied
-                        );
+                        let done = !r.status.is_open();
                         if done && oldest.as_ref().is_none_or(|o| r.time < o.0) {
                             oldest = Some((r.time, k.value().to_owned()));
                         }
@@ -239,5 +239,68 @@ impl PolicyStore {
         }
         out.sort_by_key(|b| std::cmp::Reverse(b.time));
         Ok(out)
+    }
+
+    /// The highest fence that has written.
+    pub fn fence(&self) -> Result<Fence, PersistError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(META).map_err(|e| self.err(e))?;
+        Ok(Fence(t.get("fence").map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0)))
+    }
+}
+
+impl Ledger for PolicyStore {
+    fn states(&self) -> Result<BTreeMap<String, PolicyState>, LedgerError> {
+        Ok(PolicyStore::states(self)?)
+    }
+
+    fn commit(
+        &self,
+        fence: Fence,
+        states: &[(&str, &PolicyState)],
+        decisions: &[Decision],
+    ) -> Result<(), LedgerError> {
+        Ok(PolicyStore::commit(self, fence, states, decisions)?)
+    }
+
+    fn decisions(
+        &self,
+        policy: Option<&str>,
+        rule: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Decision>, LedgerError> {
+        Ok(PolicyStore::decisions(self, policy, rule, limit)?)
+    }
+
+    fn put_action(&self, fence: Fence, action: &ActionRecord) -> Result<(), LedgerError> {
+        Ok(PolicyStore::put_action(self, fence, action)?)
+    }
+
+    fn actions(&self) -> Result<Vec<ActionRecord>, LedgerError> {
+        Ok(PolicyStore::actions(self)?)
+    }
+
+    fn fence(&self) -> Result<Fence, LedgerError> {
+        Ok(PolicyStore::fence(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_ledger_keeps_the_contract_and_its_fence_across_a_restart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let store = PolicyStore::open(dir.path()).expect("open");
+            stoker_policy::ledger::contract::check(&store);
+        }
+        let store = PolicyStore::open(dir.path()).expect("reopen");
+        assert_eq!(Ledger::fence(&store), Ok(Fence(2)));
+        let state = PolicyState::default();
+        let stale = Ledger::commit(&store, Fence(1), &[("late", &state)], &[]);
+        assert!(matches!(stale, Err(LedgerError::Fenced { .. })), "{stale:?}");
+        assert!(!Ledger::states(&store).expect("states").contains_key("late"));
     }
 }

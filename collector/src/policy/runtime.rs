@@ -26,7 +26,9 @@ use super::driver::{self, Driver, Sizing};
 use super::engine::{Action, Decision, Outcome, OutcomeStatus, PolicyState};
 use super::format::Mode;
 use super::otel::DecisionExporter;
-use super::persist::{ActionRecord, ActionStatus, PersistError, PolicyStore};
+use super::persist::{
+    ActionRecord, ActionStatus, Fence, Ledger, LedgerError, PersistError, PolicyStore,
+};
 use super::signal::{SignalSource, nanos};
 use crate::actuate::spec::{JobSpec, ResizeSpec};
 use crate::clock::SharedClock;
@@ -130,6 +132,9 @@ pub enum RuntimeError {
     /// The state file.
     #[error(transparent)]
     Persist(#[from] PersistError),
+    /// The ledger could not be read.
+    #[error("policy ledger: {0}")]
+    Ledger(#[from] LedgerError),
 }
 
 /// Runtime settings.
@@ -145,6 +150,8 @@ pub struct RuntimeConfig {
     pub job_poll: Duration,
     /// Whether SIGHUP reloads the directory (the binary's `--reload-signal`).
     pub reload_on_hup: bool,
+    /// The fence every ledger write carries ([`Fence::SOLE`] for a collector alone).
+    pub fence: Fence,
 }
 
 impl RuntimeConfig {
@@ -156,6 +163,7 @@ impl RuntimeConfig {
             reload_poll: Duration::from_secs(2),
             job_poll: Duration::from_secs(30),
             reload_on_hup: false,
+            fence: Fence::SOLE,
         }
     }
 }
@@ -201,7 +209,7 @@ pub struct PolicyRuntime {
 
 struct Shared {
     cfg: RuntimeConfig,
-    store: Arc<PolicyStore>,
+    store: Arc<dyn Ledger>,
     executor: Arc<dyn Executor>,
     source: SharedSource,
     clock: SharedClock,
@@ -244,7 +252,8 @@ fn fingerprint(dir: &PathBuf) -> u64 {
 }
 
 impl PolicyRuntime {
-    /// Opens the state file, loads the policies and resumes pending actions' bookkeeping.
+    /// Opens the embedded ledger (`policy.redb` under the data directory) and starts over it
+    /// ([`PolicyRuntime::with_ledger`]).
     pub fn new(
         cfg: RuntimeConfig,
         executor: Arc<dyn Executor>,
@@ -252,12 +261,25 @@ impl PolicyRuntime {
         clock: SharedClock,
         exporter: Option<DecisionExporter>,
     ) -> Result<Self, RuntimeError> {
-        let store = Arc::new(PolicyStore::open(&cfg.data_dir)?);
-        let states = store.states()?;
+        let ledger = Arc::new(PolicyStore::open(&cfg.data_dir)?);
+        Self::with_ledger(cfg, ledger, executor, source, clock, exporter)
+    }
+
+    /// Loads the policies and the saved rule states from `ledger`, which every decision,
+    /// action and state goes to from then on.
+    pub fn with_ledger(
+        cfg: RuntimeConfig,
+        ledger: Arc<dyn Ledger>,
+        executor: Arc<dyn Executor>,
+        source: SharedSource,
+        clock: SharedClock,
+        exporter: Option<DecisionExporter>,
+    ) -> Result<Self, RuntimeError> {
+        let states = ledger.states()?;
         let rt = Self {
             shared: Arc::new(Shared {
                 cfg,
-                store,
+                store: ledger,
                 executor,
                 source,
                 clock,
@@ -280,21 +302,22 @@ impl PolicyRuntime {
         &self.shared.counters
     }
 
-    /// The state database.
-    pub fn store(&self) -> &PolicyStore {
-        &self.shared.store
+    /// The ledger: decisions, actions and rule states.
+    pub fn store(&self) -> &dyn Ledger {
+        self.shared.store.as_ref()
     }
 
-    /// Runs a `policy.redb` transaction on the blocking pool: a commit waits for fsync, which
-    /// must not stall the async workers that serve ingest and the API.
+    /// Runs ledger work on the blocking pool: a commit waits for fsync (or a round trip to a
+    /// shared store), which must not stall the async workers that serve ingest and the API.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&PolicyStore) -> Result<T, PersistError> + Send + 'static,
-    ) -> Result<T, PersistError> {
+        f: impl FnOnce(&dyn Ledger, Fence) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        let fence = self.shared.cfg.fence;
+        tokio::task::spawn_blocking(move || f(store.as_ref(), fence))
             .await
-            .unwrap_or_else(|e| Err(PersistError::Task(e.to_string())))
+            .unwrap_or_else(|e| Err(LedgerError::Storage(format!("policy ledger task: {e}"))))
     }
 
     /// Now, from the injected clock.
@@ -362,7 +385,7 @@ impl PolicyRuntime {
 
     /// Sends every `pending` action again with its key (after a crash); call once at start.
     pub async fn resume_pending(&self) {
-        let Ok(actions) = self.db(|s| s.actions()).await else { return };
+        let Ok(actions) = self.db(|s, _| s.actions()).await else { return };
         for a in actions.into_iter().filter(|a| a.status == ActionStatus::Pending) {
             info!(key = %a.key, "Resuming a pending action.");
             self.execute(a).await;
@@ -381,7 +404,7 @@ impl PolicyRuntime {
                 message: "policy no longer loaded".into(),
             });
             let outcome = rec.outcome.clone();
-            let _ = self.db(move |s| s.put_action(&rec)).await;
+            let _ = self.db(move |s, fence| s.put_action(fence, &rec)).await;
             return outcome;
         };
         self.shared.counters.actions.fetch_add(1, Ordering::Relaxed);
@@ -413,7 +436,7 @@ impl PolicyRuntime {
         rec.outcome = Some(outcome.clone());
         rec.updated = self.now();
         let key = rec.key.clone();
-        if let Err(e) = self.db(move |s| s.put_action(&rec)).await {
+        if let Err(e) = self.db(move |s, fence| s.put_action(fence, &rec)).await {
             error!(error = %e, key = %key, "Cannot record an action outcome.");
         }
         Some(outcome)
@@ -475,7 +498,8 @@ impl PolicyRuntime {
                         };
                         // Written before acting, so a crash in between retries with the key.
                         let pending = rec.clone();
-                        if let Err(e) = self.db(move |s| s.put_action(&pending)).await {
+                        if let Err(e) = self.db(move |s, fence| s.put_action(fence, &pending)).await
+                        {
                             error!(error = %e, "Cannot record a pending action; not acting.");
                             continue;
                         }
@@ -491,8 +515,9 @@ impl PolicyRuntime {
             let key = name.clone();
             let (state, recorded, committed) = tokio::task::spawn_blocking({
                 let store = self.shared.store.clone();
+                let fence = self.shared.cfg.fence;
                 move || {
-                    let r = store.commit(&[(key.as_str(), &state)], &recorded);
+                    let r = store.commit(fence, &[(key.as_str(), &state)], &recorded);
                     (state, recorded, r)
                 }
             })
@@ -500,7 +525,7 @@ impl PolicyRuntime {
             .unwrap_or_else(|e| {
                 // The task panicked and took the state with it: keep the last one in memory.
                 let kept = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
-                (kept, Vec::new(), Err(PersistError::Task(e.to_string())))
+                (kept, Vec::new(), Err(LedgerError::Storage(format!("policy ledger task: {e}"))))
             });
             if let Err(e) = committed {
                 error!(error = %e, policy = %name, "Cannot persist policy state.");
@@ -527,7 +552,7 @@ impl PolicyRuntime {
             }
             inner.last_job_poll = now;
         }
-        let Ok(actions) = self.db(|s| s.actions()).await else { return };
+        let Ok(actions) = self.db(|s, _| s.actions()).await else { return };
         for mut a in actions.into_iter().filter(|a| a.status == ActionStatus::Running) {
             let policy = self.lock().policies.iter().find(|p| p.name() == a.policy).cloned();
             let Some(rule) =
@@ -552,7 +577,7 @@ impl PolicyRuntime {
             if new != a.status {
                 a.status = new;
                 a.updated = now;
-                let _ = self.db(move |s| s.put_action(&a)).await;
+                let _ = self.db(move |s, fence| s.put_action(fence, &a)).await;
             }
         }
     }

@@ -773,3 +773,51 @@ async fn the_live_runtime_decides_as_the_shared_driver_does() {
     }
     assert_eq!(*exec.size.lock().expect("lock"), size);
 }
+
+/// A deposed leader cannot act: once a writer with a higher fence has written to the ledger,
+/// a runtime writing with a lower one records no pending action, so it calls no actuator, and
+/// its decisions and state are refused. The runtime holding the higher fence acts.
+#[tokio::test]
+async fn a_runtime_with_a_stale_fence_neither_acts_nor_records() {
+    use stoker_collector::policy::ledger::{Fence, Ledger, MemoryLedger};
+
+    const UTIL: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: u}\nspec:\n  target: {name: svc, min: 1, max: 40, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  scale:\n    metrics:\n      - name: busy\n        signal: {metric: hw.gpu.utilization, stat: mean, window: 10s}\n        target: {value: 0.5}\n";
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    std::fs::write(tmp.path().join("policies/u.yaml"), UTIL).expect("write");
+    let ledger = Arc::new(MemoryLedger::new());
+    ledger.commit(Fence(2), &[], &[]).expect("the new leader wrote");
+    let start = |fence: Fence| {
+        let exec = Arc::new(Recording::default());
+        *exec.size.lock().expect("lock") = 2;
+        let series = vec![
+            series_from_notation("hw.gpu.utilization", "0.8x100", T0, Duration::from_secs(1))
+                .expect("series"),
+        ];
+        let mut cfg = RuntimeConfig::new(tmp.path().join("policies"), tmp.path().join("data"));
+        cfg.fence = fence;
+        let rt = PolicyRuntime::with_ledger(
+            cfg,
+            ledger.clone(),
+            exec.clone(),
+            Arc::new(SeriesSource::new(series)),
+            Arc::new(ManualClock::new(T0 + 30 * NANOS)),
+            None,
+        )
+        .expect("runtime");
+        (rt, exec)
+    };
+
+    let (deposed, exec) = start(Fence(1));
+    deposed.tick(T0 + 30 * NANOS).await;
+    assert!(exec.keys.lock().expect("lock").is_empty(), "a deposed leader called the actuator");
+    assert_eq!(*exec.size.lock().expect("lock"), 2);
+    assert!(ledger.decisions(None, None, 10).expect("decisions").is_empty());
+    assert!(ledger.actions().expect("actions").is_empty());
+
+    let (leader, exec) = start(Fence(2));
+    leader.tick(T0 + 30 * NANOS).await;
+    assert_eq!(*exec.size.lock().expect("lock"), 4, "0.8 against 0.5 on 2 replicas");
+    assert_eq!(ledger.actions().expect("actions").len(), 1);
+    assert_eq!(ledger.decisions(None, None, 10).expect("decisions").len(), 1);
+}
