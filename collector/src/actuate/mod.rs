@@ -30,7 +30,7 @@ pub mod local;
 pub mod retry;
 pub mod secrets;
 pub use stoker_policy::spec;
-pub mod template;
+pub use stoker_policy::template;
 pub mod types;
 pub mod webhook;
 

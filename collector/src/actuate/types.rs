@@ -107,6 +107,12 @@ pub enum ActuateError {
     Unsupported(String),
 }
 
+impl From<stoker_policy::template::TemplateError> for ActuateError {
+    fn from(e: stoker_policy::template::TemplateError) -> Self {
+        ActuateError::Template(e.0)
+    }
+}
+
 impl ActuateError {
     /// Whether trying again may help: 5xx, 429, timeouts and connection errors, never other 4xx.
     pub fn retryable(&self) -> bool {
