@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
-use crate::spec::{
-    AwsAsg, CommandSpec, GcpMig, JobSpec, KubernetesScale, LocalReplicas, ResizeActuator,
-    ResizeSpec, WebhookSpec,
-};
+use crate::spec::JobSpec;
 pub use stoker_learn::spec::{ForecastMode, ForecastSpec};
 
 /// One policy file.
@@ -75,8 +72,10 @@ pub struct PolicySpec {
     pub retrain: Vec<RetrainRule>,
 }
 
-/// The resized target: name, bounds, where its size comes from, the actuator section, and the
-/// capacity model replay uses. The actuator keys are those of [`ResizeSpec`], written inline.
+crate::spec::with_resize_sections! {
+/// The resized target: name, bounds, where its size comes from, the capacity model replay
+/// uses, and the actuator with its section: the keys of [`crate::spec::ResizeSpec`], written
+/// inline.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetSpec {
@@ -89,45 +88,10 @@ pub struct TargetSpec {
     /// Where the current size is read from; default: the actuator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<CurrentSize>,
-    /// Which actuator resizes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actuator: Option<ResizeActuator>,
-    /// Section for `actuator: kubernetes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<KubernetesScale>,
-    /// Section for `actuator: aws-asg`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsAsg>,
-    /// Section for `actuator: gcp-mig`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcp: Option<GcpMig>,
-    /// Section for `actuator: local`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<LocalReplicas>,
-    /// Section for `actuator: command`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<CommandSpec>,
-    /// Section for `actuator: webhook`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookSpec>,
     /// Capacity model of one replica, for `policy replay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacitySpec>,
 }
-
-impl TargetSpec {
-    /// The actuator section as the actuators take it.
-    pub fn resize_spec(&self) -> ResizeSpec {
-        ResizeSpec {
-            actuator: self.actuator,
-            kubernetes: self.kubernetes.clone(),
-            aws: self.aws.clone(),
-            gcp: self.gcp.clone(),
-            local: self.local.clone(),
-            command: self.command.clone(),
-            webhook: self.webhook.clone(),
-        }
-    }
 }
 
 /// Where the current size of a target comes from.

@@ -54,31 +54,65 @@ pub enum JobActuator {
     Command,
 }
 
-/// How a target is resized: the actuator and its section. Exactly the section named by
-/// `actuator` must be present.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResizeSpec {
-    /// Which actuator acts.
-    pub actuator: Option<ResizeActuator>,
-    /// Section for `actuator: kubernetes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<KubernetesScale>,
-    /// Section for `actuator: aws-asg`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsAsg>,
-    /// Section for `actuator: gcp-mig`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcp: Option<GcpMig>,
-    /// Section for `actuator: local`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<LocalReplicas>,
-    /// Section for `actuator: command`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<CommandSpec>,
-    /// Section for `actuator: webhook`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<WebhookSpec>,
+/// Declares a struct with its own fields followed by the resize actuator and its sections,
+/// and `resize_spec()` to take those out as a [`ResizeSpec`]. The sections are listed only
+/// here: [`ResizeSpec`] and the policy format's `target` are both declared through it, so a
+/// new resize actuator is added in one place (and its check in [`ResizeSpec::validate`]).
+macro_rules! with_resize_sections {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Which actuator resizes the target.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub actuator: Option<$crate::spec::ResizeActuator>,
+            /// Section for `actuator: kubernetes`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub kubernetes: Option<$crate::spec::KubernetesScale>,
+            /// Section for `actuator: aws-asg`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub aws: Option<$crate::spec::AwsAsg>,
+            /// Section for `actuator: gcp-mig`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub gcp: Option<$crate::spec::GcpMig>,
+            /// Section for `actuator: local`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub local: Option<$crate::spec::LocalReplicas>,
+            /// Section for `actuator: command`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub command: Option<$crate::spec::CommandSpec>,
+            /// Section for `actuator: webhook`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub webhook: Option<$crate::spec::WebhookSpec>,
+        }
+
+        impl $name {
+            /// The actuator and its section, as the actuators take them.
+            pub fn resize_spec(&self) -> $crate::spec::ResizeSpec {
+                $crate::spec::ResizeSpec {
+                    actuator: self.actuator,
+                    kubernetes: self.kubernetes.clone(),
+                    aws: self.aws.clone(),
+                    gcp: self.gcp.clone(),
+                    local: self.local.clone(),
+                    command: self.command.clone(),
+                    webhook: self.webhook.clone(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use with_resize_sections;
+
+with_resize_sections! {
+    /// How a target is resized: the actuator and its section. Exactly the section named by
+    /// `actuator` must be present.
+    #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ResizeSpec {}
 }
 
 /// A Deployment or StatefulSet; exactly one of `deployment` and `statefulset`.
