@@ -4,8 +4,10 @@
 //! alone, as the kernel leaves it. A policy with a `command` actuator has scaled once and is
 //! cooling down (2 h); through both jumps, with the metrics still breaching, the collector must
 //! keep answering, act no more (no scale storm, the cooldown holds) and keep what it stored.
-//! The metrics are stamped with the same clock, as an agent on the collector's host would:
-//! behind the jump they are refused as out of order, with the reason, and accepted after it.
+//! The metrics are stamped with the same clock, as an agent on the collector's host would
+//! (behind the jump they are refused as out of order, with the reason, and accepted after it),
+//! or with the real clock, as agents elsewhere would (an hour ahead of the stepped-back
+//! collector they are refused beyond `store.max_point_ahead`; an hour old, they are stored).
 //!
 //! Skips (and passes) when libfaketime is not installed, unless `STOKER_REQUIRE_PEERS=1`.
 
@@ -74,6 +76,9 @@ impl Drop for Collector {
 struct FakeClock {
     file: PathBuf,
     offset_secs: i64,
+    /// Whether the points are stamped with the stepped clock (an agent on the collector's
+    /// host) or with the real one (agents elsewhere, whose clocks did not step).
+    agent_shares_clock: bool,
 }
 
 impl FakeClock {
@@ -86,6 +91,11 @@ impl FakeClock {
     /// would stamp its points with.
     fn now_nanos(&self) -> u64 {
         common::now_nanos().saturating_add_signed(self.offset_secs * 1_000_000_000)
+    }
+
+    /// What the agent stamps a point with.
+    fn stamp_nanos(&self) -> u64 {
+        if self.agent_shares_clock { self.now_nanos() } else { common::now_nanos() }
     }
 }
 
@@ -117,8 +127,8 @@ async fn get(c: &reqwest::Client, api: &str, path: &str) -> Value {
     r.json().await.expect("json")
 }
 
-/// Two replicas with a queue of `queue` each, stamped with the collector's clock. Returns the
-/// refusals the collector answered (partial success), one message per metric refused.
+/// Two replicas with a queue of `queue` each, stamped as `clock` says. Returns the refusals
+/// the collector answered (partial success, or 400 when nothing was usable), one per metric.
 async fn breach(
     c: &reqwest::Client,
     col: &Collector,
@@ -130,7 +140,7 @@ async fn breach(
         let body = common::gauge_request(
             "node-a",
             metric,
-            clock.now_nanos(),
+            clock.stamp_nanos(),
             v,
             vec![common::kv("service.name", "svc")],
         )
@@ -142,9 +152,16 @@ async fn breach(
             .send()
             .await
             .expect("export");
-        assert_eq!(r.status(), 200, "export {metric} at offset {}s", clock.offset_secs);
-        let answer = ExportMetricsServiceResponse::decode(r.bytes().await.expect("body"))
-            .expect("an export response");
+        let status = r.status();
+        let body = r.bytes().await.expect("body");
+        if status == 400 {
+            // Every point of the request refused: the answer is a `google.rpc.Status` whose
+            // message is readable text inside the protobuf.
+            refused.push(String::from_utf8_lossy(&body).into_owned());
+            continue;
+        }
+        assert_eq!(status, 200, "export {metric} at offset {}s", clock.offset_secs);
+        let answer = ExportMetricsServiceResponse::decode(body).expect("an export response");
         if let Some(p) = answer.partial_success.filter(|p| p.rejected_data_points > 0) {
             refused.push(p.error_message);
         }
@@ -197,6 +214,17 @@ async fn keep_breaching(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_jump_back_and_forward_neither_storms_nor_loses_the_cooldown() {
+    clock_jump(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_of_the_collector_alone_neither_storms_nor_loses_the_cooldown() {
+    clock_jump(false).await;
+}
+
+/// Both tests: the policy fires once, the collector's clock steps an hour back, then an hour
+/// forward of the real time, with the metrics still breaching.
+async fn clock_jump(agent_shares_clock: bool) {
     let Some(lib) = libfaketime() else {
         common::peer_available(
             false,
@@ -210,13 +238,14 @@ async fn a_clock_jump_back_and_forward_neither_storms_nor_loses_the_cooldown() {
         (dir.path().join("data"), dir.path().join("policies"), dir.path().join("actions"));
     std::fs::create_dir_all(&policies).expect("mkdir");
     std::fs::write(policies.join("jump.yaml"), policy(&actions_file)).expect("write policy");
-    let mut clock = FakeClock { file: dir.path().join("clock"), offset_secs: 0 };
+    let mut clock =
+        FakeClock { file: dir.path().join("clock"), offset_secs: 0, agent_shares_clock };
     clock.set(0);
     let col = spawn(&lib, &clock, &data, &policies);
     let c = common::client();
 
     // The policy fires once: a queue of 40 per replica is four times the target.
-    let first_ts = clock.now_nanos();
+    let first_ts = clock.stamp_nanos();
     assert_eq!(breach(&c, &col, &clock, 40.0).await, Vec::<String>::new());
     let started = Instant::now();
     while actuator_runs(&actions_file) == 0 {
@@ -251,16 +280,32 @@ async fn a_clock_jump_back_and_forward_neither_storms_nor_loses_the_cooldown() {
         let skew = served_at - clock.now_nanos() as i64;
         assert!(skew.abs() < 5_000_000_000, "the collector's clock is {skew} ns off {offset:+}s");
         let now_value = q["result"]["groups"][0]["value"].as_f64();
-        if offset < 0 {
+        match (agent_shares_clock, offset < 0) {
             // An hour behind the newest stored points: refused as out of order, with the
             // reason in the answer (never a silent drop, never a rewrite of stored data), so
             // the policy sees no data in its window and holds.
-            assert!(!refused.is_empty(), "points behind the stored ones were accepted");
-            assert!(refused.iter().all(|m| m.contains("out-of-order point")), "{refused:?}");
-            assert_eq!(now_value, None, "{q}");
-        } else {
-            assert_eq!(refused, Vec::<String>::new(), "points after the forward jump");
-            assert_eq!(now_value, Some(400.0), "{q}");
+            (true, true) => {
+                assert!(!refused.is_empty(), "points behind the stored ones were accepted");
+                assert!(refused.iter().all(|m| m.contains("out-of-order point")), "{refused:?}");
+                assert_eq!(now_value, None, "{q}");
+            }
+            (true, false) => {
+                assert_eq!(refused, Vec::<String>::new(), "points after the forward jump");
+                assert_eq!(now_value, Some(400.0), "{q}");
+            }
+            // Real-time points are an hour ahead of the stepped-back collector: beyond
+            // `store.max_point_ahead`, refused with the reason.
+            (false, true) => {
+                assert!(!refused.is_empty(), "points an hour ahead were accepted");
+                assert!(refused.iter().all(|m| m.contains("max_point_ahead")), "{refused:?}");
+                assert_eq!(now_value, None, "{q}");
+            }
+            // An hour old for the stepped-forward collector: within `store.max_point_age`,
+            // stored, but outside every window that ends at its `now`.
+            (false, false) => {
+                assert_eq!(refused, Vec::<String>::new(), "points an hour old");
+                assert_eq!(now_value, None, "{q}");
+            }
         }
         let (state, until_now, actions) = rule(&c, &col.api).await;
         assert_eq!(actuator_runs(&actions_file), 1, "actuator runs after a jump to {offset:+}s");
