@@ -2,7 +2,8 @@
 //! run of the same valid traffic: `rounds` valid requests of one gauge point for each of
 //! `series` series, and in the hostile run, between the rounds, `mutated` byte-mutated SDK
 //! payloads from `fuzz/corpus/otlp_protobuf`, six 8 MiB empty-point floods (~800 MB if decoded)
-//! and six exponential-offset killers. Each run starts a fresh collector on a fresh data
+//! and six exponential-offset killers. The hostile run goes first; the clean run waits in each
+//! round as long as that round's hostile requests took, so both last as long. Each run starts a fresh collector on a fresh data
 //! directory; RSS (`VmRSS`) and peak (`VmHWM`) are read from `/proc` 2 s after the last request.
 //!
 //! `cargo build -p stoker-collector --bin stoker-collector --example collector-hostile &&
@@ -220,7 +221,16 @@ struct Run {
     answers: BTreeMap<(&'static str, u16), usize>,
 }
 
-async fn run(args: &Args, hostile: bool, seeds: &[Vec<u8>], killer: &[u8]) -> Run {
+/// One run. The hostile run records how long each round's hostile requests took in `pace`; the
+/// clean run then waits as long in each round, so both runs last as long and the store goes
+/// through the same number of commit intervals.
+async fn run(
+    args: &Args,
+    hostile: bool,
+    seeds: &[Vec<u8>],
+    killer: &[u8],
+    pace: &mut Vec<Duration>,
+) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let col = spawn(&args.bin, dir.path());
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -249,8 +259,12 @@ async fn run(args: &Args, hostile: bool, seeds: &[Vec<u8>], killer: &[u8]) -> Ru
         post("valid", valid_request(args.series, t0 + round as u64 * 1_000_000_000, round as f64))
             .await;
         if !hostile {
+            if let Some(wait) = pace.get(round) {
+                tokio::time::sleep(*wait).await;
+            }
             continue;
         }
+        let started = std::time::Instant::now();
         for _ in 0..per_round.min(args.mutated - mutated) {
             let seed = &seeds[rng.below(seeds.len())];
             post("mutated", mutate(&mut rng, seed)).await;
@@ -261,6 +275,7 @@ async fn run(args: &Args, hostile: bool, seeds: &[Vec<u8>], killer: &[u8]) -> Ru
             post("flood", flood.clone()).await;
             post("killer", killer.to_vec()).await;
         }
+        pace.push(started.elapsed());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (final_kb, peak_kb) = rss(col.child.id());
@@ -295,8 +310,9 @@ async fn main() {
         "collector {}: {} rounds of {} series, {} mutated requests, 6 floods, 6 killers",
         args.bin, args.rounds, args.series, args.mutated
     );
-    let clean = run(&args, false, &seeds, &killer).await;
-    let hostile = run(&args, true, &seeds, &killer).await;
+    let mut pace = Vec::new();
+    let hostile = run(&args, true, &seeds, &killer, &mut pace).await;
+    let clean = run(&args, false, &seeds, &killer, &mut pace).await;
     for (name, r) in [("valid only", &clean), ("valid + hostile", &hostile)] {
         println!(
             "{name}: final RSS {:.1} MB, peak {:.1} MB; answers {:?}",

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use stoker_collector::config::CollectorConfig;
+use stoker_collector::ingest::Freed;
 use stoker_collector::policy::cli as policy_cli;
 use stoker_collector::serve::{self, CollectorSettings};
 use tokio_util::sync::CancellationToken;
@@ -150,7 +151,70 @@ const EX_CONFIG: u8 = 64;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `purge_delay` unless `MIMALLOC_PURGE_DELAY` is set: freed pages go back to the OS at once.
+/// With mimalloc 3's default (1 s) the buffers of refused requests stayed resident after the
+/// traffic ended (README, Reliability).
+const PURGE_DELAY_MS: std::ffi::c_long = 0;
+
+/// Index of `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (`mimalloc.h`); the sys crate
+/// declares no constant for it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Sets the allocator's options before anything allocates much, and has ingest give a thread's
+/// freed pages back after a large or refused request ([`stoker_collector::ingest::after_request`]).
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: `mi_option_set` stores an integer in mimalloc's option table (an atomic
+        // store); any value is valid for this option, and it is read on each purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+    stoker_collector::ingest::after_request(|freed| match freed {
+        // Megabytes just freed: give them back now.
+        Freed::Large => collect_thread_heap(),
+        // A flood of small refused requests must not make the allocator work per request.
+        Freed::Refused => collect_at_most_every(REFUSED_COLLECT_EVERY),
+    });
+}
+
+/// Gives the calling thread's free pages back to the OS.
+#[allow(unsafe_code)]
+fn collect_thread_heap() {
+    // SAFETY: `mi_collect` frees empty pages of the calling thread's heap and purges the
+    // arenas; it takes no pointer and may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+/// How often at most a runtime worker collects its heap when it goes idle.
+const IDLE_COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often at most a thread collects its heap after refused requests.
+const REFUSED_COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Run by each runtime worker as it parks (has nothing to do). Request bodies are read on the
+/// workers, and mimalloc keeps a thread's freed pages for that thread until it collects; a
+/// worker busy with ingest parks rarely, and collects at most once a second whatever it does.
+fn collect_when_idle() {
+    collect_at_most_every(IDLE_COLLECT_EVERY);
+}
+
+/// Collects the calling thread's heap unless it did less than `every` ago. Allocator
+/// housekeeping, not logic, so the monotonic clock is read directly.
+fn collect_at_most_every(every: std::time::Duration) {
+    use std::cell::Cell;
+    use std::time::Instant;
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    if LAST.get().is_none_or(|t| now.duration_since(t) >= every) {
+        LAST.set(Some(now));
+        collect_thread_heap();
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
 
     init_logs();
@@ -246,7 +310,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         report(e);
         return ExitCode::from(EX_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(collect_when_idle)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             report(format_args!("start the runtime: {e}"));

@@ -5,8 +5,8 @@
 pub mod budget;
 pub mod otlp;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,6 +20,44 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 
 use crate::store::Store;
+
+/// A request body of at least this size (raw, or once inflated) is a large request for the
+/// [`after_request`] hook. Valid exports are far smaller (an agent's batch is ~100 KB).
+pub const LARGE_REQUEST_BYTES: usize = 1 << 20;
+
+/// What the [`after_request`] hook is told about the request whose buffers were just freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freed {
+    /// A body of at least [`LARGE_REQUEST_BYTES`], refused or not.
+    Large,
+    /// A smaller body that was refused (malformed, over the decode budget).
+    Refused,
+}
+
+static AFTER_REQUEST: OnceLock<fn(Freed)> = OnceLock::new();
+
+/// Installs `hook`, run on the decoding thread once a large or refused request's buffers are
+/// freed (valid small requests do not call it). The binary installs its allocator's collect:
+/// mimalloc keeps a thread's freed pages for that thread otherwise, and after floods of
+/// refused requests they stayed resident. The library does not know the allocator. The first
+/// call wins.
+pub fn after_request(hook: fn(Freed)) {
+    let _ = AFTER_REQUEST.set(hook);
+}
+
+/// Runs the [`after_request`] hook for a request of `bytes` that was `refused` or not.
+fn release_after(bytes: usize, refused: bool) {
+    let freed = if bytes >= LARGE_REQUEST_BYTES {
+        Freed::Large
+    } else if refused {
+        Freed::Refused
+    } else {
+        return;
+    };
+    if let Some(hook) = AFTER_REQUEST.get() {
+        hook(freed);
+    }
+}
 
 /// Counters of the ingest side, for `/metrics`.
 #[derive(Debug, Default)]
@@ -177,7 +215,11 @@ impl GrpcIngest {
         let state = self.0.clone();
         // Decoding and writing are CPU work on the store, kept off the reactor.
         let out = tokio::task::spawn_blocking(move || {
-            decode_request(Wire::Protobuf, &body).map(|req| state.run(&req))
+            let out = decode_request(Wire::Protobuf, &body).map(|req| state.run(&req));
+            let size = body.len();
+            drop(body);
+            release_after(size, out.is_err());
+            out
         })
         .await
         .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
@@ -447,44 +489,11 @@ async fn http_export(
     // Inflating and decoding are CPU work: off the reactor, together with the store writes.
     let st = state.clone();
     let limit = state.max_body_bytes;
-    let out = tokio::task::spawn_blocking(move || -> Result<otlp::ExportOutcome, Box<Response>> {
-        let body = if gzip {
-            match inflate(&body, limit) {
-                Ok(b) => Bytes::from(b),
-                Err(Inflate::TooLarge) => {
-                    st.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                    return Err(Box::new(error(
-                        wire,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        8,
-                        &format!("request body over the limit of {limit} bytes once inflated"),
-                    )));
-                }
-                Err(Inflate::Bad(e)) => {
-                    st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(Box::new(error(
-                        wire,
-                        StatusCode::BAD_REQUEST,
-                        3,
-                        &format!("invalid gzip body: {e}"),
-                    )));
-                }
-            }
-        } else {
-            body
-        };
-        match decode_request(wire, &body) {
-            Ok(r) => Ok(st.run(&r)),
-            Err(DecodeRefusal::Malformed(m)) => {
-                st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &m)))
-            }
-            Err(DecodeRefusal::OverBudget(m)) => {
-                st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                st.stats.too_large.fetch_add(1, Ordering::Relaxed);
-                Err(Box::new(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &m)))
-            }
-        }
+    let out = tokio::task::spawn_blocking(move || {
+        let mut size = body.len();
+        let out = decode_and_store(&st, wire, gzip, limit, body, &mut size);
+        release_after(size, out.is_err());
+        out
     })
     .await;
     let out = match out {
@@ -529,6 +538,60 @@ async fn http_export(
                 None => b"{}".to_vec(),
             };
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+/// Inflates (when `gzip`), decodes and stores one OTLP/HTTP body, on a blocking thread; the
+/// refusals come back as the response to send. `size` ends as the largest buffer the request
+/// took (raw or inflated), for [`release_after`]; every buffer is freed on return.
+fn decode_and_store(
+    st: &IngestState,
+    wire: Wire,
+    gzip: bool,
+    limit: usize,
+    body: Bytes,
+    size: &mut usize,
+) -> Result<otlp::ExportOutcome, Box<Response>> {
+    let body = if gzip {
+        match inflate(&body, limit) {
+            Ok(b) => {
+                *size = (*size).max(b.len());
+                Bytes::from(b)
+            }
+            Err(Inflate::TooLarge) => {
+                *size = limit;
+                st.stats.too_large.fetch_add(1, Ordering::Relaxed);
+                return Err(Box::new(error(
+                    wire,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    8,
+                    &format!("request body over the limit of {limit} bytes once inflated"),
+                )));
+            }
+            Err(Inflate::Bad(e)) => {
+                st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(Box::new(error(
+                    wire,
+                    StatusCode::BAD_REQUEST,
+                    3,
+                    &format!("invalid gzip body: {e}"),
+                )));
+            }
+        }
+    } else {
+        body
+    };
+    match decode_request(wire, &body) {
+        Ok(r) => Ok(st.run(&r)),
+        Err(DecodeRefusal::Malformed(m)) => {
+            st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            Err(Box::new(error(wire, StatusCode::BAD_REQUEST, 3, &m)))
+        }
+        Err(DecodeRefusal::OverBudget(m)) => {
+            st.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            st.stats.too_large.fetch_add(1, Ordering::Relaxed);
+            Err(Box::new(error(wire, StatusCode::PAYLOAD_TOO_LARGE, 8, &m)))
         }
     }
 }

@@ -10,6 +10,7 @@ mod actuate;
 mod anomaly;
 mod api_auth;
 mod cli;
+mod clock_jump;
 mod closed_loop;
 mod common;
 mod crash_recovery;
