@@ -199,16 +199,15 @@ fn collect_when_idle() {
 }
 
 /// Collects the calling thread's heap unless it did less than `every` ago. Allocator
-/// housekeeping, not logic, so the monotonic clock is read directly.
+/// housekeeping, not logic, so a stopwatch on the monotonic clock times it.
 fn collect_at_most_every(every: std::time::Duration) {
     use std::cell::Cell;
-    use std::time::Instant;
+    use stoker_collector::clock::Stopwatch;
     thread_local! {
-        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+        static LAST: Cell<Option<Stopwatch>> = const { Cell::new(None) };
     }
-    let now = Instant::now();
-    if LAST.get().is_none_or(|t| now.duration_since(t) >= every) {
-        LAST.set(Some(now));
+    if LAST.get().is_none_or(|t| t.elapsed() >= every) {
+        LAST.set(Some(Stopwatch::start()));
         collect_thread_heap();
     }
 }
