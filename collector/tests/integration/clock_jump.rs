@@ -12,14 +12,14 @@
 //! Skips (and passes) when libfaketime is not installed, unless `STOKER_REQUIRE_PEERS=1`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use prost::Message;
 use serde_json::Value;
 
-use crate::common;
+use crate::common::{self, Collector};
 
 /// The thread-safe variant of libfaketime: the collector's clock is read from many threads.
 fn libfaketime() -> Option<PathBuf> {
@@ -59,19 +59,6 @@ spec:
     )
 }
 
-struct Collector {
-    child: Child,
-    api: String,
-    http: String,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The offset libfaketime applies, re-read on every clock call (`FAKETIME_NO_CACHE=1`).
 struct FakeClock {
     file: PathBuf,
@@ -100,7 +87,7 @@ impl FakeClock {
 }
 
 fn spawn(lib: &Path, clock: &FakeClock, data: &Path, policies: &Path) -> Collector {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
+    let child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
         .args(["serve", "--data-dir"])
         .arg(data)
         .arg("--policies")
@@ -117,8 +104,7 @@ fn spawn(lib: &Path, clock: &FakeClock, data: &Path, policies: &Path) -> Collect
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let at = common::listening(&mut child);
-    Collector { api: at.api, http: at.http, child }
+    Collector::attach(child)
 }
 
 async fn get(c: &reqwest::Client, api: &str, path: &str) -> Value {

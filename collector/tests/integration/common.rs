@@ -185,3 +185,28 @@ pub fn listening(child: &mut std::process::Child) -> Listening {
     };
     Listening { api: field("api="), grpc: field("otlp_grpc="), http: field("otlp_http=") }
 }
+
+/// A real collector child with where it listens; killed and reaped when dropped, so a failed
+/// test leaves no process behind.
+pub struct Collector {
+    pub child: std::process::Child,
+    pub api: String,
+    pub http: String,
+    #[allow(dead_code)]
+    pub grpc: String,
+}
+
+impl Collector {
+    /// Takes over `child` (stdout piped) once it has printed its listening line.
+    pub fn attach(mut child: std::process::Child) -> Self {
+        let at = listening(&mut child);
+        Self { child, api: at.api, http: at.http, grpc: at.grpc }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,28 +1,15 @@
 //! Crash recovery with the real binary: ingest continuously, `kill -9`, restart, and compare
 //! with what was acknowledged. At most the last second of acknowledged data may be lost.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use crate::common;
-
-struct Collector {
-    child: Child,
-    api: String,
-    http: String,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::common::{self, Collector};
 
 fn spawn(data_dir: &std::path::Path) -> Collector {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
+    let child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
         .args(["serve", "--data-dir"])
         .arg(data_dir)
         .args(common::LOOPBACK_LISTENERS)
@@ -31,8 +18,7 @@ fn spawn(data_dir: &std::path::Path) -> Collector {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let at = common::listening(&mut child);
-    Collector { api: at.api, http: at.http, child }
+    Collector::attach(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -21,26 +21,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use crate::common;
+use crate::common::{self, Collector};
 
 /// The promise under test: a commit every 200 ms (the default `store.commit_interval`), plus
 /// the time one commit (an fsync) takes on a loaded test machine.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 const COMMIT_SLACK: Duration = Duration::from_millis(500);
-
-struct Collector {
-    child: Child,
-    api: String,
-    http: String,
-    grpc: String,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Collector {
     fn kill_9(mut self) -> Instant {
@@ -66,13 +52,12 @@ fn command(data_dir: &Path, config: &str, extra: &[&str]) -> Command {
 }
 
 fn spawn(data_dir: &Path, config: &str) -> Collector {
-    let mut child = command(data_dir, config, &[])
+    let child = command(data_dir, config, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let at = common::listening(&mut child);
-    Collector { api: at.api, http: at.http, grpc: at.grpc, child }
+    Collector::attach(child)
 }
 
 /// Runs a collector that is expected to refuse to start; returns (exit code, stderr).

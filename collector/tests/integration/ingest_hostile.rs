@@ -3,7 +3,7 @@
 //! values), malformed gRPC, and slowloris connections against the real binary. Each is refused
 //! quickly with the protocol's answer, and the collector keeps serving.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 
-use crate::common;
+use crate::common::{self, Collector};
 
 /// An exponential histogram request: one cumulative point per `(scale, offset, counts)`.
 fn exp_request(
@@ -78,19 +78,6 @@ fn rpc_message(body: &[u8]) -> String {
     stoker_collector::ingest::RpcStatus::decode(body).map(|s| s.message).unwrap_or_default()
 }
 
-struct Collector {
-    child: Child,
-    api: String,
-    http: String,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The real binary, its address space capped at 4 GiB: a request that makes it allocate
 /// without bound kills this child (allocation failure), never the machine.
 fn spawn_capped(data_dir: &std::path::Path) -> Collector {
@@ -99,7 +86,7 @@ fn spawn_capped(data_dir: &std::path::Path) -> Collector {
 
 /// The real binary started by `sh` after `limit` (a `ulimit` command) on loopback ports.
 fn spawn_under(data_dir: &std::path::Path, limit: &str) -> Collector {
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg(format!("{limit} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_stoker-collector"))
@@ -111,8 +98,7 @@ fn spawn_under(data_dir: &std::path::Path, limit: &str) -> Collector {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn collector");
-    let at = common::listening(&mut child);
-    Collector { api: at.api, http: at.http, child }
+    Collector::attach(child)
 }
 
 /// The request that took the collector down: two cumulative points of one exponential
