@@ -16,6 +16,7 @@ pub mod duration;
 pub mod engine;
 pub mod forecast;
 pub mod format;
+pub mod inputs;
 pub mod model;
 pub mod replay;
 pub mod series;

@@ -24,10 +24,13 @@ use super::forecast::{ForecastState, step_forecast};
 use super::format::ForecastMode;
 use super::format::{
     Condition, DirectionBehavior, MissingData, Mode, RateKind, RatePolicy, RetrainRule, ScaleSpec,
-    SelectPolicy, SignalSpec, StepChange, TrackedMetric,
+    SelectPolicy, StepChange, TrackedMetric,
 };
+use super::inputs::{fmt_time, read, reference_window};
 use super::model::{self, ModelState, step_model};
-use super::signal::{NANOS, Selector, SignalQuery, SignalSource, Stat, nanos};
+use super::signal::{Selector, SignalQuery, SignalSource, Stat, nanos};
+
+pub use super::inputs::{DEFAULT_DRIFT_WINDOW, DEFAULT_WINDOW, InputValue, Reference, query, secs};
 
 /// Default evaluation interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,10 +38,6 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
 /// Default scale-down stabilization window (HPA's).
 pub const DEFAULT_DOWN_STABILIZATION: Duration = Duration::from_secs(300);
-/// Default signal window.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
-/// Default window of drift and accuracy conditions.
-pub const DEFAULT_DRIFT_WINDOW: Duration = Duration::from_secs(3600);
 /// Default retrain cooldown.
 pub const DEFAULT_RETRAIN_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
 /// Default minimum observations in a drift or accuracy window.
@@ -119,26 +118,6 @@ pub struct ConstraintEffect {
     pub changed: bool,
     /// What it did, as a sentence.
     pub detail: String,
-}
-
-/// An input value the decision saw.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InputValue {
-    /// Metric or condition name.
-    pub name: String,
-    /// The query, as text.
-    pub query: String,
-    /// The value, `None` when there was no data.
-    pub value: Option<f64>,
-    /// What it was compared with, as text (`target 0.05`, `> 0.2`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub against: String,
-    /// The size this input alone recommends (target tracking and steps).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recommends: Option<u32>,
-    /// The model version a drift or regression input concerns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
 }
 
 /// What a decision does.
@@ -303,54 +282,6 @@ pub struct PolicyState {
     pub retrain: BTreeMap<String, RetrainState>,
 }
 
-/// Reference window of a drift or regression condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reference {
-    /// The first `Duration` after the newest model version first appeared.
-    FirstOfVersion(Duration),
-    /// The `Duration` just before the current window.
-    Previous(Duration),
-    /// A fixed interval, Unix nanos.
-    Pinned(u64, u64),
-}
-
-impl Reference {
-    /// Parses `first-1h-of-version`, `previous-24h` or `pinned <rfc3339>..<rfc3339>`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        if let Some(d) = text.strip_prefix("first-").and_then(|r| r.strip_suffix("-of-version")) {
-            return humantime::parse_duration(d)
-                .map(Self::FirstOfVersion)
-                .map_err(|e| format!("invalid duration {d:?} in reference: {e}"));
-        }
-        if let Some(d) = text.strip_prefix("previous-") {
-            return humantime::parse_duration(d)
-                .map(Self::Previous)
-                .map_err(|e| format!("invalid duration {d:?} in reference: {e}"));
-        }
-        if let Some(range) = text.strip_prefix("pinned ") {
-            let (a, b) = range
-                .split_once("..")
-                .ok_or_else(|| format!("pinned reference {range:?} needs `from..to`"))?;
-            let parse = |s: &str| {
-                humantime::parse_rfc3339(s.trim())
-                    .map_err(|e| format!("invalid time {s:?}: {e}"))
-                    .and_then(|t| {
-                        t.duration_since(std::time::UNIX_EPOCH)
-                            .map(nanos)
-                            .map_err(|e| format!("time {s:?} before 1970: {e}"))
-                    })
-            };
-            let (from, to) = (parse(a)?, parse(b)?);
-            if from >= to {
-                return Err(format!("pinned reference {range:?} is empty"));
-            }
-            return Ok(Self::Pinned(from, to));
-        }
-        Err(format!("unknown reference {text:?}"))
-    }
-}
-
 /// The output of one evaluation of one policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
@@ -371,15 +302,6 @@ pub fn current_from_signal(policy: &Policy, source: &dyn SignalSource, now: u64)
     let q = query(cur.signal.as_ref()?).ok()?;
     let v = source.read(&q, now).ok().flatten()?;
     (v.is_finite() && v >= 0.0).then(|| v.round() as u32)
-}
-
-/// The query a signal spec describes.
-pub fn query(s: &SignalSpec) -> Result<SignalQuery, String> {
-    Ok(SignalQuery {
-        selector: Selector { metric: s.metric.clone(), matchers: s.matchers.clone() },
-        stat: Stat::parse(&s.stat)?,
-        window: s.window.map(|w| w.get()).unwrap_or(DEFAULT_WINDOW),
-    })
 }
 
 /// Evaluates one policy at `now`. `current` is the target's size (from the actuator or
@@ -447,10 +369,6 @@ pub fn evaluate_sized(
         }
     }
     decisions
-}
-
-pub(super) fn read(source: &dyn SignalSource, q: &SignalQuery, now: u64) -> Option<f64> {
-    source.read(q, now).ok().flatten().filter(|v| v.is_finite())
 }
 
 fn ceil_u32(x: f64) -> u32 {
@@ -528,11 +446,6 @@ fn behavior(scale: &ScaleSpec, up: bool) -> (Duration, Vec<RatePolicy>, SelectPo
         w.policies.or(d.policies).unwrap_or_default(),
         w.select.or(d.select).unwrap_or(SelectPolicy::Max),
     )
-}
-
-pub(super) fn fmt_time(ns: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_nanos(ns);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn effect(c: Constraint, before: u32, after: u32, detail: impl Into<String>) -> ConstraintEffect {
@@ -1285,34 +1198,6 @@ fn compare(
     }
 }
 
-/// Resolves a reference window `(from, to]` and the selector restricted to the model version
-/// it concerns; `None` when the reference is not complete yet.
-pub(super) fn reference_window(
-    reference: Reference,
-    selector: &Selector,
-    source: &dyn SignalSource,
-    window: Duration,
-    now: u64,
-) -> Option<(u64, u64, Selector)> {
-    match reference {
-        Reference::FirstOfVersion(len) => {
-            let v = source.latest_version(selector, now).ok().flatten()?;
-            let end = v.first_seen.saturating_add(nanos(len));
-            if end > now {
-                return None;
-            }
-            let mut sel = selector.clone();
-            sel.matchers.insert("model.version".to_owned(), v.version);
-            Some((v.first_seen.saturating_sub(1), end, sel))
-        }
-        Reference::Previous(len) => {
-            let to = now.saturating_sub(nanos(window));
-            Some((to.saturating_sub(nanos(len)), to, selector.clone()))
-        }
-        Reference::Pinned(from, to) => (to <= now).then(|| (from, to, selector.clone())),
-    }
-}
-
 /// Evaluates a condition: `Some(holds)` or `None` when an input is missing. Inputs seen are
 /// appended to `inputs`. `any` holds if one known branch holds; `all` fails if one known
 /// branch fails; otherwise missing data makes the result unknown.
@@ -1543,9 +1428,4 @@ pub fn eval_condition(
         return super::anomaly::eval_anomaly(a, source, now, inputs);
     }
     None
-}
-
-/// `now` in whole seconds, for tests and replay output.
-pub fn secs(ns: u64) -> f64 {
-    ns as f64 / NANOS as f64
 }
