@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::engine::{InputValue, read};
 use super::format::AnomalyCondition;
+use super::inputs::{InputValue, read};
 use super::signal::{Selector, SignalQuery, SignalSource, Stat};
 
 /// The gauge the scorer writes for flagged subjects.

@@ -761,7 +761,7 @@ impl Checker<'_> {
 
     fn reference(&mut self, path: &str, reference: Option<&str>) {
         if let Some(r) = reference {
-            if let Err(e) = super::engine::Reference::parse(r) {
+            if let Err(e) = super::inputs::Reference::parse(r) {
                 self.err(path, format!("{e}; {REFERENCE_HELP}"));
             }
         }

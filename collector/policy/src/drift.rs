@@ -282,9 +282,9 @@ pub fn eval_classifier_drift(
     cd: &super::format::ClassifierDriftCondition,
     source: &dyn super::signal::SignalSource,
     now: u64,
-    inputs: &mut Vec<super::engine::InputValue>,
+    inputs: &mut Vec<super::inputs::InputValue>,
 ) -> Option<bool> {
-    use super::engine::{DEFAULT_DRIFT_WINDOW, InputValue, Reference, fmt_time, reference_window};
+    use super::inputs::{DEFAULT_DRIFT_WINDOW, InputValue, Reference, fmt_time, reference_window};
     use super::signal::{Selector, nanos};
     let window = cd.window.map(|w| w.get()).unwrap_or(DEFAULT_DRIFT_WINDOW);
     let reference = cd

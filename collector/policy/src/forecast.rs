@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use stoker_learn::forecast::{ForecastConfig, ForecastModel, fit};
 use stoker_learn::series::Sample;
 
-use super::engine::{InputValue, query};
 use super::format::ForecastScale;
+use super::inputs::{InputValue, query};
 use super::signal::{SignalSource, nanos};
 
 /// Default grid step of forecast inputs.

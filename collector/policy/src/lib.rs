@@ -4,6 +4,8 @@
 //! engine: unit tests of policies ([`testing`]), backtests ([`replay`]) on seeded traces
 //! ([`tracegen`]) and the `policy check|test|replay` commands ([`cli`]). Capacity-aware sizing
 //! (`scale.model`) is its own module ([`model`]), as the load forecast is ([`forecast`]).
+//! What those modules and the engine share (inputs, reads, reference windows) is [`inputs`],
+//! below them all.
 //!
 //! Data flows one way: signals → [`engine::evaluate`] → decisions. Nothing here reads a clock,
 //! a file outside the commands' arguments, or the network: time is an argument.
@@ -17,6 +19,7 @@ pub mod duration;
 pub mod engine;
 pub mod forecast;
 pub mod format;
+pub mod inputs;
 pub mod ledger;
 pub mod model;
 pub mod replay;

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{InputValue, query, read};
 use super::format::{ModelScale, QueueKind, SignalSpec};
+use super::inputs::{InputValue, query, read};
 use super::signal::{SignalSource, nanos};
 
 /// Default refit interval.
