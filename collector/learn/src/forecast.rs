@@ -29,8 +29,7 @@ use crate::spec::ForecastSpec;
 /// Relative ridge added to least squares (see [`Regressor::LeastSquares`]).
 pub const RIDGE: f64 = 1e-6;
 
-/// One day: the default seasonal period.
-pub const DAILY: Duration = Duration::from_secs(86_400);
+pub use crate::spec::DAILY;
 
 /// The linfa regression that fits the linear model.
 #[derive(Clone, Copy, Debug, PartialEq)]

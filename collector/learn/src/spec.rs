@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// One day: the default seasonal period.
+pub const DAILY: Duration = Duration::from_secs(86_400);
+
 /// How a policy uses the forecast.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -45,7 +48,7 @@ pub struct ForecastSpec {
 impl ForecastSpec {
     /// The seasonal period: `period`, or one day.
     pub fn period_or_daily(&self) -> Duration {
-        self.period.unwrap_or(crate::forecast::DAILY)
+        self.period.unwrap_or(DAILY)
     }
 
     /// Every problem with the spec, all at once (empty when it is usable).

@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::journal::Journal;
+pub use super::retry::RetryConfig;
 use super::retry::RetryPolicy;
 use super::secrets::Secrets;
 use super::types::ActuateError;
@@ -47,21 +48,6 @@ pub struct ActuatorsConfig {
     /// GCP authentication.
     #[serde(default)]
     pub gcp: GcpConfig,
-}
-
-/// `[actuators.retry]`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Tries per request, the first included; default 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// First backoff; default 200ms, doubling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_delay: Option<HumanDuration>,
-    /// Longest backoff; default 10s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_delay: Option<HumanDuration>,
 }
 
 /// `[actuators.kubernetes]`.

@@ -7,8 +7,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::RetryConfig;
+use serde::{Deserialize, Serialize};
+
 use super::types::{ActuateError, AttemptRecord};
+use crate::duration::HumanDuration;
+
+/// `[actuators.retry]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tries per request, the first included; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// First backoff; default 200ms, doubling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_delay: Option<HumanDuration>,
+    /// Longest backoff; default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<HumanDuration>,
+}
 
 /// Turns a nominal backoff into the one actually waited.
 pub type Jitter = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
