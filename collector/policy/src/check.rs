@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use marked_yaml::{LoaderOptions, Node};
 use serde::Serialize;
 
-use super::format::{Condition, CurrentFrom, PolicyDoc, SignalSpec, StepChange, TrackingTarget};
+use super::format::{
+    AccuracyEstimate, Condition, CurrentFrom, DriftTest, PolicyDoc, SignalSpec, StepChange,
+    TrackingTarget,
+};
 use super::signal::Stat;
 use super::template;
 use crate::spec::JobSpec;
@@ -807,8 +810,8 @@ impl Checker<'_> {
             self.metric_name(&format!("{p}.metric"), &d.metric);
             self.window(&format!("{p}.window"), d.window);
             self.reference(&format!("{p}.reference"), d.reference.as_deref());
-            match d.test.as_str() {
-                "psi" | "js" => {
+            match &d.test {
+                DriftTest::Psi | DriftTest::Js => {
                     if d.p_value.is_some() {
                         self.err(
                             &format!("{p}.pValue"),
@@ -819,7 +822,7 @@ impl Checker<'_> {
                         self.err(&p, "give either `gt` or `gte`, not both");
                     }
                 }
-                "ks" | "chi2" => {
+                DriftTest::Ks | DriftTest::Chi2 => {
                     if let Some(pv) = d.p_value {
                         if !(pv > 0.0 && pv < 1.0) {
                             self.err(
@@ -832,21 +835,21 @@ impl Checker<'_> {
                         self.err(&p, "give either `gt` or `gte`, not both");
                     }
                 }
-                other => self.err(
+                DriftTest::Unknown(other) => self.err(
                     &format!("{p}.test"),
                     format!("unknown test {other:?}: use psi, ks, js or chi2"),
                 ),
             }
-            if d.by.is_some() && d.test != "chi2" {
+            if d.by.is_some() && d.test != DriftTest::Chi2 {
                 self.err(&format!("{p}.by"), "only used with `test: chi2`");
             }
         }
         if let Some(a) = &c.accuracy {
             let p = format!("{path}.accuracy");
-            if !matches!(a.estimate.as_str(), "mean-confidence" | "feedback") {
+            if let AccuracyEstimate::Unknown(other) = &a.estimate {
                 self.err(
                     &format!("{p}.estimate"),
-                    format!("unknown estimate {:?}: use mean-confidence or feedback", a.estimate),
+                    format!("unknown estimate {other:?}: use mean-confidence or feedback"),
                 );
             }
             self.window(&format!("{p}.window"), a.window);
@@ -1132,6 +1135,48 @@ mod tests {
         assert!(e.iter().any(|(_, m)| m.contains("exactly one")), "{e:?}");
         let e = errors("{classifierDrift: {bands: [0.4, 0.6]}}");
         assert!(!e.is_empty(), "unknown keys are refused: {e:?}");
+    }
+
+    /// Drift tests and accuracy estimates are enums read from any spelling: every known one
+    /// means what it did as a string and is written back the same, and an unknown one is
+    /// reported at its position with the allowed names, beside the file's other problems
+    /// (serde refusing the variant would have stopped at the first).
+    #[test]
+    fn drift_tests_and_estimates_keep_their_spellings_and_diagnostics() {
+        use crate::format::{AccuracyEstimate, DriftTest};
+        for (text, test) in [
+            ("psi", DriftTest::Psi),
+            ("ks", DriftTest::Ks),
+            ("js", DriftTest::Js),
+            ("chi2", DriftTest::Chi2),
+        ] {
+            let read: DriftTest = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(read, test);
+            assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::json!(text));
+            assert_eq!(read.to_string(), text);
+        }
+        for (text, estimate) in [
+            ("mean-confidence", AccuracyEstimate::MeanConfidence),
+            ("feedback", AccuracyEstimate::Feedback),
+        ] {
+            let read: AccuracyEstimate = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(read, estimate);
+            assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::json!(text));
+        }
+        let text = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: p}\nspec:\n  target: {name: t, min: 1, max: 2, actuator: kubernetes, kubernetes: {namespace: n, deployment: d}}\n  retrain:\n    - name: r\n      when: {all: [{drift: {metric: m, test: wasserstein}}, {accuracy: {estimate: guess, lt: 0.9}}, {drift: {metric: m, test: psi, pValue: 0.1}}]}\n      job: {actuator: webhook, webhook: {url: \"https://example.test/hook\"}}\n";
+        let (policy, _, diags) = check_text(Path::new("p.yaml"), text);
+        assert!(policy.is_none());
+        let shown: Vec<String> =
+            diags.iter().filter(|d| d.severity == Severity::Error).map(|d| d.to_string()).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "p.yaml:8:46: spec.retrain[0].when.all[0].drift.test: unknown test \"wasserstein\": use psi, ks, js or chi2",
+                "p.yaml:8:83: spec.retrain[0].when.all[1].accuracy.estimate: unknown estimate \"guess\": use mean-confidence or feedback",
+                "p.yaml:8:140: spec.retrain[0].when.all[2].drift.pValue: test `psi` has no p-value",
+            ],
+            "{shown:#?}"
+        );
     }
 
     #[test]

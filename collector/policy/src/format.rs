@@ -6,6 +6,7 @@
 //! `policies/README.md` is the user-facing reference for every key here.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -597,7 +598,7 @@ pub struct DriftCondition {
     /// class attribute (`inference.prediction.class`) for chi2.
     pub metric: String,
     /// `psi`, `ks`, `js` or `chi2`.
-    pub test: String,
+    pub test: DriftTest,
     /// Current window; default 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<HumanDuration>,
@@ -625,13 +626,117 @@ pub struct DriftCondition {
     pub p_value: Option<f64>,
 }
 
+/// `drift.test`: the statistic that compares the current window with the reference.
+///
+/// Read from any string rather than refused by serde, so that `policy check` reports an
+/// unknown test beside every other problem of the file (with the allowed names) instead of
+/// stopping at the first; a policy with an [`DriftTest::Unknown`] test never passes the check,
+/// so the engine never evaluates one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum DriftTest {
+    /// Population stability index over histogram buckets (`psi`).
+    Psi,
+    /// Kolmogorov–Smirnov on bucketed histograms (`ks`).
+    Ks,
+    /// Jensen–Shannon distance over histogram buckets (`js`).
+    Js,
+    /// Chi-square on counts by a class attribute (`chi2`).
+    Chi2,
+    /// Any other spelling, as written.
+    Unknown(String),
+}
+
+impl DriftTest {
+    /// The name as written in a policy.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Psi => "psi",
+            Self::Ks => "ks",
+            Self::Js => "js",
+            Self::Chi2 => "chi2",
+            Self::Unknown(s) => s,
+        }
+    }
+}
+
+impl From<String> for DriftTest {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "psi" => Self::Psi,
+            "ks" => Self::Ks,
+            "js" => Self::Js,
+            "chi2" => Self::Chi2,
+            _ => Self::Unknown(s),
+        }
+    }
+}
+
+impl From<DriftTest> for String {
+    fn from(t: DriftTest) -> Self {
+        t.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for DriftTest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `accuracy.estimate`: where the accuracy comes from. Read from any string, as
+/// [`DriftTest`] is, so `policy check` reports an unknown one with the file's other problems.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum AccuracyEstimate {
+    /// The mean of `inference.prediction.confidence` (`mean-confidence`).
+    MeanConfidence,
+    /// The share of `inference.feedback{correct="true"}` (`feedback`).
+    Feedback,
+    /// Any other spelling, as written.
+    Unknown(String),
+}
+
+impl AccuracyEstimate {
+    /// The name as written in a policy.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::MeanConfidence => "mean-confidence",
+            Self::Feedback => "feedback",
+            Self::Unknown(s) => s,
+        }
+    }
+}
+
+impl From<String> for AccuracyEstimate {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "mean-confidence" => Self::MeanConfidence,
+            "feedback" => Self::Feedback,
+            _ => Self::Unknown(s),
+        }
+    }
+}
+
+impl From<AccuracyEstimate> for String {
+    fn from(e: AccuracyEstimate) -> Self {
+        e.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for AccuracyEstimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `accuracy: {estimate, window, where, lt|lte}`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AccuracyCondition {
     /// `mean-confidence` (from `inference.prediction.confidence`) or `feedback`
     /// (from `inference.feedback{correct}`).
-    pub estimate: String,
+    pub estimate: AccuracyEstimate,
     /// Window; default 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<HumanDuration>,

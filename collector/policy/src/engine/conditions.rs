@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::drift;
 use crate::format::{
-    AccuracyCondition, Condition, DriftCondition, LatencyRegression, SignalCondition,
+    AccuracyCondition, AccuracyEstimate, Condition, DriftCondition, DriftTest, LatencyRegression,
+    SignalCondition,
 };
 use crate::inputs::{
     DEFAULT_DRIFT_WINDOW, DEFAULT_WINDOW, InputValue, Reference, fmt_time, read, reference_window,
@@ -192,7 +193,7 @@ fn drift_statistic(
     (from, now): (u64, u64),
     min: f64,
 ) -> Result<DriftStatistic, Option<String>> {
-    if dc.test == "chi2" {
+    if dc.test == DriftTest::Chi2 {
         let by = dc.by.as_deref().unwrap_or("class");
         let r = source.counts_by(sel, by, rf, rt).map_err(|_| None)?;
         let cu = source.counts_by(sel, by, from, now).map_err(|_| None)?;
@@ -210,10 +211,13 @@ fn drift_statistic(
     if r.total() < min || cu.total() < min {
         return Err(Some(format!("fewer than {min} observations")));
     }
-    Ok(match dc.test.as_str() {
-        "psi" => drift::psi(&r, &cu).map(|v| (v, None)),
-        "js" => drift::js_distance(&r, &cu).map(|v| (v, None)),
-        _ => drift::ks_bucketed(&r, &cu).map(|t| (t.statistic, Some(t.p_value))),
+    Ok(match dc.test {
+        DriftTest::Psi => drift::psi(&r, &cu).map(|v| (v, None)),
+        DriftTest::Js => drift::js_distance(&r, &cu).map(|v| (v, None)),
+        // `policy check` refuses an unknown test; KS is what one would get.
+        DriftTest::Ks | DriftTest::Chi2 | DriftTest::Unknown(_) => {
+            drift::ks_bucketed(&r, &cu).map(|t| (t.statistic, Some(t.p_value)))
+        }
     })
 }
 
@@ -221,9 +225,9 @@ fn drift_statistic(
 /// PSI and JS compare the statistic (`gt` defaults to the test's rule of thumb); KS and
 /// chi-square need `p < pValue`, and the statistic above `gt`/`gte` when one is written.
 fn drift_verdict(dc: &DriftCondition, stat: f64, p: Option<f64>) -> (bool, String) {
-    match dc.test.as_str() {
-        "psi" | "js" => {
-            let def = if dc.test == "psi" { DEFAULT_PSI } else { DEFAULT_JS };
+    match dc.test {
+        DriftTest::Psi | DriftTest::Js => {
+            let def = if dc.test == DriftTest::Psi { DEFAULT_PSI } else { DEFAULT_JS };
             if let Some(t) = dc.gte {
                 (stat >= t, format!(">= {t}"))
             } else {
@@ -231,7 +235,7 @@ fn drift_verdict(dc: &DriftCondition, stat: f64, p: Option<f64>) -> (bool, Strin
                 (stat > t, format!("> {t}"))
             }
         }
-        _ => {
+        DriftTest::Ks | DriftTest::Chi2 | DriftTest::Unknown(_) => {
             let pv = dc.p_value.unwrap_or(DEFAULT_P);
             let p = p.unwrap_or(1.0);
             let (extra, text) = match (dc.gt, dc.gte) {
@@ -254,7 +258,7 @@ fn eval_accuracy(
 ) -> Option<bool> {
     let window = a.window.map(|w| w.get()).unwrap_or(DEFAULT_DRIFT_WINDOW);
     let min = a.min_samples.unwrap_or(DEFAULT_MIN_SAMPLES) as f64;
-    let (value, query) = if a.estimate == "feedback" {
+    let (value, query) = if a.estimate == AccuracyEstimate::Feedback {
         let sel =
             Selector { metric: "inference.feedback".to_owned(), matchers: a.matchers.clone() };
         let counts =
