@@ -280,7 +280,7 @@ pub fn openapi_document() -> serde_json::Value {
             }},
             "/api/v1/policies": {"get": {
                 "summary": "Policies in force with each rule's state (ok|pending|firing|cooling-down|dry-run), last decision and forecast; errors of a refused reload. Present when the policy engine runs (serve --policies).",
-                "responses": {"200": {"description": "PoliciesResponse: {policies: [{name, file, target, rules: [{rule, kind, mode, state, pending_since, cooling_down_until, last_decision, problem, problem_since}], forecast}], errors, warnings, last_reload}"}}
+                "responses": {"200": {"description": "PoliciesResponse: {policies: [{name, file, target, rules: [{rule, kind, mode, state, pending_since, cooling_down_until, last_decision, problem, problem_since, provisioned, ready, model: {fit, samples, mape}}], forecast}], errors, warnings, last_reload}"}}
             }},
             "/api/v1/decisions": {"get": {
                 "summary": "Decision records, newest first. Present when the policy engine runs.",

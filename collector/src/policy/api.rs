@@ -66,6 +66,25 @@ pub struct RuleStatus {
     /// cannot tell). A dashboard shows `ready/provisioned`; the difference is warming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<u32>,
+    /// Scaling rules with `scale.model`: the capacity model's fit and how well it predicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelStatus>,
+}
+
+/// A scaling rule's capacity model (`scale.model`), as the engine holds it now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// The current fit (per-replica throughput, service time, when and on how many samples);
+    /// absent until the model has seen enough load to fit, and the tracked metrics size the
+    /// target meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<super::model::Fit>,
+    /// Samples held now (not persisted: after a restart the model fills them again).
+    pub samples: usize,
+    /// Mean absolute percentage error of the predicted p95 against the observed one, as a
+    /// fraction (decayed); absent before the first scored prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mape: Option<f64>,
 }
 
 /// One policy in `/api/v1/policies`.
@@ -199,6 +218,11 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 problem_since: snap.problems.get(p.name()).map(|(_, since)| *since),
                 provisioned: snap.sizes.get(p.name()).map(|s| s.provisioned),
                 ready: snap.sizes.get(p.name()).and_then(|s| s.ready),
+                model: scale.model.as_ref().map(|_| ModelStatus {
+                    fit: st.scale.model.fit,
+                    samples: st.scale.model.samples.len(),
+                    mape: st.scale.model.mape(),
+                }),
             });
         }
         for r in &p.doc.spec.retrain {
@@ -229,6 +253,7 @@ pub fn policies_status(rt: &PolicyRuntime, now: u64) -> PoliciesResponse {
                 problem_since: None,
                 provisioned: None,
                 ready: None,
+                model: None,
             });
         }
         out.push(PolicyStatus {

@@ -821,3 +821,46 @@ async fn a_runtime_with_a_stale_fence_neither_acts_nor_records() {
     assert_eq!(ledger.actions().expect("actions").len(), 1);
     assert_eq!(ledger.decisions(None, None, 10).expect("decisions").len(), 1);
 }
+
+/// The API shows a scaling rule's capacity model: how many samples it holds, its fit once it
+/// has one, and its prediction error; a rule without `scale.model` shows none.
+#[tokio::test]
+async fn the_api_shows_the_capacity_model_of_a_scaling_rule() {
+    const MODEL: &str = "apiVersion: stoker/v1\nkind: Policy\nmetadata: {name: m}\nspec:\n  target: {name: svc, min: 1, max: 40, actuator: command, command: {argv: [echo]}}\n  interval: 1s\n  scale:\n    metrics:\n      - name: busy\n        signal: {metric: hw.gpu.utilization, stat: mean, window: 10s}\n        target: {value: 0.5}\n    model:\n      load: {metric: inference.requests, stat: rate, window: 10s}\n      latency: {metric: inference.request.duration, stat: p95, window: 10s}\n      utilization: {metric: hw.gpu.utilization, stat: mean, window: 10s}\n      p95: 0.130\n";
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("policies")).expect("dir");
+    std::fs::write(tmp.path().join("policies/m.yaml"), MODEL).expect("write");
+    std::fs::write(tmp.path().join("policies/r.yaml"), RETRAIN).expect("write");
+    let exec = Arc::new(Recording::default());
+    *exec.size.lock().expect("lock") = 2;
+    let step = Duration::from_secs(1);
+    let series = vec![
+        series_from_notation("hw.gpu.utilization", "0.5x300", T0, step).expect("series"),
+        series_from_notation("inference.requests", "0+40x300", T0, step).expect("series"),
+        series_from_notation("inference.request.duration", "0.1x300", T0, step).expect("series"),
+    ];
+    let rt = PolicyRuntime::new(
+        RuntimeConfig::new(tmp.path().join("policies"), tmp.path().join("data")),
+        exec,
+        Arc::new(SeriesSource::new(series)),
+        Arc::new(ManualClock::new(T0)),
+        None,
+    )
+    .expect("runtime");
+    for k in 10..40 {
+        rt.tick(T0 + k * NANOS).await;
+    }
+    let status = stoker_collector::policy::api::policies_status(&rt, T0 + 40 * NANOS);
+    let rule = |policy: &str, rule: &str| {
+        let p = status.policies.iter().find(|p| p.name == policy).expect("policy");
+        p.rules.iter().find(|r| r.rule == rule).expect("rule").clone()
+    };
+    let model = rule("m", "scale").model.expect("a scaling rule with a model shows it");
+    assert_eq!(model.samples, 30, "one sample per evaluation");
+    // 40 req/s on 2 replicas at utilisation 0.5: 40 req/s per replica.
+    let fit = model.fit.expect("fitted on 30 steady samples");
+    assert!((fit.throughput - 40.0).abs() < 1.0 && fit.service_time > 0.0, "{fit:?}");
+    assert!(rule("r", "low").model.is_none());
+    let json = serde_json::to_value(&status).expect("json");
+    assert!(json.to_string().contains("\"samples\":30"), "{json}");
+}
