@@ -35,27 +35,10 @@ fn libfaketime() -> Option<PathBuf> {
 
 fn policy(actions_file: &Path) -> String {
     // Each run of the command appends a line: the file counts the actuator's side effects.
-    format!(
-        r#"apiVersion: stoker/v1
-kind: Policy
-metadata: {{name: jump}}
-spec:
-  target:
-    name: svc
-    min: 1
-    max: 10
-    actuator: command
-    command: {{argv: [sh, -c, "echo {{{{ desired }}}} >> {file}"]}}
-    current: {{from: signal, signal: {{metric: svc.replicas, stat: last, window: 60s}}}}
-  interval: 1s
-  scale:
-    metrics:
-      - name: queue
-        signal: {{metric: svc.queue, stat: mean, window: 60s}}
-        target: {{value: 10}}
-    cooldown: {{scaleUp: 2h, scaleDown: 2h}}
-"#,
-        file = actions_file.display()
+    common::command_policy(
+        "jump",
+        &format!("echo {{{{ desired }}}} >> {}", actions_file.display()),
+        "2h",
     )
 }
 
@@ -131,13 +114,7 @@ async fn breach(
             vec![common::kv("service.name", "svc")],
         )
         .encode_to_vec();
-        let r = c
-            .post(format!("http://{}/v1/metrics", col.http))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
-            .expect("export");
+        let r = col.export(c, body).await;
         let status = r.status();
         let body = r.bytes().await.expect("body");
         if status == 400 {

@@ -16,27 +16,10 @@ use tokio_util::task::TaskTracker;
 use crate::common;
 
 fn policy(size_file: &Path) -> String {
-    format!(
-        r#"apiVersion: stoker/v1
-kind: Policy
-metadata: {{name: loop}}
-spec:
-  target:
-    name: svc
-    min: 1
-    max: 10
-    actuator: command
-    command: {{argv: [sh, -c, "echo {{{{ desired }}}} > {file}"]}}
-    current: {{from: signal, signal: {{metric: svc.replicas, stat: last, window: 60s}}}}
-  interval: 1s
-  scale:
-    metrics:
-      - name: queue
-        signal: {{metric: svc.queue, stat: mean, window: 60s}}
-        target: {{value: 10}}
-    cooldown: {{scaleUp: 1h, scaleDown: 1h}}
-"#,
-        file = size_file.display()
+    common::command_policy(
+        "loop",
+        &format!("echo {{{{ desired }}}} > {}", size_file.display()),
+        "1h",
     )
 }
 

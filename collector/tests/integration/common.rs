@@ -197,6 +197,16 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// Posts an OTLP/HTTP protobuf body to the child's `/v1/metrics`.
+    pub async fn export(&self, c: &reqwest::Client, body: Vec<u8>) -> reqwest::Response {
+        c.post(format!("http://{}/v1/metrics", self.http))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .expect("export")
+    }
+
     /// Takes over `child` (stdout piped) once it has printed its listening line.
     pub fn attach(mut child: std::process::Child) -> Self {
         let at = listening(&mut child);
@@ -209,4 +219,31 @@ impl Drop for Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A policy `name` resizing `svc` (1..=10) through the `command` actuator, which runs
+/// `sh -c SHELL` with `{{ desired }}` filled in. It reads the size from `svc.replicas`, sizes
+/// for `svc.queue` at 10 per replica every second, and cools down `cooldown` after each action.
+pub fn command_policy(name: &str, shell: &str, cooldown: &str) -> String {
+    format!(
+        r#"apiVersion: stoker/v1
+kind: Policy
+metadata: {{name: {name}}}
+spec:
+  target:
+    name: svc
+    min: 1
+    max: 10
+    actuator: command
+    command: {{argv: [sh, -c, "{shell}"]}}
+    current: {{from: signal, signal: {{metric: svc.replicas, stat: last, window: 60s}}}}
+  interval: 1s
+  scale:
+    metrics:
+      - name: queue
+        signal: {{metric: svc.queue, stat: mean, window: 60s}}
+        target: {{value: 10}}
+    cooldown: {{scaleUp: {cooldown}, scaleDown: {cooldown}}}
+"#
+    )
 }

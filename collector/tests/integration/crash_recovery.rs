@@ -93,12 +93,6 @@ async fn kill_9_loses_at_most_the_last_second() {
     let body =
         common::gauge_request("crash-node", "crash.seq", t0 + (seq + 1) * 1_000_000, 0.0, vec![])
             .encode_to_vec();
-    let r = c
-        .post(format!("http://{}/v1/metrics", col.http))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .expect("post");
+    let r = col.export(&c, body).await;
     assert_eq!(r.status().as_u16(), 200);
 }

@@ -329,13 +329,7 @@ async fn slowloris_connections_do_not_delay_normal_requests() {
         let h = c.get(format!("http://{}/healthz", col.api)).send().await.expect("health");
         assert_eq!(h.status().as_u16(), 200);
         let body = common::gauge_request("slow", "m", t0 + i, 1.0, vec![]).encode_to_vec();
-        let r = c
-            .post(format!("http://{}/v1/metrics", col.http))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
-            .expect("export");
+        let r = col.export(&c, body).await;
         assert_eq!(r.status().as_u16(), 200);
         worst = worst.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(200)).await;
