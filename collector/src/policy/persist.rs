@@ -11,7 +11,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::engine::{Decision, PolicyState};
 pub use stoker_policy::ledger::{ActionRecord, ActionStatus, Fence, Ledger, LedgerError};
-use stoker_policy::ledger::{MAX_ACTIONS, MAX_DECISIONS, admit};
+use stoker_policy::ledger::{MAX_ACTIONS, MAX_DECISIONS, admit, oldest_finished};
 
 const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("policy_state");
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
@@ -37,9 +37,6 @@ pub enum PersistError {
     /// A record did not encode or decode.
     #[error("policy state record: {0}")]
     Codec(#[from] serde_json::Error),
-    /// The blocking task that ran the transaction did not finish.
-    #[error("policy state task: {0}")]
-    Task(String),
     /// A writer with a higher fence has written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -208,19 +205,16 @@ impl PolicyStore {
         self.write_fenced(Some(fence), |txn| {
             let mut t = txn.open_table(ACTIONS)?;
             t.insert(a.key.as_str(), v.as_slice())?;
-            if t.len()? > MAX_ACTIONS as u64 {
-                // Keys start with the policy name, so drop the oldest finished by time instead.
-                let mut oldest: Option<(u64, String)> = None;
+            let len = t.len()? as usize;
+            if len > MAX_ACTIONS {
+                // Keys start with the policy name, so the oldest finished goes by time instead.
+                let mut records = Vec::with_capacity(len);
                 for row in t.iter()? {
-                    let (k, v) = row?;
-                    if let Ok(r) = serde_json::from_slice::<ActionRecord>(v.value()) {
-                        let done = !r.status.is_open();
-                        if done && oldest.as_ref().is_none_or(|o| r.time < o.0) {
-                            oldest = Some((r.time, k.value().to_owned()));
-                        }
+                    if let Ok(r) = serde_json::from_slice::<ActionRecord>(row?.1.value()) {
+                        records.push(r);
                     }
                 }
-                if let Some((_, k)) = oldest {
+                if let Some(k) = oldest_finished(records.iter(), len, MAX_ACTIONS) {
                     t.remove(k.as_str())?;
                 }
             }

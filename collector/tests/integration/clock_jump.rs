@@ -12,7 +12,6 @@
 //! Skips (and passes) when libfaketime is not installed, unless `STOKER_REQUIRE_PEERS=1`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
@@ -70,24 +69,16 @@ impl FakeClock {
 }
 
 fn spawn(lib: &Path, clock: &FakeClock, data: &Path, policies: &Path) -> Collector {
-    let child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .arg("--policies")
+    let mut cmd = common::serve_command(data);
+    cmd.arg("--policies")
         .arg(policies)
-        .args(common::LOOPBACK_LISTENERS)
         .env("LD_PRELOAD", lib)
         .env("FAKETIME_TIMESTAMP_FILE", &clock.file)
         .env("FAKETIME_NO_CACHE", "1")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("RUST_LOG", "warn")
         .env_remove("STOKER_READ_TOKEN")
-        .env_remove("STOKER_WRITE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn collector");
-    Collector::attach(child)
+        .env_remove("STOKER_WRITE_TOKEN");
+    Collector::start(cmd)
 }
 
 async fn get(c: &reqwest::Client, api: &str, path: &str) -> Value {

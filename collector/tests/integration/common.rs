@@ -196,7 +196,28 @@ pub struct Collector {
     pub grpc: String,
 }
 
+/// `stoker-collector serve --data-dir DATA_DIR` on loopback ports with warn-level logs, for
+/// [`Collector::start`]; callers add their own arguments and environment.
+pub fn serve_command(data_dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stoker-collector"));
+    cmd.args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(LOOPBACK_LISTENERS)
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
 impl Collector {
+    /// Starts `cmd` (a real collector) with stdout piped for its listening line.
+    pub fn start(mut cmd: std::process::Command) -> Self {
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn collector");
+        Self::attach(child)
+    }
+
     /// Posts an OTLP/HTTP protobuf body to the child's `/v1/metrics`.
     pub async fn export(&self, c: &reqwest::Client, body: Vec<u8>) -> reqwest::Response {
         c.post(format!("http://{}/v1/metrics", self.http))

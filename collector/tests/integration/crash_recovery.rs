@@ -1,7 +1,6 @@
 //! Crash recovery with the real binary: ingest continuously, `kill -9`, restart, and compare
 //! with what was acknowledged. At most the last second of acknowledged data may be lost.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -9,16 +8,7 @@ use prost::Message;
 use crate::common::{self, Collector};
 
 fn spawn(data_dir: &std::path::Path) -> Collector {
-    let child = Command::new(env!("CARGO_BIN_EXE_stoker-collector"))
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(common::LOOPBACK_LISTENERS)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn collector");
-    Collector::attach(child)
+    Collector::start(common::serve_command(data_dir))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,24 +40,13 @@ impl Collector {
 fn command(data_dir: &Path, config: &str, extra: &[&str]) -> Command {
     let cfg = data_dir.with_extension("toml");
     std::fs::write(&cfg, config).expect("write config");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stoker-collector"));
-    cmd.args(["serve", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(common::LOOPBACK_LISTENERS)
-        .args(extra)
-        .env("RUST_LOG", "warn");
+    let mut cmd = common::serve_command(data_dir);
+    cmd.arg("--config").arg(&cfg).args(extra);
     cmd
 }
 
 fn spawn(data_dir: &Path, config: &str) -> Collector {
-    let child = command(data_dir, config, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn collector");
-    Collector::attach(child)
+    Collector::start(command(data_dir, config, &[]))
 }
 
 /// Runs a collector that is expected to refuse to start; returns (exit code, stderr).
