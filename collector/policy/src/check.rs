@@ -14,8 +14,9 @@ use marked_yaml::{LoaderOptions, Node};
 use serde::Serialize;
 
 use super::format::{
-    AccuracyEstimate, Condition, CurrentFrom, DriftTest, PolicyDoc, SignalSpec, StepChange,
-    TrackingTarget,
+    AccuracyCondition, AccuracyEstimate, AnomalyCondition, ClassifierDriftCondition, Condition,
+    CurrentFrom, DriftCondition, DriftTest, LatencyRegression, PolicyDoc, SignalCondition,
+    SignalSpec, StepChange, TrackingTarget,
 };
 use super::signal::Stat;
 use super::template;
@@ -799,123 +800,138 @@ impl Checker<'_> {
             }
         }
         if let Some(s) = &c.signal {
-            let p = format!("{path}.signal");
-            self.metric_name(&format!("{p}.metric"), &s.metric);
-            self.stat(&format!("{p}.stat"), &s.stat);
-            self.window(&format!("{p}.window"), s.window);
-            self.thresholds(&p, &[("gt", s.gt), ("gte", s.gte), ("lt", s.lt), ("lte", s.lte)]);
+            self.signal_condition(&format!("{path}.signal"), s);
         }
         if let Some(d) = &c.drift {
-            let p = format!("{path}.drift");
-            self.metric_name(&format!("{p}.metric"), &d.metric);
-            self.window(&format!("{p}.window"), d.window);
-            self.reference(&format!("{p}.reference"), d.reference.as_deref());
-            match &d.test {
-                DriftTest::Psi | DriftTest::Js => {
-                    if d.p_value.is_some() {
-                        self.err(
-                            &format!("{p}.pValue"),
-                            format!("test `{}` has no p-value", d.test),
-                        );
-                    }
-                    if d.gt.is_some() && d.gte.is_some() {
-                        self.err(&p, "give either `gt` or `gte`, not both");
-                    }
-                }
-                DriftTest::Ks | DriftTest::Chi2 => {
-                    if let Some(pv) = d.p_value {
-                        if !(pv > 0.0 && pv < 1.0) {
-                            self.err(
-                                &format!("{p}.pValue"),
-                                format!("{pv} must be between 0 and 1"),
-                            );
-                        }
-                    }
-                    if d.gt.is_some() && d.gte.is_some() {
-                        self.err(&p, "give either `gt` or `gte`, not both");
-                    }
-                }
-                DriftTest::Unknown(other) => self.err(
-                    &format!("{p}.test"),
-                    format!("unknown test {other:?}: use psi, ks, js or chi2"),
-                ),
-            }
-            if d.by.is_some() && d.test != DriftTest::Chi2 {
-                self.err(&format!("{p}.by"), "only used with `test: chi2`");
-            }
+            self.drift_condition(&format!("{path}.drift"), d);
         }
         if let Some(a) = &c.accuracy {
-            let p = format!("{path}.accuracy");
-            if let AccuracyEstimate::Unknown(other) = &a.estimate {
-                self.err(
-                    &format!("{p}.estimate"),
-                    format!("unknown estimate {other:?}: use mean-confidence or feedback"),
-                );
-            }
-            self.window(&format!("{p}.window"), a.window);
-            self.thresholds(&p, &[("lt", a.lt), ("lte", a.lte)]);
+            self.accuracy_condition(&format!("{path}.accuracy"), a);
         }
         if let Some(l) = &c.latency_regression {
-            let p = format!("{path}.latencyRegression");
-            if let Some(m) = &l.metric {
-                self.metric_name(&format!("{p}.metric"), m);
-            }
-            if let Some(s) = &l.stat {
-                self.stat(&format!("{p}.stat"), s);
-            }
-            self.window(&format!("{p}.window"), l.window);
-            self.reference(&format!("{p}.reference"), l.reference.as_deref());
-            self.thresholds(&p, &[("gt", l.gt), ("gte", l.gte)]);
+            self.latency_regression_condition(&format!("{path}.latencyRegression"), l);
         }
         if let Some(d) = &c.classifier_drift {
-            let p = format!("{path}.classifierDrift");
-            if let Some(m) = &d.metric {
-                self.metric_name(&format!("{p}.metric"), m);
-            }
-            self.window(&format!("{p}.window"), d.window);
-            self.reference(&format!("{p}.reference"), d.reference.as_deref());
-            if let Some([lo, hi]) = d.band {
-                if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo >= hi {
-                    self.err(&format!("{p}.band"), format!("[{lo}, {hi}]: give [low, high] with 0 <= low < high <= 1 (ROC-AUC; default [0.45, 0.65])"));
-                } else if lo > 0.5 || hi < 0.5 {
-                    self.err(&format!("{p}.band"), format!("[{lo}, {hi}] excludes 0.5, the AUC of identical windows: it would always alert"));
-                }
-            }
-            let folds = d.folds.unwrap_or(super::drift::CLASSIFIER_FOLDS);
-            if !(2..=20).contains(&folds) {
-                self.err(&format!("{p}.folds"), format!("{folds}: use 2 to 20 folds"));
-            }
-            if let Some(m) = d.min_samples {
-                if (m as usize) < folds * 2 {
-                    self.err(
-                        &format!("{p}.minSamples"),
-                        format!("{m} is too few for {folds} folds: at least {}", folds * 2),
-                    );
-                }
-            }
+            self.classifier_drift_condition(&format!("{path}.classifierDrift"), d);
         }
         if let Some(a) = &c.anomaly {
-            let p = format!("{path}.anomaly");
-            if let Some(b) = &a.baseline {
-                if !matches!(b.as_str(), "peers" | "history") {
-                    self.err(
-                        &format!("{p}.baseline"),
-                        format!("unknown baseline {b:?}: use peers or history"),
-                    );
-                }
-            }
-            self.window(&format!("{p}.window"), a.window);
-            if let Some(g) = a.gte {
-                if !(g.is_finite() && g >= 0.0) {
-                    self.err(
-                        &format!("{p}.gte"),
-                        format!("{g}: a score threshold is a number >= 0"),
-                    );
-                }
-            }
+            self.anomaly_condition(&format!("{path}.anomaly"), a);
         }
         if !retrain && (c.drift.is_some() || c.accuracy.is_some() || c.classifier_drift.is_some()) {
             self.warn(path, "drift and accuracy conditions are meant for retraining rules");
+        }
+    }
+
+    /// The `signal` condition at `p` (its path, key included).
+    fn signal_condition(&mut self, p: &str, s: &SignalCondition) {
+        self.metric_name(&format!("{p}.metric"), &s.metric);
+        self.stat(&format!("{p}.stat"), &s.stat);
+        self.window(&format!("{p}.window"), s.window);
+        self.thresholds(p, &[("gt", s.gt), ("gte", s.gte), ("lt", s.lt), ("lte", s.lte)]);
+    }
+
+    /// The `drift` condition at `p` (its path, key included).
+    fn drift_condition(&mut self, p: &str, d: &DriftCondition) {
+        self.metric_name(&format!("{p}.metric"), &d.metric);
+        self.window(&format!("{p}.window"), d.window);
+        self.reference(&format!("{p}.reference"), d.reference.as_deref());
+        match &d.test {
+            DriftTest::Psi | DriftTest::Js => {
+                if d.p_value.is_some() {
+                    self.err(&format!("{p}.pValue"), format!("test `{}` has no p-value", d.test));
+                }
+                if d.gt.is_some() && d.gte.is_some() {
+                    self.err(p, "give either `gt` or `gte`, not both");
+                }
+            }
+            DriftTest::Ks | DriftTest::Chi2 => {
+                if let Some(pv) = d.p_value {
+                    if !(pv > 0.0 && pv < 1.0) {
+                        self.err(&format!("{p}.pValue"), format!("{pv} must be between 0 and 1"));
+                    }
+                }
+                if d.gt.is_some() && d.gte.is_some() {
+                    self.err(p, "give either `gt` or `gte`, not both");
+                }
+            }
+            DriftTest::Unknown(other) => self.err(
+                &format!("{p}.test"),
+                format!("unknown test {other:?}: use psi, ks, js or chi2"),
+            ),
+        }
+        if d.by.is_some() && d.test != DriftTest::Chi2 {
+            self.err(&format!("{p}.by"), "only used with `test: chi2`");
+        }
+    }
+
+    /// The `accuracy` condition at `p` (its path, key included).
+    fn accuracy_condition(&mut self, p: &str, a: &AccuracyCondition) {
+        if let AccuracyEstimate::Unknown(other) = &a.estimate {
+            self.err(
+                &format!("{p}.estimate"),
+                format!("unknown estimate {other:?}: use mean-confidence or feedback"),
+            );
+        }
+        self.window(&format!("{p}.window"), a.window);
+        self.thresholds(p, &[("lt", a.lt), ("lte", a.lte)]);
+    }
+
+    /// The `latency_regression` condition at `p` (its path, key included).
+    fn latency_regression_condition(&mut self, p: &str, l: &LatencyRegression) {
+        if let Some(m) = &l.metric {
+            self.metric_name(&format!("{p}.metric"), m);
+        }
+        if let Some(s) = &l.stat {
+            self.stat(&format!("{p}.stat"), s);
+        }
+        self.window(&format!("{p}.window"), l.window);
+        self.reference(&format!("{p}.reference"), l.reference.as_deref());
+        self.thresholds(p, &[("gt", l.gt), ("gte", l.gte)]);
+    }
+
+    /// The `classifier_drift` condition at `p` (its path, key included).
+    fn classifier_drift_condition(&mut self, p: &str, d: &ClassifierDriftCondition) {
+        if let Some(m) = &d.metric {
+            self.metric_name(&format!("{p}.metric"), m);
+        }
+        self.window(&format!("{p}.window"), d.window);
+        self.reference(&format!("{p}.reference"), d.reference.as_deref());
+        if let Some([lo, hi]) = d.band {
+            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo >= hi {
+                self.err(&format!("{p}.band"), format!("[{lo}, {hi}]: give [low, high] with 0 <= low < high <= 1 (ROC-AUC; default [0.45, 0.65])"));
+            } else if lo > 0.5 || hi < 0.5 {
+                self.err(&format!("{p}.band"), format!("[{lo}, {hi}] excludes 0.5, the AUC of identical windows: it would always alert"));
+            }
+        }
+        let folds = d.folds.unwrap_or(super::drift::CLASSIFIER_FOLDS);
+        if !(2..=20).contains(&folds) {
+            self.err(&format!("{p}.folds"), format!("{folds}: use 2 to 20 folds"));
+        }
+        if let Some(m) = d.min_samples {
+            if (m as usize) < folds * 2 {
+                self.err(
+                    &format!("{p}.minSamples"),
+                    format!("{m} is too few for {folds} folds: at least {}", folds * 2),
+                );
+            }
+        }
+    }
+
+    /// The `anomaly` condition at `p` (its path, key included).
+    fn anomaly_condition(&mut self, p: &str, a: &AnomalyCondition) {
+        if let Some(b) = &a.baseline {
+            if !matches!(b.as_str(), "peers" | "history") {
+                self.err(
+                    &format!("{p}.baseline"),
+                    format!("unknown baseline {b:?}: use peers or history"),
+                );
+            }
+        }
+        self.window(&format!("{p}.window"), a.window);
+        if let Some(g) = a.gte {
+            if !(g.is_finite() && g >= 0.0) {
+                self.err(&format!("{p}.gte"), format!("{g}: a score threshold is a number >= 0"));
+            }
         }
     }
 
