@@ -86,6 +86,9 @@ enum PolicyCommand {
         /// forecaster fits on it, only the rest is scored.
         #[arg(long, value_parser = humantime::parse_duration)]
         history: Option<std::time::Duration>,
+        /// Also write every step of every contender (replicas, ready, p95) to this CSV file.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
     },
 }
 
@@ -266,6 +269,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
             warmup,
             start_size,
             history,
+            timeline,
         } => {
             let args = policy_cli::ReplayArgs {
                 policies,
@@ -277,6 +281,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 warmup,
                 start_size,
                 history,
+                timeline,
             };
             policy_cli::replay(&args, &mut out, &mut err)
         }

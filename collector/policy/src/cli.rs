@@ -159,6 +159,8 @@ pub struct ReplayArgs {
     pub start_size: Option<u32>,
     /// `--history`: the trace's first part, run but not scored (e.g. `2h`).
     pub history: Option<std::time::Duration>,
+    /// `--timeline FILE`: also write every step of every contender as CSV.
+    pub timeline: Option<PathBuf>,
 }
 
 /// `policy replay`: prints the side-by-side table or JSON; exit 0, or 1 on errors.
@@ -203,6 +205,12 @@ pub fn replay(args: &ReplayArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
         &opts,
     ) {
         Ok(report) => {
+            if let Some(path) = &args.timeline {
+                if let Err(e) = std::fs::write(path, report.timeline_csv(&trace)) {
+                    let _ = writeln!(err, "{}: cannot write the timeline: {e}", path.display());
+                    return 1;
+                }
+            }
             if args.json {
                 match serde_json::to_string_pretty(&report) {
                     Ok(j) => {

@@ -565,13 +565,16 @@ async fn a_rule_that_cannot_read_its_size_says_so_until_it_can() {
 
 #[test]
 fn replay_compares_the_default_set_with_hpa_and_kpa() {
+    let tmp = tempfile::tempdir().expect("tmp");
     for trace in ["spike.csv", "flash-crowd.csv"] {
         for baseline in ["hpa", "kpa"] {
+            let timeline = tmp.path().join(format!("{trace}-{baseline}.csv"));
             let args = cli::ReplayArgs {
                 policies: root().join("policies"),
                 data: root().join("tests/traces").join(trace),
                 baseline: Some(baseline.into()),
                 json: true,
+                timeline: Some(timeline.clone()),
                 ..Default::default()
             };
             let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -584,6 +587,18 @@ fn replay_compares_the_default_set_with_hpa_and_kpa() {
             let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
             assert_eq!(v["contenders"][1]["name"], baseline);
             assert!(v["contenders"][0]["replica_hours"].as_f64().expect("hours") > 0.0);
+            // `--timeline`: one row per trace step after the header, a column set per
+            // contender and the oracle.
+            let csv = std::fs::read_to_string(&timeline).expect("timeline written");
+            let rows = csv.lines().count() - 1;
+            let steps = v["duration_s"].as_f64().expect("duration") / 5.0;
+            assert_eq!(rows as f64, steps, "{trace}: one row per 5 s step");
+            let header = csv.lines().next().expect("header");
+            assert!(
+                header
+                    .ends_with(&format!("{baseline}_p95,oracle_replicas,oracle_ready,oracle_p95")),
+                "{header}"
+            );
         }
     }
 }

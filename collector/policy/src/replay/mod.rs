@@ -145,6 +145,7 @@ fn simulate(
         max_replicas: start,
         actions_per_day: 0.0,
         oracle_ratio: None,
+        steps: Vec::with_capacity(trace.load.len()),
     };
     for (i, load) in trace.load.iter().enumerate() {
         let t = i as f64 * dt;
@@ -152,6 +153,11 @@ fn simulate(
         let values = svc.step(*load, t, dt);
         let scored = i >= score_from;
         src.record(values);
+        r.steps.push(StepRecord {
+            replicas: svc.size(),
+            ready: svc.ready(t) as u32,
+            p95: values[0],
+        });
         if i == score_from {
             r.max_replicas = svc.size();
         }

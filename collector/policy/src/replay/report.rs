@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::service::Capacity;
+use super::trace::Trace;
 use crate::check::Policy;
 
 /// A contender's result.
@@ -31,6 +32,21 @@ pub struct ContenderReport {
     pub actions_per_day: f64,
     /// Replica-hours over the oracle's (see [`oracle_size`]); absent without an SLO.
     pub oracle_ratio: Option<f64>,
+    /// Every step of the trace, history included: what the contender ran and what its
+    /// service answered ([`Timeline`]).
+    #[serde(skip)]
+    pub steps: Vec<StepRecord>,
+}
+
+/// One step of one contender.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// Provisioned replicas during the step.
+    pub replicas: u32,
+    /// Replicas past their warm-up.
+    pub ready: u32,
+    /// The step's modelled p95 latency, seconds.
+    pub p95: f64,
 }
 
 /// A whole replay.
@@ -48,6 +64,37 @@ pub struct ReplayReport {
     pub contenders: Vec<ContenderReport>,
     /// The oracle (see [`oracle_size`]), scored like the contenders; absent without an SLO.
     pub oracle: Option<ContenderReport>,
+}
+
+impl ReplayReport {
+    /// The replay step by step as CSV, for plotting or for finding where a contender spent its
+    /// replica-hours: `time_s` from the trace's start, `offered_load`, then per contender (the
+    /// oracle last) `NAME_replicas`, `NAME_ready` and `NAME_p95`. One row per trace step,
+    /// history included (`scored` is 0 there).
+    pub fn timeline_csv(&self, trace: &Trace) -> String {
+        let all: Vec<&ContenderReport> = self.contenders.iter().chain(&self.oracle).collect();
+        let mut s = String::from("time_s,scored,offered_load");
+        for c in &all {
+            let n = c.name.replace([',', '"', '\n'], "_");
+            let _ = write!(s, ",{n}_replicas,{n}_ready,{n}_p95");
+        }
+        s.push('\n');
+        let step = trace.step.as_secs_f64();
+        for (i, load) in trace.load.iter().enumerate() {
+            let t = i as f64 * step;
+            let _ = write!(s, "{t},{},{load}", u8::from(t >= self.history_s));
+            for c in &all {
+                match c.steps.get(i) {
+                    Some(r) => {
+                        let _ = write!(s, ",{},{},{}", r.replicas, r.ready, r.p95);
+                    }
+                    None => s.push_str(",,,"),
+                }
+            }
+            s.push('\n');
+        }
+        s
+    }
 }
 
 /// Replay options beyond the policies and the trace.

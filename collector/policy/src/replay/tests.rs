@@ -217,6 +217,33 @@ fn oracle_never_violates_and_contenders_report_their_ratio() {
         assert!((ratio - c.replica_hours / o.replica_hours).abs() < 1e-9);
         assert!(c.actions_per_day > 0.0, "{c:?}");
     }
+    // The timeline: a header and one row per step; the oracle's replicas are its sizes above,
+    // and a contender's replica-steps add up to its replica-hours.
+    let csv = r.timeline_csv(&tr);
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "time_s",
+            "scored",
+            "offered_load",
+            "policies_replicas",
+            "policies_ready",
+            "policies_p95",
+            "hpa_replicas",
+            "hpa_ready",
+            "hpa_p95",
+            "oracle_replicas",
+            "oracle_ready",
+            "oracle_p95"
+        ]
+    );
+    assert_eq!(rows.len(), 1 + load.len());
+    assert_eq!((rows[1][0], rows[1][2]), ("0", "200"));
+    let oracle_at = |i: usize| rows[1 + i][9].parse::<u32>().expect("replicas");
+    assert_eq!((oracle_at(60), oracle_at(180), oracle_at(300)), (6, 27, 9));
+    let steps: f64 = rows[1..].iter().map(|r| r[3].parse::<f64>().expect("replicas")).sum();
+    assert!((steps * 5.0 / 3600.0 - r.contenders[0].replica_hours).abs() < 1e-6);
 }
 
 #[test]
