@@ -4,6 +4,16 @@
 //! (snappy + protobuf) in the same run; and times "p95 over 5 min of one service across all
 //! nodes" on both. Prints points/s, CPU and RSS of each server.
 //!
+//! With VictoriaMetrics installed (`--victoria-metrics BIN`, else `victoria-metrics` on `PATH`
+//! or `/usr/bin/victoria-metrics`; `--vm-flat-secs 0` skips it), the same load also goes to a
+//! second collector in remote mode (`[store] backend = "remote"`) remote-writing to a
+//! VictoriaMetrics started here on loopback, and straight to another VictoriaMetrics by the
+//! bench's own remote-write: points/s the collector accepted and points/s that landed in
+//! VictoriaMetrics (`stoker_remote_write_samples_sent_total`), CPU and RSS of the collector and
+//! of VictoriaMetrics, the send queue's bytes; then the 5-minute p95 over the same data through
+//! the embedded collector's API, the remote collector's API (PromQL underneath) and
+//! VictoriaMetrics' own PromQL.
+//!
 //! Run through `bench/collector-ingest/run.sh`, which builds in release mode and installs
 //! Prometheus if missing.
 
@@ -56,6 +66,26 @@ struct Args {
     workers: usize,
     collector_bin: String,
     prometheus_bin: String,
+    /// VictoriaMetrics binary; `None` skips the remote-store runs.
+    vm_bin: Option<String>,
+    /// Seconds of flat-out data for the remote-mode collector and for VictoriaMetrics direct.
+    vm_flat_secs: u64,
+}
+
+/// `victoria-metrics` on `PATH`, else `/usr/bin/victoria-metrics`.
+fn default_vm_bin() -> Option<String> {
+    let on_path = Command::new("victoria-metrics")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if on_path {
+        return Some("victoria-metrics".into());
+    }
+    std::path::Path::new("/usr/bin/victoria-metrics")
+        .exists()
+        .then(|| "/usr/bin/victoria-metrics".into())
 }
 
 fn parse_args() -> Args {
@@ -69,6 +99,8 @@ fn parse_args() -> Args {
         workers: 8,
         collector_bin: "target/release/stoker-collector".into(),
         prometheus_bin: "prometheus".into(),
+        vm_bin: default_vm_bin(),
+        vm_flat_secs: 60,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -83,6 +115,8 @@ fn parse_args() -> Args {
             "--workers" => a.workers = v.parse().unwrap_or(a.workers),
             "--collector-bin" => a.collector_bin = v,
             "--prometheus-bin" => a.prometheus_bin = v,
+            "--victoria-metrics" => a.vm_bin = Some(v),
+            "--vm-flat-secs" => a.vm_flat_secs = v.parse().unwrap_or(a.vm_flat_secs),
             other => {
                 eprintln!("unknown flag {other}");
                 std::process::exit(64);
@@ -389,10 +423,17 @@ impl Drop for Server {
     }
 }
 
-fn start_collector(bin: &str, dir: &std::path::Path) -> (Server, String, String) {
-    let mut child = Command::new(bin)
-        .args(["serve", "--data-dir"])
-        .arg(dir)
+fn start_collector(
+    bin: &str,
+    dir: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> (Server, String, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--data-dir"]).arg(dir);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .args([
             "--api-listen",
             "127.0.0.1:0",
@@ -435,6 +476,114 @@ fn start_prometheus(bin: &str, dir: &std::path::Path) -> Option<(Server, String)
         .spawn()
         .ok()?;
     Some((Server { child, name: "prometheus" }, addr))
+}
+
+/// VictoriaMetrics single-node on a loopback port, its caches off and no latency offset (as
+/// `collector/tests/integration/remote.rs` runs it), so a sample is queryable once flushed.
+fn start_victoria(bin: &str, dir: &std::path::Path) -> Option<(Server, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let child = Command::new(bin)
+        .arg(format!("-storageDataPath={}", dir.display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .args([
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some((Server { child, name: "victoria-metrics" }, format!("http://127.0.0.1:{port}")))
+}
+
+/// The value of `name` (no labels) on the collector's `/metrics`.
+async fn collector_metric(c: &reqwest::Client, api: &str, name: &str) -> Option<f64> {
+    let text = c.get(format!("http://{api}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The remote-write figures of a remote-mode collector's `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+struct QueueFigures {
+    queued: f64,
+    sent: f64,
+    dropped: f64,
+    bytes: f64,
+    requests: f64,
+}
+
+async fn queue_figures(c: &reqwest::Client, api: &str) -> QueueFigures {
+    let text = match c.get(format!("http://{api}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let m = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    QueueFigures {
+        queued: m("stoker_remote_write_samples_queued_total"),
+        sent: m("stoker_remote_write_samples_sent_total"),
+        dropped: m("stoker_remote_write_samples_dropped_total"),
+        bytes: m("stoker_remote_write_queue_bytes"),
+        requests: m("stoker_remote_write_queue_requests"),
+    }
+}
+
+/// Waits (up to `limit`) until everything queued was sent or dropped and the queue is empty.
+async fn drain(c: &reqwest::Client, api: &str, limit: Duration) -> (QueueFigures, bool) {
+    let until = Instant::now() + limit;
+    loop {
+        let q = queue_figures(c, api).await;
+        if q.sent + q.dropped >= q.queued && q.requests == 0.0 {
+            return (q, true);
+        }
+        if Instant::now() >= until {
+            return (q, false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the queue's bytes every 250 ms until `stop` is set; returns the most seen.
+fn watch_queue_bytes(
+    c: &reqwest::Client,
+    api: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<f64> {
+    let (c, api) = (c.clone(), api.to_string());
+    tokio::spawn(async move {
+        let mut most = 0.0f64;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(b) = collector_metric(&c, &api, "stoker_remote_write_queue_bytes").await {
+                most = most.max(b);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        most
+    })
+}
+
+/// Times `QUERY_RUNS` GETs of `url` with `query`: (median ms, p95 ms, the last answer's start).
+async fn time_query(c: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> (f64, f64, String) {
+    let mut times = Vec::new();
+    let mut answer = String::new();
+    for _ in 0..QUERY_RUNS {
+        let t = Instant::now();
+        let body = match c.get(url).query(query).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        times.push(t.elapsed());
+        answer = body;
+    }
+    let (p50, p95) = p50_p95(times);
+    (p50, p95, answer.chars().take(160).collect())
 }
 
 async fn wait_ready(c: &reqwest::Client, url: &str) -> bool {
@@ -667,7 +816,7 @@ async fn main() {
         .expect("client");
     let dir = tempfile::tempdir().expect("tempdir");
     let (collector, api, otlp_http) =
-        start_collector(&args.collector_bin, &dir.path().join("collector"));
+        start_collector(&args.collector_bin, &dir.path().join("collector"), None);
     let cpid = collector.child.id();
     assert!(wait_ready(&c, &format!("http://{api}/readyz")).await, "collector did not get ready");
     let prom = start_prometheus(&args.prometheus_bin, dir.path());
@@ -721,7 +870,8 @@ async fn main() {
     };
     // Remote-write bodies are templated like the OTLP ones: the sample timestamp (a 6-byte
     // varint for any current millisecond time) and value are patched in place, then snappy'd.
-    let prom_templates: Option<Arc<Vec<Template>>> = prom.as_ref().map(|_| {
+    let want_vm = args.vm_flat_secs > 0 && args.vm_bin.is_some();
+    let prom_templates: Option<Arc<Vec<Template>>> = (prom.is_some() || want_vm).then(|| {
         Arc::new(
             (0..chunks as usize)
                 .map(|i| {
@@ -902,4 +1052,190 @@ async fn main() {
             println!("  {l}");
         }
     }
+
+    // ---- the remote store: a collector in remote mode on VictoriaMetrics, and
+    // VictoriaMetrics written directly by the same remote-write path as Prometheus above ----
+    let vm_bin = args.vm_bin.clone().filter(|_| want_vm);
+    let (Some(vm_bin), Some(mp)) = (vm_bin, make_prom) else {
+        if args.vm_flat_secs > 0 {
+            println!(
+                "\nvictoria-metrics: not installed (.ci/install-victoria-metrics.sh, or --victoria-metrics BIN); remote-store figures skipped"
+            );
+        }
+        return;
+    };
+    let vm_end = (args.rate_secs + args.vm_flat_secs).min(total_secs);
+    let vms = (
+        start_victoria(&vm_bin, &dir.path().join("vm-remote")),
+        start_victoria(&vm_bin, &dir.path().join("vm-direct")),
+    );
+    let (Some((vm_r, vm_r_url)), Some((vm_d, vm_d_url))) = vms else {
+        println!("\nvictoria-metrics: {vm_bin} did not start; remote-store figures skipped");
+        return;
+    };
+    for u in [&vm_r_url, &vm_d_url] {
+        if !wait_ready(&c, &format!("{u}/health")).await {
+            println!("\nvictoria-metrics: {u} did not get ready; remote-store figures skipped");
+            return;
+        }
+    }
+    let cfg = dir.path().join("remote.toml");
+    let toml = format!(
+        "[store]\nbackend = \"remote\"\n\n[store.remote]\nwrite_url = \"{vm_r_url}/api/v1/write\"\nquery_url = \"{vm_r_url}\"\n"
+    );
+    if let Err(e) = std::fs::write(&cfg, toml) {
+        println!("\n{}: {e}; remote-store figures skipped", cfg.display());
+        return;
+    }
+    let (remote, r_api, r_http) =
+        start_collector(&args.collector_bin, &dir.path().join("collector-remote"), Some(&cfg));
+    let rpid = remote.child.id();
+    assert!(
+        wait_ready(&c, &format!("http://{r_api}/readyz")).await,
+        "remote-mode collector did not get ready"
+    );
+    let r_url = format!("http://{r_http}/v1/metrics");
+    let vm_d_write = format!("{vm_d_url}/api/v1/write");
+    let (vmr_pid, vmd_pid) = (vm_r.child.id(), vm_d.child.id());
+    let samples_per_point =
+        prom_samples_per_interval as f64 / (per_node * args.nodes as u64) as f64;
+    println!(
+        "\n== remote store: stoker-collector with [store] backend = \"remote\" remote-writing to victoria-metrics ({vm_bin}), against victoria-metrics written directly =="
+    );
+    println!(
+        "   the same fleet: {} s at 1 Hz, then {} s of data flat out; \"landed\" = accepted by victoria-metrics (stoker_remote_write_samples_sent_total), timed from the first request until the queue is empty",
+        args.rate_secs,
+        vm_end - args.rate_secs
+    );
+    let mut direct_flat = 0.0;
+    let mut remote_flat = (0.0, 0.0);
+    for (phase, from, to, pace) in [
+        ("1 Hz fleet", 0, args.rate_secs, Some(Duration::from_secs(1))),
+        ("flat out", args.rate_secs, vm_end, None),
+    ] {
+        let q0 = queue_figures(&c, &r_api).await;
+        let (cpu0, vm_cpu0) = (proc_cpu_secs(rpid), proc_cpu_secs(vmr_pid));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = watch_queue_bytes(&c, &r_api, stop.clone());
+        let started = Instant::now();
+        let r = drive(
+            &c,
+            &r_url,
+            "application/x-protobuf",
+            false,
+            rpid,
+            jobs(from, to),
+            args.workers,
+            pace,
+            make_otlp.clone(),
+        )
+        .await;
+        let at_end = queue_figures(&c, &r_api).await;
+        let (q1, drained) = drain(&c, &r_api, Duration::from_secs(600)).await;
+        let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let most = watcher.await.unwrap_or(0.0).max(at_end.bytes);
+        let (cpu, vm_cpu) = (proc_cpu_secs(rpid) - cpu0, proc_cpu_secs(vmr_pid) - vm_cpu0);
+        print_report(phase, "stoker (remote)", &r, rpid, "points");
+        let (queued, sent) = (q1.queued - q0.queued, q1.sent - q0.sent);
+        let landed = if queued > 0.0 { r.points as f64 * sent / queued } else { 0.0 };
+        println!(
+            "{:<28} {:<17} {:>12.0} points/s  ({:.0} samples/s; {sent:.0} of {queued:.0} samples queued, {:.2} per point, {:.0} dropped; queue {} after {secs:.1} s)",
+            "",
+            "  landed in VM",
+            landed / secs,
+            sent / secs,
+            queued / r.points.max(1) as f64,
+            q1.dropped - q0.dropped,
+            if drained { "empty" } else { "NOT empty" }
+        );
+        println!(
+            "{:<28} {:<17} collector CPU {:.1}% of a core over load + drain; victoria-metrics CPU {:.1}% of a core, RSS {:.1} MiB (peak {:.1}); queue bytes at the end of the load {:.0}, most seen {most:.0}, after drain {:.0}",
+            "",
+            "",
+            100.0 * cpu / secs,
+            100.0 * vm_cpu / secs,
+            proc_rss_mib(vmr_pid, "VmRSS:"),
+            proc_rss_mib(vmr_pid, "VmHWM:"),
+            at_end.bytes,
+            q1.bytes
+        );
+        let d = drive(
+            &c,
+            &vm_d_write,
+            "application/x-protobuf",
+            true,
+            vmd_pid,
+            jobs(from, to),
+            args.workers,
+            pace,
+            mp.clone(),
+        )
+        .await;
+        print_report(phase, "victoria-metrics", &d, vmd_pid, "samples");
+        let direct_points = d.points as f64 / d.secs / samples_per_point;
+        println!(
+            "{:<28} {:<17} {direct_points:>12.0} points/s  (OTLP points at {samples_per_point:.2} samples per point)",
+            "", "  direct"
+        );
+        if pace.is_none() {
+            direct_flat = direct_points;
+            remote_flat = (r.points as f64 / r.secs, landed / secs);
+        }
+    }
+    if direct_flat > 0.0 {
+        println!(
+            "  flat out: stoker embedded {ours:.0} points/s; stoker remote accepted {:.0}, landed {:.0}; victoria-metrics direct {direct_flat:.0}: remote landed / VM direct = {:.2}×, remote accepted / embedded = {:.2}×",
+            remote_flat.0,
+            remote_flat.1,
+            remote_flat.1 / direct_flat,
+            remote_flat.0 / ours.max(1.0)
+        );
+    }
+
+    // The 5-minute p95 over the same data in each: the seconds [0, vm_end) of the fleet,
+    // evaluated at the last of them.
+    for u in [&vm_r_url, &vm_d_url] {
+        let _ = c.get(format!("{u}/internal/force_flush")).send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at_ns = ts_of(vm_end - 1);
+    let at_ns_s = at_ns.to_string();
+    let at_s = format!("{:.3}", at_ns as f64 / 1e9);
+    println!(
+        "\n== query: p95 over 5 min of one service across {} nodes, over the same {vm_end} s of data ({QUERY_RUNS} runs each, HTTP round trip) ==",
+        args.nodes
+    );
+    let api_q = [
+        ("selector", "inference.request.duration{service.name=\"resnet\"}"),
+        ("stat", "p95"),
+        ("window", "5m"),
+        ("time", at_ns_s.as_str()),
+    ];
+    let direct_promql = "histogram_quantile(0.95, sum by (le) (rate(inference_request_duration_bucket{service_name=\"resnet\"}[5m])))";
+    // What the remote collector asks for (its value query; it also counts the series).
+    let collector_promql = "histogram_quantile(0.95, sum by (le) (increase(inference_request_duration_bucket{service_name=\"resnet\"}[300000ms])))";
+    let prom_q = |q: &'static str| [("query", q), ("time", at_s.as_str()), ("nocache", "1")];
+    let mut rows = vec![
+        ("stoker embedded (API)", format!("http://{api}/api/v1/query"), api_q.to_vec()),
+        ("stoker remote (API→VM)", format!("http://{r_api}/api/v1/query"), api_q.to_vec()),
+        (
+            "VM, collector's PromQL",
+            format!("{vm_r_url}/api/v1/query"),
+            prom_q(collector_promql).to_vec(),
+        ),
+        ("VM direct (PromQL)", format!("{vm_d_url}/api/v1/query"), prom_q(direct_promql).to_vec()),
+    ];
+    if let Some((_, addr)) = prom.as_ref().filter(|_| args.prom_flat_secs == args.vm_flat_secs) {
+        rows.push((
+            "prometheus (PromQL)",
+            format!("http://{addr}/api/v1/query"),
+            prom_q(direct_promql).to_vec(),
+        ));
+    }
+    for (label, url, q) in rows {
+        let (p50, p95, answer) = time_query(&c, &url, &q).await;
+        println!("{label:<24} median {p50:>7.2} ms  p95 {p95:>7.2} ms  answer {answer}");
+    }
+    drop(remote);
 }

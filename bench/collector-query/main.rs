@@ -281,6 +281,7 @@ async fn main() {
             store: store.clone(),
             extra_api: Vec::new(),
             extra_metrics: Vec::new(),
+            remote: Default::default(),
         },
         cancel.clone(),
         TaskTracker::new(),

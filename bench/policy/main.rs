@@ -19,6 +19,15 @@
 //!    10 min on the short ones). `quality DIR` replays another policy set as the default.
 //! 4. `traces [DIR]` (not part of a plain run): writes the seeded evaluation traces of
 //!    [`stoker_collector::policy::tracegen`] (default `tests/traces/`).
+//! 5. **The same tick over real stores** (`stores`; part of a plain run): the 1,000 rules of
+//!    (1) over the same generated data held three ways — the in-memory source of (1), the
+//!    collector's embedded [`Store`](stoker_collector::store::Store) through
+//!    [`StoreSource`](stoker_collector::serve::StoreSource), and VictoriaMetrics (started
+//!    here on loopback, the data remote-written first) through
+//!    [`PromSource`](stoker_collector::remote::PromSource) — in ms per tick, reads and PromQL
+//!    requests per tick, and whether the decisions agree. VictoriaMetrics is
+//!    `$STOKER_VM_BIN`, else `victoria-metrics` on `PATH` or `/usr/bin/victoria-metrics`;
+//!    without it that column is skipped.
 
 // A benchmark measures the real clocks.
 #![allow(clippy::disallowed_methods)]
@@ -337,6 +346,399 @@ fn bench_evaluation() {
     );
 }
 
+// ---- 5. the same tick over real stores ----
+
+/// Seconds of data written to each store: the ring's history, then one second per tick.
+const STORE_TICKS: usize = 60;
+/// Ticks that evaluate every rule (`driver::evaluate`), each at its own second.
+const STORE_FULL_TICKS: usize = 10;
+
+/// A source that counts the reads it passes on and those that had a value.
+struct CountingSource<'a> {
+    inner: &'a dyn SignalSource,
+    reads: std::cell::Cell<u64>,
+    answered: std::cell::Cell<u64>,
+}
+
+impl<'a> CountingSource<'a> {
+    fn new(inner: &'a dyn SignalSource) -> Self {
+        Self { inner, reads: std::cell::Cell::new(0), answered: std::cell::Cell::new(0) }
+    }
+}
+
+impl SignalSource for CountingSource<'_> {
+    fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError> {
+        let r = self.inner.read(q, now);
+        self.reads.set(self.reads.get() + 1);
+        if matches!(r, Ok(Some(_))) {
+            self.answered.set(self.answered.get() + 1);
+        }
+        r
+    }
+
+    fn histogram(
+        &self,
+        s: &Selector,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Histogram>, SignalError> {
+        self.inner.histogram(s, from, to)
+    }
+
+    fn counts_by(
+        &self,
+        s: &Selector,
+        by: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<BTreeMap<String, f64>, SignalError> {
+        self.inner.counts_by(s, by, from, to)
+    }
+
+    fn latest_version(&self, s: &Selector, now: u64) -> Result<Option<VersionSeen>, SignalError> {
+        self.inner.latest_version(s, now)
+    }
+}
+
+/// What one source did over the ticks of [`ticks_over`].
+struct TickFigures {
+    /// Driver ticks (each policy when due, as the runtime schedules it).
+    ticks: Vec<Duration>,
+    /// Ticks evaluating every rule.
+    full: Vec<Duration>,
+    reads: u64,
+    answered: u64,
+    /// Remote requests over the driver ticks and over the full ticks.
+    requests: (u64, u64),
+    /// Each driver tick's decisions, as text, to compare sources.
+    decisions: Vec<Vec<String>>,
+}
+
+/// [`STORE_TICKS`] driver ticks of `policies` over `src` at `now_of(0..)`, then
+/// [`STORE_FULL_TICKS`] ticks that evaluate every rule, each at a later second (a remote
+/// source keeps its answers for one `now`, so a repeated `now` would be free).
+fn ticks_over(
+    policies: &[Policy],
+    src: &dyn SignalSource,
+    now_of: &dyn Fn(usize) -> u64,
+    requests: &dyn Fn() -> u64,
+) -> TickFigures {
+    let src = CountingSource::new(src);
+    let mut states = vec![PolicyState::default(); policies.len()];
+    let mut sizes = vec![8u32; policies.len()];
+    let mut driver = Driver::new();
+    let mut ticks = Vec::new();
+    let mut decisions = Vec::new();
+    let r0 = requests();
+    for i in 0..STORE_TICKS {
+        let now = now_of(i);
+        let mut seen = Vec::new();
+        let t0 = Instant::now();
+        for ((p, st), size) in policies.iter().zip(states.iter_mut()).zip(sizes.iter_mut()) {
+            let resizer = || Some(TargetSize { provisioned: *size, ready: None });
+            for d in driver.tick(p, &src, st, resizer, now).unwrap_or_default() {
+                if let Some(to) = applied_size(&d) {
+                    *size = to;
+                }
+                seen.push(format!("{} {} {:?} {:?}", d.policy, d.rule, d.recommendation, d.action));
+            }
+        }
+        ticks.push(t0.elapsed());
+        decisions.push(seen);
+    }
+    let r1 = requests();
+    let mut full = Vec::new();
+    for i in STORE_TICKS..STORE_TICKS + STORE_FULL_TICKS {
+        let now = now_of(i);
+        let t0 = Instant::now();
+        for ((p, st), size) in policies.iter().zip(states.iter_mut()).zip(sizes.iter()) {
+            let resizer = Some(TargetSize { provisioned: *size, ready: None });
+            let _ = driver::evaluate(p, &src, st, resizer, now);
+        }
+        full.push(t0.elapsed());
+    }
+    let r2 = requests();
+    TickFigures {
+        ticks,
+        full,
+        reads: src.reads.get(),
+        answered: src.answered.get(),
+        requests: (r1 - r0, r2 - r1),
+        decisions,
+    }
+}
+
+fn print_ticks(label: &str, f: &TickFigures, reference: Option<&TickFigures>, remote: bool) {
+    let stats = |t: &[Duration]| {
+        let mut s = t.to_vec();
+        s.sort();
+        let mean = s.iter().sum::<Duration>() / s.len().max(1) as u32;
+        (ms(mean), ms(s[s.len() / 2]), ms(s[s.len() - 1]))
+    };
+    let (mean, p50, max) = stats(&f.ticks);
+    let (fmean, fp50, fmax) = stats(&f.full);
+    let n = (f.ticks.len() + f.full.len()) as u64;
+    let agree = reference.map(|r| {
+        let same = r.decisions.iter().zip(&f.decisions).filter(|(a, b)| a == b).count();
+        format!(
+            "; decisions equal to the in-memory source's in {same} of {} ticks",
+            r.decisions.len()
+        )
+    });
+    println!(
+        "  {label:<34} driver tick mean {mean:>8.2} ms, p50 {p50:>8.2} ms, max {max:>8.2} ms ({} ticks); every-rule tick mean {fmean:>8.2} ms, p50 {fp50:.2} ms, max {fmax:.2} ms ({} ticks)",
+        f.ticks.len(),
+        f.full.len()
+    );
+    let requests = if remote {
+        format!(
+            "; PromQL requests/tick {:.2} (driver ticks, catalog read included), {:.2} (every-rule ticks)",
+            f.requests.0 as f64 / f.ticks.len() as f64,
+            f.requests.1 as f64 / f.full.len() as f64
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "  {:<34} {:.0} reads/tick, {:.1} % with a value{requests}{}",
+        "",
+        f.reads as f64 / n as f64,
+        100.0 * f.answered as f64 / f.reads.max(1) as f64,
+        agree.unwrap_or_default()
+    );
+}
+
+/// VictoriaMetrics single-node on a loopback port, its caches off and no latency offset (as
+/// `collector/tests/integration/remote.rs` runs it); killed when dropped.
+struct Victoria {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn victoria_bin() -> Option<String> {
+    if let Ok(b) = std::env::var("STOKER_VM_BIN") {
+        return Some(b);
+    }
+    let on_path = std::process::Command::new("victoria-metrics")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if on_path {
+        return Some("victoria-metrics".into());
+    }
+    Path::new("/usr/bin/victoria-metrics").exists().then(|| "/usr/bin/victoria-metrics".into())
+}
+
+async fn start_victoria(bin: &str, c: &reqwest::Client) -> Result<Victoria, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = std::process::Command::new(bin)
+        .arg(format!("-storageDataPath={}", dir.path().display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .args([
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{bin}: {e}"))?;
+    let vm = Victoria { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+    for _ in 0..200 {
+        if c.get(format!("{}/health", vm.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(vm);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{bin} did not get ready at {}", vm.url))
+}
+
+/// One second of the fleet: `(metric, host, gpu, value)` of every series' newest sample.
+fn newest(src: &FleetSource) -> Vec<(&str, &str, usize, f64)> {
+    src.index
+        .iter()
+        .flat_map(|((m, h), rings)| {
+            rings
+                .iter()
+                .enumerate()
+                .filter_map(move |(g, r)| r.values.last().map(|v| (m.as_str(), h.as_str(), g, *v)))
+        })
+        .collect()
+}
+
+fn bench_stores() {
+    use stoker_collector::remote::wire::{Label, Sample, TimeSeries, WriteRequest};
+    use stoker_collector::store::{PointValue, Store, StoreConfig};
+
+    let secs = KEEP + STORE_TICKS + STORE_FULL_TICKS;
+    // Data ending a little before now, so the embedded store accepts it as ingest would.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1_700_000_000);
+    let start = (wall - secs as u64 - 30) * NANOS;
+    let mut src = FleetSource::new(start);
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let store = match Store::open(
+        StoreConfig { data_dir: None, ..StoreConfig::default() },
+        std::sync::Arc::new(stoker_collector::clock::SystemClock),
+    ) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => panic!("in-memory store: {e}"),
+    };
+    // VictoriaMetrics gets the same samples by remote-write, 10 s of the fleet per request.
+    let mut batches: Vec<WriteRequest> = Vec::new();
+    let mut series: BTreeMap<(String, String, usize), usize> = BTreeMap::new();
+    let t_gen = Instant::now();
+    let mut stored = 0u64;
+    for sec in 0..secs {
+        src.advance(&mut rng);
+        let ts = start + sec as u64 * NANOS;
+        let mut w = store.writer();
+        if sec % 10 == 0 {
+            batches.push(WriteRequest::default());
+            series.clear();
+        }
+        let Some(batch) = batches.last_mut() else { continue };
+        for (metric, host, g, v) in newest(&src) {
+            let gpu = format!("GPU-{}-{g}", &host[5..]);
+            let pairs: Vec<(&str, &str)> = if metric == "hw.gpu.utilization" {
+                vec![("host.name", host), ("hw.id", gpu.as_str())]
+            } else {
+                vec![("host.name", host)]
+            };
+            if w.append(metric, &pairs, ts, PointValue::Gauge(v)).is_ok() {
+                stored += 1;
+            }
+            let at = *series.entry((metric.to_owned(), host.to_owned(), g)).or_insert_with(|| {
+                let mut labels = vec![Label {
+                    name: "__name__".into(),
+                    value: stoker_collector::remote::names::base(metric),
+                }];
+                labels.extend(pairs.iter().map(|(k, v)| Label {
+                    name: stoker_collector::remote::names::label(k),
+                    value: (*v).to_owned(),
+                }));
+                labels.sort_by(|a, b| a.name.cmp(&b.name));
+                batch.timeseries.push(TimeSeries { labels, samples: Vec::new() });
+                batch.timeseries.len() - 1
+            });
+            batch.timeseries[at]
+                .samples
+                .push(Sample { value: v, timestamp: (ts / 1_000_000) as i64 });
+        }
+        let _ = w.finish();
+    }
+    let samples: usize =
+        batches.iter().flat_map(|b| b.timeseries.iter()).map(|s| s.samples.len()).sum();
+    println!();
+    println!(
+        "evaluation over real stores: the 1000 rules of (1) over {secs} s of the same generated data ({} series, {samples} samples; embedded store took {stored}, generated in {:.1} s), {STORE_TICKS} driver ticks at 1 s then {STORE_FULL_TICKS} ticks evaluating every rule",
+        src.index.values().map(Vec::len).sum::<usize>(),
+        t_gen.elapsed().as_secs_f64()
+    );
+    let now_of = |i: usize| start + (KEEP + i) as u64 * NANOS;
+    let policies: Vec<Policy> = (0..NODES).map(node_policy).collect();
+    let none = || 0u64;
+
+    let mem = ticks_over(&policies, &src, &now_of, &none);
+    print_ticks("in-memory source (as in (1))", &mem, None, false);
+
+    let embedded = stoker_collector::serve::StoreSource::new(store.clone());
+    let emb = ticks_over(&policies, &embedded, &now_of, &none);
+    print_ticks("embedded store (StoreSource)", &emb, Some(&mem), false);
+    drop(embedded);
+    drop(store);
+
+    let Some(bin) = victoria_bin() else {
+        println!(
+            "  victoria-metrics: not installed (.ci/install-victoria-metrics.sh, or STOKER_VM_BIN); remote column skipped"
+        );
+        return;
+    };
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => panic!("runtime: {e}"),
+        };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = match reqwest::Client::builder().build() {
+        Ok(c) => c,
+        Err(e) => panic!("HTTP client: {e}"),
+    };
+    let vm = match rt.block_on(start_victoria(&bin, &c)) {
+        Ok(vm) => vm,
+        Err(e) => {
+            println!("  victoria-metrics: {e}; remote column skipped");
+            return;
+        }
+    };
+    let t_write = Instant::now();
+    let written = rt.block_on(async {
+        let mut ok = 0usize;
+        for b in &batches {
+            use prost::Message as _;
+            let body =
+                snap::raw::Encoder::new().compress_vec(&b.encode_to_vec()).unwrap_or_default();
+            let r = c
+                .post(format!("{}/api/v1/write", vm.url))
+                .header("content-type", "application/x-protobuf")
+                .header("content-encoding", "snappy")
+                .header("x-prometheus-remote-write-version", "0.1.0")
+                .body(body)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    ok += b.timeseries.iter().map(|s| s.samples.len()).sum::<usize>();
+                }
+                Ok(r) => eprintln!("  remote-write: {}", r.status()),
+                Err(e) => eprintln!("  remote-write: {e}"),
+            }
+        }
+        let _ = c.get(format!("{}/internal/force_flush", vm.url)).send().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ok
+    });
+    println!(
+        "  remote-wrote {written} samples to victoria-metrics in {:.1} s ({:.0} samples/s, one request per 10 s of the fleet)",
+        t_write.elapsed().as_secs_f64(),
+        written as f64 / t_write.elapsed().as_secs_f64()
+    );
+    drop(batches);
+    let config = stoker_collector::remote::RemoteConfig {
+        query_url: Some(vm.url.clone()),
+        write_url: Some(format!("{}/api/v1/write", vm.url)),
+        ..stoker_collector::remote::RemoteConfig::default()
+    };
+    let client = match stoker_collector::remote::PromClient::new(&config, None) {
+        Ok(c) => c,
+        Err(e) => panic!("PromClient: {e}"),
+    };
+    let prom = stoker_collector::remote::PromSource::new(
+        client,
+        std::sync::Arc::new(stoker_collector::clock::SystemClock),
+    );
+    let requests = || prom.client().requests();
+    let remote = ticks_over(&policies, &prom, &now_of, &requests);
+    print_ticks("victoria-metrics (PromSource)", &remote, Some(&mem), true);
+    drop(vm);
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -511,6 +913,9 @@ fn main() {
     }
     if want("replay") {
         bench_replay(&root);
+    }
+    if want("stores") {
+        bench_stores();
     }
     if want("quality") {
         // `quality DIR` runs another policy set as the default (to compare candidates).

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dbfile;
 pub mod ingest;
 pub mod query;
+pub mod remote;
 pub mod serve;
 pub mod server;
 pub mod store;

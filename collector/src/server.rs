@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub extra_api: Vec<Router>,
     /// Prometheus text of other rooms (the policy runtime's counters), appended to `/metrics`.
     pub extra_metrics: Vec<MetricsText>,
+    /// The remote store backend, when configured: ingest also queues for it, queries read it.
+    pub remote: crate::remote::Remote,
 }
 
 /// A producer of Prometheus exposition text, called on every `/metrics` scrape.
@@ -386,12 +388,14 @@ pub async fn start(
         store: opts.store.clone(),
         stats: ingest_stats.clone(),
         max_body_bytes: opts.server.max_body_bytes,
+        remote: opts.remote.writer.clone(),
     };
     let api_state = ApiState {
         store: opts.store.clone(),
         queries: queries.clone(),
         node_stale_after: opts.server.node_stale_after.get(),
         node_lost_after: opts.server.node_lost_after.get(),
+        remote: opts.remote.source.clone(),
     };
 
     // API listener: every room's routes, own telemetry, health.

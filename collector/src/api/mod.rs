@@ -30,6 +30,8 @@ pub struct ApiState {
     pub node_stale_after: Duration,
     /// Age after which a node is lost.
     pub node_lost_after: Duration,
+    /// With the remote backend, where `/api/v1/query` reads.
+    pub remote: Option<Arc<crate::remote::PromSource>>,
 }
 
 fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -102,6 +104,15 @@ fn kind_name(k: crate::store::SeriesKind) -> &'static str {
 
 /// Builds and runs a query from API parameters.
 pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (StatusCode, String)> {
+    run_query_on(store, None, p)
+}
+
+/// [`run_query`] over the remote store when one is given (the store still gives `now`).
+pub fn run_query_on(
+    store: &Store,
+    remote: Option<&crate::remote::PromSource>,
+    p: &QueryParams,
+) -> Result<QueryResponse, (StatusCode, String)> {
     let badreq = |m: String| (StatusCode::BAD_REQUEST, m);
     let now = store.now();
     let selector = Selector::parse(&p.selector).map_err(|e| badreq(e.to_string()))?;
@@ -119,6 +130,7 @@ pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (Statu
     }
     let qerr = |e: QueryError| match e {
         QueryError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        QueryError::Remote(_) => (StatusCode::BAD_GATEWAY, e.to_string()),
         _ => (StatusCode::BAD_REQUEST, e.to_string()),
     };
     let to_map = |l: &crate::store::Labels| l.to_map();
@@ -128,7 +140,11 @@ pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (Statu
                 Some(t) => parse_time(t, now).map_err(badreq)?,
                 None => now,
             };
-            let groups = store.instant(&q, at).map_err(qerr)?;
+            let groups = match remote {
+                Some(r) => r.instant(&q, at),
+                None => store.instant(&q, at),
+            }
+            .map_err(qerr)?;
             Ok(QueryResponse {
                 stat: stat.to_string(),
                 window_seconds: window.as_secs_f64(),
@@ -152,7 +168,11 @@ pub fn run_query(store: &Store, p: &QueryParams) -> Result<QueryResponse, (Statu
                 None => now,
             };
             let step = parse_dur(step, "step").map_err(badreq)?;
-            let groups = store.range(&q, start, end, step).map_err(qerr)?;
+            let groups = match remote {
+                Some(r) => r.range(&q, start, end, step),
+                None => store.range(&q, start, end, step),
+            }
+            .map_err(qerr)?;
             Ok(QueryResponse {
                 stat: stat.to_string(),
                 window_seconds: window.as_secs_f64(),
@@ -186,7 +206,8 @@ async fn query(
     };
     let store = st.store.clone();
     let started = tokio::time::Instant::now();
-    let r = tokio::task::spawn_blocking(move || run_query(&store, &p)).await;
+    let remote = st.remote.clone();
+    let r = tokio::task::spawn_blocking(move || run_query_on(&store, remote.as_deref(), &p)).await;
     let r = match r {
         Ok(r) => r,
         Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("query task failed: {e}"))),

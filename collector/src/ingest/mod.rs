@@ -91,10 +91,24 @@ pub struct IngestState {
     pub stats: Arc<IngestStats>,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// The remote store's send queue, when the remote backend is configured.
+    pub remote: Option<Arc<crate::remote::RemoteWriter>>,
 }
 
 impl IngestState {
     fn run(&self, req: &ExportMetricsServiceRequest) -> otlp::ExportOutcome {
+        // The remote queue first: when it is full (or cannot be saved) nothing is written
+        // anywhere and the sender is told to retry, so a retry neither loses nor doubles data.
+        if let Some(remote) = &self.remote {
+            if let Err(e) = remote.push(req, self.store.accepted_window()) {
+                self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
+                return otlp::ExportOutcome {
+                    backlogged: true,
+                    message: e.to_string(),
+                    ..Default::default()
+                };
+            }
+        }
         let out = otlp::export(&self.store, req);
         if out.backlogged {
             self.stats.backlogged.fetch_add(1, Ordering::Relaxed);

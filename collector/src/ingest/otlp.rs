@@ -117,7 +117,7 @@ pub use crate::store::MAX_EXP_BUCKETS;
 
 /// An attribute value as a string, or why it cannot be one: a type a metric attribute may not
 /// carry, nesting deeper than [`MAX_VALUE_DEPTH`], or longer than [`MAX_ATTR_VALUE_BYTES`].
-fn attr_value(v: &Option<AnyValue>) -> Result<Cow<'_, str>, &'static str> {
+pub(crate) fn attr_value(v: &Option<AnyValue>) -> Result<Cow<'_, str>, &'static str> {
     let s = match v.as_ref() {
         Some(v) => value_str(v, 0)?,
         None => Cow::Borrowed(""),
@@ -512,7 +512,7 @@ fn point_count(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
     }
 }
 
-fn number(p: &NumberDataPoint) -> Result<Option<f64>, &'static str> {
+pub(crate) fn number(p: &NumberDataPoint) -> Result<Option<f64>, &'static str> {
     if p.flags & 1 != 0 {
         return Ok(None);
     }
@@ -523,7 +523,7 @@ fn number(p: &NumberDataPoint) -> Result<Option<f64>, &'static str> {
     }
 }
 
-fn explicit(p: &HistogramDataPoint) -> Result<Option<Histogram>, &'static str> {
+pub(crate) fn explicit(p: &HistogramDataPoint) -> Result<Option<Histogram>, &'static str> {
     if p.flags & 1 != 0 {
         return Ok(None);
     }
@@ -550,7 +550,9 @@ fn explicit(p: &HistogramDataPoint) -> Result<Option<Histogram>, &'static str> {
     }))
 }
 
-fn exponential(p: &ExponentialHistogramDataPoint) -> Result<Option<Histogram>, &'static str> {
+pub(crate) fn exponential(
+    p: &ExponentialHistogramDataPoint,
+) -> Result<Option<Histogram>, &'static str> {
     if p.flags & 1 != 0 {
         return Ok(None);
     }

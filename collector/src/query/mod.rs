@@ -66,6 +66,9 @@ pub enum QueryError {
     /// Reading from disk failed.
     #[error("store read failed")]
     Store(#[source] crate::store::StoreError),
+    /// The remote store did not answer, or answered with an error.
+    #[error("remote store: {0}")]
+    Remote(String),
 }
 
 /// A statistic over a window.

@@ -24,7 +24,8 @@ use crate::actuate::{ActuateEnv, ActuateError, Journal, Secrets};
 use crate::clock::SystemClock;
 use crate::config::{CollectorConfig, ConfigError};
 use crate::policy::otel::DecisionExporter;
-use crate::policy::runtime::{PolicyRuntime, RuntimeConfig, RuntimeError};
+use crate::policy::runtime::{PolicyRuntime, RuntimeConfig, RuntimeError, SharedSource};
+use crate::remote::{Backend, PromClient, PromSource, Remote, RemoteWriter};
 use crate::server::{self, Bound, Handles, MetricsText, ServeOptions, ServerError};
 use crate::store::{Store, StoreError};
 
@@ -158,9 +159,19 @@ pub async fn start(
             .map_err(|source| ServeError::Store { dir: data_dir.clone(), source })?;
     let store = Arc::new(store);
     tracker.spawn(store.clone().run_background(cancel.clone()));
+    let remote = start_remote(&config, &secrets, &data_dir, &store, &cancel, &tracker)?;
 
     let mut extra_api = Vec::new();
     let mut extra_metrics: Vec<MetricsText> = Vec::new();
+    if let Some(w) = &remote.writer {
+        let w = w.clone();
+        extra_metrics.push(Arc::new(move || w.metrics_text()));
+    }
+    // Policies read the series where the backend keeps them.
+    let source: SharedSource = match &remote.source {
+        Some(s) => s.clone(),
+        None => Arc::new(StoreSource::new(store.clone())),
+    };
     // Anomaly signals (issue 9): scored every minute, served at /api/v1/anomalies.
     let scorer = crate::anomaly::AnomalyScorer::new(crate::anomaly::AnomalyConfig::default());
     extra_api.push(crate::anomaly::router(scorer.board()));
@@ -172,7 +183,7 @@ pub async fn start(
         Some(dir) => {
             let paths = PolicyPaths { dir, data_dir: &data_dir, reload_on_hup };
             let (rt, executor) =
-                start_policy(&config, paths, secrets, store.clone(), &cancel, &tracker)?;
+                start_policy(&config, paths, secrets, (store.clone(), source), &cancel, &tracker)?;
             extra_api.push(crate::policy::router(rt.clone()));
             let metrics_rt = rt.clone();
             extra_metrics.push(Arc::new(move || metrics_rt.metrics_text()));
@@ -187,6 +198,7 @@ pub async fn start(
             store: store.clone(),
             extra_api,
             extra_metrics,
+            remote,
         },
         cancel.clone(),
         tracker.clone(),
@@ -199,6 +211,51 @@ pub async fn start(
         rt
     });
     Ok(RunningCollector { bound, handles, store, policy: runtime })
+}
+
+/// With `[store] backend = "remote"`, starts the remote-write queue and the PromQL source.
+fn start_remote(
+    config: &CollectorConfig,
+    secrets: &Secrets,
+    data_dir: &std::path::Path,
+    store: &Store,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Remote, ServeError> {
+    if config.store.backend != Backend::Remote {
+        return Ok(Remote::default());
+    }
+    let invalid = |key: &str, message: String| {
+        ServeError::Config(ConfigError::Invalid {
+            path: "configuration".into(),
+            key: key.into(),
+            message,
+        })
+    };
+    let rc = &config.store.remote;
+    let bearer = match &rc.bearer_token_secret {
+        Some(name) => Some(
+            secrets
+                .get(name)
+                .map_err(|e| invalid("store.remote.bearer_token_secret", e.to_string()))?
+                .expose()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let writer =
+        RemoteWriter::start(rc.clone(), bearer.clone(), Some(data_dir), cancel.clone(), tracker)
+            .map_err(|e| invalid("store.remote", e))?;
+    let client = PromClient::new(rc, bearer.as_deref()).map_err(|e| invalid("store.remote", e))?;
+    tracing::info!(
+        write_url = rc.write_url.as_deref().unwrap_or(""),
+        query_url = rc.query_url.as_deref().unwrap_or(""),
+        "Remote store backend: series are remote-written and read back with PromQL."
+    );
+    Ok(Remote {
+        writer: Some(writer),
+        source: Some(Arc::new(PromSource::new(client, store.clock.clone()))),
+    })
 }
 
 /// Where the policy engine reads and keeps its files, and whether SIGHUP reloads them.
@@ -214,7 +271,7 @@ fn start_policy(
     config: &CollectorConfig,
     PolicyPaths { dir, data_dir, reload_on_hup }: PolicyPaths<'_>,
     secrets: Secrets,
-    store: Arc<Store>,
+    (store, source): (Arc<Store>, SharedSource),
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(PolicyRuntime, Arc<ActuatorExecutor>), ServeError> {
@@ -229,7 +286,6 @@ fn start_policy(
         .map_err(actuators)?
         .with_clock(clock.clone());
     let executor = Arc::new(ActuatorExecutor::new(env));
-    let source = Arc::new(StoreSource::new(store));
     let exporter = config
         .policy
         .otlp_logs_endpoint

@@ -81,6 +81,21 @@ pub struct StoreConfig {
     /// Disk space held in `<data_dir>/store.reserve` and given up when a commit fails, so the
     /// log records already acknowledged can still be written on a full disk (0 = none).
     pub disk_reserve_bytes: u64,
+    /// Which store holds the series for policies and `/api/v1/query`: `embedded` (this
+    /// store) or `remote` (a Prometheus-compatible store, `[store.remote]`).
+    #[serde(skip_serializing_if = "is_embedded")]
+    pub backend: crate::remote::Backend,
+    /// The remote store (`[store.remote]`), used with `backend = "remote"`.
+    #[serde(skip_serializing_if = "is_default_remote")]
+    pub remote: crate::remote::RemoteConfig,
+}
+
+fn is_embedded(b: &crate::remote::Backend) -> bool {
+    *b == crate::remote::Backend::Embedded
+}
+
+fn is_default_remote(r: &crate::remote::RemoteConfig) -> bool {
+    *r == crate::remote::RemoteConfig::default()
 }
 
 impl Default for StoreConfig {
@@ -107,6 +122,8 @@ impl Default for StoreConfig {
             max_point_age: HumanDuration::from_secs(2 * 3600),
             max_point_ahead: HumanDuration::from_secs(10 * 60),
             disk_reserve_bytes: 16 << 20,
+            backend: crate::remote::Backend::Embedded,
+            remote: crate::remote::RemoteConfig::default(),
         }
     }
 }
@@ -128,6 +145,9 @@ impl StoreConfig {
         }
         if self.max_series == 0 {
             errs.push(("store.max_series".into(), "must be positive".into()));
+        }
+        if self.backend == crate::remote::Backend::Remote {
+            errs.extend(self.remote.validate());
         }
         if self.max_point_age.get().is_zero() {
             errs.push(("store.max_point_age".into(), "must be positive".into()));

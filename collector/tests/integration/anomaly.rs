@@ -93,6 +93,7 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
         store: store.clone(),
         extra_api: vec![anomaly::router(board)],
         extra_metrics: Vec::new(),
+        remote: Default::default(),
     };
     let (bound, _handles) =
         server::start(opts, cancel.clone(), TaskTracker::new()).await.expect("server");
@@ -200,6 +201,7 @@ async fn flags_the_injected_nodes_against_peers_and_history_and_serves_them() {
         store: store.clone(),
         extra_api: vec![anomaly::router(board)],
         extra_metrics: Vec::new(),
+        remote: Default::default(),
     };
     let (bound2, _h2) =
         server::start(opts, cancel.clone(), TaskTracker::new()).await.expect("server");

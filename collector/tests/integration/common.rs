@@ -61,6 +61,7 @@ pub async fn start_with(
             store: store.clone(),
             extra_api: Vec::new(),
             extra_metrics: Vec::new(),
+            remote: Default::default(),
         },
         cancel.clone(),
         TaskTracker::new(),

@@ -22,5 +22,6 @@ mod ingest_hostile;
 mod ingest_python;
 mod ingest_rust_sdk;
 mod policy;
+mod remote;
 mod secrets;
 mod tls;
