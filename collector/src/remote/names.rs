@@ -70,11 +70,10 @@ pub fn base(otel_name: &str) -> String {
     sanitize(otel_name, true)
 }
 
-/// A label name: `host.name` → `host_name`. Names starting with `__` are Prometheus' own and
-/// get a leading `key` so a user attribute cannot set `__name__`.
+/// A label name: `host.name` → `host_name`. Runs of `_` collapse, so no attribute can spell
+/// a name starting with `__`, which Prometheus keeps for itself (`__name__`).
 pub fn label(otel_key: &str) -> String {
-    let s = sanitize(otel_key, false);
-    if s.starts_with("__") { format!("key{s}") } else { s }
+    sanitize(otel_key, false)
 }
 
 /// The unit's suffix, if it has one: annotations in braces (`{request}`) have none, `X/Y`
@@ -162,7 +161,8 @@ mod tests {
     #[test]
     fn labels_cannot_take_prometheus_reserved_names() {
         assert_eq!(label("host.name"), "host_name");
-        assert_eq!(label("__name__"), "key__name__");
+        assert_eq!(label("__name__"), "_name_");
+        assert!(!label("__ __x").starts_with("__"));
         assert_eq!(label("k8s.pod.name"), "k8s_pod_name");
         assert_eq!(label("a-b c"), "a_b_c");
     }

@@ -149,11 +149,7 @@ impl PromClient {
     }
 
     /// An instant query at `at` (Unix nanos): each result's labels and value.
-    pub fn query(
-        &self,
-        promql: &str,
-        at: u64,
-    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    pub fn query(&self, promql: &str, at: u64) -> Result<Vector, String> {
         let data = self.call(
             "/api/v1/query",
             // `nocache=1`: VictoriaMetrics would otherwise answer from its result cache, which
@@ -174,7 +170,7 @@ impl PromClient {
         start: u64,
         end: u64,
         step: Duration,
-    ) -> Result<Vec<(BTreeMap<String, String>, Vec<(u64, f64)>)>, String> {
+    ) -> Result<Matrix, String> {
         let data = self.call(
             "/api/v1/query_range",
             vec![
@@ -252,7 +248,7 @@ fn value_of(v: &serde_json::Value) -> Option<(u64, f64)> {
     Some(((t * 1e3).round() as u64 * 1_000_000, v))
 }
 
-fn parse_vector(data: &serde_json::Value) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+fn parse_vector(data: &serde_json::Value) -> Result<Vector, String> {
     let kind = data.get("resultType").and_then(|k| k.as_str()).unwrap_or("");
     let result = data.get("result").ok_or("answer without a result")?;
     match kind {
@@ -276,7 +272,12 @@ fn parse_vector(data: &serde_json::Value) -> Result<Vec<(BTreeMap<String, String
     }
 }
 
+/// A range answer: each series' labels and its `(Unix ms, value)` samples.
 type Matrix = Vec<(BTreeMap<String, String>, Vec<(u64, f64)>)>;
+/// An instant answer: each series' labels and its value.
+type Vector = Vec<(BTreeMap<String, String>, f64)>;
+/// Grouped answers by group-key values.
+type Grouped = HashMap<Vec<String>, f64>;
 
 fn parse_matrix(data: &serde_json::Value) -> Result<Matrix, String> {
     let result = data.get("result").and_then(|r| r.as_array()).ok_or("answer without a result")?;
@@ -350,7 +351,7 @@ pub struct PromSource {
     clock: SharedClock,
     catalog: Mutex<Catalog>,
     /// Grouped answers for one `now`: query text → group-key values → value.
-    tick: Mutex<(u64, HashMap<String, Arc<HashMap<Vec<String>, f64>>>)>,
+    tick: Mutex<(u64, HashMap<String, Arc<Grouped>>)>,
     /// First appearance of each model version, by selector (version removed) and version.
     first_seen: Mutex<HashMap<(Selector, String), u64>>,
 }
@@ -534,7 +535,7 @@ impl PromSource {
                 GroupValue { group: group_labels(&q.group_by, &key), value, series }
             })
             .collect();
-        out.sort_by(|a, b| a.group.to_map().cmp(&b.group.to_map()));
+        out.sort_by_key(|a| a.group.to_map());
         Ok(out)
     }
 
@@ -575,7 +576,7 @@ impl PromSource {
                 points: points.into_iter().filter(|(_, v)| v.is_finite()).collect(),
             })
             .collect();
-        out.sort_by(|a, b| a.group.to_map().cmp(&b.group.to_map()));
+        out.sort_by_key(|a| a.group.to_map());
         Ok(out)
     }
 
@@ -625,12 +626,7 @@ impl PromSource {
         })
     }
 
-    fn instant_rows(
-        &self,
-        text: &str,
-        at: u64,
-        what: &str,
-    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, SignalError> {
+    fn instant_rows(&self, text: &str, at: u64, what: &str) -> Result<Vector, SignalError> {
         self.client
             .query(text, at)
             .map_err(|m| SignalError::Source { what: what.to_owned(), message: m })

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -100,7 +100,9 @@ struct Shared {
     next_seq: AtomicU64,
     stats: Stats,
     totals: Mutex<DeltaTotals>,
-    stop: AtomicBool,
+    /// Fires when the collector stops or the writer is dropped: the committer and the senders
+    /// end (what is queued stays on disk).
+    stop: CancellationToken,
 }
 
 /// The remote-write side of the collector. Cheap to share as `Arc`.
@@ -194,7 +196,7 @@ impl RemoteWriter {
             next_seq: AtomicU64::new(max_seq + 1),
             stats,
             totals: Mutex::new(DeltaTotals::default()),
-            stop: AtomicBool::new(false),
+            stop: cancel.child_token(),
         });
         if shared.db.is_some() {
             let s = shared.clone();
@@ -208,12 +210,11 @@ impl RemoteWriter {
                 headers: headers.clone(),
                 url: url.clone(),
             };
-            tracker.spawn(sender.run(cancel.clone()));
+            tracker.spawn(sender.run(shared.stop.clone()));
         }
         let s = shared.clone();
         tracker.spawn(async move {
-            cancel.cancelled().await;
-            s.stop.store(true, Ordering::SeqCst);
+            s.stop.cancelled().await;
             s.commit_wanted.notify_all();
         });
         Ok(Arc::new(Self { shared }))
@@ -381,6 +382,13 @@ impl RemoteWriter {
     }
 }
 
+impl Drop for RemoteWriter {
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+        self.shared.commit_wanted.notify_all();
+    }
+}
+
 /// Why a push did not queue anything durable.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -408,7 +416,7 @@ fn committer(sh: &Shared) {
     loop {
         let (writes, deletes, top) = {
             let mut p = sh.pending.lock();
-            while p.writes.is_empty() && p.deletes.is_empty() && !sh.stop.load(Ordering::SeqCst) {
+            while p.writes.is_empty() && p.deletes.is_empty() && !sh.stop.is_cancelled() {
                 sh.commit_wanted.wait_for(&mut p, Duration::from_millis(500));
             }
             if p.writes.is_empty() && p.deletes.is_empty() {

@@ -78,7 +78,10 @@ fn delta_histogram(ts: u64, counts: Vec<u64>, sum: f64) -> Metric {
 }
 
 /// Every series of `e` as `(labels as name=value pairs, samples)`, sorted.
-fn flat(e: &Encoded) -> Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> {
+/// A series as `(labels, samples)`.
+type Flat = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+fn flat(e: &Encoded) -> Vec<Flat> {
     let mut out: Vec<_> = e
         .shards
         .iter()

@@ -24,8 +24,10 @@ const ALL_TIME: (u64, u64) = (0, u64::MAX);
 struct Script {
     statuses: Vec<u16>,
     calls: AtomicUsize,
+    /// Samples of the test's gauge taken (each push also carries one `target_info` sample per
+    /// resource, left out here).
     samples: AtomicU64,
-    /// `(host_name label, timestamp)` of every sample taken, in arrival order.
+    /// `(host_name label, timestamp)` of every gauge sample taken, in arrival order.
     timestamps: Mutex<Vec<(String, i64)>>,
 }
 
@@ -35,7 +37,10 @@ async fn write(State(s): State<Arc<Script>>, body: Bytes) -> StatusCode {
     if status == 204 {
         let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy body");
         let w = WriteRequest::decode(raw.as_slice()).expect("protobuf body");
-        for t in &w.timeseries {
+        let gauge = |t: &&super::super::wire::TimeSeries| {
+            t.labels.iter().any(|l| l.name == "__name__" && l.value == "hw_gpu_utilization_ratio")
+        };
+        for t in w.timeseries.iter().filter(gauge) {
             s.samples.fetch_add(t.samples.len() as u64, Ordering::SeqCst);
             let host = t.labels.iter().find(|l| l.name == "host_name").map(|l| l.value.clone());
             let host = host.unwrap_or_default();
@@ -136,15 +141,16 @@ async fn server_errors_are_retried_until_the_remote_takes_the_samples() {
     cfg.shards = 1;
     let w =
         RemoteWriter::start(cfg, None, Some(dir.path()), cancel.clone(), &tracker).expect("start");
-    assert_eq!(push(&w, request(3, T0)).await.expect("push"), 3);
+    // Three gauge points and one `target_info` sample per host.
+    assert_eq!(push(&w, request(3, T0)).await.expect("push"), 6);
     until("the samples to land", || script.samples.load(Ordering::SeqCst) == 3).await;
     until("the queue to empty", || w.queued_bytes() == 0).await;
     assert_eq!(stat(&w, |s| &s.retries), 3);
     assert_eq!(stat(&w, |s| &s.dropped_rejected), 0);
-    assert_eq!(w.samples_sent(), 3);
+    assert_eq!(w.samples_sent(), 6);
     let text = w.metrics_text();
     assert!(text.contains("stoker_remote_write_retries_total 3"), "{text}");
-    assert!(text.contains("stoker_remote_write_samples_sent_total 3"), "{text}");
+    assert!(text.contains("stoker_remote_write_samples_sent_total 6"), "{text}");
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
@@ -159,11 +165,12 @@ async fn a_refusal_drops_only_that_request_and_counts_it() {
     cfg.shards = 1;
     let w = RemoteWriter::start(cfg, None, None, cancel.clone(), &tracker).expect("start");
     push(&w, request(2, T0)).await.expect("push");
-    until("the refusal", || stat(&w, |s| &s.dropped_rejected) == 2).await;
+    until("the refusal", || stat(&w, |s| &s.dropped_rejected) == 4).await;
     push(&w, request(2, T0 + 1_000_000_000)).await.expect("push");
     until("the second request to land", || script.samples.load(Ordering::SeqCst) == 2).await;
     assert_eq!(stat(&w, |s| &s.retries), 0);
-    assert_eq!(w.samples_sent(), 2);
+    assert_eq!(w.samples_sent(), 4);
+    assert_eq!(stat(&w, |s| &s.dropped_rejected), 4, "only the refused request was dropped");
     let got: Vec<i64> = script.timestamps.lock().iter().map(|(_, t)| *t).collect();
     assert_eq!(got, vec![1_800_000_001_000; 2]);
     cancel.cancel();
@@ -222,7 +229,7 @@ async fn what_was_acknowledged_survives_a_restart_and_is_sent_by_the_next_run() 
         .expect("restart");
     until("the recovered samples to land", || script.samples.load(Ordering::SeqCst) == 15).await;
     until("the queue to empty", || w.queued_bytes() == 0).await;
-    assert_eq!(w.samples_sent(), 15);
+    assert_eq!(w.samples_sent(), 30, "15 gauge points and 15 target_info samples");
     let got = script.timestamps.lock().clone();
     for h in 0..3 {
         let host = format!("gpu-{h}");
@@ -237,6 +244,8 @@ async fn what_was_acknowledged_survives_a_restart_and_is_sent_by_the_next_run() 
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+    // The writer holds the queue file open until it is dropped, as a serving collector does.
+    drop(w);
     // Sent entries were deleted from the file: a third run has nothing to send.
     let (url, script) = remote(&[204]).await;
     let cancel = CancellationToken::new();
