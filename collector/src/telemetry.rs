@@ -7,31 +7,76 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::ingest::IngestStats;
 use crate::store::Store;
 
-const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+const QUERY_BOUNDS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// A latency histogram of fixed bounds (seconds), updated without locks.
+#[derive(Debug)]
+pub struct Durations {
+    bounds: &'static [f64],
+    /// One count per bound and one for `+Inf`, not cumulative.
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl Durations {
+    /// An empty histogram over `bounds` (ascending, seconds).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = self.bounds.iter().position(|b| s <= *b).unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the histogram as `name_bucket{le}`, `name_sum` and `name_count`.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in self.bounds.iter().enumerate() {
+            cum += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        cum += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {cum}");
+    }
+}
 
 /// Query latency and counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QueryStats {
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
+    durations: Durations,
     errors: AtomicU64,
+}
+
+impl Default for QueryStats {
+    fn default() -> Self {
+        Self { durations: Durations::new(&QUERY_BOUNDS), errors: AtomicU64::new(0) }
+    }
 }
 
 impl QueryStats {
     /// Records one query that took `d`.
     pub fn observe(&self, d: std::time::Duration, ok: bool) {
-        let s = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.durations.observe(d);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+/// Writes one metric family of `kind` (`counter`, `gauge`) with its `(labels, value)` samples.
+fn family(out: &mut String, kind: &str, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in samples {
         if labels.is_empty() {
             let _ = writeln!(out, "{name} {v}");
@@ -41,15 +86,14 @@ fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
     }
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    }
+/// Writes a counter family.
+pub fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    family(out, "counter", name, help, samples);
+}
+
+/// Writes a gauge family.
+pub fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    family(out, "gauge", name, help, samples);
 }
 
 /// Renders everything as Prometheus text exposition.
@@ -147,23 +191,11 @@ pub fn render(store: &Store, ingest: &IngestStats, queries: &QueryStats) -> Stri
         "Block bytes deleted by retention.",
         &[("", l(&ds.retention_deleted_bytes))],
     );
-    let _ = writeln!(
-        out,
-        "# HELP stoker_collector_query_duration_seconds API query latency.\n# TYPE stoker_collector_query_duration_seconds histogram"
+    queries.durations.render(
+        &mut out,
+        "stoker_collector_query_duration_seconds",
+        "API query latency.",
     );
-    let mut cum = 0;
-    for (i, b) in BUCKETS.iter().enumerate() {
-        cum += l(&queries.counts[i]);
-        let _ = writeln!(out, "stoker_collector_query_duration_seconds_bucket{{le=\"{b}\"}} {cum}");
-    }
-    cum += l(&queries.counts[BUCKETS.len()]);
-    let _ = writeln!(out, "stoker_collector_query_duration_seconds_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(
-        out,
-        "stoker_collector_query_duration_seconds_sum {}",
-        l(&queries.sum_nanos) as f64 / 1e9
-    );
-    let _ = writeln!(out, "stoker_collector_query_duration_seconds_count {cum}");
     counter(
         &mut out,
         "stoker_collector_query_errors_total",

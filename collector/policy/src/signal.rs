@@ -241,6 +241,43 @@ pub fn grid(from: u64, to: u64, step: Duration) -> impl Iterator<Item = u64> {
         .take_while(move |t| *t <= to && *t >= first)
 }
 
+/// A [`SignalSource::range`] read in chunks: walks the [`grid`] of `(from, to]` at most `chunk`
+/// points at a time, `fetch(start, end)` answering one chunk as time → value, and `finish(t,
+/// &chunk)` giving each grid point's value (`None` leaves the point out, so a source can read
+/// `count` as 0 where there is no data). Non-finite values are left out.
+pub fn chunked_range<E>(
+    from: u64,
+    to: u64,
+    step: Duration,
+    chunk: u64,
+    mut fetch: impl FnMut(u64, u64) -> Result<BTreeMap<u64, f64>, E>,
+    finish: impl Fn(u64, &BTreeMap<u64, f64>) -> Option<f64>,
+) -> Result<Vec<(u64, f64)>, E> {
+    let step_n = nanos(step).max(1);
+    let Some(first) = grid(from, to, step).next() else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    let mut start = first;
+    while start <= to {
+        let end = start.saturating_add(step_n.saturating_mul(chunk.max(1) - 1)).min(to);
+        let points = fetch(start, end)?;
+        let mut t = start;
+        while t <= end {
+            if let Some(v) = finish(t, &points).filter(|v| v.is_finite()) {
+                out.push((t, v));
+            }
+            match t.checked_add(step_n) {
+                Some(n) => t = n,
+                None => break,
+            }
+        }
+        match end.checked_add(step_n) {
+            Some(n) if end < to => start = n,
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Nanoseconds in a duration, saturating.
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

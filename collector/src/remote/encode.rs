@@ -227,40 +227,16 @@ fn encode_metric(
             }
         }
         metric::Data::Histogram(h) => {
-            let pname = names::metric(name, unit, Family::Histogram);
-            let is_cumulative = cumulative(h.aggregation_temporality);
-            for p in &h.data_points {
-                if let (Ok(Some(hist)), true) = (explicit(p), b.in_window(p.time_unix_nano)) {
-                    histogram(
-                        b,
-                        &pname,
-                        resource,
-                        &p.attributes,
-                        p.time_unix_nano,
-                        &hist,
-                        is_cumulative,
-                    );
-                    newest = newest.max(p.time_unix_nano);
-                }
-            }
+            let points =
+                h.data_points.iter().map(|p| (p.time_unix_nano, &p.attributes, explicit(p)));
+            let temporality = h.aggregation_temporality;
+            newest = histograms(b, name, unit, resource, cumulative(temporality), points);
         }
         metric::Data::ExponentialHistogram(h) => {
-            let pname = names::metric(name, unit, Family::Histogram);
-            let is_cumulative = cumulative(h.aggregation_temporality);
-            for p in &h.data_points {
-                if let (Ok(Some(hist)), true) = (exponential(p), b.in_window(p.time_unix_nano)) {
-                    histogram(
-                        b,
-                        &pname,
-                        resource,
-                        &p.attributes,
-                        p.time_unix_nano,
-                        &hist,
-                        is_cumulative,
-                    );
-                    newest = newest.max(p.time_unix_nano);
-                }
-            }
+            let points =
+                h.data_points.iter().map(|p| (p.time_unix_nano, &p.attributes, exponential(p)));
+            let temporality = h.aggregation_temporality;
+            newest = histograms(b, name, unit, resource, cumulative(temporality), points);
         }
         metric::Data::Summary(s) => {
             let pname = names::base(name);
@@ -285,6 +261,28 @@ fn encode_metric(
                 );
                 newest = newest.max(ts);
             }
+        }
+    }
+    newest
+}
+
+/// One histogram metric's points (explicit or exponential, as `(time, attributes, decoded)`);
+/// returns the newest timestamp written (0 = none). Points that do not decode or fall
+/// outside the window are left out.
+fn histograms<'a>(
+    b: &mut Builder<'_>,
+    name: &str,
+    unit: &str,
+    resource: &[Label],
+    is_cumulative: bool,
+    points: impl Iterator<Item = (u64, &'a Vec<KeyValue>, Result<Option<Histogram>, &'static str>)>,
+) -> u64 {
+    let pname = names::metric(name, unit, Family::Histogram);
+    let mut newest = 0u64;
+    for (ts, attrs, hist) in points {
+        if let (Ok(Some(hist)), true) = (hist, b.in_window(ts)) {
+            histogram(b, &pname, resource, attrs, ts, &hist, is_cumulative);
+            newest = newest.max(ts);
         }
     }
     newest

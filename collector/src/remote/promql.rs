@@ -46,7 +46,8 @@ use super::RemoteConfig;
 use super::names::{self, Family, UNIT_SUFFIXES};
 use crate::clock::SharedClock;
 use crate::policy::signal::{
-    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, grid, nanos,
+    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, chunked_range,
+    nanos,
 };
 use crate::query::{self, Across, GroupRange, GroupValue, Matcher, QueryError};
 use crate::store::Labels;
@@ -502,11 +503,11 @@ impl PromSource {
         }
     }
 
-    /// `/api/v1/query` at one instant, over the remote.
-    pub fn instant(&self, q: &query::Query, at: u64) -> Result<Vec<GroupValue>, QueryError> {
-        let bad = QueryError::Remote;
-        let Some(r) = self.resolve(&q.selector.metric).map_err(bad)? else {
-            return Ok(Vec::new());
+    /// The stored metric `q` reads and its PromQL plan; `None` when the store has no such
+    /// metric.
+    fn plan<'q>(&self, q: &'q query::Query) -> Result<Option<(Resolved, Plan<'q>)>, QueryError> {
+        let Some(r) = self.resolve(&q.selector.metric).map_err(QueryError::Remote)? else {
+            return Ok(None);
         };
         let plan = Plan {
             matchers: matchers(&q.selector.matchers),
@@ -514,6 +515,15 @@ impl PromSource {
             window: q.window,
             group: &q.group_by,
             across: q.across,
+        };
+        Ok(Some((r, plan)))
+    }
+
+    /// `/api/v1/query` at one instant, over the remote.
+    pub fn instant(&self, q: &query::Query, at: u64) -> Result<Vec<GroupValue>, QueryError> {
+        let bad = QueryError::Remote;
+        let Some((r, plan)) = self.plan(q)? else {
+            return Ok(Vec::new());
         };
         let text = Self::promql(&r, &plan);
         let rows = self.client.query(&text, at).map_err(bad)?;
@@ -557,15 +567,8 @@ impl PromSource {
                 "{steps} steps; at most {RANGE_POINTS} per query (raise step)"
             )));
         }
-        let Some(r) = self.resolve(&q.selector.metric).map_err(bad)? else {
+        let Some((r, plan)) = self.plan(q)? else {
             return Ok(Vec::new());
-        };
-        let plan = Plan {
-            matchers: matchers(&q.selector.matchers),
-            stat: q.stat,
-            window: q.window,
-            group: &q.group_by,
-            across: q.across,
         };
         let rows =
             self.client.query_range(&Self::promql(&r, &plan), start, end, step).map_err(bad)?;
@@ -855,7 +858,6 @@ impl SignalSource for PromSource {
         step: Duration,
     ) -> Result<Vec<(u64, f64)>, SignalError> {
         let err = |m: String| SignalError::Source { what: q.to_string(), message: m };
-        let Some(first) = grid(from, to, step).next() else { return Ok(Vec::new()) };
         let Some(r) = self.resolve(&q.selector.metric).map_err(err)? else {
             return Ok(Vec::new());
         };
@@ -867,36 +869,18 @@ impl SignalSource for PromSource {
             across: (q.stat == Stat::Last).then_some(Across::Sum),
         };
         let text = Self::promql(&r, &plan);
-        let step_n = nanos(step).max(1);
-        let mut out = Vec::new();
-        let mut start = first;
-        while start <= to {
-            let end = start.saturating_add(step_n.saturating_mul(RANGE_POINTS - 1)).min(to);
+        let fetch = |start, end| {
             let rows = self.client.query_range(&text, start, end, step).map_err(err)?;
-            let points: BTreeMap<u64, f64> =
-                rows.into_iter().next().map(|(_, p)| p.into_iter().collect()).unwrap_or_default();
-            // Walk the grid so `count` reads 0 where there is no data, as `read` does.
-            let mut t = start;
-            while t <= end {
-                let v = points.get(&(t / 1_000_000 * 1_000_000)).copied().filter(|v| v.is_finite());
-                let v = match (q.stat, v) {
-                    (Stat::Count, None) => Some(0.0),
-                    (_, v) => v,
-                };
-                if let Some(v) = v {
-                    out.push((t, v));
-                }
-                match t.checked_add(step_n) {
-                    Some(n) => t = n,
-                    None => break,
-                }
+            Ok(rows.into_iter().next().map(|(_, p)| p.into_iter().collect()).unwrap_or_default())
+        };
+        // Samples are stamped to the millisecond; `count` reads 0 where there is no data, as
+        // `read` does.
+        chunked_range(from, to, step, RANGE_POINTS, fetch, |t, points| {
+            match (q.stat, points.get(&(t / 1_000_000 * 1_000_000)).copied()) {
+                (Stat::Count, None) => Some(0.0),
+                (_, v) => v,
             }
-            match end.checked_add(step_n) {
-                Some(n) if end < to => start = n,
-                _ => break,
-            }
-        }
-        Ok(out)
+        })
     }
 }
 

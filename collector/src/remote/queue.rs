@@ -15,7 +15,6 @@
 //! ingest answers 503 / UNAVAILABLE.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use super::RemoteConfig;
 use super::encode::{self, DeltaTotals};
 use super::wire::WriteRequest;
+use crate::telemetry::{Durations, counter, gauge};
 
 /// `(shard, sequence)` → snappy-compressed `WriteRequest`.
 const QUEUE: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("remote_write_queue");
@@ -59,7 +59,7 @@ struct Entry {
 }
 
 /// Counters for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     bytes: AtomicU64,
     entries: AtomicU64,
@@ -68,10 +68,24 @@ struct Stats {
     dropped_rejected: AtomicU64,
     retries: AtomicU64,
     send_failures: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    latency_sum_micros: AtomicU64,
-    latency_count: AtomicU64,
+    send_durations: Durations,
     commit_failures: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            bytes: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            samples_queued: AtomicU64::new(0),
+            samples_sent: AtomicU64::new(0),
+            dropped_rejected: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            send_failures: AtomicU64::new(0),
+            send_durations: Durations::new(&LATENCY_BOUNDS),
+            commit_failures: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What the committer has to do.
@@ -302,82 +316,73 @@ impl RemoteWriter {
     /// The queue's figures in Prometheus text format, for `/metrics`.
     pub fn metrics_text(&self) -> String {
         let s = &self.shared.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
-        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
-        };
-        one(
-            "stoker_remote_write_queue_bytes",
-            "gauge",
-            "Snappy-compressed bytes waiting to be remote-written.",
-            s.bytes.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_queue_requests",
-            "gauge",
-            "Queued remote-write requests (one per shard and ingest request).",
-            s.entries.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_queue_limit_bytes",
-            "gauge",
-            "Queue bytes at which ingest answers 503 / UNAVAILABLE.",
-            self.shared.config.max_queue_bytes,
-        );
-        one(
-            "stoker_remote_write_samples_queued_total",
-            "counter",
-            "Samples queued for remote-write.",
-            s.samples_queued.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_samples_sent_total",
-            "counter",
-            "Samples the remote store accepted.",
-            s.samples_sent.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_samples_dropped_total",
-            "counter",
-            "Samples dropped because the remote store refused them with a 4xx other than 429.",
-            s.dropped_rejected.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_retries_total",
-            "counter",
-            "Remote-write requests retried after a 5xx, a 429 or a connection error.",
-            s.retries.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_failures_total",
-            "counter",
-            "Remote-write attempts that failed (retried or dropped).",
-            s.send_failures.load(Ordering::Relaxed),
-        );
-        one(
-            "stoker_remote_write_queue_commit_failures_total",
-            "counter",
-            "Commits of the queue file that failed (those requests were answered retry).",
-            s.commit_failures.load(Ordering::Relaxed),
-        );
-        let name = "stoker_remote_write_send_duration_seconds";
-        let _ = write!(
-            out,
-            "# HELP {name} Time of one successful remote-write request.\n# TYPE {name} histogram\n"
-        );
-        let mut running = 0u64;
-        for (i, b) in LATENCY_BOUNDS.iter().enumerate() {
-            running += s.latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {running}");
+        type Write = fn(&mut String, &str, &str, &[(&str, u64)]);
+        let rows: [(Write, &str, &str, u64); 9] = [
+            (
+                gauge,
+                "stoker_remote_write_queue_bytes",
+                "Snappy-compressed bytes waiting to be remote-written.",
+                l(&s.bytes),
+            ),
+            (
+                gauge,
+                "stoker_remote_write_queue_requests",
+                "Queued remote-write requests (one per shard and ingest request).",
+                l(&s.entries),
+            ),
+            (
+                gauge,
+                "stoker_remote_write_queue_limit_bytes",
+                "Queue bytes at which ingest answers 503 / UNAVAILABLE.",
+                self.shared.config.max_queue_bytes,
+            ),
+            (
+                counter,
+                "stoker_remote_write_samples_queued_total",
+                "Samples queued for remote-write.",
+                l(&s.samples_queued),
+            ),
+            (
+                counter,
+                "stoker_remote_write_samples_sent_total",
+                "Samples the remote store accepted.",
+                l(&s.samples_sent),
+            ),
+            (
+                counter,
+                "stoker_remote_write_samples_dropped_total",
+                "Samples dropped because the remote store refused them with a 4xx other than 429.",
+                l(&s.dropped_rejected),
+            ),
+            (
+                counter,
+                "stoker_remote_write_retries_total",
+                "Remote-write requests retried after a 5xx, a 429 or a connection error.",
+                l(&s.retries),
+            ),
+            (
+                counter,
+                "stoker_remote_write_failures_total",
+                "Remote-write attempts that failed (retried or dropped).",
+                l(&s.send_failures),
+            ),
+            (
+                counter,
+                "stoker_remote_write_queue_commit_failures_total",
+                "Commits of the queue file that failed (those requests were answered retry).",
+                l(&s.commit_failures),
+            ),
+        ];
+        for (write, name, help, value) in rows {
+            write(&mut out, name, help, &[("", value)]);
         }
-        running += s.latency_buckets[LATENCY_BOUNDS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {running}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            s.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        s.send_durations.render(
+            &mut out,
+            "stoker_remote_write_send_duration_seconds",
+            "Time of one successful remote-write request.",
         );
-        let _ = writeln!(out, "{name}_count {}", s.latency_count.load(Ordering::Relaxed));
         out
     }
 }
@@ -536,13 +541,7 @@ impl Sender {
                 Outcome::Sent => {
                     let took = started.elapsed();
                     let s = &sh.stats;
-                    let i = LATENCY_BOUNDS
-                        .iter()
-                        .position(|b| took.as_secs_f64() <= *b)
-                        .unwrap_or(LATENCY_BOUNDS.len());
-                    s.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-                    s.latency_sum_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-                    s.latency_count.fetch_add(1, Ordering::Relaxed);
+                    s.send_durations.observe(took);
                     s.samples_sent.fetch_add(samples, Ordering::Relaxed);
                     self.remove(batch.len());
                     backoff = sh.config.min_backoff.get();

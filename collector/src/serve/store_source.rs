@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::policy::signal::{
-    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, grid, nanos,
+    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, chunked_range,
+    nanos,
 };
 use crate::query::{self, Across, Query, QueryError};
 use crate::store::Store;
@@ -191,40 +192,21 @@ impl SignalSource for StoreSource {
         to: u64,
         step: Duration,
     ) -> Result<Vec<(u64, f64)>, SignalError> {
-        let step_n = nanos(step).max(1);
-        let Some(first) = grid(from, to, step).next() else { return Ok(Vec::new()) };
         let store_q = self.query(q);
-        let mut out = Vec::new();
-        let mut start = first;
-        while start <= to {
-            let end = start.saturating_add(step_n.saturating_mul(RANGE_CHUNK - 1)).min(to);
-            let groups = self
-                .store
-                .range(&store_q, start, end, Duration::from_nanos(step_n))
-                .map_err(|e| source_error(q, e))?;
-            let points: BTreeMap<u64, f64> = groups
+        let step = Duration::from_nanos(nanos(step).max(1));
+        let fetch = |start, end| {
+            let groups =
+                self.store.range(&store_q, start, end, step).map_err(|e| source_error(q, e))?;
+            Ok(groups
                 .into_iter()
                 .next()
                 .map(|g| g.points.into_iter().collect())
-                .unwrap_or_default();
-            // Walk the grid so `count` reads 0 where the store has no group, as `read` does.
-            let mut t = start;
-            while t <= end {
-                if let Some(v) = Self::finish(q, points.get(&t).copied()).filter(|v| v.is_finite())
-                {
-                    out.push((t, v));
-                }
-                match t.checked_add(step_n) {
-                    Some(n) => t = n,
-                    None => break,
-                }
-            }
-            match end.checked_add(step_n) {
-                Some(n) if end < to => start = n,
-                _ => break,
-            }
-        }
-        Ok(out)
+                .unwrap_or_default())
+        };
+        // `finish` reads `count` as 0 where the store has no group, as `read` does.
+        chunked_range(from, to, step, RANGE_CHUNK, fetch, |t, points| {
+            Self::finish(q, points.get(&t).copied())
+        })
     }
 }
 

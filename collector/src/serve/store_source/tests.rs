@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::policy::signal::grid;
 use crate::store::{Histogram as StoreHist, PointValue, StoreConfig};
 
 const S: u64 = 1_000_000_000;
