@@ -1,6 +1,9 @@
 //! Shared helpers for the workspace-level integration tests: locating built binaries and fixtures.
+//! The collector's own integration tests and benchmarks use it too, for the external stores they
+//! start (VictoriaMetrics).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// The workspace root, from this crate's manifest directory.
 pub fn workspace_root() -> PathBuf {
@@ -18,4 +21,51 @@ pub fn peer_available(ok: bool, peer: &str, script: &str) -> bool {
     }
     eprintln!("skipping: {peer} not installed (run .ci/{script})");
     false
+}
+
+/// `name` on `PATH` (it answers `--version`), else `/usr/bin/{name}` when that exists.
+pub fn installed_bin(name: &str) -> Option<String> {
+    let on_path = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if on_path {
+        return Some(name.into());
+    }
+    let usr = format!("/usr/bin/{name}");
+    Path::new(&usr).exists().then_some(usr)
+}
+
+/// VictoriaMetrics single-node flags for tests and benchmarks: nothing ages out, no latency
+/// offset and no caches, so a sample is queryable once written (and flushed), and only errors
+/// are logged.
+pub const VICTORIA_ARGS: &[&str] = &[
+    "-retentionPeriod=100y",
+    "-search.latencyOffset=0s",
+    "-search.disableCache",
+    "-loggerLevel=ERROR",
+];
+
+/// A VictoriaMetrics single-node command storing under `data_dir` and listening on
+/// `127.0.0.1:{port}` with [`VICTORIA_ARGS`], its stdout discarded; the caller sets stderr and
+/// spawns it.
+pub fn victoria_command(bin: &str, data_dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("-storageDataPath={}", data_dir.display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .args(VICTORIA_ARGS)
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// A child process (a store, a collector) that is killed and reaped when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -40,6 +40,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use stoker_tests::{installed_bin, victoria_command};
 
 const TS_SENTINEL: u64 = 0x5a5a_1234_5678_9abc;
 const VAL_SENTINEL: f64 = 123_456.789_012_345;
@@ -72,22 +73,6 @@ struct Args {
     vm_flat_secs: u64,
 }
 
-/// `victoria-metrics` on `PATH`, else `/usr/bin/victoria-metrics`.
-fn default_vm_bin() -> Option<String> {
-    let on_path = Command::new("victoria-metrics")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if on_path {
-        return Some("victoria-metrics".into());
-    }
-    std::path::Path::new("/usr/bin/victoria-metrics")
-        .exists()
-        .then(|| "/usr/bin/victoria-metrics".into())
-}
-
 fn parse_args() -> Args {
     let mut a = Args {
         nodes: 1000,
@@ -99,7 +84,7 @@ fn parse_args() -> Args {
         workers: 8,
         collector_bin: "target/release/stoker-collector".into(),
         prometheus_bin: "prometheus".into(),
-        vm_bin: default_vm_bin(),
+        vm_bin: installed_bin("victoria-metrics"),
         vm_flat_secs: 60,
     };
     let mut it = std::env::args().skip(1);
@@ -479,21 +464,11 @@ fn start_prometheus(bin: &str, dir: &std::path::Path) -> Option<(Server, String)
 }
 
 /// VictoriaMetrics single-node on a loopback port, its caches off and no latency offset (as
-/// `collector/tests/integration/remote.rs` runs it), so a sample is queryable once flushed.
+/// `collector/tests/integration/remote.rs` runs it, [`stoker_tests::victoria_command`]), so a
+/// sample is queryable once flushed.
 fn start_victoria(bin: &str, dir: &std::path::Path) -> Option<(Server, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new(bin)
-        .arg(format!("-storageDataPath={}", dir.display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .args([
-            "-retentionPeriod=100y",
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-loggerLevel=ERROR",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
+    let child = victoria_command(bin, dir, port).spawn().ok()?;
     Some((Server { child, name: "victoria-metrics" }, format!("http://127.0.0.1:{port}")))
 }
 

@@ -44,6 +44,7 @@ use stoker_collector::policy::signal::{
     Histogram, NANOS, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, nanos,
 };
 use stoker_collector::policy::tracegen;
+use stoker_tests::{KillOnDrop, installed_bin, victoria_command};
 
 const NODES: usize = 1000;
 const GPUS: usize = 8;
@@ -208,19 +209,39 @@ impl SignalSource for FleetSource {
     }
 }
 
-/// A source that counts and times the reads it passes on.
-struct TimedSource<'a> {
-    inner: &'a FleetSource,
-    reads: std::cell::Cell<usize>,
+/// A source that passes every call on to `inner`, counting the reads and those that had a
+/// value and, when `timed`, the time spent in them.
+struct CountingSource<'a> {
+    inner: &'a dyn SignalSource,
+    timed: bool,
+    reads: std::cell::Cell<u64>,
+    answered: std::cell::Cell<u64>,
     spent: std::cell::Cell<Duration>,
 }
 
-impl SignalSource for TimedSource<'_> {
+impl<'a> CountingSource<'a> {
+    fn new(inner: &'a dyn SignalSource, timed: bool) -> Self {
+        Self {
+            inner,
+            timed,
+            reads: std::cell::Cell::new(0),
+            answered: std::cell::Cell::new(0),
+            spent: std::cell::Cell::new(Duration::ZERO),
+        }
+    }
+}
+
+impl SignalSource for CountingSource<'_> {
     fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError> {
-        let t0 = Instant::now();
+        let t0 = self.timed.then(Instant::now);
         let r = self.inner.read(q, now);
-        self.spent.set(self.spent.get() + t0.elapsed());
+        if let Some(t0) = t0 {
+            self.spent.set(self.spent.get() + t0.elapsed());
+        }
         self.reads.set(self.reads.get() + 1);
+        if matches!(r, Ok(Some(_))) {
+            self.answered.set(self.answered.get() + 1);
+        }
         r
     }
 
@@ -311,11 +332,7 @@ fn bench_evaluation() {
     }
     // Where a tick goes: 10 more ticks with every read timed (outside the figures above, since
     // timing each read adds to the tick), to split the source's reads from the engine's work.
-    let timed = TimedSource {
-        inner: &src,
-        reads: std::cell::Cell::new(0),
-        spent: std::cell::Cell::new(Duration::ZERO),
-    };
+    let timed = CountingSource::new(&src, true);
     let t0 = Instant::now();
     let now = start + (src.len as u64 - 1) * NANOS;
     for _ in 0..10 {
@@ -353,53 +370,6 @@ const STORE_TICKS: usize = 60;
 /// Ticks that evaluate every rule (`driver::evaluate`), each at its own second.
 const STORE_FULL_TICKS: usize = 10;
 
-/// A source that counts the reads it passes on and those that had a value.
-struct CountingSource<'a> {
-    inner: &'a dyn SignalSource,
-    reads: std::cell::Cell<u64>,
-    answered: std::cell::Cell<u64>,
-}
-
-impl<'a> CountingSource<'a> {
-    fn new(inner: &'a dyn SignalSource) -> Self {
-        Self { inner, reads: std::cell::Cell::new(0), answered: std::cell::Cell::new(0) }
-    }
-}
-
-impl SignalSource for CountingSource<'_> {
-    fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError> {
-        let r = self.inner.read(q, now);
-        self.reads.set(self.reads.get() + 1);
-        if matches!(r, Ok(Some(_))) {
-            self.answered.set(self.answered.get() + 1);
-        }
-        r
-    }
-
-    fn histogram(
-        &self,
-        s: &Selector,
-        from: u64,
-        to: u64,
-    ) -> Result<Option<Histogram>, SignalError> {
-        self.inner.histogram(s, from, to)
-    }
-
-    fn counts_by(
-        &self,
-        s: &Selector,
-        by: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<BTreeMap<String, f64>, SignalError> {
-        self.inner.counts_by(s, by, from, to)
-    }
-
-    fn latest_version(&self, s: &Selector, now: u64) -> Result<Option<VersionSeen>, SignalError> {
-        self.inner.latest_version(s, now)
-    }
-}
-
 /// What one source did over the ticks of [`ticks_over`].
 struct TickFigures {
     /// Driver ticks (each policy when due, as the runtime schedules it).
@@ -423,7 +393,7 @@ fn ticks_over(
     now_of: &dyn Fn(usize) -> u64,
     requests: &dyn Fn() -> u64,
 ) -> TickFigures {
-    let src = CountingSource::new(src);
+    let src = CountingSource::new(src, false);
     let mut states = vec![PolicyState::default(); policies.len()];
     let mut sizes = vec![8u32; policies.len()];
     let mut driver = Driver::new();
@@ -508,35 +478,18 @@ fn print_ticks(label: &str, f: &TickFigures, reference: Option<&TickFigures>, re
     );
 }
 
-/// VictoriaMetrics single-node on a loopback port, its caches off and no latency offset (as
-/// `collector/tests/integration/remote.rs` runs it); killed when dropped.
+/// VictoriaMetrics single-node on a loopback port, its caches off and no latency offset
+/// ([`stoker_tests::victoria_command`], as `collector/tests/integration/remote.rs` runs it);
+/// killed when dropped.
 struct Victoria {
-    child: std::process::Child,
+    _child: KillOnDrop,
     url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `STOKER_VM_BIN`, else `victoria-metrics` on `PATH` or in `/usr/bin`.
 fn victoria_bin() -> Option<String> {
-    if let Ok(b) = std::env::var("STOKER_VM_BIN") {
-        return Some(b);
-    }
-    let on_path = std::process::Command::new("victoria-metrics")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if on_path {
-        return Some("victoria-metrics".into());
-    }
-    Path::new("/usr/bin/victoria-metrics").exists().then(|| "/usr/bin/victoria-metrics".into())
+    std::env::var("STOKER_VM_BIN").ok().or_else(|| installed_bin("victoria-metrics"))
 }
 
 async fn start_victoria(bin: &str, c: &reqwest::Client) -> Result<Victoria, String> {
@@ -545,19 +498,10 @@ async fn start_victoria(bin: &str, c: &reqwest::Client) -> Result<Victoria, Stri
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let child = std::process::Command::new(bin)
-        .arg(format!("-storageDataPath={}", dir.path().display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .args([
-            "-retentionPeriod=100y",
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-loggerLevel=ERROR",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{bin}: {e}"))?;
-    let vm = Victoria { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+    let child =
+        victoria_command(bin, dir.path(), port).spawn().map_err(|e| format!("{bin}: {e}"))?;
+    let vm =
+        Victoria { _child: KillOnDrop(child), url: format!("http://127.0.0.1:{port}"), _dir: dir };
     for _ in 0..200 {
         if c.get(format!("{}/health", vm.url)).send().await.is_ok_and(|r| r.status().is_success()) {
             return Ok(vm);

@@ -30,6 +30,7 @@ use stoker_collector::policy::signal::{Selector, SignalQuery, SignalSource, Stat
 use stoker_collector::policy::{PolicyState, check};
 use stoker_collector::remote::{Backend, PromClient, PromSource, RemoteConfig};
 use stoker_collector::serve::{self, CollectorSettings, RunningCollector, StoreSource};
+use stoker_tests::{KillOnDrop, installed_bin, victoria_command};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,25 +42,13 @@ const HOSTS: [&str; 2] = ["gpu-a", "gpu-b"];
 
 /// A store process on a loopback port, killed when dropped.
 struct Peer {
-    child: Child,
+    _child: KillOnDrop,
     url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn installed(bin: &str) -> bool {
-    Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-        || Path::new(&format!("/usr/bin/{bin}")).exists()
 }
 
 async fn wait_ready(url: &str, child: &mut Child, what: &str) {
@@ -79,43 +68,32 @@ async fn wait_ready(url: &str, child: &mut Child, what: &str) {
 /// VictoriaMetrics single-node with its caches off and no latency offset, so a sample is
 /// queryable once written.
 async fn victoria() -> Option<Peer> {
-    if !peer_available(
-        installed("victoria-metrics"),
-        "victoria-metrics",
-        "install-victoria-metrics.sh",
-    ) {
+    let bin = installed_bin("victoria-metrics");
+    if !peer_available(bin.is_some(), "victoria-metrics", "install-victoria-metrics.sh") {
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut child = Command::new("victoria-metrics")
-        .arg(format!("-storageDataPath={}", dir.path().display()))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .args([
-            "-retentionPeriod=100y",
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-loggerLevel=ERROR",
-        ])
-        .stdout(Stdio::null())
+    let mut child = victoria_command(bin.as_deref()?, dir.path(), port)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start victoria-metrics");
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{url}/health"), &mut child, "victoria-metrics").await;
-    Some(Peer { child, url, _dir: dir })
+    Some(Peer { _child: KillOnDrop(child), url, _dir: dir })
 }
 
 /// Prometheus 2.42 as a remote-write receiver, scraping nothing.
 async fn prometheus() -> Option<Peer> {
-    if !peer_available(installed("prometheus"), "prometheus", "install-prometheus.sh") {
+    let bin = installed_bin("prometheus");
+    if !peer_available(bin.is_some(), "prometheus", "install-prometheus.sh") {
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, "global: {}\nscrape_configs: []\n").expect("config");
     let port = free_port();
-    let mut child = Command::new("prometheus")
+    let mut child = Command::new(bin.as_deref()?)
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -126,7 +104,7 @@ async fn prometheus() -> Option<Peer> {
         .expect("start prometheus");
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{url}/-/ready"), &mut child, "prometheus").await;
-    Some(Peer { child, url, _dir: dir })
+    Some(Peer { _child: KillOnDrop(child), url, _dir: dir })
 }
 
 fn remote_config(peer: &Peer) -> RemoteConfig {
