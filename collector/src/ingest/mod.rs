@@ -109,7 +109,13 @@ impl IngestState {
                 };
             }
         }
-        let out = otlp::export(&self.store, req);
+        let mut out = otlp::export(&self.store, req);
+        if out.backlogged && self.remote.is_some() {
+            // The remote queue holds the request durably already: a retry would queue it again
+            // (doubling delta totals), so only the local view misses these points.
+            tracing::debug!("Local store backlogged; the request is kept by the remote queue.");
+            out.backlogged = false;
+        }
         if out.backlogged {
             self.stats.backlogged.fetch_add(1, Ordering::Relaxed);
         }
