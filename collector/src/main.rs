@@ -357,6 +357,9 @@ async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let hup_stops = !settings.reload_on_hup;
+    // Listening before the start: a signal that comes while the store opens is answered, not
+    // fatal (the default action of SIGHUP and SIGTERM ends the process at once).
+    let mut signals = Signals::listen();
     let running = serve::start(settings, cancel.clone(), tracker.clone())
         .await
         .context("start the collector")?;
@@ -366,12 +369,12 @@ async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
         "listening api={} otlp_grpc={} otlp_http={}",
         bound.api, bound.otlp_grpc, bound.otlp_http
     );
-    shutdown_signal(hup_stops).await;
+    signals.shutdown(hup_stops).await;
     tracing::info!("Shutting down: flushing the store.");
     cancel.cancel();
     tracker.close();
     let second = tokio::spawn(async move {
-        shutdown_signal(hup_stops).await;
+        signals.shutdown(hup_stops).await;
         eprintln!("Second signal: exiting now.");
         std::process::exit(130);
     });
@@ -380,33 +383,52 @@ async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGINT or SIGTERM; SIGHUP too when it does not reload policies (`hup_stops`).
-async fn shutdown_signal(hup_stops: bool) {
+/// The shutdown signals, listened to from the start of `run`.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-        else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = hup.recv() => {
-                    if hup_stops {
-                        tracing::info!("SIGHUP: the terminal closed or --reload-signal none.");
-                        return;
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let unix = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+                (Ok(term), Ok(hup)) => Some((term, hup)),
+                _ => None,
+            };
+            Self { unix }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// SIGINT or SIGTERM; SIGHUP too when it does not reload policies (`hup_stops`).
+    async fn shutdown(&mut self, hup_stops: bool) {
+        #[cfg(unix)]
+        {
+            let Some((term, hup)) = self.unix.as_mut() else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => {
+                        if hup_stops {
+                            tracing::info!("SIGHUP: the terminal closed or --reload-signal none.");
+                            return;
+                        }
                     }
                 }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = hup_stops;
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = hup_stops;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
