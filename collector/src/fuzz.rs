@@ -63,17 +63,13 @@ pub fn replay_trace(data: &[u8]) {
 }
 
 /// The actuator environment the kubeconfig target builds clients in: one per process, its
-/// journal file unlinked once open (the open handle keeps it).
+/// journal in memory.
 fn actuate_env() -> Option<&'static crate::actuate::ActuateEnv> {
     use crate::actuate::{ActuateEnv, ActuatorsConfig, Journal, Secrets, SecretsConfig};
     static ENV: std::sync::OnceLock<Option<ActuateEnv>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
-        let path =
-            std::env::temp_dir().join(format!("stoker-fuzz-{}-actions.redb", std::process::id()));
-        let journal = Journal::open(&path).ok();
-        let _ = std::fs::remove_file(&path);
         let secrets = Secrets::from_config(SecretsConfig::new()).ok()?;
-        ActuateEnv::new(ActuatorsConfig::default(), secrets, Arc::new(journal?)).ok()
+        ActuateEnv::new(ActuatorsConfig::default(), secrets, Arc::new(Journal::in_memory())).ok()
     })
     .as_ref()
 }

@@ -737,7 +737,7 @@ impl Checker<'_> {
     }
 
     fn stat(&mut self, path: &str, stat: &str) {
-        if let Err(e) = Stat::parse(stat) {
+        if let Err(e) = stat.parse::<Stat>() {
             self.err(path, e);
         }
     }

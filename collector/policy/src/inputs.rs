@@ -89,14 +89,19 @@ impl Reference {
 pub fn query(s: &SignalSpec) -> Result<SignalQuery, String> {
     Ok(SignalQuery {
         selector: Selector { metric: s.metric.clone(), matchers: s.matchers.clone() },
-        stat: Stat::parse(&s.stat)?,
+        stat: s.stat.parse::<Stat>()?,
         window: s.window.map(|w| w.get()).unwrap_or(DEFAULT_WINDOW),
     })
 }
 
-/// A signal's value at `now`, `None` when it has no data, failed or is not finite.
+/// A signal's value at `now`, `None` when it has no data, failed or is not finite. A `count`
+/// over a window without data is 0: nothing happened, which is a value, not missing data.
 pub(crate) fn read(source: &dyn SignalSource, q: &SignalQuery, now: u64) -> Option<f64> {
-    source.read(q, now).ok().flatten().filter(|v| v.is_finite())
+    match source.read(q, now) {
+        Ok(None) if q.stat == Stat::Count => Some(0.0),
+        Ok(v) => v.filter(|v| v.is_finite()),
+        Err(_) => None,
+    }
 }
 
 /// Resolves a reference window `(from, to]` and the selector restricted to the model version

@@ -1,7 +1,10 @@
-//! The ledger: what the engine must remember across evaluations and restarts, behind one
-//! trait. Rule state (cooldowns, budgets, stabilization history and condition timers are all
-//! inside [`PolicyState`]), decision records, and actions with their idempotency keys and job
-//! lifecycle.
+//! The ledger: what the engine and the actuators must remember across evaluations, restarts
+//! and leaders, behind one trait. Rule state (cooldowns, budgets, stabilization history and
+//! condition timers are all inside [`PolicyState`]), decision records, and actions with their
+//! idempotency keys and job lifecycle. Each action is one record: the engine's part (what was
+//! decided and how it ended) and the actuator's part ([`ActionRecord::actuation`]: the size
+//! being set, attempts, the remote job's handle), so a restart or a new leader resumes a
+//! pending action from one place.
 //!
 //! Every write carries a [`Fence`]: the writer's term. A ledger keeps the highest fence it has
 //! seen and refuses a write with a lower one, so once a new leader has written, a deposed
@@ -31,6 +34,21 @@ impl Fence {
     pub const SOLE: Fence = Fence(0);
 }
 
+/// Whether this writer leads now, and with which fence: a collector alone always leads with
+/// [`Fence::SOLE`]; one of several leads while it holds the coordination store's lease, with
+/// its term. Asked before every write, so a writer that lost the lease stops writing at once.
+pub trait Leadership: Send + Sync + std::fmt::Debug {
+    /// The fence of the current term, or `None` while this writer does not lead.
+    fn fence(&self) -> Option<Fence>;
+}
+
+/// A fixed fence leads for good (one collector alone, tests).
+impl Leadership for Fence {
+    fn fence(&self) -> Option<Fence> {
+        Some(*self)
+    }
+}
+
 impl std::fmt::Display for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "term {}", self.0)
@@ -48,6 +66,9 @@ pub enum LedgerError {
         /// The fence this write carried.
         offered: Fence,
     },
+    /// This writer does not lead now (it lost or never held the lease).
+    #[error("write refused: this collector does not lead")]
+    NotLeader,
     /// The storage failed (the message names it).
     #[error("{0}")]
     Storage(String),
@@ -102,6 +123,55 @@ pub struct ActionRecord {
     pub outcome: Option<Outcome>,
     /// Last update, Unix nanos.
     pub updated: u64,
+    /// The actuator's own record of sending it (state, size set, attempts, remote handle, job
+    /// status), written before each mutating request and after its outcome: what it reads
+    /// back to settle an interrupted attempt instead of acting twice. JSON the actuators
+    /// define; the engine does not read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actuation: Option<serde_json::Value>,
+}
+
+impl ActionRecord {
+    /// The record an actuator starts when it is driven without the engine (no decision
+    /// wrote one first): keyed, timed, with no policy part.
+    pub fn actuator_only(key: &str, time: u64, status: ActionStatus) -> Self {
+        Self {
+            key: key.to_owned(),
+            time,
+            policy: String::new(),
+            rule: String::new(),
+            action: Action::None,
+            dry_run: false,
+            status,
+            outcome: None,
+            updated: time,
+            actuation: None,
+        }
+    }
+}
+
+/// `offered` as it is stored over `stored`: the engine's part from `offered`; the actuator's
+/// part from `offered` when it carries one, else kept from `stored`.
+pub fn merge_action(stored: Option<ActionRecord>, offered: &ActionRecord) -> ActionRecord {
+    let mut out = offered.clone();
+    if out.actuation.is_none() {
+        out.actuation = stored.and_then(|s| s.actuation);
+    }
+    out
+}
+
+/// The record under `key` once the actuator's part is `actuation`: the stored engine part is
+/// kept; without one, an [`ActionRecord::actuator_only`] record with `status`.
+pub fn with_actuation(
+    stored: Option<ActionRecord>,
+    key: &str,
+    time: u64,
+    status: ActionStatus,
+    actuation: &serde_json::Value,
+) -> ActionRecord {
+    let mut out = stored.unwrap_or_else(|| ActionRecord::actuator_only(key, time, status));
+    out.actuation = Some(actuation.clone());
+    out
 }
 
 /// What the engine remembers. Reads may come from any replica; writes carry the writer's
@@ -126,8 +196,23 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<Decision>, LedgerError>;
 
-    /// Inserts or replaces an action by key.
+    /// Inserts or replaces the engine's part of an action by key ([`merge_action`]: an
+    /// `actuation` of `None` keeps the stored one).
     fn put_action(&self, fence: Fence, action: &ActionRecord) -> Result<(), LedgerError>;
+
+    /// Sets the actuator's part of the action under `key` ([`with_actuation`]; `time` and
+    /// `status` are used only when no record exists yet).
+    fn put_actuation(
+        &self,
+        fence: Fence,
+        key: &str,
+        time: u64,
+        status: ActionStatus,
+        actuation: &serde_json::Value,
+    ) -> Result<(), LedgerError>;
+
+    /// The action under `key`.
+    fn action(&self, key: &str) -> Result<Option<ActionRecord>, LedgerError>;
 
     /// All actions, newest first.
     fn actions(&self) -> Result<Vec<ActionRecord>, LedgerError>;
@@ -165,6 +250,15 @@ struct Memory {
     states: BTreeMap<String, PolicyState>,
     decisions: Vec<Decision>,
     actions: BTreeMap<String, ActionRecord>,
+}
+
+impl Memory {
+    fn insert_action(&mut self, rec: ActionRecord) {
+        self.actions.insert(rec.key.clone(), rec);
+        if let Some(k) = oldest_finished(self.actions.values(), self.actions.len(), MAX_ACTIONS) {
+            self.actions.remove(&k);
+        }
+    }
 }
 
 impl MemoryLedger {
@@ -220,11 +314,28 @@ impl Ledger for MemoryLedger {
     fn put_action(&self, fence: Fence, action: &ActionRecord) -> Result<(), LedgerError> {
         let mut m = self.lock();
         m.fence = admit(m.fence, fence)?;
-        m.actions.insert(action.key.clone(), action.clone());
-        if let Some(k) = oldest_finished(m.actions.values(), m.actions.len(), MAX_ACTIONS) {
-            m.actions.remove(&k);
-        }
+        let rec = merge_action(m.actions.remove(&action.key), action);
+        m.insert_action(rec);
         Ok(())
+    }
+
+    fn put_actuation(
+        &self,
+        fence: Fence,
+        key: &str,
+        time: u64,
+        status: ActionStatus,
+        actuation: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        let mut m = self.lock();
+        m.fence = admit(m.fence, fence)?;
+        let rec = with_actuation(m.actions.remove(key), key, time, status, actuation);
+        m.insert_action(rec);
+        Ok(())
+    }
+
+    fn action(&self, key: &str) -> Result<Option<ActionRecord>, LedgerError> {
+        Ok(self.lock().actions.get(key).cloned())
     }
 
     fn actions(&self) -> Result<Vec<ActionRecord>, LedgerError> {
@@ -253,6 +364,7 @@ pub mod contract {
             status,
             outcome: None,
             updated: time,
+            actuation: None,
         }
     }
 
@@ -273,6 +385,22 @@ pub mod contract {
         assert_eq!(keys, ["k2", "k1"], "actions newest first, one per key");
         assert_eq!(actions[1].status, ActionStatus::Applied);
 
+        // The actuator's part and the engine's part of one action, written in either order.
+        let sent = serde_json::json!({"state": "pending", "desired": 3});
+        ledger.put_actuation(Fence(1), "k1", 10, ActionStatus::Pending, &sent).expect("actuation");
+        let k1 = ledger.action("k1").expect("read").expect("k1");
+        assert_eq!((k1.status, k1.actuation.as_ref()), (ActionStatus::Applied, Some(&sent)));
+        ledger.put_action(Fence(1), &action("k1", 10, ActionStatus::Failed)).expect("outcome");
+        let k1 = ledger.action("k1").expect("read").expect("k1");
+        assert_eq!(k1.status, ActionStatus::Failed);
+        assert_eq!(k1.actuation.as_ref(), Some(&sent), "the engine's write kept the actuation");
+        ledger
+            .put_actuation(Fence(1), "solo", 5, ActionStatus::Pending, &sent)
+            .expect("an actuator driven alone");
+        let solo = ledger.action("solo").expect("read").expect("solo");
+        assert_eq!((solo.time, solo.status, solo.policy.as_str()), (5, ActionStatus::Pending, ""));
+        assert_eq!(ledger.action("none"), Ok(None));
+
         // A new leader writes with term 2; the deposed one (term 1) is refused.
         ledger.commit(Fence(2), &[], &[]).expect("new leader");
         assert_eq!(ledger.fence(), Ok(Fence(2)));
@@ -281,7 +409,9 @@ pub mod contract {
         let stale = ledger.commit(Fence(1), &[("q", &state)], &[]);
         assert!(matches!(stale, Err(LedgerError::Fenced { .. })), "{stale:?}");
         assert!(!ledger.states().expect("states").contains_key("q"), "a refused commit stored");
-        assert_eq!(ledger.actions().expect("actions").len(), 2, "a refused action stored");
+        let stale = ledger.put_actuation(Fence(1), "k9", 30, ActionStatus::Pending, &sent);
+        assert!(matches!(stale, Err(LedgerError::Fenced { .. })), "{stale:?}");
+        assert_eq!(ledger.actions().expect("actions").len(), 3, "a refused action stored");
         ledger.put_action(Fence(2), &action("k3", 30, ActionStatus::Pending)).expect("leader");
     }
 }
@@ -307,6 +437,7 @@ mod tests {
             status,
             outcome: None,
             updated: time,
+            actuation: None,
         };
         let all = [
             rec("open-old", 1, ActionStatus::Pending),

@@ -178,7 +178,7 @@ impl SignalSource for SeriesSource {
             stat => {
                 let mut v = self.values_in(&q.selector, from, now);
                 if v.is_empty() {
-                    return Ok(if stat == Stat::Count { Some(0.0) } else { None });
+                    return Ok(None);
                 }
                 match stat {
                     Stat::Mean => Some(v.iter().sum::<f64>() / v.len() as f64),

@@ -47,11 +47,14 @@ impl fmt::Display for Selector {
     }
 }
 
-/// A statistic over a window.
+/// A statistic over a window: the one vocabulary of policies, the store's queries, the HTTP
+/// API and the PromQL backend.
 ///
 /// For gauges, over the samples in the window (across all matching series); for histograms,
 /// over the observations (mean = sum/count, quantiles from merged buckets); for counters,
-/// `rate` (per second) and `increase` summed across series.
+/// `rate` (per second) and `increase` summed across series. Written `mean` (or `avg`), `min`,
+/// `max`, `sum`, `count`, `last`, `rate`, `increase`, and quantiles as `p95`, `p99.9`,
+/// `median` or `quantile(0.95)`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Stat {
     /// Arithmetic mean.
@@ -60,7 +63,7 @@ pub enum Stat {
     Min,
     /// Largest value.
     Max,
-    /// Sum.
+    /// Sum (for counters: the increase).
     Sum,
     /// Number of samples or observations.
     Count,
@@ -70,13 +73,15 @@ pub enum Stat {
     Rate,
     /// Increase of a counter over the window.
     Increase,
-    /// Quantile in (0, 1), written `p95`, `p99.9`.
+    /// The q-quantile, 0 ≤ q ≤ 1.
     Quantile(f64),
 }
 
-impl Stat {
-    /// Parses `mean`, `p95`, … as written in a policy.
-    pub fn parse(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for Stat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
         Ok(match text {
             "mean" | "avg" => Self::Mean,
             "min" => Self::Min,
@@ -86,18 +91,25 @@ impl Stat {
             "last" => Self::Last,
             "rate" => Self::Rate,
             "increase" => Self::Increase,
+            "median" => Self::Quantile(0.5),
             other => {
-                let q = other
-                    .strip_prefix('p')
-                    .and_then(|n| n.parse::<f64>().ok())
-                    .filter(|n| *n > 0.0 && *n < 100.0)
-                    .ok_or_else(|| {
-                        format!(
+                let q = if let Some(p) = other.strip_prefix('p') {
+                    p.parse::<f64>().ok().map(|p| p / 100.0)
+                } else {
+                    other
+                        .strip_prefix("quantile(")
+                        .and_then(|r| r.strip_suffix(')'))
+                        .and_then(|q| q.trim().parse::<f64>().ok())
+                };
+                match q {
+                    Some(q) if (0.0..=1.0).contains(&q) => Self::Quantile(q),
+                    _ => {
+                        return Err(format!(
                             "unknown statistic {other:?}: use mean, min, max, sum, count, last, \
-                             rate, increase or a quantile like p95"
-                        )
-                    })?;
-                Self::Quantile(q / 100.0)
+                             rate, increase or a quantile (p95, p99.9, median, quantile(0.95))"
+                        ));
+                    }
+                }
             }
         })
     }
@@ -114,7 +126,8 @@ impl fmt::Display for Stat {
             Self::Last => f.write_str("last"),
             Self::Rate => f.write_str("rate"),
             Self::Increase => f.write_str("increase"),
-            Self::Quantile(q) => write!(f, "p{}", q * 100.0),
+            // Rounded so that 0.07 reads `p7`, not `p7.000000000000001`.
+            Self::Quantile(q) => write!(f, "p{}", (q * 100.0 * 1e6).round() / 1e6),
         }
     }
 }
@@ -179,7 +192,8 @@ pub enum SignalError {
 /// What the engine reads signals through. Keep implementations cheap: the engine may call
 /// `read` several times per rule per tick.
 pub trait SignalSource {
-    /// The statistic over `(now - window, now]`, or `None` when there is no data in it.
+    /// The statistic over `(now - window, now]`, or `None` when there is no data in it (for
+    /// every statistic, `count` included: the engine reads a `count` without data as 0).
     fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError>;
 
     /// Merged histogram buckets of all matching series over `(from, to]`, or `None`.
@@ -289,10 +303,19 @@ mod tests {
 
     #[test]
     fn parses_statistics() {
-        assert_eq!(Stat::parse("p95"), Ok(Stat::Quantile(0.95)));
-        assert_eq!(Stat::parse("mean"), Ok(Stat::Mean));
-        assert!(Stat::parse("p100").is_err());
-        assert!(Stat::parse("median").expect_err("unknown").contains("p95"));
+        assert_eq!("p95".parse(), Ok(Stat::Quantile(0.95)));
+        assert_eq!("quantile(0.95)".parse(), Ok(Stat::Quantile(0.95)));
+        assert_eq!("median".parse(), Ok(Stat::Quantile(0.5)));
+        assert_eq!("mean".parse(), Ok(Stat::Mean));
+        assert_eq!("p100".parse(), Ok(Stat::Quantile(1.0)));
+        assert!("p101".parse::<Stat>().is_err());
+        assert!("quantile(2)".parse::<Stat>().is_err());
+        assert!("mode".parse::<Stat>().expect_err("unknown").contains("p95"));
+        // Display reads back as the same statistic.
+        for s in ["p95", "p99.9", "p7", "rate", "last"] {
+            let stat: Stat = s.parse().expect("parses");
+            assert_eq!(stat.to_string(), s);
+        }
         assert_eq!(Stat::Quantile(0.99).to_string(), "p99");
     }
 }

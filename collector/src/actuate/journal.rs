@@ -1,23 +1,26 @@
-//! The persisted journal of actions and jobs (`<data-dir>/actions.redb`).
+//! The actuators' journal of actions and jobs, kept in the policy [`Ledger`] as each action's
+//! actuator part ([`ActionRecord::actuation`](stoker_policy::ledger::ActionRecord::actuation)): one record per idempotency key, one store, one
+//! fence, for the engine's decision and the actuator's attempts alike.
 //!
 //! A record is written *before* a mutating request is sent (state `pending`) and again with
-//! the outcome. After a crash, a `pending` record tells the actuator that the request may have
-//! been applied: resizes re-read the target and compare, jobs look for the remote run by their
-//! deterministic name or dispatch marker, so a retry never applies twice. Job records follow
-//! started → running → succeeded | failed | timed-out and are what `/api/v1/actions` serves.
+//! the outcome. After a crash (or on a new leader, once the ledger is shared), the engine
+//! sends each pending action again with its key and the actuator finds its `pending` record:
+//! resizes re-read the target and compare, jobs look for the remote run by their deterministic
+//! name or dispatch marker, so a retry never applies twice. Job records follow started →
+//! running → succeeded | failed | timed-out.
 //!
-//! redb commits are durable (fsync) when `commit` returns.
+//! Writes carry the ledger writer's fence: a deposed leader cannot record a pending request,
+//! so it never sends one. The embedded ledger commits durably (fsync) before `put` returns.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use stoker_policy::ledger::{ActionStatus, Fence, Leadership, Ledger, LedgerError, MemoryLedger};
 
 use super::types::{ActuateError, AttemptRecord, JobHandle, JobState, JobStatus, ResizeOutcome};
-
-const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
-const BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("actions_by_time");
-const TARGET_SIZE: TableDefinition<&str, u32> = TableDefinition::new("target_size");
 
 /// Resize or job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,9 +74,10 @@ impl ActionState {
     }
 }
 
-/// One action or job, as persisted and served.
+/// What an actuator records of one action or job: the [`Ledger`] keeps it as the action's
+/// [`ActionRecord::actuation`](stoker_policy::ledger::ActionRecord::actuation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ActionRecord {
+pub struct Actuation {
     /// Idempotency key.
     pub key: String,
     /// Resize or job.
@@ -122,139 +126,173 @@ fn jerr(e: impl std::fmt::Display) -> ActuateError {
     ActuateError::Journal(e.to_string())
 }
 
-/// The journal: a redb file.
+impl ActionState {
+    /// The engine-side status a record starts with when an actuator writes first.
+    fn status(self) -> ActionStatus {
+        match self {
+            ActionState::Pending => ActionStatus::Pending,
+            ActionState::Applied | ActionState::Unchanged => ActionStatus::Applied,
+            ActionState::DryRun => ActionStatus::DryRun,
+            ActionState::Started | ActionState::Running => ActionStatus::Running,
+            ActionState::Succeeded => ActionStatus::Succeeded,
+            ActionState::Failed => ActionStatus::Failed,
+            ActionState::TimedOut => ActionStatus::JobFailed,
+        }
+    }
+}
+
+/// The journal: a typed view of the actuator part of the ledger's actions.
 #[derive(Debug)]
 pub struct Journal {
-    db: Database,
+    ledger: Arc<dyn Ledger>,
+    leadership: Arc<dyn Leadership>,
+    /// The last size set per target (for actuators that cannot read it back), filled from the
+    /// ledger on first use and kept current by [`Journal::put`].
+    sizes: Mutex<Option<HashMap<String, u32>>>,
 }
 
 impl Journal {
-    /// Open (or create) the journal at `path`; conventionally `<data-dir>/actions.redb`.
-    pub fn open(path: &Path) -> Result<Self, ActuateError> {
-        let db =
-            crate::dbfile::open(path, &mut Database::builder()).map_err(|e| jerr(e.to_string()))?;
-        let tx = db.begin_write().map_err(jerr)?;
-        {
-            tx.open_table(ACTIONS).map_err(jerr)?;
-            tx.open_table(BY_TIME).map_err(jerr)?;
-            tx.open_table(TARGET_SIZE).map_err(jerr)?;
-        }
-        tx.commit().map_err(jerr)?;
-        Ok(Self { db })
+    /// A journal in `ledger`, writing with `fence` for good (one collector alone).
+    pub fn new(ledger: Arc<dyn Ledger>, fence: Fence) -> Self {
+        Self::led_by(ledger, Arc::new(fence))
+    }
+
+    /// A journal in `ledger` that writes only while `leadership` leads, with its fence.
+    pub fn led_by(ledger: Arc<dyn Ledger>, leadership: Arc<dyn Leadership>) -> Self {
+        Self { ledger, leadership, sizes: Mutex::new(None) }
+    }
+
+    /// A journal in a fresh in-memory ledger (tests, the fuzz harness).
+    pub fn in_memory() -> Self {
+        Self::new(Arc::new(MemoryLedger::new()), Fence::SOLE)
     }
 
     /// The record for `key`.
-    pub fn get(&self, key: &str) -> Result<Option<ActionRecord>, ActuateError> {
-        let tx = self.db.begin_read().map_err(jerr)?;
-        let table = tx.open_table(ACTIONS).map_err(jerr)?;
-        let Some(raw) = table.get(key).map_err(jerr)? else { return Ok(None) };
-        serde_json::from_slice(raw.value())
-            .map(Some)
-            .map_err(|e| jerr(format!("record {key}: {e}")))
+    pub fn get(&self, key: &str) -> Result<Option<Actuation>, ActuateError> {
+        let Some(rec) = self.ledger.action(key).map_err(jerr)? else { return Ok(None) };
+        let Some(a) = rec.actuation else { return Ok(None) };
+        serde_json::from_value(a).map(Some).map_err(|e| jerr(format!("record {key}: {e}")))
     }
 
     /// Write `record` durably (insert or replace). A resize in state `applied`/`unchanged`
     /// also remembers the target's size, for actuators that cannot read it back.
-    pub fn put(&self, record: &ActionRecord) -> Result<(), ActuateError> {
-        let bytes = serde_json::to_vec(record).map_err(jerr)?;
-        let tx = self.db.begin_write().map_err(jerr)?;
-        {
-            let mut actions = tx.open_table(ACTIONS).map_err(jerr)?;
-            let previous = actions.insert(record.key.as_str(), bytes.as_slice()).map_err(jerr)?;
-            if previous.is_none() {
-                let mut by_time = tx.open_table(BY_TIME).map_err(jerr)?;
-                by_time.insert((record.created_ns, record.key.as_str()), ()).map_err(jerr)?;
-            }
-            drop(previous);
-            if record.kind == ActionKind::Resize
-                && matches!(record.state, ActionState::Applied | ActionState::Unchanged)
-            {
-                if let Some(n) = record.resize.as_ref().map(|o| o.applied) {
-                    let mut sizes = tx.open_table(TARGET_SIZE).map_err(jerr)?;
-                    sizes.insert(record.target.as_str(), n).map_err(jerr)?;
-                }
+    pub fn put(&self, record: &Actuation) -> Result<(), ActuateError> {
+        let value = serde_json::to_value(record).map_err(jerr)?;
+        let fence = self.leadership.fence().ok_or_else(|| jerr(LedgerError::NotLeader))?;
+        self.ledger
+            .put_actuation(fence, &record.key, record.created_ns, record.state.status(), &value)
+            .map_err(jerr)?;
+        if let Some(n) = record.applied_size() {
+            let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(m) = sizes.as_mut() {
+                m.insert(record.target.clone(), n);
             }
         }
-        tx.commit().map_err(jerr)
+        Ok(())
     }
 
     /// The last size applied to `target` through this journal.
     pub fn last_size(&self, target: &str) -> Result<Option<u32>, ActuateError> {
-        let tx = self.db.begin_read().map_err(jerr)?;
-        let table = tx.open_table(TARGET_SIZE).map_err(jerr)?;
-        Ok(table.get(target).map_err(jerr)?.map(|v| v.value()))
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if sizes.is_none() {
+            let mut m = HashMap::new();
+            // Newest first: the first size seen per target is the last one set.
+            for a in self.all()? {
+                if let Some(n) = a.applied_size() {
+                    m.entry(a.target.clone()).or_insert(n);
+                }
+            }
+            *sizes = Some(m);
+        }
+        Ok(sizes.as_ref().and_then(|m| m.get(target).copied()))
+    }
+
+    /// Every record, newest first.
+    fn all(&self) -> Result<Vec<Actuation>, ActuateError> {
+        let mut out: Vec<Actuation> = Vec::new();
+        for rec in self.ledger.actions().map_err(jerr)? {
+            let Some(v) = rec.actuation else { continue };
+            match serde_json::from_value::<Actuation>(v) {
+                Ok(a) => out.push(a),
+                Err(e) => {
+                    tracing::warn!(key = %rec.key, error = %e, "Skipping unreadable action record.");
+                }
+            }
+        }
+        out.sort_by_key(|a| std::cmp::Reverse((a.created_ns, a.updated_ns)));
+        Ok(out)
     }
 
     /// Up to `limit` records, newest first.
-    pub fn recent(&self, limit: usize) -> Result<Vec<ActionRecord>, ActuateError> {
-        let tx = self.db.begin_read().map_err(jerr)?;
-        let by_time = tx.open_table(BY_TIME).map_err(jerr)?;
-        let actions = tx.open_table(ACTIONS).map_err(jerr)?;
-        let mut out = Vec::new();
-        for entry in by_time.iter().map_err(jerr)?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = entry.map_err(jerr)?;
-            let (_, key) = k.value();
-            if let Some(raw) = actions.get(key).map_err(jerr)? {
-                match serde_json::from_slice::<ActionRecord>(raw.value()) {
-                    Ok(r) => out.push(r),
-                    Err(e) => tracing::warn!(key, error = %e, "Skipping unreadable action record."),
-                }
-            }
-        }
-        Ok(out)
+    pub fn recent(&self, limit: usize) -> Result<Vec<Actuation>, ActuateError> {
+        let mut all = self.all()?;
+        all.truncate(limit);
+        Ok(all)
     }
 
     /// Jobs of `policy`/`rule` that are not over (pending, started or running).
-    pub fn active_jobs(&self, policy: &str, rule: &str) -> Result<Vec<ActionRecord>, ActuateError> {
-        let tx = self.db.begin_read().map_err(jerr)?;
-        let actions = tx.open_table(ACTIONS).map_err(jerr)?;
-        let mut out = Vec::new();
-        for entry in actions.iter().map_err(jerr)? {
-            let (_, v) = entry.map_err(jerr)?;
-            let Ok(r) = serde_json::from_slice::<ActionRecord>(v.value()) else { continue };
-            if r.kind == ActionKind::Job
-                && !r.state.is_terminal()
-                && r.policy.as_deref() == Some(policy)
-                && r.rule.as_deref() == Some(rule)
-            {
-                out.push(r);
-            }
-        }
-        Ok(out)
+    pub fn active_jobs(&self, policy: &str, rule: &str) -> Result<Vec<Actuation>, ActuateError> {
+        Ok(self
+            .all()?
+            .into_iter()
+            .filter(|r| {
+                r.kind == ActionKind::Job
+                    && !r.state.is_terminal()
+                    && r.policy.as_deref() == Some(policy)
+                    && r.rule.as_deref() == Some(rule)
+            })
+            .collect())
     }
 
-    /// Forget terminal records created before `before_ns`; returns how many went.
-    pub fn prune(&self, before_ns: u64) -> Result<usize, ActuateError> {
-        let tx = self.db.begin_write().map_err(jerr)?;
-        let mut removed = 0;
-        {
-            let mut by_time = tx.open_table(BY_TIME).map_err(jerr)?;
-            let mut actions = tx.open_table(ACTIONS).map_err(jerr)?;
-            let mut old = Vec::new();
-            for entry in by_time.range((0u64, "")..(before_ns, "")).map_err(jerr)? {
-                let (k, _) = entry.map_err(jerr)?;
-                let (t, key) = k.value();
-                old.push((t, key.to_owned()));
-            }
-            for (t, key) in old {
-                let terminal = match actions.get(key.as_str()).map_err(jerr)? {
-                    Some(raw) => serde_json::from_slice::<ActionRecord>(raw.value())
-                        .map(|r| r.state.is_terminal())
-                        .unwrap_or(true),
-                    None => true,
-                };
-                if terminal {
-                    actions.remove(key.as_str()).map_err(jerr)?;
-                    by_time.remove((t, key.as_str())).map_err(jerr)?;
-                    removed += 1;
+    /// Moves the records of a journal file of its own (`actions.redb`, from before the
+    /// journal moved into the ledger) into this one, then renames the file
+    /// `actions.redb.imported`, so nothing an earlier version recorded is lost. Returns how
+    /// many records came over; an absent file is 0.
+    pub fn import_file(&self, path: &Path) -> Result<usize, ActuateError> {
+        const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
+        if !path.exists() {
+            return Ok(0);
+        }
+        let records: Vec<Actuation> = {
+            let db = crate::dbfile::open(path, &mut Database::builder()).map_err(jerr)?;
+            let tx = db.begin_read().map_err(jerr)?;
+            let table = match tx.open_table(ACTIONS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(jerr(e)),
+            };
+            let mut out = Vec::new();
+            for row in table.iter().map_err(jerr)? {
+                let (k, v) = row.map_err(jerr)?;
+                match serde_json::from_slice::<Actuation>(v.value()) {
+                    Ok(r) => out.push(r),
+                    Err(e) => {
+                        tracing::warn!(key = k.value(), error = %e, file = %path.display(), "Skipping an unreadable record while importing.")
+                    }
                 }
             }
+            out
+        };
+        for r in &records {
+            if self.get(&r.key)?.is_none() {
+                self.put(r)?;
+            }
         }
-        tx.commit().map_err(jerr)?;
-        Ok(removed)
+        let mut done = path.as_os_str().to_owned();
+        done.push(".imported");
+        std::fs::rename(path, &done)
+            .map_err(|e| jerr(format!("rename {} after importing it: {e}", path.display())))?;
+        tracing::info!(file = %path.display(), records = records.len(), "Imported the actions journal into the policy ledger.");
+        Ok(records.len())
+    }
+}
+
+impl Actuation {
+    /// The size a finished resize left its target at.
+    fn applied_size(&self) -> Option<u32> {
+        let done = matches!(self.state, ActionState::Applied | ActionState::Unchanged);
+        (self.kind == ActionKind::Resize && done)
+            .then(|| self.resize.as_ref().map(|o| o.applied))?
     }
 }
 
@@ -262,8 +300,8 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn record(key: &str, t: u64, state: ActionState) -> ActionRecord {
-        ActionRecord {
+    fn record(key: &str, t: u64, state: ActionState) -> Actuation {
+        Actuation {
             key: key.into(),
             kind: ActionKind::Job,
             actuator: "command".into(),
@@ -286,20 +324,60 @@ mod tests {
     #[test]
     fn survives_reopen_and_lists_newest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("actions.redb");
+        let open = || {
+            let ledger = crate::policy::persist::PolicyStore::open(dir.path()).expect("open");
+            Journal::new(Arc::new(ledger), Fence::SOLE)
+        };
         {
-            let j = Journal::open(&path).expect("open");
+            let j = open();
             j.put(&record("a", 1, ActionState::Succeeded)).expect("put");
             j.put(&record("b", 2, ActionState::Running)).expect("put");
             let mut b = record("b", 2, ActionState::Running);
             b.updated_ns = 3;
             j.put(&b).expect("update");
         }
-        let j = Journal::open(&path).expect("reopen");
+        let j = open();
         let keys: Vec<_> = j.recent(10).expect("recent").into_iter().map(|r| r.key).collect();
         assert_eq!(keys, vec!["b", "a"]);
+        assert_eq!(j.get("b").expect("get").expect("b").updated_ns, 3);
         assert_eq!(j.active_jobs("p", "r").expect("active").len(), 1);
-        assert_eq!(j.prune(10).expect("prune"), 1);
-        assert_eq!(j.recent(10).expect("recent").len(), 1);
+    }
+
+    #[test]
+    fn a_journal_file_of_its_own_is_imported_once_and_renamed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("actions.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut t =
+                    tx.open_table(TableDefinition::<&str, &[u8]>::new("actions")).expect("table");
+                let rec =
+                    serde_json::to_vec(&record("old", 7, ActionState::Pending)).expect("json");
+                t.insert("old", rec.as_slice()).expect("insert");
+                t.insert("broken", b"{".as_slice()).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let j = Journal::in_memory();
+        assert_eq!(j.import_file(&path).expect("import"), 1);
+        assert_eq!(j.get("old").expect("get").expect("imported").state, ActionState::Pending);
+        assert!(!path.exists());
+        assert!(dir.path().join("actions.redb.imported").exists());
+        assert_eq!(j.import_file(&path).expect("again"), 0, "an imported file is not read twice");
+    }
+
+    #[test]
+    fn the_last_size_comes_from_the_ledger_after_a_restart() {
+        let ledger: Arc<dyn Ledger> = Arc::new(MemoryLedger::new());
+        let mut r = record("k", 1, ActionState::Applied);
+        r.kind = ActionKind::Resize;
+        r.target = "command:scale".into();
+        r.resize = Some(ResizeOutcome { applied: 4, ..Default::default() });
+        Journal::new(ledger.clone(), Fence::SOLE).put(&r).expect("put");
+        let fresh = Journal::new(ledger, Fence::SOLE);
+        assert_eq!(fresh.last_size("command:scale").expect("size"), Some(4));
+        assert_eq!(fresh.last_size("other").expect("size"), None);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::config::ActuateEnv;
 use super::http::log_dry_run;
-use super::journal::{ActionKind, ActionRecord, ActionState, Journal};
+use super::journal::{ActionKind, ActionState, Actuation, Journal};
 use super::types::{
     ActuateError, AttemptRecord, Bounds, Clamp, IdempotencyKey, JobContext, JobHandle, JobState,
     JobStatus, PlannedRequest, ResizeOutcome, ScaleState,
@@ -88,8 +88,8 @@ impl<B: ResizeBackend> JournaledResizer<B> {
         state: ActionState,
         desired: u32,
         created_ns: u64,
-    ) -> ActionRecord {
-        ActionRecord {
+    ) -> Actuation {
+        Actuation {
             key: key.as_str().to_owned(),
             kind: ActionKind::Resize,
             actuator: self.backend.actuator().to_owned(),
@@ -379,8 +379,8 @@ impl<B: JobBackend> JournaledJobRunner<B> {
         key: &IdempotencyKey,
         state: ActionState,
         created_ns: u64,
-    ) -> ActionRecord {
-        ActionRecord {
+    ) -> Actuation {
+        Actuation {
             key: key.as_str().to_owned(),
             kind: ActionKind::Job,
             actuator: self.backend.actuator().to_owned(),
@@ -435,7 +435,7 @@ impl<B: JobBackend> JournaledJobRunner<B> {
 
     fn failed(
         &self,
-        mut rec: ActionRecord,
+        mut rec: Actuation,
         attempts: Vec<AttemptRecord>,
         e: ActuateError,
     ) -> ActuateError {

@@ -39,7 +39,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use config::{ActuateEnv, ActuatorsConfig};
-pub use journal::{ActionKind, ActionRecord, ActionState, Journal};
+pub use journal::{ActionKind, ActionState, Actuation, Journal};
 pub use secrets::{Secret, SecretSource, Secrets, SecretsConfig};
 pub use types::{
     ActuateError, AttemptRecord, Bounds, Clamp, IdempotencyKey, JobContext, JobHandle, JobState,
@@ -192,9 +192,4 @@ pub fn build_job_runner(
         None => return Err(ActuateError::Config("missing `actuator`".into())),
     };
     Ok(runner)
-}
-
-/// Recent actions and jobs, newest first: what `/api/v1/actions` serves.
-pub fn recent_actions(journal: &Journal, limit: usize) -> Result<Vec<ActionRecord>, ActuateError> {
-    journal.recent(limit)
 }

@@ -116,7 +116,7 @@ pub fn run_query_on(
     let badreq = |m: String| (StatusCode::BAD_REQUEST, m);
     let now = store.now();
     let selector = Selector::parse(&p.selector).map_err(|e| badreq(e.to_string()))?;
-    let stat: Stat = p.stat.parse().map_err(|e: QueryError| badreq(e.to_string()))?;
+    let stat: Stat = p.stat.parse().map_err(badreq)?;
     let window = match &p.window {
         Some(w) => parse_dur(w, "window").map_err(badreq)?,
         None => Duration::from_secs(60),

@@ -1,6 +1,7 @@
 //! The embedded [`Ledger`]: `<data-dir>/policy.redb` holds engine state per policy
 //! (cooldowns, stabilization history, budgets), decision records, actions with their
-//! idempotency keys and job lifecycle, and the highest write fence seen. A file of its own, so
+//! idempotency keys, job lifecycle and the actuators' records of what they sent, and the
+//! highest write fence seen. A file of its own, so
 //! the policy room does not depend on the store's internals. Values are JSON: small, few, and
 //! readable when debugging.
 
@@ -10,8 +11,12 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::engine::{Decision, PolicyState};
-pub use stoker_policy::ledger::{ActionRecord, ActionStatus, Fence, Ledger, LedgerError};
-use stoker_policy::ledger::{MAX_ACTIONS, MAX_DECISIONS, admit, oldest_finished};
+pub use stoker_policy::ledger::{
+    ActionRecord, ActionStatus, Fence, Leadership, Ledger, LedgerError,
+};
+use stoker_policy::ledger::{
+    MAX_ACTIONS, MAX_DECISIONS, admit, merge_action, oldest_finished, with_actuation,
+};
 
 const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("policy_state");
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
@@ -199,12 +204,49 @@ impl PolicyStore {
         Ok(out)
     }
 
-    /// Inserts or replaces an action by key.
+    /// Inserts or replaces the engine's part of an action by key, keeping the stored
+    /// actuator's part when `a` carries none.
     pub fn put_action(&self, fence: Fence, a: &ActionRecord) -> Result<(), PersistError> {
-        let v = serde_json::to_vec(a)?;
+        self.update_action(fence, &a.key, |stored| merge_action(stored, a))
+    }
+
+    /// Sets the actuator's part of the action under `key`.
+    pub fn put_actuation(
+        &self,
+        fence: Fence,
+        key: &str,
+        time: u64,
+        status: ActionStatus,
+        actuation: &serde_json::Value,
+    ) -> Result<(), PersistError> {
+        self.update_action(fence, key, |stored| {
+            with_actuation(stored, key, time, status, actuation)
+        })
+    }
+
+    /// Reads the record under `key`, replaces it with `update(stored)` and bounds the table,
+    /// in one fenced transaction.
+    fn update_action(
+        &self,
+        fence: Fence,
+        key: &str,
+        update: impl FnOnce(Option<ActionRecord>) -> ActionRecord,
+    ) -> Result<(), PersistError> {
+        let mut codec = None;
         self.write_fenced(Some(fence), |txn| {
             let mut t = txn.open_table(ACTIONS)?;
-            t.insert(a.key.as_str(), v.as_slice())?;
+            let stored = match t.get(key)? {
+                Some(v) => serde_json::from_slice::<ActionRecord>(v.value()).ok(),
+                None => None,
+            };
+            let v = match serde_json::to_vec(&update(stored)) {
+                Ok(v) => v,
+                Err(e) => {
+                    codec = Some(e);
+                    return Ok(());
+                }
+            };
+            t.insert(key, v.as_slice())?;
             let len = t.len()? as usize;
             if len > MAX_ACTIONS {
                 // Keys start with the policy name, so the oldest finished goes by time instead.
@@ -219,7 +261,16 @@ impl PolicyStore {
                 }
             }
             Ok(())
-        })
+        })?;
+        codec.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// The action under `key`.
+    pub fn action(&self, key: &str) -> Result<Option<ActionRecord>, PersistError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(ACTIONS).map_err(|e| self.err(e))?;
+        let Some(v) = t.get(key).map_err(|e| self.err(e))? else { return Ok(None) };
+        Ok(Some(serde_json::from_slice(v.value())?))
     }
 
     /// All actions, newest first.
@@ -268,6 +319,21 @@ impl Ledger for PolicyStore {
 
     fn put_action(&self, fence: Fence, action: &ActionRecord) -> Result<(), LedgerError> {
         Ok(PolicyStore::put_action(self, fence, action)?)
+    }
+
+    fn put_actuation(
+        &self,
+        fence: Fence,
+        key: &str,
+        time: u64,
+        status: ActionStatus,
+        actuation: &serde_json::Value,
+    ) -> Result<(), LedgerError> {
+        Ok(PolicyStore::put_actuation(self, fence, key, time, status, actuation)?)
+    }
+
+    fn action(&self, key: &str) -> Result<Option<ActionRecord>, LedgerError> {
+        Ok(PolicyStore::action(self, key)?)
     }
 
     fn actions(&self) -> Result<Vec<ActionRecord>, LedgerError> {

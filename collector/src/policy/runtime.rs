@@ -27,7 +27,7 @@ use super::engine::{Action, Decision, Outcome, OutcomeStatus, PolicyState};
 use super::format::Mode;
 use super::otel::DecisionExporter;
 use super::persist::{
-    ActionRecord, ActionStatus, Fence, Ledger, LedgerError, PersistError, PolicyStore,
+    ActionRecord, ActionStatus, Fence, Leadership, Ledger, LedgerError, PersistError, PolicyStore,
 };
 use super::signal::{SignalSource, nanos};
 use crate::actuate::spec::{JobSpec, ResizeSpec};
@@ -150,8 +150,9 @@ pub struct RuntimeConfig {
     pub job_poll: Duration,
     /// Whether SIGHUP reloads the directory (the binary's `--reload-signal`).
     pub reload_on_hup: bool,
-    /// The fence every ledger write carries ([`Fence::SOLE`] for a collector alone).
-    pub fence: Fence,
+    /// Whether this collector leads, and the fence its ledger writes carry ([`Fence::SOLE`]
+    /// for a collector alone). The runtime evaluates and acts only while it leads.
+    pub leadership: Arc<dyn Leadership>,
 }
 
 impl RuntimeConfig {
@@ -163,7 +164,7 @@ impl RuntimeConfig {
             reload_poll: Duration::from_secs(2),
             job_poll: Duration::from_secs(30),
             reload_on_hup: false,
-            fence: Fence::SOLE,
+            leadership: Arc::new(Fence::SOLE),
         }
     }
 }
@@ -314,7 +315,9 @@ impl PolicyRuntime {
         f: impl FnOnce(&dyn Ledger, Fence) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let store = self.shared.store.clone();
-        let fence = self.shared.cfg.fence;
+        let Some(fence) = self.shared.cfg.leadership.fence() else {
+            return Err(LedgerError::NotLeader);
+        };
         tokio::task::spawn_blocking(move || f(store.as_ref(), fence))
             .await
             .unwrap_or_else(|e| Err(LedgerError::Storage(format!("policy ledger task: {e}"))))
@@ -495,6 +498,7 @@ impl PolicyRuntime {
                             status: ActionStatus::Pending,
                             outcome: None,
                             updated: now,
+                            actuation: None,
                         };
                         // Written before acting, so a crash in between retries with the key.
                         let pending = rec.clone();
@@ -515,9 +519,12 @@ impl PolicyRuntime {
             let key = name.clone();
             let (state, recorded, committed) = tokio::task::spawn_blocking({
                 let store = self.shared.store.clone();
-                let fence = self.shared.cfg.fence;
+                let fence = self.shared.cfg.leadership.fence();
                 move || {
-                    let r = store.commit(fence, &[(key.as_str(), &state)], &recorded);
+                    let r = match fence {
+                        Some(fence) => store.commit(fence, &[(key.as_str(), &state)], &recorded),
+                        None => Err(LedgerError::NotLeader),
+                    };
                     (state, recorded, r)
                 }
             })
@@ -582,10 +589,40 @@ impl PolicyRuntime {
         }
     }
 
-    /// Runs until `shutdown`: evaluates every second, reloads on file change and, when
-    /// configured, on SIGHUP.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Takes over as the writer with `fence`: the rule states (cooldowns, stabilization,
+    /// budgets) are read back from the ledger, where the previous leader left them, and every
+    /// pending action is sent again with its key.
+    async fn take_over(&self, fence: Fence) {
+        match self.db(|s, _| s.states()).await {
+            Ok(states) => self.lock().states = states,
+            Err(e) => {
+                error!(error = %e, "Cannot read the rule states back; keeping those in memory.")
+            }
+        }
+        info!(term = fence.0, "Leading: evaluating policies and acting.");
         self.resume_pending().await;
+    }
+
+    /// One tick of [`PolicyRuntime::run`]: evaluates while this collector leads, takes over
+    /// when it has just come to lead; `led` is the term it last led with.
+    async fn lead_tick(&self, led: &mut Option<Fence>) {
+        let now_leading = self.shared.cfg.leadership.fence();
+        if now_leading != *led {
+            match now_leading {
+                Some(fence) => self.take_over(fence).await,
+                None => warn!("No longer leading: not evaluating or acting."),
+            }
+            *led = now_leading;
+        }
+        if led.is_some() {
+            self.tick(self.now()).await;
+        }
+    }
+
+    /// Runs until `shutdown`: evaluates every second while this collector leads, reloads on
+    /// file change and, when configured, on SIGHUP.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut led = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut poll = tokio::time::interval(self.shared.cfg.reload_poll);
@@ -609,7 +646,7 @@ impl PolicyRuntime {
             let hup_fut = std::future::pending::<()>();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.tick(self.now()).await,
+                _ = tick.tick() => self.lead_tick(&mut led).await,
                 _ = poll.tick() => { self.reload_if_changed(); }
                 _ = hup_fut => {
                     info!("SIGHUP: reloading policies.");

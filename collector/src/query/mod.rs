@@ -27,11 +27,12 @@
 //! | last | newest sample | newest total | mean of the newest interval |
 //! | increase | last − first | total at end − total before the window (resets handled) | observations |
 //! | rate | increase / window seconds | increase / window seconds | observations / second |
-//! | quantile(q) | exact, over all samples of the group | — (error) | merged buckets, exact to bucket resolution |
+//! | pNN, quantile(q) | exact, over all samples of the group | — (error) | merged buckets, exact to bucket resolution |
 //!
 //! Across the series of a group the default is: mean → mean over all samples (for
-//! histograms: merged), min → min, max → max, sum/count/rate/increase → sum, last → mean,
-//! quantile → over the merged samples or buckets. [`Query::across`] overrides it with an
+//! histograms: merged), min → min, max → max, sum/count/rate/increase → sum, last → sum
+//! (the newest value of each series, added up, as a policy reads it: the ready replicas of a
+//! deployment, say; pass `across=mean` for a typical value), quantile → over the merged samples or buckets. [`Query::across`] overrides it with an
 //! aggregation of the per-series values. Groups with no point in the window are left out
 //! (a policy's "missing data").
 
@@ -42,6 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use selector::{Matcher, Selector};
+/// The statistics: one vocabulary with the policy engine's (see [`stoker_policy::signal::Stat`]).
+pub use stoker_policy::signal::Stat;
 
 use crate::store::{
     AggPoint, FxHashMap, HistCols, Histogram, Labels, Rollups, Series, SeriesKind, Store,
@@ -69,83 +72,6 @@ pub enum QueryError {
     /// The remote store did not answer, or answered with an error.
     #[error("remote store: {0}")]
     Remote(String),
-}
-
-/// A statistic over a window.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Stat {
-    /// Mean.
-    Mean,
-    /// Minimum.
-    Min,
-    /// Maximum.
-    Max,
-    /// Sum (for counters: the increase).
-    Sum,
-    /// Number of samples (histograms: observations).
-    Count,
-    /// Newest value.
-    Last,
-    /// Increase per second.
-    Rate,
-    /// Increase over the window.
-    Increase,
-    /// The q-quantile, 0 ≤ q ≤ 1.
-    Quantile(f64),
-}
-
-impl std::str::FromStr for Stat {
-    type Err = QueryError;
-    /// `mean|avg|min|max|sum|count|last|rate|increase|median|pNN|quantile(q)`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        Ok(match s {
-            "mean" | "avg" => Stat::Mean,
-            "min" => Stat::Min,
-            "max" => Stat::Max,
-            "sum" => Stat::Sum,
-            "count" => Stat::Count,
-            "last" => Stat::Last,
-            "rate" => Stat::Rate,
-            "increase" => Stat::Increase,
-            "median" => Stat::Quantile(0.5),
-            _ => {
-                let q = if let Some(p) = s.strip_prefix('p') {
-                    p.parse::<f64>().ok().map(|p| p / 100.0)
-                } else if let Some(inner) =
-                    s.strip_prefix("quantile(").and_then(|r| r.strip_suffix(')'))
-                {
-                    inner.trim().parse::<f64>().ok()
-                } else {
-                    None
-                };
-                match q {
-                    Some(q) if (0.0..=1.0).contains(&q) => Stat::Quantile(q),
-                    _ => {
-                        return Err(QueryError::Bad(format!(
-                            "unknown statistic {s:?} (mean, min, max, sum, count, last, rate, increase, median, p50..p99.9, quantile(q))"
-                        )));
-                    }
-                }
-            }
-        })
-    }
-}
-
-impl std::fmt::Display for Stat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Stat::Mean => f.write_str("mean"),
-            Stat::Min => f.write_str("min"),
-            Stat::Max => f.write_str("max"),
-            Stat::Sum => f.write_str("sum"),
-            Stat::Count => f.write_str("count"),
-            Stat::Last => f.write_str("last"),
-            Stat::Rate => f.write_str("rate"),
-            Stat::Increase => f.write_str("increase"),
-            Stat::Quantile(q) => write!(f, "quantile({q})"),
-        }
-    }
 }
 
 /// How per-series values combine within a group, when not the stat's default.
@@ -385,6 +311,11 @@ fn accumulate(
         acc.last = Some(last);
     }
     acc
+}
+
+/// The first nanosecond of the window `(at - window, at]`; a zero window reads the instant `at`.
+fn window_start(at: u64, window: Duration) -> u64 {
+    crate::store::before(at, window).saturating_add(1).min(at)
 }
 
 fn stat_of(kind: SeriesKind, stat: Stat, acc: &SeriesAcc, window_s: f64) -> Option<f64> {
@@ -732,8 +663,7 @@ impl Store {
             }
             Stat::Min => (!g.vals.is_empty()).then_some(g.min),
             Stat::Max => (!g.vals.is_empty()).then_some(g.max),
-            Stat::Last => (!g.vals.is_empty()).then(|| g.sum / g.vals.len() as f64),
-            Stat::Sum | Stat::Count | Stat::Rate | Stat::Increase => {
+            Stat::Last | Stat::Sum | Stat::Count | Stat::Rate | Stat::Increase => {
                 (!g.vals.is_empty()).then_some(g.sum)
             }
         }
@@ -746,7 +676,7 @@ impl Store {
         a: u64,
         b: u64,
     ) -> Result<Vec<GroupValue>, QueryError> {
-        let window_s = (b - a) as f64 / 1e9;
+        let window_s = q.window.as_secs_f64();
         let window_s = if window_s > 0.0 { window_s } else { 1.0 };
         let want_hist = true;
         let mut grouper = Grouper::new(&q.group_by);
@@ -791,8 +721,7 @@ impl Store {
     /// Evaluates `q` over the window `[at - q.window, at]`: one value per group with data.
     pub fn instant(&self, q: &Query, at: u64) -> Result<Vec<GroupValue>, QueryError> {
         let series = self.matching(&q.selector);
-        let a = crate::store::before(at, q.window);
-        self.eval_window(q, &series, a, at)
+        self.eval_window(q, &series, window_start(at, q.window), at)
     }
 
     /// Evaluates `q` at `start, start + step, …, ≤ end`, each over `[t - q.window, t]`.
@@ -820,7 +749,7 @@ impl Store {
         let mut by_group: BTreeMap<Vec<(String, String)>, GroupRange> = BTreeMap::new();
         for i in 0..steps {
             let t = start + i * step_n;
-            for g in self.eval_window(q, &series, crate::store::before(t, q.window), t)? {
+            for g in self.eval_window(q, &series, window_start(t, q.window), t)? {
                 let key: Vec<(String, String)> =
                     g.group.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 by_group
@@ -842,6 +771,7 @@ impl Store {
         end: u64,
         group_by: &[String],
     ) -> Result<Vec<(Labels, Histogram)>, QueryError> {
+        let start = start.saturating_add(1);
         let mut grouper = Grouper::new(group_by);
         for s in self.matching(sel) {
             if s.kind != SeriesKind::Histogram {
@@ -873,6 +803,7 @@ impl Store {
         end: u64,
         attr: &str,
     ) -> Result<BTreeMap<String, f64>, QueryError> {
+        let start = start.saturating_add(1);
         let mut out = BTreeMap::new();
         for s in self.matching(sel) {
             let Some(v) = s.labels.get(attr) else { continue };

@@ -83,6 +83,14 @@ pub struct Selector {
     pub matchers: Vec<Matcher>,
 }
 
+/// A policy's selector (a metric and attribute equality, its `where:`) as the store reads it.
+impl From<&stoker_policy::signal::Selector> for Selector {
+    fn from(s: &stoker_policy::signal::Selector) -> Self {
+        Selector::new(s.metric.clone())
+            .with_eq(s.matchers.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+}
+
 impl Selector {
     /// All series of `metric`.
     pub fn new(metric: impl Into<String>) -> Self {

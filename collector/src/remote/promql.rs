@@ -46,8 +46,7 @@ use super::RemoteConfig;
 use super::names::{self, Family, UNIT_SUFFIXES};
 use crate::clock::SharedClock;
 use crate::policy::signal::{
-    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, chunked_range,
-    nanos,
+    Histogram, Selector, SignalError, SignalQuery, SignalSource, VersionSeen, chunked_range, nanos,
 };
 use crate::query::{self, Across, GroupRange, GroupValue, Matcher, QueryError};
 use crate::store::Labels;
@@ -314,9 +313,11 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// A window as a PromQL duration, to the millisecond (at least 1 ms).
+/// The window `(t - w, t]` as a PromQL range, to the millisecond (at least 1 ms). Prometheus 2.x
+/// range selectors are closed at the left and samples are stamped to the millisecond, so one
+/// millisecond comes off to leave out a sample exactly at `t - w`, as the embedded store does.
 fn range(w: Duration) -> String {
-    format!("[{}ms]", w.as_millis().max(1))
+    format!("[{}ms]", w.as_millis().saturating_sub(1).max(1))
 }
 
 /// The stored names of one OTel metric.
@@ -498,7 +499,6 @@ impl PromSource {
             (false, S::Quantile(q)) => format!("quantile {by} ({q}, {})", per_series(plan.stat)),
             (_, S::Min) => format!("min {by} ({})", per_series(plan.stat)),
             (_, S::Max) => format!("max {by} ({})", per_series(plan.stat)),
-            (_, S::Last) => format!("avg {by} ({})", per_series(plan.stat)),
             (_, stat) => format!("sum {by} ({})", per_series(stat)),
         }
     }
@@ -593,13 +593,10 @@ impl PromSource {
         let keys: Vec<String> = q.selector.matchers.keys().cloned().collect();
         let plan = Plan {
             matchers: String::new(),
-            stat: engine_stat(q.stat),
-            // (now - window, now]: the store's range selector is closed at the left in
-            // Prometheus 2.x, so one millisecond comes off.
-            window: q.window.saturating_sub(Duration::from_millis(1)).max(Duration::from_millis(1)),
+            stat: q.stat,
+            window: q.window,
             group: &keys,
-            // The engine's `last` sums the newest value of each series.
-            across: (q.stat == Stat::Last).then_some(Across::Sum),
+            across: None,
         };
         let text = Self::promql(&r, &plan);
         let cached = {
@@ -622,32 +619,13 @@ impl PromSource {
             }
         };
         let want: Vec<String> = q.selector.matchers.values().cloned().collect();
-        let v = groups.get(&want).copied().filter(|v| v.is_finite());
-        Ok(match (q.stat, v) {
-            (Stat::Count, None) => Some(0.0),
-            (_, v) => v,
-        })
+        Ok(groups.get(&want).copied().filter(|v| v.is_finite()))
     }
 
     fn instant_rows(&self, text: &str, at: u64, what: &str) -> Result<Vector, SignalError> {
         self.client
             .query(text, at)
             .map_err(|m| SignalError::Source { what: what.to_owned(), message: m })
-    }
-}
-
-/// The engine's statistic in the API's terms (the same nine).
-fn engine_stat(s: Stat) -> query::Stat {
-    match s {
-        Stat::Mean => query::Stat::Mean,
-        Stat::Min => query::Stat::Min,
-        Stat::Max => query::Stat::Max,
-        Stat::Sum => query::Stat::Sum,
-        Stat::Count => query::Stat::Count,
-        Stat::Last => query::Stat::Last,
-        Stat::Rate => query::Stat::Rate,
-        Stat::Increase => query::Stat::Increase,
-        Stat::Quantile(q) => query::Stat::Quantile(q),
     }
 }
 
@@ -863,23 +841,19 @@ impl SignalSource for PromSource {
         };
         let plan = Plan {
             matchers: eq_matchers(&q.selector.matchers),
-            stat: engine_stat(q.stat),
-            window: q.window.saturating_sub(Duration::from_millis(1)).max(Duration::from_millis(1)),
+            stat: q.stat,
+            window: q.window,
             group: &[],
-            across: (q.stat == Stat::Last).then_some(Across::Sum),
+            across: None,
         };
         let text = Self::promql(&r, &plan);
         let fetch = |start, end| {
             let rows = self.client.query_range(&text, start, end, step).map_err(err)?;
             Ok(rows.into_iter().next().map(|(_, p)| p.into_iter().collect()).unwrap_or_default())
         };
-        // Samples are stamped to the millisecond; `count` reads 0 where there is no data, as
-        // `read` does.
+        // Samples are stamped to the millisecond.
         chunked_range(from, to, step, RANGE_POINTS, fetch, |t, points| {
-            match (q.stat, points.get(&(t / 1_000_000 * 1_000_000)).copied()) {
-                (Stat::Count, None) => Some(0.0),
-                (_, v) => v,
-            }
+            points.get(&(t / 1_000_000 * 1_000_000)).copied()
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::actuate::{ActuateEnv, ActuateError, Journal, Secrets};
 use crate::clock::SystemClock;
 use crate::config::{CollectorConfig, ConfigError};
 use crate::policy::otel::DecisionExporter;
+use crate::policy::persist::{Ledger, PolicyStore};
 use crate::policy::runtime::{PolicyRuntime, RuntimeConfig, RuntimeError, SharedSource};
 use crate::remote::{Backend, PromClient, PromSource, Remote, RemoteWriter};
 use crate::server::{self, Bound, Handles, MetricsText, ServeOptions, ServerError};
@@ -265,8 +266,8 @@ struct PolicyPaths<'a> {
     reload_on_hup: bool,
 }
 
-/// Opens the actions journal and the policy state, and builds the runtime over the store and
-/// the actuators.
+/// Opens the policy ledger (state, decisions, actions and the actuators' journal in one), and
+/// builds the runtime over the store and the actuators.
 fn start_policy(
     config: &CollectorConfig,
     PolicyPaths { dir, data_dir, reload_on_hup }: PolicyPaths<'_>,
@@ -276,13 +277,25 @@ fn start_policy(
     tracker: &TaskTracker,
 ) -> Result<(PolicyRuntime, Arc<ActuatorExecutor>), ServeError> {
     let actuators = |source| ServeError::Actuators { dir: data_dir.to_path_buf(), source };
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        actuators(ActuateError::Journal(format!("create {}: {e}", data_dir.display())))
-    })?;
-    let journal = Arc::new(Journal::open(&data_dir.join("actions.redb")).map_err(actuators)?);
+    let policy_err = |source: RuntimeError| ServeError::Policy {
+        dir: dir.to_path_buf(),
+        source: Box::new(source),
+    };
+    let rc = {
+        let mut rc = RuntimeConfig::new(dir.to_path_buf(), data_dir.to_path_buf());
+        rc.reload_poll = config.policy.reload_poll.get();
+        rc.job_poll = config.policy.job_poll.get();
+        rc.reload_on_hup = reload_on_hup;
+        rc
+    };
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(PolicyStore::open(data_dir).map_err(|e| policy_err(e.into()))?);
+    let journal = Journal::led_by(ledger.clone(), rc.leadership.clone());
+    // A journal file of its own, from before it moved into the ledger, comes over once.
+    journal.import_file(&data_dir.join("actions.redb")).map_err(actuators)?;
     // One clock for the store, the engine and the actuators' records.
     let clock = store.clock.clone();
-    let env = ActuateEnv::new(config.actuators.clone(), secrets, journal)
+    let env = ActuateEnv::new(config.actuators.clone(), secrets, Arc::new(journal))
         .map_err(actuators)?
         .with_clock(clock.clone());
     let executor = Arc::new(ActuatorExecutor::new(env));
@@ -291,13 +304,9 @@ fn start_policy(
         .otlp_logs_endpoint
         .clone()
         .map(|endpoint| DecisionExporter::spawn(endpoint, cancel.clone(), tracker));
-    let mut rc = RuntimeConfig::new(dir.to_path_buf(), data_dir.to_path_buf());
-    rc.reload_poll = config.policy.reload_poll.get();
-    rc.job_poll = config.policy.job_poll.get();
-    rc.reload_on_hup = reload_on_hup;
-    let rt = PolicyRuntime::new(rc, executor.clone(), source, clock.clone(), exporter).map_err(
-        |source| ServeError::Policy { dir: dir.to_path_buf(), source: Box::new(source) },
-    )?;
+    let rt =
+        PolicyRuntime::with_ledger(rc, ledger, executor.clone(), source, clock.clone(), exporter)
+            .map_err(policy_err)?;
     let loaded = rt.snapshot();
     tracing::info!(policies = %dir.display(), loaded = loaded.policies.len(), errors = loaded.errors.len(), "Policy engine started.");
     Ok((rt, executor))

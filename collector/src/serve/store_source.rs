@@ -1,24 +1,20 @@
 //! The policy engine's [`SignalSource`] over the collector's own store: each policy query is
 //! translated to the store's synchronous query interface ([`crate::query`]).
 //!
-//! Windows: the engine reads `(now - window, now]`, the store `[at - window, at]`; with integer
-//! nanoseconds the first equals `[now - window + 1ns, now]`, so every read asks the store for a
-//! window one nanosecond shorter. Rates still divide by the policy's window.
-//!
-//! Semantics match the series source `policy test` uses ([`crate::policy::series`]), so a policy
-//! behaves live as it did in its tests: `last` sums the newest value of each series, `count`
-//! over a window without data is 0, quantiles of gauges are exact over all samples and of
-//! histograms come from the merged buckets.
+//! The engine and the store share one vocabulary: the same [`Stat`](crate::query::Stat), the same window
+//! `(now - window, now]`, the same defaults across series (`last` sums the newest value of each
+//! series), so each read passes through unchanged. Quantiles of gauges are exact over all
+//! samples and of histograms come from the merged buckets, as in the series source `policy test`
+//! uses ([`crate::policy::series`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::policy::signal::{
-    Histogram, Selector, SignalError, SignalQuery, SignalSource, Stat, VersionSeen, chunked_range,
-    nanos,
+    Histogram, Selector, SignalError, SignalQuery, SignalSource, VersionSeen, chunked_range, nanos,
 };
-use crate::query::{self, Across, Query, QueryError};
+use crate::query::{self, Query, QueryError};
 use crate::store::Store;
 
 /// The attribute whose newest value [`SignalSource::latest_version`] reports.
@@ -45,41 +41,9 @@ impl StoreSource {
         Self { store, first_seen: Mutex::new(HashMap::new()) }
     }
 
-    fn query(&self, q: &SignalQuery) -> Query {
-        let sel = selector(&q.selector);
-        // (now - window, now] as the store's closed window.
-        let window = q.window.saturating_sub(Duration::from_nanos(1));
-        let stat = match q.stat {
-            Stat::Mean => query::Stat::Mean,
-            Stat::Min => query::Stat::Min,
-            Stat::Max => query::Stat::Max,
-            Stat::Sum => query::Stat::Sum,
-            Stat::Count => query::Stat::Count,
-            Stat::Last => query::Stat::Last,
-            Stat::Rate => query::Stat::Increase,
-            Stat::Increase => query::Stat::Increase,
-            Stat::Quantile(p) => query::Stat::Quantile(p),
-        };
-        let query = Query::new(sel, stat, window);
-        // The store's default `last` is the mean across series; the engine's is the sum.
-        if q.stat == Stat::Last { query.across(Across::Sum) } else { query }
+    fn query(q: &SignalQuery) -> Query {
+        Query::new((&q.selector).into(), q.stat, q.window)
     }
-
-    /// Turns the store's value into the engine's: rate over the policy's own window, and
-    /// `count` of an empty window as 0.
-    fn finish(q: &SignalQuery, value: Option<f64>) -> Option<f64> {
-        match (q.stat, value) {
-            (Stat::Rate, Some(inc)) => Some(inc / q.window.as_secs_f64().max(1e-9)),
-            (Stat::Count, None) => Some(0.0),
-            (_, v) => v,
-        }
-    }
-}
-
-/// The engine's selector as the store's (attribute equality matchers).
-fn selector(s: &Selector) -> query::Selector {
-    query::Selector::new(s.metric.clone())
-        .with_eq(s.matchers.iter().map(|(k, v)| (k.clone(), v.clone())))
 }
 
 fn source_error(what: impl std::fmt::Display, e: QueryError) -> SignalError {
@@ -88,8 +52,8 @@ fn source_error(what: impl std::fmt::Display, e: QueryError) -> SignalError {
 
 impl SignalSource for StoreSource {
     fn read(&self, q: &SignalQuery, now: u64) -> Result<Option<f64>, SignalError> {
-        let groups = self.store.instant(&self.query(q), now).map_err(|e| source_error(q, e))?;
-        Ok(Self::finish(q, groups.first().map(|g| g.value)))
+        let groups = self.store.instant(&Self::query(q), now).map_err(|e| source_error(q, e))?;
+        Ok(groups.first().map(|g| g.value))
     }
 
     fn histogram(
@@ -100,7 +64,7 @@ impl SignalSource for StoreSource {
     ) -> Result<Option<Histogram>, SignalError> {
         let groups = self
             .store
-            .histogram_window(&selector(selector_), from.saturating_add(1), to, &[])
+            .histogram_window(&selector_.into(), from, to, &[])
             .map_err(|e| source_error(format!("histogram({selector_})"), e))?;
         let Some((_, h)) = groups.into_iter().next() else { return Ok(None) };
         if h.count == 0 {
@@ -121,7 +85,7 @@ impl SignalSource for StoreSource {
         to: u64,
     ) -> Result<BTreeMap<String, f64>, SignalError> {
         self.store
-            .increase_by(&selector(selector_), from.saturating_add(1), to, by)
+            .increase_by(&selector_.into(), from, to, by)
             .map_err(|e| source_error(format!("increase({selector_}) by {by}"), e))
     }
 
@@ -132,7 +96,7 @@ impl SignalSource for StoreSource {
     ) -> Result<Option<VersionSeen>, SignalError> {
         let mut sel = selector_.clone();
         sel.matchers.remove(VERSION_ATTR);
-        let store_sel = selector(&sel);
+        let store_sel = query::Selector::from(&sel);
         let mut first_by_version: BTreeMap<String, u64> = BTreeMap::new();
         let known: Vec<(SeriesKey, String, Option<u64>)> = {
             let cache = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,7 +156,7 @@ impl SignalSource for StoreSource {
         to: u64,
         step: Duration,
     ) -> Result<Vec<(u64, f64)>, SignalError> {
-        let store_q = self.query(q);
+        let store_q = Self::query(q);
         let step = Duration::from_nanos(nanos(step).max(1));
         let fetch = |start, end| {
             let groups =
@@ -203,10 +167,7 @@ impl SignalSource for StoreSource {
                 .map(|g| g.points.into_iter().collect())
                 .unwrap_or_default())
         };
-        // `finish` reads `count` as 0 where the store has no group, as `read` does.
-        chunked_range(from, to, step, RANGE_CHUNK, fetch, |t, points| {
-            Self::finish(q, points.get(&t).copied())
-        })
+        chunked_range(from, to, step, RANGE_CHUNK, fetch, |t, points| points.get(&t).copied())
     }
 }
 

@@ -55,7 +55,7 @@ fn gauge_window_stats_and_grouping() {
     }
     let at = T0 + 9 * S;
     let sel = Selector::new("hw.gpu.utilization");
-    let w = Duration::from_secs(4); // [5s, 9s]
+    let w = Duration::from_secs(5); // (4s, 9s]: open at the left
     assert_eq!(
         one(
             &store,
@@ -67,10 +67,11 @@ fn gauge_window_stats_and_grouping() {
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Max, w), at), Some(109.0));
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Min, w), at), Some(5.0));
     assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Count, w), at), Some(10.0));
-    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Last, w), at), Some((9.0 + 109.0) / 2.0));
+    // `last` sums the newest value of each series, as a policy reads it.
+    assert_eq!(one(&store, &Query::new(sel.clone(), Stat::Last, w), at), Some(118.0));
     assert_eq!(
-        one(&store, &Query::new(sel.clone(), Stat::Last, w).across(Across::Sum), at),
-        Some(118.0)
+        one(&store, &Query::new(sel.clone(), Stat::Last, w).across(Across::Mean), at),
+        Some((9.0 + 109.0) / 2.0)
     );
     // Exact quantile over all samples of the group: 5..9 and 105..109.
     assert_eq!(
@@ -142,14 +143,15 @@ fn counters_turn_cumulative_into_increments_across_resets() {
         one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(60)), at),
         Some(45.0)
     );
-    // Window [2s, 4s]: baseline total at 1s = 20, total at 4s = 45
+    // Window (1s, 4s]: baseline total at 1s = 20, total at 4s = 45
     assert_eq!(
-        one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(2)), at),
+        one(&store, &Query::new(sel.clone(), Stat::Increase, Duration::from_secs(3)), at),
         Some(25.0)
     );
+    // (2s, 4s]: 45 - 30 = 15 over 2 seconds.
     assert_eq!(
         one(&store, &Query::new(sel.clone(), Stat::Rate, Duration::from_secs(2)), at),
-        Some(12.5)
+        Some(7.5)
     );
     // Delta counters add up.
     let mut w = store.writer();
@@ -164,7 +166,7 @@ fn counters_turn_cumulative_into_increments_across_resets() {
     }
     w.finish();
     let by = store
-        .increase_by(&Selector::new("inference.prediction.class"), T0, T0 + 10 * S, "class")
+        .increase_by(&Selector::new("inference.prediction.class"), T0 - S, T0 + 10 * S, "class")
         .expect("by class");
     assert_eq!(by.get("cat"), Some(&4.0));
     assert_eq!(by.get("dog"), Some(&6.0));
@@ -214,12 +216,12 @@ fn histogram_quantiles_merge_across_series_and_time() {
         (one(&store, &Query::new(sel.clone(), Stat::Mean, w10), at).expect("mean") - 0.02).abs()
             < 1e-12
     );
-    let hw = store.histogram_window(&sel, T0, at, &["host.name".to_string()]).expect("window");
+    let hw = store.histogram_window(&sel, T0 - S, at, &["host.name".to_string()]).expect("window");
     assert_eq!(hw.len(), 2);
     assert_eq!(hw[0].1.count, 50);
     assert_eq!(hw[1].1.count, 40);
-    // Window [3s, 4s] only sees the last two intervals: a: 2×10, b: 2×8.
-    assert_eq!(one(&store, &Query::new(sel, Stat::Count, Duration::from_secs(1)), at), Some(36.0));
+    // Window (2s, 4s] only sees the last two intervals: a: 2×10, b: 2×8.
+    assert_eq!(one(&store, &Query::new(sel, Stat::Count, Duration::from_secs(2)), at), Some(36.0));
 }
 
 #[test]
@@ -312,7 +314,8 @@ fn survives_restart_from_log_and_blocks() {
     let store = Store::open(disk_config(dir.path()), Arc::new(clock.clone())).expect("reopen");
     assert_eq!(store.series_count(), 3);
     let at = T0 + 119 * S;
-    let all = Duration::from_secs(119);
+    // (T0 - 1s, T0 + 119s]: every point.
+    let all = Duration::from_secs(120);
     let g = Selector::new("g");
     assert_eq!(one(&store, &Query::new(g.clone(), Stat::Count, all), at), Some(120.0));
     assert_eq!(one(&store, &Query::new(g.clone(), Stat::Mean, all), at), Some(59.5));
@@ -331,7 +334,7 @@ fn survives_restart_from_log_and_blocks() {
     assert_eq!(
         one(
             &store,
-            &Query::new(Selector::new("c"), Stat::Increase, Duration::from_secs(120)),
+            &Query::new(Selector::new("c"), Stat::Increase, Duration::from_secs(121)),
             T0 + 120 * S
         ),
         Some(242.0)
@@ -473,7 +476,8 @@ proptest! {
         }
         w.finish();
         let at = T0 + at_off;
-        let a = at.saturating_sub(win);
+        // The window is (at - win, at]: its first nanosecond.
+        let a = at.saturating_sub(win) + 1;
         let got = one(&store, &Query::new(Selector::new("m"), Stat::Mean, Duration::from_nanos(win)), at);
         let want = model_mean(&pts, a, at);
         match (got, want) {
@@ -539,7 +543,8 @@ fn histogram_rollups_match_point_by_point_merges() {
         for (a, b) in [(0, 400), (5, 95), (29, 31), (100, 200), (0, 10), (31, 359), (150, 151)] {
             let (a, b) = (T0 + a * S, T0 + b * S);
             let mut want: Option<Histogram> = None;
-            for (_, h) in pts.iter().filter(|(t, _)| (a..=b).contains(t)) {
+            // (a, b]: open at the left, as every window.
+            for (_, h) in pts.iter().filter(|(t, _)| *t > a && *t <= b) {
                 match &mut want {
                     Some(m) => m.merge(h),
                     None => want = Some(h.clone()),

@@ -161,7 +161,7 @@ const EXPECT_HUGE_VALUE: &str = "huge_value.yaml:10:25: spec.scale.metrics[0].ta
 const EXPECT_SECOND_DOCUMENT: &str = "second_document.yaml:12:1: a second YAML document: a policy file holds one policy (put each in its own file)";
 const EXPECT_SEVERAL: &[&str] = &[
     "several_errors.yaml:7:10: spec.target.min: min 10 is greater than max 2",
-    "several_errors.yaml:14:52: spec.scale.metrics[0].signal.stat: unknown statistic \"median\": use mean, min, max, sum, count, last, rate, increase or a quantile like p95",
+    "several_errors.yaml:14:52: spec.scale.metrics[0].signal.stat: unknown statistic \"mode\": use mean, min, max, sum, count, last, rate, increase or a quantile (p95, p99.9, median, quantile(0.95))",
     "several_errors.yaml:18:69: spec.retrain[0].when.drift.test: unknown test \"wasserstein\": use psi, ks, js or chi2",
 ];
 const EXPECT_TWO_THRESHOLDS: &str = "two_thresholds.yaml:9:25: spec.scale.steps[0].when.signal: give exactly one threshold of `gt`, `gte`, `lt`, `lte`";
@@ -810,7 +810,7 @@ async fn a_runtime_with_a_stale_fence_neither_acts_nor_records() {
                 .expect("series"),
         ];
         let mut cfg = RuntimeConfig::new(tmp.path().join("policies"), tmp.path().join("data"));
-        cfg.fence = fence;
+        cfg.leadership = Arc::new(fence);
         let rt = PolicyRuntime::with_ledger(
             cfg,
             ledger.clone(),

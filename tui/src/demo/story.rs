@@ -408,6 +408,7 @@ mod tests {
             status,
             outcome: None,
             updated: T0 + t,
+            actuation: None,
         }
     }
 

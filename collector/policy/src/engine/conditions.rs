@@ -92,7 +92,7 @@ fn eval_signal(
 ) -> Option<bool> {
     let q = SignalQuery {
         selector: Selector { metric: s.metric.clone(), matchers: s.matchers.clone() },
-        stat: Stat::parse(&s.stat).ok()?,
+        stat: s.stat.parse::<Stat>().ok()?,
         window: s.window.map(|w| w.get()).unwrap_or(DEFAULT_WINDOW),
     };
     let value = read(source, &q, now);
@@ -302,7 +302,7 @@ fn eval_latency_regression(
 ) -> Option<bool> {
     let window = l.window.map(|w| w.get()).unwrap_or(DEFAULT_DRIFT_WINDOW);
     let metric = l.metric.clone().unwrap_or_else(|| "inference.request.duration".to_owned());
-    let stat = Stat::parse(l.stat.as_deref().unwrap_or("p95")).ok()?;
+    let stat = l.stat.as_deref().unwrap_or("p95").parse::<Stat>().ok()?;
     let reference = reference_of(l.reference.as_deref())?;
     let selector = Selector { metric, matchers: l.matchers.clone() };
     let mut record = |value: Option<f64>, query: String, against: String| {

@@ -306,8 +306,8 @@ pub fn interval(policy: &Policy) -> Duration {
 pub fn current_from_signal(policy: &Policy, source: &dyn SignalSource, now: u64) -> Option<u32> {
     let cur = policy.doc.spec.target.current.as_ref()?;
     let q = query(cur.signal.as_ref()?).ok()?;
-    let v = source.read(&q, now).ok().flatten()?;
-    (v.is_finite() && v >= 0.0).then(|| v.round() as u32)
+    let v = crate::inputs::read(source, &q, now)?;
+    (v >= 0.0).then(|| v.round() as u32)
 }
 
 /// Evaluates one policy at `now`. `current` is the target's size (from the actuator or

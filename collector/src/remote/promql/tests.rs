@@ -28,7 +28,9 @@ fn string_literals_escape_what_promql_needs() {
 
 #[test]
 fn windows_and_instants_are_written_to_the_millisecond() {
-    assert_eq!(range(Duration::from_secs(300)), "[300000ms]");
+    // (t - w, t]: Prometheus 2.x ranges are closed at the left, so one millisecond comes off.
+    assert_eq!(range(Duration::from_secs(300)), "[299999ms]");
+    assert_eq!(range(Duration::from_millis(1)), "[1ms]");
     assert_eq!(range(Duration::from_nanos(10)), "[1ms]");
     assert_eq!(seconds(1_800_000_000_123_456_789), "1800000000.123");
 }
@@ -42,12 +44,12 @@ fn histogram_quantiles_merge_buckets_by_le_and_the_group() {
     );
     assert_eq!(
         q,
-        "histogram_quantile(0.95, sum by (le, host_name) (increase(inference_request_duration_seconds_bucket{model_name=\"resnet\"}[60000ms])))"
+        "histogram_quantile(0.95, sum by (le, host_name) (increase(inference_request_duration_seconds_bucket{model_name=\"resnet\"}[59999ms])))"
     );
     let q = PromSource::promql(&hist("d"), &plan(query::Stat::Mean, &[], None));
     assert_eq!(
         q,
-        "sum by () (increase(d_sum{model_name=\"resnet\"}[60000ms])) / sum by () (increase(d_count{model_name=\"resnet\"}[60000ms]))"
+        "sum by () (increase(d_sum{model_name=\"resnet\"}[59999ms])) / sum by () (increase(d_count{model_name=\"resnet\"}[59999ms]))"
     );
 }
 
@@ -60,15 +62,15 @@ fn gauge_statistics_aggregate_over_time_then_across_series() {
     );
     assert_eq!(
         q,
-        "max by (host_name) (max_over_time(hw_gpu_utilization_ratio{model_name=\"resnet\"}[60000ms]))"
+        "max by (host_name) (max_over_time(hw_gpu_utilization_ratio{model_name=\"resnet\"}[59999ms]))"
     );
     let q = PromSource::promql(&gauge("g"), &plan(query::Stat::Mean, &[], None));
     assert_eq!(
         q,
-        "sum by () (sum_over_time(g{model_name=\"resnet\"}[60000ms])) / sum by () (count_over_time(g{model_name=\"resnet\"}[60000ms]))"
+        "sum by () (sum_over_time(g{model_name=\"resnet\"}[59999ms])) / sum by () (count_over_time(g{model_name=\"resnet\"}[59999ms]))"
     );
     let q = PromSource::promql(&gauge("g"), &plan(query::Stat::Mean, &keys, Some(Across::Max)));
-    assert_eq!(q, "max by (host_name) (avg_over_time(g{model_name=\"resnet\"}[60000ms]))");
+    assert_eq!(q, "max by (host_name) (avg_over_time(g{model_name=\"resnet\"}[59999ms]))");
 }
 
 #[test]

@@ -10,7 +10,8 @@ use crate::actuate::spec::{CommandSpec, JobActuator, ResizeActuator};
 use crate::actuate::{ActuatorsConfig, Journal, Secrets};
 
 fn executor(dir: &Path) -> ActuatorExecutor {
-    let journal = Arc::new(Journal::open(&dir.join("actions.redb")).expect("journal"));
+    let ledger = crate::policy::persist::PolicyStore::open(dir).expect("policy ledger");
+    let journal = Arc::new(Journal::new(Arc::new(ledger), crate::policy::persist::Fence::SOLE));
     ActuatorExecutor::new(
         ActuateEnv::new(ActuatorsConfig::default(), Secrets::default(), journal).expect("env"),
     )

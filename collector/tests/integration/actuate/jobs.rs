@@ -10,7 +10,6 @@ use stoker_collector::actuate::spec::JobSpec;
 use stoker_collector::actuate::webhook::verify;
 use stoker_collector::actuate::{
     ActionState, ActuateError, IdempotencyKey, JobContext, JobState, build_job_runner,
-    recent_actions,
 };
 use stoker_collector::clock::ManualClock;
 
@@ -102,7 +101,7 @@ async fn kubernetes_job_lifecycle_with_deterministic_name() {
     assert_eq!(runner.poll(&h).await.expect("poll").state, JobState::Succeeded);
     let rec = t.env.journal.get(key.as_str()).expect("journal").expect("rec");
     assert_eq!(rec.state, ActionState::Succeeded);
-    assert_eq!(recent_actions(&t.env.journal, 10).expect("recent")[0].key, key.as_str());
+    assert_eq!(t.env.journal.recent(10).expect("recent")[0].key, key.as_str());
 
     // Now a new job may start.
     runner.start(&ctx(), &other, false).await.expect("second job after the first ended");
@@ -348,7 +347,7 @@ async fn interrupted_command_start_is_never_repeated() {
     let key = IdempotencyKey::new("resnet-serving", "confidence-drift", 13);
     t.env
         .journal
-        .put(&stoker_collector::actuate::ActionRecord {
+        .put(&stoker_collector::actuate::Actuation {
             key: key.as_str().into(),
             kind: stoker_collector::actuate::ActionKind::Job,
             actuator: "command".into(),

@@ -13,6 +13,7 @@ use axum::response::Response;
 use stoker_collector::actuate::config::{ActuatorsConfig, ClusterConfig};
 use stoker_collector::actuate::retry::RetryPolicy;
 use stoker_collector::actuate::{ActuateEnv, Journal, SecretSource, Secrets, SecretsConfig};
+use stoker_collector::policy::persist::{Fence, PolicyStore};
 
 /// One request the peer saw.
 #[derive(Clone, Debug)]
@@ -162,7 +163,9 @@ pub fn test_env(kube_server: Option<&str>) -> TestEnv {
             ClusterConfig { kubeconfig: Some(kc), context: None, in_cluster: false },
         );
     }
-    let journal = Arc::new(Journal::open(&dir.path().join("actions.redb")).expect("journal"));
+    // The actuators' journal lives in the embedded policy ledger, as in `serve`.
+    let ledger = PolicyStore::open(dir.path()).expect("policy ledger");
+    let journal = Arc::new(Journal::new(Arc::new(ledger), Fence::SOLE));
     let env = ActuateEnv::new(config, Secrets::from_config(secrets).expect("secrets"), journal)
         .expect("env")
         .with_retry(RetryPolicy::without_jitter(
