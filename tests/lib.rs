@@ -60,6 +60,27 @@ pub fn victoria_command(bin: &str, data_dir: &Path, port: u16) -> Command {
     cmd
 }
 
+/// A single-member etcd (Debian's `etcd-server`) storing under `data_dir`, serving clients on
+/// `http://127.0.0.1:{client_port}` and its peer port on `peer_port`, logging only errors, its
+/// stdout discarded; the caller sets stderr and spawns it. A short election timeout makes the
+/// lone member lead at once and keeps etcd's minimum lease TTL (1.5 election timeouts) below
+/// the 1 s tests ask for.
+pub fn etcd_command(bin: &str, data_dir: &Path, client_port: u16, peer_port: u16) -> Command {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(["--name", "default"])
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(Stdio::null());
+    cmd
+}
+
 /// A child process (a store, a collector) that is killed and reaped when dropped.
 pub struct KillOnDrop(pub Child);
 

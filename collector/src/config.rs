@@ -49,6 +49,9 @@ pub struct CollectorConfig {
     /// Actuators (`[actuators]`): clusters, retries, timeouts.
     #[serde(skip_serializing_if = "is_default")]
     pub actuators: crate::actuate::ActuatorsConfig,
+    /// Several collectors, one leader (`[cluster]`); absent = this collector alone leads.
+    #[serde(skip_serializing_if = "is_default")]
+    pub cluster: crate::cluster::ClusterConfig,
     /// Named secrets (`[secrets.<name>] env = ".." | file = ".."`) that actuator sections refer
     /// to; values are never written in this file.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -218,7 +221,7 @@ impl CollectorConfig {
                 key: e.path().to_string(),
                 message: e.inner().message().to_string(),
             })?;
-        let problems = cfg.store.validate();
+        let problems = cfg.store.validate().into_iter().chain(cfg.cluster.validate());
         if let Some((key, message)) = problems.into_iter().next() {
             return Err(ConfigError::Invalid { path: origin.into(), key, message });
         }

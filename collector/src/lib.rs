@@ -9,6 +9,7 @@ pub mod policy;
 
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dbfile;
 pub mod ingest;

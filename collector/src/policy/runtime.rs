@@ -276,7 +276,12 @@ impl PolicyRuntime {
         clock: SharedClock,
         exporter: Option<DecisionExporter>,
     ) -> Result<Self, RuntimeError> {
-        let states = ledger.states()?;
+        // A member that does not lead yet reads the states when it comes to lead
+        // ([`PolicyRuntime::take_over`]); the shared store may not even answer now.
+        let states = match cfg.leadership.fence() {
+            Some(_) => ledger.states()?,
+            None => BTreeMap::new(),
+        };
         let rt = Self {
             shared: Arc::new(Shared {
                 cfg,

@@ -161,9 +161,20 @@ pub async fn start(
     let store = Arc::new(store);
     tracker.spawn(store.clone().run_background(cancel.clone()));
     let remote = start_remote(&config, &secrets, &data_dir, &store, &cancel, &tracker)?;
+    // Several collectors: only the leader evaluates and acts (`[cluster]`).
+    let cluster = crate::cluster::start(&config.cluster, &cancel, &tracker).map_err(|e| {
+        ServeError::Config(ConfigError::Invalid {
+            path: "configuration".into(),
+            key: "cluster".into(),
+            message: e.to_string(),
+        })
+    })?;
 
-    let mut extra_api = Vec::new();
-    let mut extra_metrics: Vec<MetricsText> = Vec::new();
+    let mut extra_api = vec![cluster.router()];
+    let mut extra_metrics: Vec<MetricsText> = {
+        let cluster = cluster.clone();
+        vec![Arc::new(move || cluster.metrics_text())]
+    };
     if let Some(w) = &remote.writer {
         let w = w.clone();
         extra_metrics.push(Arc::new(move || w.metrics_text()));
@@ -183,8 +194,8 @@ pub async fn start(
     let policy = match &policies {
         Some(dir) => {
             let paths = PolicyPaths { dir, data_dir: &data_dir, reload_on_hup };
-            let (rt, executor) =
-                start_policy(&config, paths, secrets, (store.clone(), source), &cancel, &tracker)?;
+            let inputs = PolicyInputs { store: store.clone(), source, cluster: &cluster };
+            let (rt, executor) = start_policy(&config, paths, secrets, inputs, &cancel, &tracker)?;
             extra_api.push(crate::policy::router(rt.clone()));
             let metrics_rt = rt.clone();
             extra_metrics.push(Arc::new(move || metrics_rt.metrics_text()));
@@ -266,13 +277,20 @@ struct PolicyPaths<'a> {
     reload_on_hup: bool,
 }
 
+/// What the policy engine reads and whom it answers to.
+struct PolicyInputs<'a> {
+    store: Arc<Store>,
+    source: SharedSource,
+    cluster: &'a crate::cluster::Cluster,
+}
+
 /// Opens the policy ledger (state, decisions, actions and the actuators' journal in one), and
 /// builds the runtime over the store and the actuators.
 fn start_policy(
     config: &CollectorConfig,
     PolicyPaths { dir, data_dir, reload_on_hup }: PolicyPaths<'_>,
     secrets: Secrets,
-    (store, source): (Arc<Store>, SharedSource),
+    PolicyInputs { store, source, cluster }: PolicyInputs<'_>,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<(PolicyRuntime, Arc<ActuatorExecutor>), ServeError> {
@@ -286,13 +304,20 @@ fn start_policy(
         rc.reload_poll = config.policy.reload_poll.get();
         rc.job_poll = config.policy.job_poll.get();
         rc.reload_on_hup = reload_on_hup;
+        rc.leadership = cluster.leadership.clone();
         rc
     };
-    let ledger: Arc<dyn Ledger> =
-        Arc::new(PolicyStore::open(data_dir).map_err(|e| policy_err(e.into()))?);
+    // The cluster's shared ledger, or the embedded one of a collector alone.
+    let ledger: Arc<dyn Ledger> = match &cluster.ledger {
+        Some(shared) => shared.clone(),
+        None => Arc::new(PolicyStore::open(data_dir).map_err(|e| policy_err(e.into()))?),
+    };
     let journal = Journal::led_by(ledger.clone(), rc.leadership.clone());
-    // A journal file of its own, from before it moved into the ledger, comes over once.
-    journal.import_file(&data_dir.join("actions.redb")).map_err(actuators)?;
+    // A journal file of its own, from before it moved into the ledger, comes over once (into
+    // the embedded ledger: a collector that joins a cluster starts without one).
+    if cluster.ledger.is_none() {
+        journal.import_file(&data_dir.join("actions.redb")).map_err(actuators)?;
+    }
     // One clock for the store, the engine and the actuators' records.
     let clock = store.clock.clone();
     let env = ActuateEnv::new(config.actuators.clone(), secrets, Arc::new(journal))

@@ -12,6 +12,7 @@ mod api_auth;
 mod cli;
 mod clock_jump;
 mod closed_loop;
+mod cluster;
 mod common;
 mod crash_recovery;
 mod durability;
