@@ -385,9 +385,9 @@ fn gpu_agent_daemonset_reaches_gpus_host_processes_and_pods() {
     assert_eq!(secret_key_at(pod, c, token), "write");
 }
 
-/// What the actuators call (collector/src/actuate/kubernetes.rs) and leader election's Lease:
-/// (API group, resource, verb).
-fn needed_rbac(ha: bool) -> BTreeSet<(String, String, String)> {
+/// What the actuators call (collector/src/actuate/kubernetes.rs): (API group, resource, verb).
+/// Leader election goes through etcd, which needs no Kubernetes rights.
+fn needed_rbac() -> BTreeSet<(String, String, String)> {
     let mut need = BTreeSet::new();
     for res in ["deployments/scale", "statefulsets/scale"] {
         for verb in ["get", "patch"] {
@@ -399,11 +399,6 @@ fn needed_rbac(ha: bool) -> BTreeSet<(String, String, String)> {
     }
     for verb in ["create", "get", "delete"] {
         need.insert(("batch".to_owned(), "jobs".to_owned(), verb.to_owned()));
-    }
-    if ha {
-        for verb in ["get", "create", "update"] {
-            need.insert(("coordination.k8s.io".to_owned(), "leases".to_owned(), verb.to_owned()));
-        }
     }
     need
 }
@@ -498,10 +493,10 @@ fn collector_overlays_probe_keep_their_data_and_hold_only_the_rbac_they_need() {
         assert!(!c["resources"]["requests"]["memory"].is_null(), "{overlay}: memory request");
         assert!(!c["resources"]["limits"]["memory"].is_null(), "{overlay}: memory limit");
 
-        // Exactly the API calls the actuators make (and, for HA, the Lease).
+        // Exactly the API calls the actuators make.
         let account = pod["serviceAccountName"].as_str().expect("serviceAccountName");
         let ha = overlay == "ha";
-        assert_eq!(granted(&objs, namespace, account), needed_rbac(ha), "{overlay}: RBAC");
+        assert_eq!(granted(&objs, namespace, account), needed_rbac(), "{overlay}: RBAC");
 
         // The policy set: the repository's policies, read from the ConfigMap's current payload.
         let policies = arg(c, "--policies");
@@ -521,7 +516,22 @@ fn collector_overlays_probe_keep_their_data_and_hold_only_the_rbac_they_need() {
             assert_eq!(str_at(&config, "store.backend"), Some("remote"));
             assert!(str_at(&config, "store.remote.write_url").is_some());
             assert!(str_at(&config, "store.remote.query_url").is_some());
-            assert_eq!(str_at(&config, "cluster.backend"), Some("kubernetes"));
+            assert_eq!(str_at(&config, "cluster.backend"), Some("etcd"));
+            // The endpoints are the shipped etcd's members, by their stable names.
+            let etcd = find(&objs, "StatefulSet", "stoker-etcd");
+            let members = etcd["spec"]["replicas"].as_u64().expect("etcd replicas");
+            let service = etcd["spec"]["serviceName"].as_str().expect("etcd serviceName");
+            let want: Vec<String> = (0..members)
+                .map(|i| format!("http://stoker-etcd-{i}.{service}.{namespace}.svc:2379"))
+                .collect();
+            let got: Vec<String> = config["cluster"]["etcd_endpoints"]
+                .as_array()
+                .expect("cluster.etcd_endpoints")
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            assert_eq!(got, want, "{overlay}: etcd_endpoints");
+            assert!(members >= 3 && members % 2 == 1, "etcd needs an odd quorum of 3 or more");
             let dashboard = all(&objs, "ConfigMap")
                 .find(|m| m["metadata"]["labels"]["grafana_dashboard"] == "1")
                 .expect("the Grafana dashboard ConfigMap");
@@ -782,65 +792,77 @@ fn single_collector_starts_from_its_manifests_and_loads_the_policy_configmap() {
     assert_eq!(arr(&v["errors"]).len(), 0, "{body}");
 }
 
+/// The HA collector starts from its manifests with its whole configuration, `[cluster]`
+/// included, and leads through a real etcd (Debian's `etcd-server`, one member on loopback, in
+/// place of the overlay's etcd StatefulSet; `.ci/install-etcd.sh`).
 #[test]
-fn ha_collector_config_is_refused_today_only_for_the_cluster_keys() {
+fn ha_collector_leads_from_its_manifests_on_a_real_etcd() {
     if !kubectl_available() {
         return;
     }
+    let bin = stoker_tests::installed_bin("etcd");
+    if !peer_available(bin.is_some(), "etcd", "install-etcd.sh") {
+        return;
+    }
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let etcd_dir = tempfile::tempdir().expect("temp dir");
+    let port = free();
+    let etcd =
+        stoker_tests::etcd_command(&bin.unwrap(), &etcd_dir.path().join("data"), port, free())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+    let _etcd = stoker_tests::KillOnDrop(etcd);
+    let etcd_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let healthy = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        TcpStream::connect_timeout(&etcd_addr, Duration::from_secs(1)).is_ok()
+            && http_get(etcd_addr, "/health", None).1.contains("\"health\":\"true\"")
+    });
+    assert!(healthy, "etcd on {etcd_addr} did not become healthy");
+
     // The remote store's URLs point at loopback here (nothing listens: the collector starts
-    // without reaching its store); the example's in-cluster host is never contacted.
-    let on_loopback = |t: &mut toml::Table| {
-        if let Some(remote) = t
+    // without reaching its store) and etcd is the one above; the example's in-cluster hosts
+    // are never contacted.
+    let on_loopback = |text: &str| {
+        let mut t = toml_of(text, "HA collector.toml");
+        let remote = t
             .get_mut("store")
             .and_then(toml::Value::as_table_mut)
             .and_then(|s| s.get_mut("remote"))
             .and_then(toml::Value::as_table_mut)
-        {
-            assert!(remote.contains_key("write_url") && remote.contains_key("query_url"));
-            remote.insert("write_url".into(), "http://127.0.0.1:9/api/v1/write".into());
-            remote.insert("query_url".into(), "http://127.0.0.1:9".into());
+            .expect("[store.remote]");
+        assert!(remote.contains_key("write_url") && remote.contains_key("query_url"));
+        remote.insert("write_url".into(), "http://127.0.0.1:9/api/v1/write".into());
+        remote.insert("query_url".into(), "http://127.0.0.1:9".into());
+        let cluster = t.get_mut("cluster").and_then(toml::Value::as_table_mut).expect("[cluster]");
+        let endpoints = toml::Value::Array(vec![format!("http://{etcd_addr}").into()]);
+        assert!(cluster.insert("etcd_endpoints".into(), endpoints).is_some());
+        cluster.insert("member".into(), "stoker-collector-0".into());
+        t.to_string()
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let Some((mut collector, token)) = start_collector("ha", tmp.path(), on_loopback) else {
+        return;
+    };
+    let Some(listening) = collector.wait_for("listening api=", Duration::from_secs(30)) else {
+        panic!("HA collector refused (exit {:?}):\n{}", collector.exit_code(), collector.log());
+    };
+    let api = api_addr(&listening);
+    let mut view = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = http_get(api, "/api/v1/cluster", Some(&token));
+        assert_eq!(status, 200, "{body}");
+        view = serde_json::from_str(&body).expect("cluster JSON");
+        if view["role"] == "leader" {
+            break;
         }
-    };
-    // Without the cluster keys, the rest of the file (listeners, tokens, the remote store,
-    // policy, actuators) starts today's collector.
-    let without_cluster = |text: &str| {
-        let mut t = toml_of(text, "HA collector.toml");
-        t.remove("cluster");
-        on_loopback(&mut t);
-        t.to_string()
-    };
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let Some((mut rest, _)) = start_collector("ha", tmp.path(), without_cluster) else {
-        return;
-    };
-    if rest.wait_for("listening api=", Duration::from_secs(30)).is_none() {
-        panic!(
-            "HA config without [cluster] refused (exit {:?}):\n{}",
-            rest.exit_code(),
-            rest.log()
-        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    drop(rest);
-
-    let whole = |text: &str| {
-        let mut t = toml_of(text, "HA collector.toml");
-        on_loopback(&mut t);
-        t.to_string()
-    };
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let Some((mut collector, _)) = start_collector("ha", tmp.path(), whole) else {
-        return;
-    };
-    if collector.wait_for("listening api=", Duration::from_secs(30)).is_some() {
-        eprintln!("the HA configuration is accepted by this collector");
-        return;
-    }
-    // Until the cluster backend lands, the collector refuses its key, and only that.
-    let code = collector.exit_code();
-    let log = collector.log();
-    assert_eq!(code, Some(64), "{log}");
-    assert!(log.contains("cluster"), "refused for something else than [cluster]:\n{log}");
-    eprintln!("the HA configuration needs a collector with the cluster backend; today: {log}");
+    assert_eq!(view["role"], "leader", "the only member leads: {view}\n{}", collector.log());
+    assert_eq!(view["self"], "stoker-collector-0");
+    assert_eq!(view["backend"], "etcd");
+    assert_eq!(view["lease_ttl_s"], 10);
 }
 
 #[test]
