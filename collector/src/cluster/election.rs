@@ -52,6 +52,8 @@ pub struct ClusterView {
     pub role: Role,
     /// The leader's member name, when one is known.
     pub leader: Option<String>,
+    /// Every member that holds a lease now (this one included once it has one), by name.
+    pub members: Vec<String>,
     /// The leader's term (the leader key's create revision); 0 while none is known.
     pub term: u64,
     /// The lease TTL, seconds, as etcd granted it (or as asked, before a grant).
@@ -120,6 +122,9 @@ pub async fn campaign(
 pub struct ElectionConfig {
     /// The key to hold, e.g. `/stoker/leader`.
     pub key: String,
+    /// Where each member keeps a key of its own on its lease, e.g. `/stoker/members/`: the
+    /// members are the keys under it.
+    pub members: String,
     /// This collector's member name (unique in the cluster).
     pub member: String,
     /// The lease TTL: how long a dead leader holds the key.
@@ -155,6 +160,8 @@ pub struct Election {
     leading: Option<u64>,
     /// Whether the last call to etcd failed (errors are logged on the change only).
     failing: bool,
+    /// The members seen in the last round.
+    members: Vec<String>,
 }
 
 impl Election {
@@ -164,11 +171,12 @@ impl Election {
             self_: cfg.member.clone(),
             role: Role::Follower,
             leader: None,
+            members: Vec::new(),
             term: 0,
             lease_ttl_s: whole_seconds(cfg.lease_ttl),
             backend: "etcd",
         });
-        Self { client, cfg, tx, session: None, leading: None, failing: false }
+        Self { client, cfg, tx, session: None, leading: None, failing: false, members: Vec::new() }
     }
 
     /// Where this collector stands, updated as it changes.
@@ -232,7 +240,29 @@ impl Election {
                 }
             }
         }
+        self.read_members().await;
         self.next_wake()
+    }
+
+    /// Reads who holds a member key now; on failure the last list stays.
+    async fn read_members(&mut self) {
+        let prefix = self.cfg.members.as_bytes();
+        let Ok(r) = self.client.range(&RangeRequest::prefix(prefix.to_vec())).await else { return };
+        let mut members: Vec<String> = r
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(prefix))
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        members.sort();
+        if members != self.members {
+            self.members = members;
+            let (leader, term) = {
+                let v = self.tx.borrow();
+                (v.leader.clone(), v.term)
+            };
+            self.publish(leader, term);
+        }
     }
 
     /// Grants a lease when there is none; refreshes it when due; drops it when it is gone
@@ -295,6 +325,13 @@ impl Election {
                         deadline: sent + l.ttl,
                         next_keepalive: sent + l.ttl / 3,
                     });
+                    // This member's own key, gone with its lease.
+                    let key = format!("{}{}", self.cfg.members, self.cfg.member);
+                    let put =
+                        PutRequest { lease: l.id, ..PutRequest::new(key, self.cfg.member.clone()) };
+                    if let Err(e) = self.client.put(&put).await {
+                        debug!(error = %e, "Cannot register as a member; the next lease tries again.");
+                    }
                 }
                 Err(e) => return self.failed(&e),
             }
@@ -343,6 +380,7 @@ impl Election {
                 self_: self.cfg.member.clone(),
                 role,
                 leader,
+                members: self.members.clone(),
                 term,
                 lease_ttl_s,
                 backend: "etcd",
@@ -388,8 +426,12 @@ mod tests {
 
     fn election(endpoint: &str, member: &str, ttl: Duration) -> Election {
         let client = EtcdClient::new(&[endpoint.to_owned()], Duration::from_secs(2)).unwrap();
-        let cfg =
-            ElectionConfig { key: "/stoker/leader".into(), member: member.into(), lease_ttl: ttl };
+        let cfg = ElectionConfig {
+            key: "/stoker/leader".into(),
+            members: "/stoker/members/".into(),
+            member: member.into(),
+            lease_ttl: ttl,
+        };
         Election::new(client, cfg)
     }
 
@@ -414,14 +456,15 @@ mod tests {
             self_: "a".into(),
             role: Role::Leader,
             leader: Some("a".into()),
+            members: vec!["a".into(), "b".into()],
             term: 7,
             lease_ttl_s: 10,
             backend: "etcd",
         };
         assert_eq!(
             serde_json::to_value(&v).unwrap(),
-            serde_json::json!({"self": "a", "role": "leader", "leader": "a", "term": 7,
-                               "lease_ttl_s": 10, "backend": "etcd"})
+            serde_json::json!({"self": "a", "role": "leader", "leader": "a", "members": ["a", "b"],
+                               "term": 7, "lease_ttl_s": 10, "backend": "etcd"})
         );
         assert_eq!(v.fence(), Some(Fence(7)));
     }
@@ -447,11 +490,15 @@ mod tests {
             (stop_b.clone(), va.clone(), b_now.term, "a")
         };
         assert_eq!(follower.borrow().role, Role::Follower);
+        let both = |v: &ClusterView| v.members == ["a", "b"];
+        until(&mut follower, ttl, both).await;
 
         stop_leader.cancel();
         let took_over =
             until(&mut follower, Duration::from_secs(2), |v| v.role == Role::Leader).await;
         assert_eq!(took_over.leader.as_deref(), Some(new_leader));
+        // The resigned member's key went with its lease.
+        until(&mut follower, ttl, |v| v.members == [new_leader]).await;
         assert!(took_over.term > old_term, "{} > {old_term}", took_over.term);
 
         stop_a.cancel();

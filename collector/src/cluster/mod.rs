@@ -171,6 +171,7 @@ impl ClusterConfig {
             client,
             ElectionConfig {
                 key: self.leader_key(),
+                members: format!("{}/members/", self.prefix.trim_end_matches('/')),
                 member: self.member_name(),
                 lease_ttl: self.lease_ttl.get(),
             },
@@ -212,7 +213,8 @@ pub fn start(
         let (_, view) = watch::channel(ClusterView {
             self_: me.clone(),
             role: Role::Leader,
-            leader: Some(me),
+            leader: Some(me.clone()),
+            members: vec![me],
             term: Fence::SOLE.0,
             lease_ttl_s: 0,
             backend: "none",
