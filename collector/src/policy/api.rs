@@ -11,7 +11,7 @@ use super::check::Diagnostic;
 use super::engine::{DEFAULT_RETRAIN_COOLDOWN, Decision, RuleKind};
 use super::forecast::ForecastPoint;
 use super::format::{ForecastMode, Mode};
-use super::persist::ActionRecord;
+use super::persist::{ActionRecord, LedgerError};
 use super::runtime::PolicyRuntime;
 use super::signal::nanos;
 
@@ -293,10 +293,21 @@ async fn decisions(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<DecisionsResponse>, (StatusCode, String)> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    rt.store()
-        .decisions(q.policy.as_deref(), q.rule.as_deref(), limit)
+    // Off the async workers: the ledger may be a round trip away (etcd) or wait on a disk.
+    blocking(move || rt.store().decisions(q.policy.as_deref(), q.rule.as_deref(), limit))
+        .await
         .map(|decisions| Json(DecisionsResponse { decisions }))
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Runs a ledger read on the blocking pool; its error as a 500.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, (StatusCode, String)> {
+    let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| failed(format!("ledger read task: {e}")))?
+        .map_err(|e| failed(e.to_string()))
 }
 
 async fn actions(
@@ -304,15 +315,12 @@ async fn actions(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ActionsResponse>, (StatusCode, String)> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    rt.store()
-        .actions()
-        .map(|mut actions| {
-            actions.retain(|a| {
-                q.policy.as_ref().is_none_or(|p| *p == a.policy)
-                    && q.rule.as_ref().is_none_or(|r| *r == a.rule)
-            });
-            actions.truncate(limit);
-            Json(ActionsResponse { actions })
-        })
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    blocking(move || rt.store().actions()).await.map(|mut actions| {
+        actions.retain(|a| {
+            q.policy.as_ref().is_none_or(|p| *p == a.policy)
+                && q.rule.as_ref().is_none_or(|r| *r == a.rule)
+        });
+        actions.truncate(limit);
+        Json(ActionsResponse { actions })
+    })
 }
