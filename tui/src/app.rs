@@ -11,7 +11,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::client::{Need, Snapshot, Update};
 use crate::model::{
-    DecisionView, FleetRow, ModelVersionView, ModelView, NodeDetail, RuleView, UnixNanos,
+    ClusterStatus, DecisionView, FleetRow, ModelVersionView, ModelView, NodeDetail, RuleView,
+    UnixNanos,
 };
 
 /// History windows `+`/`-` step through.
@@ -186,6 +187,9 @@ pub struct App {
     pub collector: String,
     /// Connection status.
     pub connection: Connection,
+    /// The collector's place in its cluster, for the header; `None` while unknown (or for a
+    /// collector from before clustering).
+    pub cluster: Option<ClusterStatus>,
     /// Fleet rows as received.
     pub fleet: Option<Fetched<Vec<FleetRow>>>,
     /// Indices into `fleet` after filter and sort.
@@ -235,6 +239,7 @@ impl App {
             zoom: ZOOM_STEPS[2],
             collector: collector.into(),
             connection: Connection::Connecting,
+            cluster: None,
             fleet: None,
             fleet_order: Vec::new(),
             sort: FleetSort::Name,
@@ -311,6 +316,8 @@ impl App {
                     }
                 };
             }
+            // Says nothing of the connection: only the screen's fetches judge that.
+            Update::Cluster(view) => self.cluster = view,
         }
     }
 
@@ -853,6 +860,30 @@ mod tests {
         app.apply(Update::Connected { at: NOW + 5 * s });
         assert_eq!(app.connection, Connection::Up { last_ok: NOW + 5 * s });
         // The data kept through the outage is still there to show.
+        assert!(app.fleet.is_some());
+    }
+
+    #[test]
+    fn a_cluster_update_sets_the_header_view_and_leaves_the_connection_alone() {
+        use crate::model::{ClusterRole, ClusterStatus};
+        let (mut app, _) = fed();
+        let before = app.connection.clone();
+        let view = ClusterStatus {
+            member: "collector-a".into(),
+            role: ClusterRole::Leader,
+            leader: Some("collector-a".into()),
+            members: vec!["collector-a".into(), "collector-b".into()],
+            term: 12,
+            lease_ttl_s: 10,
+            backend: "etcd".into(),
+        };
+        app.apply(Update::Cluster(Some(view.clone())));
+        assert_eq!(app.cluster, Some(view));
+        assert_eq!(app.connection, before);
+        // Unknown again (the ask failed): no view, and still no outage.
+        app.apply(Update::Cluster(None));
+        assert_eq!(app.cluster, None);
+        assert_eq!(app.connection, before);
         assert!(app.fleet.is_some());
     }
 

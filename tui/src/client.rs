@@ -4,17 +4,21 @@
 //!
 //! [`fetch_loop`] runs on its own tokio task: it asks for exactly what the current screen shows,
 //! sends the answer over a bounded channel, and retries with exponential backoff when the source
-//! fails. The render loop only ever reads the channel without waiting, so a slow or dead
-//! collector makes the data stale (and says so), never the screen frozen.
+//! fails. Every few seconds it also asks the collector's place in its cluster for the header
+//! (it changes rarely, so not with every poll). The render loop only ever reads the channel
+//! without waiting, so a slow or dead collector makes the data stale (and says so), never the
+//! screen frozen.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::model::{
-    DecisionView, FleetRow, ModelView, NANOS_PER_SEC, NodeDetail, RuleView, UnixNanos,
+    ClusterStatus, DecisionView, FleetRow, ModelView, NANOS_PER_SEC, NodeDetail, RuleView,
+    UnixNanos,
 };
 
 /// What the screen on show needs; the fetch loop asks the source for this and nothing else.
@@ -93,6 +97,10 @@ pub enum Update {
         /// When the loop tries again.
         retry_at: UnixNanos,
     },
+    /// The collector's place in its cluster changed. `None`: not known, because the collector
+    /// predates `/api/v1/cluster` or its answer could not be had; the connection is judged by
+    /// the screen's fetches alone, so this never means the collector is down.
+    Cluster(Option<ClusterStatus>),
 }
 
 /// Why a source could not answer.
@@ -122,6 +130,12 @@ pub enum SourceError {
 pub trait Source: Send + 'static {
     /// Fetch what the current screen needs.
     fn fetch(&mut self, need: &Need) -> impl Future<Output = Result<Snapshot, SourceError>> + Send;
+
+    /// The collector's place in its cluster; `Ok(None)` when it does not say (a collector from
+    /// before `/api/v1/cluster`).
+    fn cluster(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<ClusterStatus>, SourceError>> + Send;
 }
 
 /// Wall-clock time for timestamps, advanced by `tokio::time` so tests can pause and step it.
@@ -195,6 +209,9 @@ pub struct FetchConfig {
     pub timeout: Duration,
     /// Waits between failed fetches.
     pub backoff: Backoff,
+    /// Wait between asks for the collector's cluster view, which changes only on an election:
+    /// asking with every poll would add a request a second to every screen.
+    pub cluster_interval: Duration,
 }
 
 impl Default for FetchConfig {
@@ -203,6 +220,7 @@ impl Default for FetchConfig {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
+            cluster_interval: Duration::from_secs(5),
         }
     }
 }
@@ -215,6 +233,12 @@ fn nanos(d: Duration) -> u64 {
 /// screen changes, and after growing backoff while it fails. Ends when `cancel` fires or either
 /// channel closes. The `updates` channel is bounded: when the render loop falls behind, this
 /// loop waits (asking the collector less often), and the screen never waits on it.
+///
+/// While the source answers, the loop also asks its cluster view every `cluster_interval`
+/// (first with the first answer, and again at once after an outage, when leadership may have
+/// moved), right after the screen's data is sent, and sends [`Update::Cluster`] only when the
+/// view changes. A failed ask is logged at debug level and shown as no view; it never marks the
+/// collector down.
 pub async fn fetch_loop<S: Source>(
     mut source: S,
     mut need: watch::Receiver<Need>,
@@ -224,6 +248,7 @@ pub async fn fetch_loop<S: Source>(
     cancel: CancellationToken,
 ) {
     let mut down = false;
+    let mut cluster = ClusterPoll { due: tokio::time::Instant::now(), last: None };
     loop {
         let current = need.borrow_and_update().clone();
         let result = tokio::select! {
@@ -236,6 +261,7 @@ pub async fn fetch_loop<S: Source>(
                 cfg.backoff.reset();
                 if down {
                     down = false;
+                    cluster.due = tokio::time::Instant::now();
                     if !send(&updates, Update::Connected { at: now }, &cancel).await {
                         return;
                     }
@@ -272,6 +298,33 @@ pub async fn fetch_loop<S: Source>(
         if !send(&updates, update, &cancel).await {
             return;
         }
+        if !down && tokio::time::Instant::now() >= cluster.due {
+            cluster.due = tokio::time::Instant::now() + cfg.cluster_interval;
+            let asked = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = tokio::time::timeout(cfg.timeout, source.cluster()) => r,
+            };
+            let view = match asked {
+                Ok(Ok(view)) => view,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "Cluster view unavailable; the header shows none.");
+                    None
+                }
+                Err(_elapsed) => {
+                    debug!(
+                        timeout = ?cfg.timeout,
+                        "Cluster view not answered in time; the header shows none."
+                    );
+                    None
+                }
+            };
+            if view != cluster.last {
+                cluster.last = view.clone();
+                if !send(&updates, Update::Cluster(view), &cancel).await {
+                    return;
+                }
+            }
+        }
         if down {
             // Keep to the backoff even when the screen changes: a dead collector is not
             // hammered by someone flicking between tabs.
@@ -287,6 +340,12 @@ pub async fn fetch_loop<S: Source>(
             }
         }
     }
+}
+
+/// When the fetch loop next asks the cluster view, and what it last sent.
+struct ClusterPoll {
+    due: tokio::time::Instant,
+    last: Option<ClusterStatus>,
 }
 
 async fn send(updates: &mpsc::Sender<Update>, update: Update, cancel: &CancellationToken) -> bool {
@@ -444,6 +503,89 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+        h.cancel.cancel();
+        h.task.await.unwrap();
+    }
+
+    fn cluster_view(role: crate::model::ClusterRole, leader: &str, term: u64) -> ClusterStatus {
+        ClusterStatus {
+            member: "collector-a".into(),
+            role,
+            leader: Some(leader.into()),
+            members: vec!["collector-a".into(), "collector-b".into()],
+            term,
+            lease_ttl_s: 10,
+            backend: "etcd".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cluster_view_is_asked_every_few_seconds_and_sent_when_it_changes() {
+        use crate::model::ClusterRole::{Follower, Leader};
+        let clock = Clock::starting_at(START);
+        let source = FakeSource::new(FakeFleet::new(3, 2), clock);
+        let log = source.log();
+        let answer = source.cluster_switch();
+        *answer.lock().unwrap() = Ok(Some(cluster_view(Leader, "collector-a", 12)));
+        let mut h = start(source, clock);
+        // The first answer brings the screen's data, then the view.
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { .. }));
+        assert_eq!(
+            h.updates.recv().await.unwrap(),
+            Update::Cluster(Some(cluster_view(Leader, "collector-a", 12)))
+        );
+        // Polls at 1..=9 s: the view is asked again at 5 s only, and being the same is not sent.
+        for _ in 1..10 {
+            assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { .. }));
+        }
+        {
+            let log = log.lock().unwrap();
+            assert_eq!((log.needs.len(), log.cluster_asks), (10, 2));
+        }
+        // The cluster route fails while the rest answers: the view goes, the collector stays up.
+        *answer.lock().unwrap() = Err("collector answered 500 for /api/v1/cluster".into());
+        loop {
+            match h.updates.recv().await.unwrap() {
+                Update::Data { .. } => {}
+                Update::Cluster(None) => break,
+                other => panic!("a failed cluster ask is no outage: {other:?}"),
+            }
+        }
+        assert_eq!((clock.now() - START) / NANOS_PER_SEC, 10);
+        *answer.lock().unwrap() = Ok(Some(cluster_view(Follower, "collector-b", 13)));
+        loop {
+            match h.updates.recv().await.unwrap() {
+                Update::Data { .. } => {}
+                Update::Cluster(view) => {
+                    assert_eq!(view, Some(cluster_view(Follower, "collector-b", 13)));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((clock.now() - START) / NANOS_PER_SEC, 15);
+        h.cancel.cancel();
+        h.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_outage_the_cluster_view_is_asked_at_once() {
+        let clock = Clock::starting_at(START);
+        let source = FakeSource::new(FakeFleet::new(3, 2), clock);
+        let log = source.log();
+        let fail = source.failure_switch();
+        let mut h = start(source, clock);
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { .. }));
+        *fail.lock().unwrap() = Some("connection refused".into());
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Disconnected { .. }));
+        // Leadership may have moved while the collector was away.
+        *fail.lock().unwrap() = None;
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Connected { .. }));
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { .. }));
+        // The view (none, unchanged) is not sent, but it was asked within 2 s, not 5.
+        assert!(matches!(h.updates.recv().await.unwrap(), Update::Data { .. }));
+        assert!((clock.now() - START) / NANOS_PER_SEC < 5);
+        assert_eq!(log.lock().unwrap().cluster_asks, 2);
         h.cancel.cancel();
         h.task.await.unwrap();
     }

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use crate::client::{Clock, Need, Snapshot, Source, SourceError};
 use crate::model::{
-    ActuatorOutcome, Anomaly, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
-    DecisionView, DriftStats, FleetRow, ForecastView, GpuStatus, GpuView, JobStatus,
-    LatencyHistory, ModelVersionView, ModelView, NANOS_PER_SEC, NextAction, NodeDetail, NodeHealth,
-    Percentiles, ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView, Series,
-    ServiceView, Unit, UnixNanos, XidEvent,
+    ActuatorOutcome, Anomaly, ClusterStatus, ConfidenceHistogram, ConstraintStep, DecisionInput,
+    DecisionOutcome, DecisionView, DriftStats, FleetRow, ForecastView, GpuStatus, GpuView,
+    JobStatus, LatencyHistory, ModelVersionView, ModelView, NANOS_PER_SEC, NextAction, NodeDetail,
+    NodeHealth, Percentiles, ProcessView, Replicas, RuleInput, RuleKind, RuleState, RuleView,
+    Series, ServiceView, Unit, UnixNanos, XidEvent,
 };
 
 const GIB: u64 = 1 << 30;
@@ -643,7 +643,13 @@ pub struct RequestLog {
     pub needs: Vec<Need>,
     /// History points returned in total (the cost the dashboard puts on the API).
     pub points: u64,
+    /// Times the cluster view was asked.
+    pub cluster_asks: u32,
 }
+
+/// What a [`FakeSource`] answers when asked its cluster view: the view (`None`, as a collector
+/// from before clustering), or an error message.
+pub type ClusterAnswer = Result<Option<ClusterStatus>, String>;
 
 /// A [`Source`] over a [`FakeFleet`], optionally failing on purpose.
 #[derive(Debug, Clone)]
@@ -652,6 +658,7 @@ pub struct FakeSource {
     clock: Clock,
     log: Arc<Mutex<RequestLog>>,
     fail: Arc<Mutex<Option<String>>>,
+    cluster: Arc<Mutex<ClusterAnswer>>,
     delay: Duration,
 }
 
@@ -663,6 +670,7 @@ impl FakeSource {
             clock,
             log: Arc::default(),
             fail: Arc::default(),
+            cluster: Arc::new(Mutex::new(Ok(None))),
             delay: Duration::ZERO,
         }
     }
@@ -681,6 +689,12 @@ impl FakeSource {
     /// A switch: set `Some(message)` to fail every fetch as unreachable, `None` to recover.
     pub fn failure_switch(&self) -> Arc<Mutex<Option<String>>> {
         Arc::clone(&self.fail)
+    }
+
+    /// What the cluster view is answered with (at first `Ok(None)`: no cluster to tell of).
+    /// An `Err` fails only that ask, as a collector whose other routes work.
+    pub fn cluster_switch(&self) -> Arc<Mutex<ClusterAnswer>> {
+        Arc::clone(&self.cluster)
     }
 }
 
@@ -725,5 +739,21 @@ impl Source for FakeSource {
             log.points += points(&snapshot);
         }
         Ok(snapshot)
+    }
+
+    async fn cluster(&mut self) -> Result<Option<ClusterStatus>, SourceError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if let Ok(mut log) = self.log.lock() {
+            log.cluster_asks += 1;
+        }
+        if let Some(msg) = self.fail.lock().ok().and_then(|f| f.clone()) {
+            return Err(SourceError::Unreachable(msg));
+        }
+        match self.cluster.lock() {
+            Ok(answer) => answer.clone().map_err(SourceError::Unreachable),
+            Err(_) => Err(SourceError::Unreachable("cluster switch poisoned".to_owned())),
+        }
     }
 }

@@ -27,10 +27,11 @@ use stoker_collector::policy::engine::{Action, Decision, OutcomeStatus, RuleKind
 
 use crate::client::{Need, Snapshot, Source, SourceError};
 use crate::model::{
-    ActuatorOutcome, Anomaly, ConfidenceHistogram, ConstraintStep, DecisionInput, DecisionOutcome,
-    DecisionView, FleetRow, ForecastView, GpuStatus, GpuView, JobStatus, LatencyHistory,
-    ModelVersionView, ModelView, NextAction, NodeDetail, NodeHealth, Percentiles, ProcessView,
-    RuleInput, RuleKind, RuleProblem, RuleState, RuleView, Series, ServiceView, Unit, XidEvent,
+    ActuatorOutcome, Anomaly, ClusterStatus, ConfidenceHistogram, ConstraintStep, DecisionInput,
+    DecisionOutcome, DecisionView, FleetRow, ForecastView, GpuStatus, GpuView, JobStatus,
+    LatencyHistory, ModelVersionView, ModelView, NextAction, NodeDetail, NodeHealth, Percentiles,
+    ProcessView, RuleInput, RuleKind, RuleProblem, RuleState, RuleView, Series, ServiceView, Unit,
+    XidEvent,
 };
 use crate::outcome;
 
@@ -635,6 +636,16 @@ impl Source for HttpSource {
             Need::Models { window, step } => self.models(*window, *step).await,
             Need::Policies => self.policies().await,
             Need::Decisions { limit } => self.decisions(*limit).await,
+        }
+    }
+
+    async fn cluster(&mut self) -> Result<Option<ClusterStatus>, SourceError> {
+        // A collector from before clustering answers 404: it has nothing to say, which is no
+        // error.
+        match self.get::<ClusterStatus>("/api/v1/cluster", &[]).await {
+            Ok(view) => Ok(Some(view)),
+            Err(SourceError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

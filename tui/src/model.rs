@@ -530,3 +530,49 @@ pub struct JobStatus {
     /// Link to the job, when there is one.
     pub url: Option<String>,
 }
+
+/// The collector's place in its cluster, as `GET /api/v1/cluster` serves it; the header shows
+/// it next to the collector's URL.
+///
+/// Unlike the other types here this one is read straight from the wire: the collector's own
+/// type (`stoker_collector::cluster::ClusterView`) can only be written, and its shape is already
+/// the one the header needs. Fields the header does not draw are kept for the detail a later
+/// screen may show; fields a newer collector adds are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ClusterStatus {
+    /// This collector's member name.
+    #[serde(rename = "self")]
+    pub member: String,
+    /// Whether it leads (evaluates policies and acts) or follows.
+    pub role: ClusterRole,
+    /// The leader's member name, when one is known.
+    pub leader: Option<String>,
+    /// Every member holding a lease now.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// The leader's term; 0 while none is known (and always, for a collector alone).
+    pub term: u64,
+    /// The lease TTL, seconds.
+    #[serde(default)]
+    pub lease_ttl_s: u64,
+    /// The coordination store: `none` for a collector alone, `etcd` for several.
+    pub backend: String,
+}
+
+impl ClusterStatus {
+    /// Whether the collector runs alone (`backend = "none"`): it always leads, at term 0, and
+    /// the header has nothing to say about it.
+    pub fn alone(&self) -> bool {
+        self.backend == "none"
+    }
+}
+
+/// A collector's part in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterRole {
+    /// It holds the leader key.
+    Leader,
+    /// It watches the key held by another (or by nobody, during an election).
+    Follower,
+}

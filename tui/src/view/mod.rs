@@ -1,8 +1,9 @@
 //! Drawing: one module per screen, all drawing from `&App` at a given `now` and nothing else,
 //! so a test renders any state at any size into a `TestBackend` and gets the same cells.
 //!
-//! The frame is a tab bar (row 0), an optional banner when the collector is unreachable or the
-//! data is stale, the screen body, and a status line with the keys that apply.
+//! The frame is a tab bar (row 0; on its right the clock, the collector's cluster role and its
+//! URL), an optional banner when the collector is unreachable or the data is stale, the screen
+//! body, and a status line with the keys that apply.
 
 mod decisions;
 mod fleet;
@@ -19,7 +20,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::app::{App, Connection, Tab};
-use crate::model::{NANOS_PER_SEC, UnixNanos};
+use crate::model::{ClusterRole, ClusterStatus, NANOS_PER_SEC, UnixNanos};
 
 /// Data older than this, with the collector up, is marked stale (the fetch loop asks every
 /// second, so three missed answers).
@@ -73,15 +74,61 @@ fn tab_bar(app: &App, now: UnixNanos, width: u16) -> Paragraph<'static> {
         Connection::Connecting => Span::styled("○", Style::new().fg(Color::Yellow)),
         Connection::Down { .. } => Span::styled("●", Style::new().fg(Color::Red)),
     };
-    let right = format!(" {}Z {}", fmt::clock(now), app.collector);
     let free = usize::from(width).saturating_sub(used + 2);
     if free >= 10 {
-        let right = fmt::fit(&right, free);
-        spans.push(Span::raw(" ".repeat(free - right.chars().count())));
+        let right = header_right(app, now, free);
+        let len: usize = right.iter().map(|s| s.content.chars().count()).sum();
+        spans.push(Span::raw(" ".repeat(free.saturating_sub(len))));
         spans.push(dot);
-        spans.push(Span::styled(right, Style::new().fg(Color::DarkGray)));
+        spans.extend(right);
     }
     Paragraph::new(Line::from(spans))
+}
+
+/// The tab bar's right side after the connection dot, in at most `room` cells: the clock, the
+/// collector's cluster role when it has one to tell, then the collector's URL in what is left.
+/// The role goes before the URL, which the user typed and knows, so a narrow terminal cuts the
+/// URL first.
+fn header_right(app: &App, now: UnixNanos, room: usize) -> Vec<Span<'static>> {
+    let gray = Style::new().fg(Color::DarkGray);
+    let clock = fmt::fit(&format!(" {}Z", fmt::clock(now)), room);
+    let mut left = room.saturating_sub(clock.chars().count());
+    let mut spans = vec![Span::styled(clock, gray)];
+    if let Some((words, style)) = app.cluster.as_ref().and_then(cluster_badge) {
+        if let Some(w) = words.into_iter().find(|w| w.chars().count() < left) {
+            left -= w.chars().count() + 1;
+            spans.push(Span::styled(" ", gray));
+            spans.push(Span::styled(w, style));
+        }
+    }
+    // Fewer cells than " ab…" would show only an ellipsis.
+    if left >= 4 {
+        spans.push(Span::styled(fmt::fit(&format!(" {}", app.collector), left), gray));
+    }
+    spans
+}
+
+/// The header's words for the collector's place in its cluster, longest first (the header
+/// shows the first that fits), and their style; `None` for a collector alone (`backend =
+/// "none"`), which always leads at term 0, so a badge would tell nothing.
+fn cluster_badge(c: &ClusterStatus) -> Option<(Vec<String>, Style)> {
+    if c.alone() {
+        return None;
+    }
+    // Term 0 means no leader is known yet: there is no term to tell.
+    let term = if c.term > 0 { format!(" t{}", c.term) } else { String::new() };
+    Some(match (c.role, c.leader.as_deref()) {
+        (ClusterRole::Leader, _) => (vec![format!("leader{term}")], Style::new().fg(Color::Green)),
+        (ClusterRole::Follower, Some(leader)) => (
+            vec![format!("follower (leader {leader}){term}"), format!("follower{term}")],
+            Style::new().fg(Color::Gray),
+        ),
+        // An election under way: nobody evaluates policies or acts until it ends.
+        (ClusterRole::Follower, None) => (
+            vec![format!("follower (no leader){term}"), format!("no leader{term}")],
+            Style::new().fg(Color::Yellow),
+        ),
+    })
 }
 
 /// When the screen's data was fetched, if it has any.

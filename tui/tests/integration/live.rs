@@ -10,7 +10,7 @@ use stoker_collector::serve::{CollectorSettings, RunningCollector, start};
 use stoker_tui::app::App;
 use stoker_tui::client::{Need, Snapshot, Source, SourceError, Update};
 use stoker_tui::http::HttpSource;
-use stoker_tui::model::{GpuStatus, NANOS_PER_SEC};
+use stoker_tui::model::{ClusterRole, GpuStatus, NANOS_PER_SEC};
 use stoker_tui::view::{buffer_text, render_buffer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,6 +158,12 @@ async fn http_source_fills_every_screen_from_a_live_collector() {
         src.fetch(&Need::Decisions { limit: 50 }).await,
         Err(SourceError::NotFound(_))
     ));
+
+    // A collector alone serves its cluster view: it leads, at term 0, with no store to share.
+    let alone = src.cluster().await.unwrap().expect("/api/v1/cluster is served");
+    assert_eq!((alone.role, alone.term, alone.backend.as_str()), (ClusterRole::Leader, 0, "none"));
+    assert_eq!(alone.leader.as_deref(), Some(alone.member.as_str()));
+    assert!(alone.alone());
 
     // A collector that is gone is unreachable.
     cancel.cancel();

@@ -3,6 +3,7 @@
 
 mod anomalies;
 mod cli;
+mod cluster;
 mod demo_e2e;
 mod event_loop;
 mod live;

@@ -283,3 +283,49 @@ fn policies_show_forecast_mape_against_naive() {
         "{text}"
     );
 }
+
+#[test]
+fn header_shows_the_collectors_cluster_role_and_term() {
+    use stoker_tui::model::{ClusterRole, ClusterStatus};
+    let view = |role, leader: &str, backend: &str, term| ClusterStatus {
+        member: "collector-a".into(),
+        role,
+        leader: Some(leader.into()),
+        members: vec!["collector-a".into(), "collector-b".into()],
+        term,
+        lease_ttl_s: 10,
+        backend: backend.into(),
+    };
+    let header = |app: &App, w: u16| {
+        let text = buffer_text(&render_buffer(app, NOW, w, 24));
+        text.lines().next().unwrap().to_owned()
+    };
+    let (mut app, _) = fleet_app();
+    let plain = [header(&app, 80), header(&app, 160)];
+
+    app.apply(Update::Cluster(Some(view(ClusterRole::Leader, "collector-a", "etcd", 12))));
+    let line = header(&app, 160);
+    assert!(line.ends_with("● 22:13:20Z leader t12 http://127.0.0.1:7700"), "{line}");
+    // At 80 columns the role outranks the URL, which the user typed.
+    let line = header(&app, 80);
+    assert!(line.ends_with("● 22:13:20Z leader t12"), "{line}");
+    let buf = render_buffer(&app, NOW, 80, 24);
+    let x = (line.chars().count() - "leader t12".len()) as u16;
+    assert_eq!((buf[(x, 0)].symbol(), buf[(x, 0)].fg), ("l", Color::Green));
+
+    app.apply(Update::Cluster(Some(view(ClusterRole::Follower, "collector-b", "etcd", 12))));
+    let line = header(&app, 160);
+    assert!(
+        line.ends_with("● 22:13:20Z follower (leader collector-b) t12 http://127.0.0.1:7700"),
+        "{line}"
+    );
+    let line = header(&app, 80);
+    assert!(line.ends_with("● 22:13:20Z follower t12"), "{line}");
+
+    // A collector alone always leads at term 0: no badge, the header as without a cluster.
+    app.apply(Update::Cluster(Some(view(ClusterRole::Leader, "collector-a", "none", 0))));
+    assert_eq!([header(&app, 80), header(&app, 160)], plain);
+    // A collector from before clustering, likewise.
+    app.apply(Update::Cluster(None));
+    assert_eq!([header(&app, 80), header(&app, 160)], plain);
+}

@@ -31,11 +31,12 @@ use crate::render::{SIZES, check};
 
 const S: u64 = NANOS_PER_SEC;
 
-type Answer = dyn Fn(&str, &BTreeMap<String, String>) -> Option<String> + Send + Sync;
+/// What a loopback API answers: `answer(path, query)` is the JSON body, `None` a 404.
+pub type Answer = dyn Fn(&str, &BTreeMap<String, String>) -> Option<String> + Send + Sync;
 
 /// Serves HTTP/1.1 on loopback, one request per connection: `answer(path, query)` is the JSON
 /// body, `None` a 404. Returns the base URL.
-async fn local_api(answer: Arc<Answer>) -> String {
+pub async fn local_api(answer: Arc<Answer>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
