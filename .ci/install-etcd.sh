@@ -6,15 +6,6 @@
 # quiet.
 set -euo pipefail
 if ! command -v etcd >/dev/null; then
-  apt-get update -qq >/dev/null
-  # A policy-rc.d keeps the package's init scripts from starting a server.
-  made_policy=false
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    made_policy=true
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server \
-    >/dev/null
-  if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
+  bash "$(dirname "$0")/apt-install.sh" etcd-server
 fi
 echo "etcd peers: ok ($(etcd --version 2>&1 | head -n 1))"

@@ -5,16 +5,7 @@
 # service is not started: tests run the server themselves on loopback. Idempotent and quiet.
 set -euo pipefail
 if ! command -v victoria-metrics >/dev/null; then
-  apt-get update -qq >/dev/null
-  # A policy-rc.d keeps the package's init scripts from starting a server.
-  made_policy=false
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    made_policy=true
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends victoria-metrics \
-    >/dev/null
-  if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
+  bash "$(dirname "$0")/apt-install.sh" victoria-metrics
 fi
 # Debian's build leaves `-version` (and vm_app_version) empty: the package's version says it.
 echo "victoria-metrics peers: ok ($(dpkg-query -W -f='${Version}' victoria-metrics))"
