@@ -90,3 +90,47 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// One member of a multi-member etcd on loopback: its name (`--name`) and ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdMemberPorts {
+    /// Its member name, e.g. `e0`.
+    pub name: String,
+    /// Its client port: `http://127.0.0.1:{client_port}`.
+    pub client_port: u16,
+    /// Its peer port: `http://127.0.0.1:{peer_port}`.
+    pub peer_port: u16,
+}
+
+/// Member `me` of the loopback etcd cluster `all` (which lists `me` too), storing under
+/// `data_dir`, with [`etcd_command`]'s timings and logging, its stdout discarded; the caller
+/// sets stderr and spawns it. `token` (`--initial-cluster-token`) keeps the clusters of tests
+/// that run at once apart. `existing`: the member rejoins the cluster it was part of
+/// (`--initial-cluster-state existing`, restarted on its data directory) rather than
+/// bootstraps a new one with the others.
+pub fn etcd_cluster_member_command(
+    bin: &str,
+    data_dir: &Path,
+    me: &EtcdMemberPorts,
+    all: &[EtcdMemberPorts],
+    token: &str,
+    existing: bool,
+) -> Command {
+    let client = format!("http://127.0.0.1:{}", me.client_port);
+    let peer = format!("http://127.0.0.1:{}", me.peer_port);
+    let initial: Vec<String> =
+        all.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(["--name", &me.name])
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &initial.join(",")])
+        .args(["--initial-cluster-token", token])
+        .args(["--initial-cluster-state", if existing { "existing" } else { "new" }])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(Stdio::null());
+    cmd
+}
