@@ -188,6 +188,17 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         decisions: &[Decision],
     ) -> Result<(), LedgerError>;
 
+    /// Saves `states` and inserts or replaces the engine's part of `actions` (as
+    /// [`Ledger::put_action`] does) in one transaction, before the actions are sent: what an
+    /// action changes in its rule's state (its cooldown, its budget) is never stored without
+    /// the pending action, nor the action without it, whenever the writer dies.
+    fn commit_pending(
+        &self,
+        fence: Fence,
+        states: &[(&str, &PolicyState)],
+        actions: &[ActionRecord],
+    ) -> Result<(), LedgerError>;
+
     /// Newest decisions first, optionally of one policy and rule, at most `limit`.
     fn decisions(
         &self,
@@ -292,6 +303,24 @@ impl Ledger for MemoryLedger {
         m.decisions.extend_from_slice(decisions);
         let over = m.decisions.len().saturating_sub(MAX_DECISIONS);
         m.decisions.drain(..over);
+        Ok(())
+    }
+
+    fn commit_pending(
+        &self,
+        fence: Fence,
+        states: &[(&str, &PolicyState)],
+        actions: &[ActionRecord],
+    ) -> Result<(), LedgerError> {
+        let mut m = self.lock();
+        m.fence = admit(m.fence, fence)?;
+        for (k, s) in states {
+            m.states.insert((*k).to_owned(), (*s).clone());
+        }
+        for a in actions {
+            let rec = merge_action(m.actions.remove(&a.key), a);
+            m.insert_action(rec);
+        }
         Ok(())
     }
 
@@ -401,12 +430,28 @@ pub mod contract {
         assert_eq!((solo.time, solo.status, solo.policy.as_str()), (5, ActionStatus::Pending, ""));
         assert_eq!(ledger.action("none"), Ok(None));
 
+        // State and pending action in one write; the stored actuator part is kept.
+        let mut cooled = PolicyState::default();
+        cooled.scale.panic_until = Some(99);
+        let pending = action("k1", 10, ActionStatus::Pending);
+        ledger.commit_pending(Fence(1), &[("p", &cooled)], &[pending]).expect("commit pending");
+        assert_eq!(ledger.states().expect("states")["p"], cooled);
+        let k1 = ledger.action("k1").expect("read").expect("k1");
+        assert_eq!((k1.status, k1.actuation.as_ref()), (ActionStatus::Pending, Some(&sent)));
+
         // A new leader writes with term 2; the deposed one (term 1) is refused.
         ledger.commit(Fence(2), &[], &[]).expect("new leader");
         assert_eq!(ledger.fence(), Ok(Fence(2)));
         let stale = ledger.put_action(Fence(1), &action("k3", 30, ActionStatus::Pending));
         assert_eq!(stale, Err(LedgerError::Fenced { held: Fence(2), offered: Fence(1) }));
         let stale = ledger.commit(Fence(1), &[("q", &state)], &[]);
+        assert!(matches!(stale, Err(LedgerError::Fenced { .. })), "{stale:?}");
+        assert!(!ledger.states().expect("states").contains_key("q"), "a refused commit stored");
+        let stale = ledger.commit_pending(
+            Fence(1),
+            &[("q", &state)],
+            &[action("k9", 30, ActionStatus::Pending)],
+        );
         assert!(matches!(stale, Err(LedgerError::Fenced { .. })), "{stale:?}");
         assert!(!ledger.states().expect("states").contains_key("q"), "a refused commit stored");
         let stale = ledger.put_actuation(Fence(1), "k9", 30, ActionStatus::Pending, &sent);

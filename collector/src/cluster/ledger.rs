@@ -195,6 +195,22 @@ impl Ledger for EtcdLedger {
         self.block(async move { core.decisions(policy, rule, limit).await })
     }
 
+    fn commit_pending(
+        &self,
+        fence: Fence,
+        states: &[(&str, &PolicyState)],
+        actions: &[ActionRecord],
+    ) -> Result<(), LedgerError> {
+        let mut puts = Vec::with_capacity(states.len());
+        for (name, state) in states {
+            let key = format!("{}{name}", self.core.keys.state);
+            puts.push(PutRequest::new(key.clone(), encode(&key, state)?));
+        }
+        let core = self.core.clone();
+        let actions = actions.to_vec();
+        self.block(async move { core.commit_pending(fence, puts, actions).await })
+    }
+
     fn put_action(&self, fence: Fence, action: &ActionRecord) -> Result<(), LedgerError> {
         let core = self.core.clone();
         let offered = action.clone();
@@ -359,6 +375,43 @@ impl Core {
         })
         .await?;
         Ok(out)
+    }
+
+    /// The states and the engine's part of the actions in one fenced transaction, each
+    /// action compare-and-set on its mod revision (merged with what is stored, as
+    /// [`Core::update_action`] does).
+    async fn commit_pending(
+        &self,
+        fence: Fence,
+        states: Vec<PutRequest>,
+        actions: Vec<ActionRecord>,
+    ) -> Result<(), LedgerError> {
+        for _ in 0..ATTEMPTS {
+            let mut guards = Vec::with_capacity(actions.len());
+            let mut ops: Vec<RequestOp> = states.iter().cloned().map(RequestOp::Put).collect();
+            for a in &actions {
+                let k = format!("{}{}", self.keys.action, a.key).into_bytes();
+                let kv = self.client.get(&k).await.map_err(storage)?;
+                let (stored, revision) = match kv {
+                    Some(kv) => (serde_json::from_slice(&kv.value).ok(), kv.mod_revision),
+                    None => (None, 0),
+                };
+                let value = encode(&a.key, &merge_action(stored, a))?;
+                guards.push(Compare::new(
+                    k.clone(),
+                    CompareResult::Equal,
+                    CompareTarget::Mod(revision),
+                ));
+                ops.push(RequestOp::Put(PutRequest::new(k, value)));
+            }
+            match self.write(fence, &guards, ops).await? {
+                Written::Done(_) => return Ok(()),
+                Written::Conflict => continue,
+            }
+        }
+        Err(LedgerError::Storage(format!(
+            "etcd ledger: pending actions changed under this write {ATTEMPTS} times in a row"
+        )))
     }
 
     /// Replaces the action under `key` with `update(stored)`, compare-and-set on its mod

@@ -235,29 +235,38 @@ impl PolicyStore {
         let mut codec = None;
         self.write_fenced(Some(fence), |txn| {
             let mut t = txn.open_table(ACTIONS)?;
-            let stored = match t.get(key)? {
-                Some(v) => serde_json::from_slice::<ActionRecord>(v.value()).ok(),
-                None => None,
-            };
-            let v = match serde_json::to_vec(&update(stored)) {
-                Ok(v) => v,
-                Err(e) => {
+            codec = replace_action(&mut t, key, update)?.err();
+            Ok(())
+        })?;
+        codec.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Saves `states` and the engine's part of `actions` in one fenced transaction.
+    pub fn commit_pending(
+        &self,
+        fence: Fence,
+        states: &[(&str, &PolicyState)],
+        actions: &[ActionRecord],
+    ) -> Result<(), PersistError> {
+        let encoded_states: Vec<(&str, Vec<u8>)> = states
+            .iter()
+            .map(|(k, s)| serde_json::to_vec(s).map(|v| (*k, v)))
+            .collect::<Result<_, _>>()?;
+        // An offered record that encodes merges into one that does (the stored actuator part
+        // is JSON already), so a codec error cannot split the state from its actions below.
+        for a in actions {
+            serde_json::to_vec(a)?;
+        }
+        let mut codec = None;
+        self.write_fenced(Some(fence), |txn| {
+            let mut st = txn.open_table(STATES)?;
+            for (k, v) in &encoded_states {
+                st.insert(*k, v.as_slice())?;
+            }
+            let mut t = txn.open_table(ACTIONS)?;
+            for a in actions {
+                if let Err(e) = replace_action(&mut t, &a.key, |stored| merge_action(stored, a))? {
                     codec = Some(e);
-                    return Ok(());
-                }
-            };
-            t.insert(key, v.as_slice())?;
-            let len = t.len()? as usize;
-            if len > MAX_ACTIONS {
-                // Keys start with the policy name, so the oldest finished goes by time instead.
-                let mut records = Vec::with_capacity(len);
-                for row in t.iter()? {
-                    if let Ok(r) = serde_json::from_slice::<ActionRecord>(row?.1.value()) {
-                        records.push(r);
-                    }
-                }
-                if let Some(k) = oldest_finished(records.iter(), len, MAX_ACTIONS) {
-                    t.remove(k.as_str())?;
                 }
             }
             Ok(())
@@ -292,6 +301,39 @@ impl PolicyStore {
         let t = txn.open_table(META).map_err(|e| self.err(e))?;
         Ok(Fence(t.get("fence").map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0)))
     }
+}
+
+/// Replaces the action under `key` with `update(stored)` in `t` and bounds the table. The
+/// outer error is the database's; the inner one a record that did not encode (then nothing
+/// was written for it).
+fn replace_action(
+    t: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    update: impl FnOnce(Option<ActionRecord>) -> ActionRecord,
+) -> Result<Result<(), serde_json::Error>, redb::Error> {
+    let stored = match t.get(key)? {
+        Some(v) => serde_json::from_slice::<ActionRecord>(v.value()).ok(),
+        None => None,
+    };
+    let v = match serde_json::to_vec(&update(stored)) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    t.insert(key, v.as_slice())?;
+    let len = t.len()? as usize;
+    if len > MAX_ACTIONS {
+        // Keys start with the policy name, so the oldest finished goes by time instead.
+        let mut records = Vec::with_capacity(len);
+        for row in t.iter()? {
+            if let Ok(r) = serde_json::from_slice::<ActionRecord>(row?.1.value()) {
+                records.push(r);
+            }
+        }
+        if let Some(k) = oldest_finished(records.iter(), len, MAX_ACTIONS) {
+            t.remove(k.as_str())?;
+        }
+    }
+    Ok(Ok(()))
 }
 
 impl Ledger for PolicyStore {
@@ -330,6 +372,15 @@ impl Ledger for PolicyStore {
         actuation: &serde_json::Value,
     ) -> Result<(), LedgerError> {
         Ok(PolicyStore::put_actuation(self, fence, key, time, status, actuation)?)
+    }
+
+    fn commit_pending(
+        &self,
+        fence: Fence,
+        states: &[(&str, &PolicyState)],
+        actions: &[ActionRecord],
+    ) -> Result<(), LedgerError> {
+        Ok(PolicyStore::commit_pending(self, fence, states, actions)?)
     }
 
     fn action(&self, key: &str) -> Result<Option<ActionRecord>, LedgerError> {

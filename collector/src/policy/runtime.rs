@@ -489,31 +489,44 @@ impl PolicyRuntime {
             let mut state = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
             let decisions =
                 driver::evaluate(&policy, self.shared.source.as_ref(), &mut state, resizer, now);
+            // Every action of this evaluation is recorded as pending together with the state it
+            // changes (cooldown, budget) before any is sent: a writer that dies after sending
+            // leaves both behind, so its successor resends the action under its key and keeps
+            // the cooldown, instead of deciding again under a new key.
+            let pending: Vec<ActionRecord> = decisions
+                .iter()
+                .filter(|d| d.action.is_some())
+                .filter_map(|d| {
+                    Some(ActionRecord {
+                        key: d.key.clone()?,
+                        time: d.time,
+                        policy: d.policy.clone(),
+                        rule: d.rule.clone(),
+                        action: d.action.clone(),
+                        dry_run: d.mode == Mode::DryRun,
+                        status: ActionStatus::Pending,
+                        outcome: None,
+                        updated: now,
+                        actuation: None,
+                    })
+                })
+                .collect();
+            if !pending.is_empty() {
+                let (name, st, recs) = (policy.name().to_owned(), state.clone(), pending.clone());
+                let written = self
+                    .db(move |s, fence| s.commit_pending(fence, &[(name.as_str(), &st)], &recs));
+                if let Err(e) = written.await {
+                    // Nothing of this evaluation is kept: the next tick evaluates again.
+                    error!(error = %e, policy = policy.name(), "Cannot record pending actions; not acting.");
+                    continue;
+                }
+            }
+            let mut pending = pending.into_iter();
             let mut recorded = Vec::new();
             for mut d in decisions {
-                if d.action.is_some() {
-                    if let Some(key) = d.key.clone() {
-                        let rec = ActionRecord {
-                            key,
-                            time: d.time,
-                            policy: d.policy.clone(),
-                            rule: d.rule.clone(),
-                            action: d.action.clone(),
-                            dry_run: d.mode == Mode::DryRun,
-                            status: ActionStatus::Pending,
-                            outcome: None,
-                            updated: now,
-                            actuation: None,
-                        };
-                        // Written before acting, so a crash in between retries with the key.
-                        let pending = rec.clone();
-                        if let Err(e) = self.db(move |s, fence| s.put_action(fence, &pending)).await
-                        {
-                            error!(error = %e, "Cannot record a pending action; not acting.");
-                            continue;
-                        }
-                        d.outcome = self.execute(rec).await;
-                    }
+                if d.action.is_some() && d.key.is_some() {
+                    let Some(rec) = pending.next() else { continue };
+                    d.outcome = self.execute(rec).await;
                 }
                 if d.could_act() {
                     recorded.push(d);

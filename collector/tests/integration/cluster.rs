@@ -722,7 +722,6 @@ async fn collectors_restarted_at_once_keep_decisions_cooldowns_and_budgets() {
 /// decision: the next leader decides again, under a new key, inside the cooldown. The first
 /// call's command stops its own collector (`kill -STOP $PPID`), which holds it in that window,
 /// and the test kills it there; the new leader then sees a larger breach (3 replicas, queue 80).
-#[ignore = "bug: a leader killed after the actuator call and before the state commit loses the cooldown (policy/runtime.rs tick)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_right_after_acting_leaves_its_cooldown_behind() {
     let Some(etcd) = etcd().await else { return };
