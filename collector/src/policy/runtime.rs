@@ -458,6 +458,10 @@ impl PolicyRuntime {
             let inner = self.lock();
             inner.policies.iter().filter(|p| inner.driver.is_due(p, now)).cloned().collect()
         };
+        // What each evaluated policy leaves: its new state and the decisions to record, written
+        // in one ledger commit at the end of the tick (one etcd transaction or fsync for every
+        // policy due, not one each; the state an action changes was written before it acted).
+        let mut evaluated: Vec<(Arc<Policy>, PolicyState, Vec<Decision>)> = Vec::new();
         for policy in due {
             let resizer = match Sizing::of(&policy) {
                 Sizing::None | Sizing::Signal => None,
@@ -532,32 +536,49 @@ impl PolicyRuntime {
                     recorded.push(d);
                 }
             }
-            let name = policy.name().to_owned();
-            // The state and records go to the blocking pool and come back, not copied.
-            let key = name.clone();
-            let (state, recorded, committed) = tokio::task::spawn_blocking({
-                let store = self.shared.store.clone();
-                let fence = self.shared.cfg.leadership.fence();
-                move || {
-                    let r = match fence {
-                        Some(fence) => store.commit(fence, &[(key.as_str(), &state)], &recorded),
-                        None => Err(LedgerError::NotLeader),
-                    };
-                    (state, recorded, r)
+            evaluated.push((policy, state, recorded));
+        }
+        if !evaluated.is_empty() {
+            self.record(evaluated, now).await;
+        }
+        self.poll_jobs(now).await;
+    }
+
+    /// Commits the states and decisions of one tick's evaluations, then takes them in memory.
+    async fn record(&self, evaluated: Vec<(Arc<Policy>, PolicyState, Vec<Decision>)>, now: u64) {
+        // The states and records go to the blocking pool and come back, not copied.
+        let fence = self.shared.cfg.leadership.fence();
+        let store = self.shared.store.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            let r = match fence {
+                Some(fence) => {
+                    let states: Vec<(&str, &PolicyState)> =
+                        evaluated.iter().map(|(p, st, _)| (p.name(), st)).collect();
+                    let decisions: Vec<Decision> =
+                        evaluated.iter().flat_map(|(_, _, d)| d.iter().cloned()).collect();
+                    store.commit(fence, &states, &decisions)
                 }
-            })
-            .await
-            .unwrap_or_else(|e| {
-                // The task panicked and took the state with it: keep the last one in memory.
-                let kept = self.lock().states.get(policy.name()).cloned().unwrap_or_default();
-                (kept, Vec::new(), Err(LedgerError::Storage(format!("policy ledger task: {e}"))))
-            });
-            if let Err(e) = committed {
-                error!(error = %e, policy = %name, "Cannot persist policy state.");
+                None => Err(LedgerError::NotLeader),
+            };
+            (evaluated, r)
+        })
+        .await;
+        let evaluated = match committed {
+            Ok((evaluated, Ok(()))) => evaluated,
+            Ok((evaluated, Err(e))) => {
+                error!(error = %e, policies = evaluated.len(), "Cannot persist policy states.");
+                evaluated
             }
+            Err(e) => {
+                // The task panicked and took the states with it: keep those in memory.
+                error!(error = %e, "Policy ledger task failed; states not persisted.");
+                return;
+            }
+        };
+        let mut inner = self.lock();
+        for (policy, state, recorded) in evaluated {
             self.shared.counters.decisions.fetch_add(recorded.len() as u64, Ordering::Relaxed);
-            let mut inner = self.lock();
-            inner.states.insert(name.clone(), state);
+            inner.states.insert(policy.name().to_owned(), state);
             inner.driver.evaluated(&policy, now);
             for d in recorded {
                 if let Some(x) = &self.shared.exporter {
@@ -566,7 +587,6 @@ impl PolicyRuntime {
                 inner.last.insert((d.policy.clone(), d.rule.clone()), d);
             }
         }
-        self.poll_jobs(now).await;
     }
 
     async fn poll_jobs(&self, now: u64) {
