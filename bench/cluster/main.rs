@@ -29,6 +29,9 @@
 // A benchmark measures the real clocks.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "../shared/node_policy.rs"]
+mod node_policy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -470,29 +473,7 @@ async fn bench_takeover(args: &Args, etcd_bin: &str) -> Result<(), String> {
 
 /// One policy per node: the rules of `policy-bench` (1), evaluated every second.
 fn node_policy(n: usize) -> String {
-    format!(
-        r#"apiVersion: stoker/v1
-kind: Policy
-metadata: {{name: node-{n}}}
-spec:
-  target: {{name: pool-{n}, min: 1, max: 64, actuator: kubernetes, kubernetes: {{namespace: infer, deployment: pool-{n}}}}}
-  interval: 1s
-  scale:
-    metrics:
-      - name: p95-latency
-        signal: {{metric: inference.request.duration, stat: p95, window: 30s, where: {{host.name: node-{n}}}}}
-        target: {{value: 0.100}}
-      - name: gpu-busy
-        signal: {{metric: hw.gpu.utilization, stat: mean, window: 60s, where: {{host.name: node-{n}}}}}
-        target: {{value: 0.60}}
-    steps:
-      - name: gpu-saturated
-        when: {{signal: {{metric: hw.gpu.utilization, stat: min, window: 30s, where: {{host.name: node-{n}}}, gte: 0.95}}}}
-        for: 30s
-        change: {{pods: 2}}
-    panic: {{window: 10s, threshold: 2.0}}
-"#
-    )
+    node_policy::node_policy_yaml(n, Some("1s"))
 }
 
 fn noise(state: &mut u64) -> f64 {

@@ -32,6 +32,9 @@
 // A benchmark measures the real clocks.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "../shared/node_policy.rs"]
+mod node_policy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -270,28 +273,7 @@ impl SignalSource for CountingSource<'_> {
 }
 
 fn node_policy(n: usize) -> Policy {
-    let yaml = format!(
-        r#"apiVersion: stoker/v1
-kind: Policy
-metadata: {{name: node-{n}}}
-spec:
-  target: {{name: pool-{n}, min: 1, max: 64, actuator: kubernetes, kubernetes: {{namespace: infer, deployment: pool-{n}}}}}
-  scale:
-    metrics:
-      - name: p95-latency
-        signal: {{metric: inference.request.duration, stat: p95, window: 30s, where: {{host.name: node-{n}}}}}
-        target: {{value: 0.100}}
-      - name: gpu-busy
-        signal: {{metric: hw.gpu.utilization, stat: mean, window: 60s, where: {{host.name: node-{n}}}}}
-        target: {{value: 0.60}}
-    steps:
-      - name: gpu-saturated
-        when: {{signal: {{metric: hw.gpu.utilization, stat: min, window: 30s, where: {{host.name: node-{n}}}, gte: 0.95}}}}
-        for: 30s
-        change: {{pods: 2}}
-    panic: {{window: 10s, threshold: 2.0}}
-"#
-    );
+    let yaml = node_policy::node_policy_yaml(n, None);
     let (p, _, diags) = check_text(Path::new(&format!("node-{n}.yaml")), &yaml);
     match p {
         Some(p) => p,

@@ -154,17 +154,11 @@ impl PolicyStore {
         states: &[(&str, &PolicyState)],
         decisions: &[Decision],
     ) -> Result<(), PersistError> {
-        let encoded_states: Vec<(&str, Vec<u8>)> = states
-            .iter()
-            .map(|(k, s)| serde_json::to_vec(s).map(|v| (*k, v)))
-            .collect::<Result<_, _>>()?;
+        let encoded_states = encode_states(states)?;
         let encoded: Vec<Vec<u8>> =
             decisions.iter().map(serde_json::to_vec).collect::<Result<_, _>>()?;
         self.write_fenced(Some(fence), |txn| {
-            let mut st = txn.open_table(STATES)?;
-            for (k, v) in &encoded_states {
-                st.insert(*k, v.as_slice())?;
-            }
+            put_states(txn, &encoded_states)?;
             let mut dt = txn.open_table(DECISIONS)?;
             let mut next = dt.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
             for v in &encoded {
@@ -248,10 +242,7 @@ impl PolicyStore {
         states: &[(&str, &PolicyState)],
         actions: &[ActionRecord],
     ) -> Result<(), PersistError> {
-        let encoded_states: Vec<(&str, Vec<u8>)> = states
-            .iter()
-            .map(|(k, s)| serde_json::to_vec(s).map(|v| (*k, v)))
-            .collect::<Result<_, _>>()?;
+        let encoded_states = encode_states(states)?;
         // An offered record that encodes merges into one that does (the stored actuator part
         // is JSON already), so a codec error cannot split the state from its actions below.
         for a in actions {
@@ -259,10 +250,7 @@ impl PolicyStore {
         }
         let mut codec = None;
         self.write_fenced(Some(fence), |txn| {
-            let mut st = txn.open_table(STATES)?;
-            for (k, v) in &encoded_states {
-                st.insert(*k, v.as_slice())?;
-            }
+            put_states(txn, &encoded_states)?;
             let mut t = txn.open_table(ACTIONS)?;
             for a in actions {
                 if let Err(e) = replace_action(&mut t, &a.key, |stored| merge_action(stored, a))? {
@@ -301,6 +289,22 @@ impl PolicyStore {
         let t = txn.open_table(META).map_err(|e| self.err(e))?;
         Ok(Fence(t.get("fence").map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0)))
     }
+}
+
+/// Each policy's state as the JSON it is stored as.
+fn encode_states<'a>(
+    states: &[(&'a str, &PolicyState)],
+) -> Result<Vec<(&'a str, Vec<u8>)>, serde_json::Error> {
+    states.iter().map(|(k, s)| serde_json::to_vec(s).map(|v| (*k, v))).collect()
+}
+
+/// Stores encoded states in `txn`.
+fn put_states(txn: &redb::WriteTransaction, states: &[(&str, Vec<u8>)]) -> Result<(), redb::Error> {
+    let mut st = txn.open_table(STATES)?;
+    for (k, v) in states {
+        st.insert(*k, v.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Replaces the action under `key` with `update(stored)` in `t` and bounds the table. The
