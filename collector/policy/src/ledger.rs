@@ -264,6 +264,12 @@ struct Memory {
 }
 
 impl Memory {
+    fn put_states(&mut self, states: &[(&str, &PolicyState)]) {
+        for (k, s) in states {
+            self.states.insert((*k).to_owned(), (*s).clone());
+        }
+    }
+
     fn insert_action(&mut self, rec: ActionRecord) {
         self.actions.insert(rec.key.clone(), rec);
         if let Some(k) = oldest_finished(self.actions.values(), self.actions.len(), MAX_ACTIONS) {
@@ -297,9 +303,7 @@ impl Ledger for MemoryLedger {
     ) -> Result<(), LedgerError> {
         let mut m = self.lock();
         m.fence = admit(m.fence, fence)?;
-        for (k, s) in states {
-            m.states.insert((*k).to_owned(), (*s).clone());
-        }
+        m.put_states(states);
         m.decisions.extend_from_slice(decisions);
         let over = m.decisions.len().saturating_sub(MAX_DECISIONS);
         m.decisions.drain(..over);
@@ -314,9 +318,7 @@ impl Ledger for MemoryLedger {
     ) -> Result<(), LedgerError> {
         let mut m = self.lock();
         m.fence = admit(m.fence, fence)?;
-        for (k, s) in states {
-            m.states.insert((*k).to_owned(), (*s).clone());
-        }
+        m.put_states(states);
         for a in actions {
             let rec = merge_action(m.actions.remove(&a.key), a);
             m.insert_action(rec);

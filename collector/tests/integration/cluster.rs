@@ -418,6 +418,16 @@ async fn agreed_leader(c: &reqwest::Client, members: &[&Collector]) -> Option<(S
     views.iter().all(|v| v["leader"] == name.as_str() && v["term"] == term).then_some((name, term))
 }
 
+/// Members `a` and `b` on the one-member `etcd`, under `root`, both logging their calls to
+/// the file returned first.
+fn two_members(root: &Path, etcd: &Etcd) -> (PathBuf, Member, Member) {
+    let calls_file = root.join("calls");
+    let endpoints = [etcd.endpoint.clone()];
+    let ma = member(root, "a", &endpoints, &calls_file);
+    let mb = member(root, "b", &endpoints, &calls_file);
+    (calls_file, ma, mb)
+}
+
 /// Two members on one etcd: one leader, one follower that names it, role and term on
 /// `/metrics`; only the leader acts; after `kill -9` of the leader (once its decision is
 /// committed) the other leads within the lease and a poll, keeps the cooldown the first one left (no second call), and every
@@ -426,12 +436,7 @@ async fn agreed_leader(c: &reqwest::Client, members: &[&Collector]) -> Option<(S
 async fn a_killed_leader_is_replaced_within_its_lease_and_nothing_is_done_twice() {
     let Some(etcd) = etcd().await else { return };
     let root = tempfile::tempdir().unwrap();
-    let calls_file = root.path().join("calls");
-    let endpoints = [etcd.endpoint.clone()];
-    let (ma, mb) = (
-        member(root.path(), "a", &endpoints, &calls_file),
-        member(root.path(), "b", &endpoints, &calls_file),
-    );
+    let (calls_file, ma, mb) = two_members(root.path(), &etcd);
     let c = common::client();
     let mut running = [Some(start(&ma)), Some(start(&mb))];
     let both: Vec<&Collector> = running.iter().flatten().collect();
@@ -499,12 +504,7 @@ fn signal(at: &Collector, sig: &str) {
 async fn a_paused_leader_steps_down_and_makes_no_call_when_it_wakes() {
     let Some(etcd) = etcd().await else { return };
     let root = tempfile::tempdir().unwrap();
-    let calls_file = root.path().join("calls");
-    let endpoints = [etcd.endpoint.clone()];
-    let (ma, mb) = (
-        member(root.path(), "a", &endpoints, &calls_file),
-        member(root.path(), "b", &endpoints, &calls_file),
-    );
+    let (calls_file, ma, mb) = two_members(root.path(), &etcd);
     let c = common::client();
     let (a, b) = (start(&ma), start(&mb));
     let (leader, term) =
